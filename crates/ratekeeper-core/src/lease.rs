@@ -1,0 +1,161 @@
+//! Leases (held slots with a TTL, for holders in other processes) and permits
+//! (held slots tied to a guard in this process).
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+use smallvec::SmallVec;
+
+use crate::error::LeaseError;
+use crate::limit::LimitId;
+use crate::time::Timestamp;
+
+/// The shortest lease TTL allowed.
+pub const MIN_LEASE_TTL: Duration = Duration::from_secs(1);
+/// The longest lease TTL allowed.
+pub const MAX_LEASE_TTL: Duration = Duration::from_secs(24 * 60 * 60);
+/// The TTL of a lease when the request names none.
+pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(30);
+
+/// A lease's identity: 128 random bits, so that it cannot be guessed.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct LeaseId([u8; 16]);
+
+impl LeaseId {
+    /// The id from its 16 bytes.
+    pub const fn from_bytes(bytes: [u8; 16]) -> Self {
+        LeaseId(bytes)
+    }
+
+    /// Its 16 bytes.
+    pub const fn to_bytes(self) -> [u8; 16] {
+        self.0
+    }
+}
+
+/// Shown as 32 lowercase hexadecimal digits.
+impl fmt::Display for LeaseId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.iter().try_for_each(|b| write!(f, "{b:02x}"))
+    }
+}
+
+impl fmt::Debug for LeaseId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "LeaseId({self})")
+    }
+}
+
+/// The text was not 32 hexadecimal digits.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("a lease id is 32 hexadecimal digits")]
+pub struct ParseLeaseIdError;
+
+impl FromStr for LeaseId {
+    type Err = ParseLeaseIdError;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        if text.len() != 32 || !text.is_ascii() {
+            return Err(ParseLeaseIdError);
+        }
+        let mut bytes = [0; 16];
+        for (byte, pair) in bytes.iter_mut().zip(text.as_bytes().chunks(2)) {
+            let pair = std::str::from_utf8(pair).map_err(|_| ParseLeaseIdError)?;
+            *byte = u8::from_str_radix(pair, 16).map_err(|_| ParseLeaseIdError)?;
+        }
+        Ok(LeaseId(bytes))
+    }
+}
+
+/// What a granted lease tells its holder.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LeaseGrant {
+    /// The lease to renew and release.
+    pub id: LeaseId,
+    /// When it expires unless renewed.
+    pub expires_at: Timestamp,
+}
+
+/// A read-only picture of a live lease.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaseView {
+    /// Its id.
+    pub id: LeaseId,
+    /// The limits it holds slots on (limits that were inactive at the grant,
+    /// or have been deleted since, are not listed: it holds nothing there).
+    pub limits: Vec<String>,
+    /// How many slots it holds on each.
+    pub occupy: u64,
+    /// The holder's label.
+    pub holder: Option<String>,
+    /// When it was granted.
+    pub granted_at: Timestamp,
+    /// When it expires unless renewed.
+    pub expires_at: Timestamp,
+    /// The TTL each renewal extends it by.
+    pub ttl: Duration,
+}
+
+/// Slots held on behalf of a guard in this process, with no TTL and no id.
+///
+/// The in-process limiter hands one to a guard, which gives it back through
+/// [`crate::Engine::release_permit`] when dropped. It cannot be cloned, so it
+/// is released at most once. A permit whose limit was reset or deleted since
+/// frees nothing there.
+#[derive(Debug, PartialEq, Eq)]
+#[must_use = "a permit holds slots until it is given back to the engine"]
+pub struct Permit {
+    /// Each limit held, with its generation at the grant.
+    pub(crate) holds: SmallVec<[(LimitId, u64); 2]>,
+    pub(crate) occupy: u64,
+}
+
+impl Permit {
+    /// How many slots it holds on each of its limits.
+    pub fn occupy(&self) -> u64 {
+        self.occupy
+    }
+}
+
+/// A live lease's internal state.
+#[derive(Debug)]
+pub(crate) struct Lease {
+    /// The limits it holds slots on: those that were active at the grant.
+    pub limits: SmallVec<[LimitId; 2]>,
+    pub occupy: u64,
+    pub holder: Option<Box<str>>,
+    pub ttl: Duration,
+    pub granted_at: Timestamp,
+    pub expires_at: Timestamp,
+}
+
+pub(crate) fn check_ttl(ttl: Duration) -> Result<(), LeaseError> {
+    if (MIN_LEASE_TTL..=MAX_LEASE_TTL).contains(&ttl) {
+        Ok(())
+    } else {
+        Err(LeaseError::InvalidTtl {
+            millis: ttl.as_millis(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lease_ids_round_trip_through_text() {
+        let id = LeaseId::from_bytes([0xab; 16]);
+        let text = id.to_string();
+        assert_eq!(text, "ab".repeat(16));
+        assert_eq!(text.parse::<LeaseId>(), Ok(id));
+    }
+
+    #[test]
+    fn malformed_lease_ids_are_refused() {
+        for text in ["", "ab", &"zz".repeat(16), &"é".repeat(16), &"a".repeat(33)] {
+            assert_eq!(text.parse::<LeaseId>(), Err(ParseLeaseIdError), "{text}");
+        }
+    }
+}

@@ -1,0 +1,284 @@
+//! One limit: its definition, its occupancy and the capacity check.
+
+use std::collections::{BTreeSet, HashSet};
+
+use crate::error::LimitError;
+use crate::lease::LeaseId;
+use crate::name::LimitName;
+use crate::request::RequestId;
+use crate::time::Timestamp;
+
+/// The largest number of slots a limit may have. Slot arithmetic is done in
+/// `f64` for decay, which is exact for integers well beyond this.
+pub const MAX_SLOTS: u64 = 1_000_000_000_000_000;
+/// The fastest decay allowed, in slots per second: one slot per nanosecond.
+pub const MAX_DECAY: f64 = 1e9;
+/// The longest description allowed, in characters.
+pub const MAX_DESCRIPTION_LEN: usize = 1024;
+
+const NANOS_PER_SEC: f64 = 1e9;
+
+/// What a new limit should look like.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LimitSpec {
+    /// Its name.
+    pub name: String,
+    /// How many slots may be occupied at once; 0 closes the limit.
+    pub slots: u64,
+    /// How fast rate-mode slots free themselves, per second; 0 for a pure
+    /// concurrency limit.
+    pub slot_decay_per_second: f64,
+    /// Whether it enforces anything.
+    pub active: bool,
+    /// Free text for people.
+    pub description: Option<String>,
+}
+
+impl LimitSpec {
+    /// An active concurrency limit: at most `slots` holders at once.
+    pub fn concurrency(name: impl Into<String>, slots: u64) -> Self {
+        LimitSpec {
+            name: name.into(),
+            slots,
+            slot_decay_per_second: 0.0,
+            active: true,
+            description: None,
+        }
+    }
+
+    /// An active rate limit: `per_second` admissions per second on average,
+    /// with bursts of up to `burst`.
+    pub fn rate(name: impl Into<String>, per_second: f64, burst: u64) -> Self {
+        LimitSpec {
+            slot_decay_per_second: per_second,
+            ..LimitSpec::concurrency(name, burst)
+        }
+    }
+}
+
+/// A change to an existing limit; `None` leaves a field as it is.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LimitPatch {
+    /// New slot count.
+    pub slots: Option<u64>,
+    /// New decay rate.
+    pub slot_decay_per_second: Option<f64>,
+    /// Activate or deactivate.
+    pub active: Option<bool>,
+    /// New description; `Some(None)` clears it.
+    pub description: Option<Option<String>>,
+}
+
+/// Running totals of what happened on a limit. Only requests that found the
+/// limit active are counted: an inactive limit does nothing, so it counts
+/// nothing either.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counters {
+    /// Requests granted.
+    pub granted_total: u64,
+    /// Slots granted (the sum of `occupy` over granted requests).
+    pub granted_slots_total: u64,
+    /// Requests that had to queue.
+    pub waited_total: u64,
+    /// Leases that expired instead of being released.
+    pub expired_total: u64,
+    /// Requests refused for lack of capacity: try-once requests that would
+    /// have blocked, and waits that timed out.
+    pub denied_total: u64,
+}
+
+/// A read-only picture of a limit at one instant.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LimitView {
+    /// Its name.
+    pub name: String,
+    /// Its slot count.
+    pub slots: u64,
+    /// Its decay rate, in slots per second.
+    pub slot_decay_per_second: f64,
+    /// Whether it enforces.
+    pub active: bool,
+    /// Its description.
+    pub description: Option<String>,
+    /// Slots held by leases and permits.
+    pub held: u64,
+    /// Rate-mode slots not yet decayed (fractional).
+    pub decaying: f64,
+    /// Requests queued on it.
+    pub waiting: u64,
+    /// The sum of `occupy` over queued requests.
+    pub waiting_slots: u64,
+    /// Running totals.
+    pub counters: Counters,
+    /// When it was created.
+    pub created_at: Timestamp,
+    /// When its definition last changed.
+    pub updated_at: Timestamp,
+}
+
+/// Whether a request fits into a limit now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Room {
+    /// It fits now.
+    Now,
+    /// It will fit at this instant, once enough decaying slots have decayed
+    /// (unless something else changes first).
+    At(Timestamp),
+    /// Only a release, an expiry or a change of the limit can make it fit.
+    Blocked,
+}
+
+/// A limit's internal identity. Never reused, so that leases and permits on a
+/// deleted limit cannot touch a new limit of the same name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub(crate) struct LimitId(pub u64);
+
+/// A limit's internal state.
+#[derive(Debug)]
+pub(crate) struct Limit {
+    pub name: LimitName,
+    pub slots: u64,
+    /// Slots per second; finite, `0..=MAX_DECAY`.
+    pub decay: f64,
+    pub active: bool,
+    pub description: Option<String>,
+    /// Slots held by live leases and permits. May exceed `slots` only after
+    /// `slots` was lowered below it.
+    pub held: u64,
+    /// The instant at which every decaying slot will have decayed. Keeping the
+    /// drain instant instead of a fractional count means nothing is rounded
+    /// away when slots are added: the level at `t` is `(drained_at - t) ×
+    /// decay`. Never after `now` while `decay` is 0.
+    pub drained_at: Timestamp,
+    /// Bumped by every reset, so that permits granted before it are ignored
+    /// when they are released.
+    pub generation: u64,
+    /// Waiting requests, in global arrival order; the first is the head.
+    pub queue: BTreeSet<RequestId>,
+    /// The sum of `occupy` over `queue`.
+    pub queued_slots: u64,
+    /// Live leases that hold slots here.
+    pub leases: HashSet<LeaseId, foldhash::fast::RandomState>,
+    pub counters: Counters,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+}
+
+impl Limit {
+    pub fn new(spec: &LimitSpec, now: Timestamp) -> Result<Self, LimitError> {
+        let name = LimitName::new(&spec.name)?;
+        check_slots(spec.slots)?;
+        check_decay(spec.slot_decay_per_second)?;
+        check_description(spec.description.as_deref())?;
+        Ok(Limit {
+            name,
+            slots: spec.slots,
+            decay: spec.slot_decay_per_second,
+            active: spec.active,
+            description: spec.description.clone(),
+            held: 0,
+            drained_at: now,
+            generation: 0,
+            queue: BTreeSet::new(),
+            queued_slots: 0,
+            leases: HashSet::default(),
+            counters: Counters::default(),
+            created_at: now,
+            updated_at: now,
+        })
+    }
+
+    /// Whether `occupy` more slots fit: `held + decaying + occupy <= slots`.
+    pub fn room(&self, occupy: u64, now: Timestamp) -> Room {
+        let Some(free) = self.slots.checked_sub(self.held.saturating_add(occupy)) else {
+            return Room::Blocked;
+        };
+        if self.drained_at <= now {
+            return Room::Now;
+        }
+        // The decaying level may be at most `free`, i.e. the drain instant at
+        // most `free / decay` seconds away. Rounded down: never admit early.
+        let slack = nanos_for(free as f64, self.decay, f64::floor);
+        let ready_at = self.drained_at.sub_nanos(slack);
+        if ready_at <= now {
+            Room::Now
+        } else {
+            Room::At(ready_at)
+        }
+    }
+
+    /// Adds `occupy` decaying slots at `now`.
+    pub fn add_decaying(&mut self, occupy: u64, now: Timestamp) {
+        // Rounded up: a slot never decays sooner than its rate allows.
+        let drain = nanos_for(occupy as f64, self.decay, f64::ceil);
+        self.drained_at = self.drained_at.max(now).add_nanos(drain);
+    }
+
+    /// Rate-mode slots not yet decayed at `now`.
+    pub fn decaying(&self, now: Timestamp) -> f64 {
+        let remaining = self.drained_at.as_unix_nanos().saturating_sub(now.as_unix_nanos());
+        remaining as f64 * self.decay / NANOS_PER_SEC
+    }
+
+    /// Changes the decay rate, keeping the current decaying level. With a rate
+    /// of 0 nothing would ever decay again, so decaying slots are dropped.
+    pub fn set_decay(&mut self, decay: f64, now: Timestamp) {
+        let level = self.decaying(now);
+        self.decay = decay;
+        self.drained_at = if decay > 0.0 {
+            now.add_nanos(nanos_for(level, decay, f64::ceil))
+        } else {
+            now
+        };
+    }
+
+    pub fn view(&self, now: Timestamp) -> LimitView {
+        LimitView {
+            name: self.name.to_string(),
+            slots: self.slots,
+            slot_decay_per_second: self.decay,
+            active: self.active,
+            description: self.description.clone(),
+            held: self.held,
+            decaying: self.decaying(now),
+            waiting: self.queue.len() as u64,
+            waiting_slots: self.queued_slots,
+            counters: self.counters,
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+        }
+    }
+}
+
+/// How many nanoseconds `slots` slots take to decay at `rate` per second,
+/// rounded with `round` and saturated to `u64`.
+fn nanos_for(slots: f64, rate: f64, round: fn(f64) -> f64) -> u64 {
+    if slots <= 0.0 {
+        return 0;
+    }
+    // `as` saturates for floats out of range (and maps NaN to 0, which cannot
+    // happen here: rate > 0 whenever there is anything to drain).
+    round(slots * NANOS_PER_SEC / rate) as u64
+}
+
+pub(crate) fn check_slots(slots: u64) -> Result<(), LimitError> {
+    if slots > MAX_SLOTS {
+        return Err(LimitError::InvalidSlots { slots });
+    }
+    Ok(())
+}
+
+pub(crate) fn check_decay(value: f64) -> Result<(), LimitError> {
+    if !(value.is_finite() && (0.0..=MAX_DECAY).contains(&value)) {
+        return Err(LimitError::InvalidDecay { value });
+    }
+    Ok(())
+}
+
+pub(crate) fn check_description(description: Option<&str>) -> Result<(), LimitError> {
+    let len = description.map_or(0, |d| d.chars().count());
+    if len > MAX_DESCRIPTION_LEN {
+        return Err(LimitError::DescriptionTooLong { len });
+    }
+    Ok(())
+}
