@@ -1,0 +1,822 @@
+//! One test per rule of DESIGN §1, each named after its rule, all with
+//! explicit time.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Sim, TTL};
+use ratekeeper_core::{
+    AcquireError, AcquireRequest, Admission, Claim, Held, LeaseError, LimitError, LimitPatch,
+    LimitSpec, NameError, Timestamp,
+};
+
+fn patch() -> LimitPatch {
+    LimitPatch::default()
+}
+
+// ----- limit definitions -------------------------------------------------
+
+#[test]
+fn a_name_with_a_bad_character_is_rejected_naming_the_character() {
+    let mut sim = Sim::new();
+    for bad in ["a/b", "a%b", "a&b", "a>b", "a<b", "a b", ""] {
+        let err = sim
+            .engine
+            .create_limit(sim.now, &LimitSpec::concurrency(bad, 1))
+            .unwrap_err();
+        assert_eq!(err.code(), "invalid_name", "{bad:?}");
+        if let Some(ch) = bad.chars().find(|c| !c.is_ascii_alphanumeric()) {
+            assert!(err.to_string().contains(&format!("{ch:?}")), "{err}");
+        }
+    }
+    let err = sim
+        .engine
+        .create_limit(sim.now, &LimitSpec::concurrency("x".repeat(129), 1))
+        .unwrap_err();
+    assert_eq!(
+        err,
+        LimitError::InvalidName(NameError::TooLong { len: 129 })
+    );
+    assert!(sim.engine.limits().is_empty(), "nothing was created");
+}
+
+#[test]
+fn slots_decay_and_description_out_of_range_are_rejected() {
+    let mut sim = Sim::new();
+    let cases = [
+        (LimitSpec::concurrency("a", ratekeeper_core::MAX_SLOTS + 1), "invalid_slots"),
+        (LimitSpec::rate("a", -1.0, 1), "invalid_decay"),
+        (LimitSpec::rate("a", f64::NAN, 1), "invalid_decay"),
+        (LimitSpec::rate("a", f64::INFINITY, 1), "invalid_decay"),
+        (LimitSpec::rate("a", 2e9, 1), "invalid_decay"),
+        (
+            LimitSpec {
+                description: Some("d".repeat(1025)),
+                ..LimitSpec::concurrency("a", 1)
+            },
+            "invalid_description",
+        ),
+    ];
+    for (spec, code) in cases {
+        let err = sim.engine.create_limit(sim.now, &spec).unwrap_err();
+        assert_eq!(err.code(), code, "{spec:?}");
+    }
+    assert!(sim.engine.limits().is_empty());
+}
+
+#[test]
+fn creating_a_limit_twice_fails_and_keeps_the_first() {
+    let mut sim = Sim::new();
+    sim.concurrency("db", 3);
+    let err = sim
+        .engine
+        .create_limit(sim.now, &LimitSpec::concurrency("db", 9))
+        .unwrap_err();
+    assert_eq!(err.code(), "limit_exists");
+    assert_eq!(sim.view("db").slots, 3);
+}
+
+#[test]
+fn an_invalid_update_changes_nothing() {
+    let mut sim = Sim::new();
+    sim.rate("api", 10.0, 5);
+    let before = sim.view("api");
+    let bad = LimitPatch {
+        slots: Some(4),
+        slot_decay_per_second: Some(f64::NAN),
+        ..patch()
+    };
+    let err = sim.engine.update_limit(sim.now, "api", &bad).unwrap_err();
+    assert_eq!(err.code(), "invalid_decay");
+    assert_eq!(sim.view("api"), before);
+}
+
+#[test]
+fn limits_are_listed_by_name() {
+    let mut sim = Sim::new();
+    for name in ["b", "c", "a"] {
+        sim.concurrency(name, 1);
+    }
+    let names: Vec<String> = sim.engine.limits().into_iter().map(|l| l.name).collect();
+    assert_eq!(names, ["a", "b", "c"]);
+}
+
+// ----- capacity ----------------------------------------------------------
+
+#[test]
+fn capacity_counts_held_plus_decaying_plus_occupy() {
+    let mut sim = Sim::new();
+    sim.rate("mixed", 1.0, 4);
+    sim.lease(&["mixed"], 2);
+    assert!(sim.try_rate(&["mixed"], 1));
+    // held 2 + decaying 1 + occupy 2 > 4
+    let err = sim
+        .acquire(&["mixed"], 2, Sim::lease_claim(), Some(Duration::ZERO))
+        .unwrap_err();
+    assert_eq!(err, AcquireError::WouldBlock);
+    // held 2 + decaying 1 + occupy 1 == 4
+    sim.lease(&["mixed"], 1);
+    assert_eq!(sim.held("mixed"), 3);
+}
+
+#[test]
+fn zero_slots_closes_the_limit_and_every_acquire_waits() {
+    let mut sim = Sim::new();
+    sim.concurrency("gate", 0);
+    let waiter = sim.queue(&["gate"], 1);
+    assert_eq!(sim.view("gate").waiting, 1);
+    sim.engine
+        .update_limit(sim.now, "gate", &LimitPatch { slots: Some(1), ..patch() })
+        .unwrap();
+    assert_eq!(sim.granted(), [waiter]);
+}
+
+#[test]
+fn a_concurrency_grant_is_a_lease_holding_occupy_slots_on_every_named_limit() {
+    let mut sim = Sim::new();
+    sim.concurrency("a", 5);
+    sim.concurrency("b", 5);
+    let lease = sim.lease(&["a", "b"], 3);
+    assert_eq!((sim.held("a"), sim.held("b")), (3, 3));
+    let view = sim.engine.lease(lease).unwrap();
+    assert_eq!(view.limits, ["a", "b"]);
+    assert_eq!(view.occupy, 3);
+    assert_eq!(view.holder.as_deref(), Some("test"));
+    assert_eq!(view.expires_at, sim.now.saturating_add(TTL));
+    sim.release(lease);
+    assert_eq!((sim.held("a"), sim.held("b")), (0, 0));
+}
+
+#[test]
+fn rate_mode_occupies_decaying_slots_that_free_themselves() {
+    let mut sim = Sim::new();
+    sim.rate("api", 2.0, 2);
+    assert!(sim.try_rate(&["api"], 2));
+    let view = sim.view("api");
+    assert_eq!((view.held, view.decaying), (0, 2.0));
+    sim.advance_ms(250);
+    assert_eq!(sim.view("api").decaying, 1.5);
+    assert!(!sim.try_rate(&["api"], 1), "1.5 + 1 > 2");
+    sim.advance_ms(250);
+    assert!(sim.try_rate(&["api"], 1), "1.0 + 1 <= 2");
+    sim.advance_ms(10_000);
+    assert_eq!(sim.view("api").decaying, 0.0);
+}
+
+#[test]
+fn rate_mode_on_an_active_limit_without_decay_is_rejected_not_queued() {
+    let mut sim = Sim::new();
+    sim.concurrency("db", 1);
+    let err = sim.acquire(&["db"], 1, Claim::Rate, None).unwrap_err();
+    assert_eq!(err.code(), "rate_mode_needs_decay");
+    assert_eq!(sim.view("db").waiting, 0);
+}
+
+#[test]
+fn fractional_decay_is_kept_across_many_small_grants() {
+    // 3 per second: each slot takes a third of a second to decay, which no
+    // whole number of nanoseconds is. Over 3 000 grants at the exact wake-up
+    // instants, rounding must not drift by even one grant.
+    let mut sim = Sim::new();
+    sim.rate("thirds", 3.0, 1);
+    let start = sim.now;
+    let mut admitted = 0;
+    while sim.now.saturating_duration_since(start) < Duration::from_secs(1_000) {
+        if sim.try_rate(&["thirds"], 1) {
+            admitted += 1;
+        } else {
+            sim.queue_with(&["thirds"], 1, Claim::Rate, None);
+            sim.advance_to_wakeup();
+            assert_eq!(sim.granted().len(), 1);
+            admitted += 1;
+        }
+    }
+    assert!((3000..=3001).contains(&admitted), "admitted {admitted}");
+}
+
+// ----- all-or-nothing and fairness ----------------------------------------
+
+#[test]
+fn a_multi_name_acquire_is_all_or_nothing() {
+    let mut sim = Sim::new();
+    sim.concurrency("a", 1);
+    sim.concurrency("b", 1);
+    let b_holder = sim.lease(&["b"], 1);
+    sim.queue(&["a", "b"], 1);
+    // It waits for b without holding a: a is free for nobody else only
+    // because of FIFO, but its slot is not occupied.
+    assert_eq!((sim.held("a"), sim.held("b")), (0, 1));
+    sim.release(b_holder);
+    sim.granted_lease();
+    assert_eq!((sim.held("a"), sim.held("b")), (1, 1));
+}
+
+#[test]
+fn waiters_are_served_first_come_first_served() {
+    let mut sim = Sim::new();
+    sim.concurrency("db", 1);
+    let holder = sim.lease(&["db"], 1);
+    let order: Vec<_> = (0..5).map(|_| sim.queue(&["db"], 1)).collect();
+    let positions: Vec<_> = sim
+        .engine
+        .waiters_on("db")
+        .unwrap()
+        .into_iter()
+        .map(|w| w.request)
+        .collect();
+    assert_eq!(positions, order);
+    let mut lease = holder;
+    for expected in order {
+        sim.release(lease);
+        let granted = sim.wakes();
+        assert_eq!(granted.len(), 1);
+        assert_eq!(granted[0].0, expected);
+        let Ok(Held::Lease(next)) = &granted[0].1 else {
+            panic!("{granted:?}")
+        };
+        lease = next.id;
+    }
+}
+
+#[test]
+fn a_heavy_request_is_not_starved_by_a_stream_of_light_ones() {
+    let mut sim = Sim::new();
+    sim.concurrency("db", 4);
+    let mut light: Vec<_> = (0..3).map(|_| sim.lease(&["db"], 1)).collect();
+    let heavy = sim.queue(&["db"], 4);
+    // Light requests keep arriving; each must queue behind the heavy one
+    // even though a slot is free.
+    for _ in 0..3 {
+        sim.queue(&["db"], 1);
+    }
+    assert_eq!(sim.held("db"), 3);
+    for lease in light.drain(..) {
+        sim.release(lease);
+    }
+    let first = sim.wakes();
+    assert_eq!(first[0].0, heavy, "the heavy request goes first");
+    assert_eq!(first.len(), 1, "nothing fits beside it");
+    assert_eq!(sim.held("db"), 4);
+}
+
+#[test]
+fn one_global_order_keeps_multi_name_requests_from_deadlocking() {
+    let mut sim = Sim::new();
+    sim.concurrency("a", 1);
+    sim.concurrency("b", 1);
+    let a = sim.lease(&["a"], 1);
+    let b = sim.lease(&["b"], 1);
+    // Opposite name orders: with per-limit locking these would deadlock.
+    let ab = sim.queue(&["a", "b"], 1);
+    let ba = sim.queue(&["b", "a"], 1);
+    sim.release(a);
+    assert!(sim.wakes().is_empty(), "ab must still wait for b");
+    assert_eq!(sim.held("a"), 0, "and does not hold a meanwhile");
+    sim.release(b);
+    let first = sim.granted_lease();
+    assert_eq!(sim.engine.lease(first).unwrap().limits, ["a", "b"]);
+    sim.release(first);
+    assert_eq!(sim.granted(), [ba]);
+    let _ = ab;
+}
+
+#[test]
+fn a_request_behind_an_earlier_waiter_waits_even_if_it_fits() {
+    let mut sim = Sim::new();
+    sim.concurrency("a", 2);
+    sim.concurrency("b", 1);
+    let b_holder = sim.lease(&["b"], 1);
+    sim.queue(&["a", "b"], 1);
+    // One slot of a is free, but the earlier waiter on a comes first.
+    let later = sim.queue(&["a"], 1);
+    sim.release(b_holder);
+    let granted = sim.granted();
+    assert_eq!(granted.len(), 2);
+    assert_eq!(granted[1], later, "granted right after the earlier one");
+}
+
+// ----- pushed waking -------------------------------------------------------
+
+#[test]
+fn a_release_grants_the_next_waiter_in_the_same_step() {
+    let mut sim = Sim::new();
+    sim.concurrency("db", 1);
+    let lease = sim.lease(&["db"], 1);
+    let waiter = sim.queue(&["db"], 1);
+    assert!(sim.engine.take_wakes().is_empty());
+    sim.release(lease);
+    assert_eq!(sim.granted(), [waiter]);
+}
+
+#[test]
+fn a_release_wakes_only_waiters_that_now_fit() {
+    let mut sim = Sim::new();
+    sim.concurrency("db", 3);
+    let small = sim.lease(&["db"], 1);
+    let _big = sim.lease(&["db"], 2);
+    let needs_two = sim.queue(&["db"], 2);
+    sim.queue(&["db"], 1);
+    sim.release(small);
+    assert!(sim.wakes().is_empty(), "one free slot fits nobody at the head");
+    assert_eq!(sim.view("db").waiting, 2);
+    let _ = needs_two;
+}
+
+#[test]
+fn decay_wakes_a_waiter_at_the_exact_instant_it_fits() {
+    let mut sim = Sim::new();
+    sim.rate("api", 4.0, 1);
+    assert!(sim.try_rate(&["api"], 1));
+    let start = sim.now;
+    let waiter = sim.queue_with(&["api"], 1, Claim::Rate, None);
+    let due = sim.engine.next_wakeup().unwrap();
+    assert_eq!(due.saturating_duration_since(start), Duration::from_millis(250));
+    // One nanosecond early: nothing.
+    sim.engine.advance(Timestamp::from_unix_nanos(due.as_unix_nanos() - 1));
+    assert!(sim.engine.take_wakes().is_empty());
+    sim.advance_to_wakeup();
+    assert_eq!(sim.granted(), [waiter]);
+}
+
+#[test]
+fn the_engine_asks_to_be_called_back_only_when_something_is_due() {
+    let mut sim = Sim::new();
+    sim.concurrency("db", 1);
+    assert_eq!(sim.engine.next_wakeup(), None);
+    let lease = sim.lease(&["db"], 1);
+    assert_eq!(sim.engine.next_wakeup(), Some(sim.now.saturating_add(TTL)));
+    sim.release(lease);
+    assert_eq!(sim.engine.next_wakeup(), None);
+}
+
+// ----- leases --------------------------------------------------------------
+
+#[test]
+fn lease_ttl_must_be_between_one_second_and_one_day() {
+    let mut sim = Sim::new();
+    sim.concurrency("db", 1);
+    for ttl in [Duration::from_millis(999), Duration::from_secs(86_401)] {
+        let claim = Claim::Lease { ttl, holder: None };
+        let err = sim.acquire(&["db"], 1, claim, None).unwrap_err();
+        assert_eq!(err.code(), "invalid_lease_ttl");
+    }
+    let lease = sim.lease(&["db"], 1);
+    let err = sim
+        .engine
+        .renew(sim.now, lease, Some(Duration::from_millis(10)))
+        .unwrap_err();
+    assert_eq!(err.code(), "invalid_lease_ttl");
+    assert_eq!(sim.held("db"), 1);
+}
+
+#[test]
+fn lease_ids_are_unguessable_128_bit_values() {
+    let mut sim = Sim::new();
+    sim.concurrency("db", 1000);
+    let ids: std::collections::HashSet<_> = (0..1000).map(|_| sim.lease(&["db"], 1)).collect();
+    assert_eq!(ids.len(), 1000);
+    let ones: u32 = ids
+        .iter()
+        .map(|id| u128::from_le_bytes(id.to_bytes()).count_ones())
+        .sum();
+    let mean = f64::from(ones) / 1000.0;
+    assert!((60.0..68.0).contains(&mean), "bits look random: {mean}");
+}
+
+#[test]
+fn renewing_a_lease_extends_its_expiry() {
+    let mut sim = Sim::new();
+    sim.concurrency("db", 1);
+    let lease = sim.lease(&["db"], 1);
+    sim.advance_ms(20_000);
+    let renewed = sim.engine.renew(sim.now, lease, None).unwrap();
+    assert_eq!(renewed.expires_at, sim.now.saturating_add(TTL));
+    sim.advance_ms(20_000); // 40 s after the grant, 20 s after the renewal
+    assert_eq!(sim.held("db"), 1);
+    let longer = sim
+        .engine
+        .renew(sim.now, lease, Some(Duration::from_secs(120)))
+        .unwrap();
+    assert_eq!(longer.expires_at, sim.now.saturating_add(Duration::from_secs(120)));
+    assert_eq!(sim.engine.lease(lease).unwrap().ttl, Duration::from_secs(120));
+}
+
+#[test]
+fn an_expired_lease_frees_its_slots_like_a_release_and_is_counted() {
+    let mut sim = Sim::new();
+    sim.concurrency("db", 1);
+    sim.lease(&["db"], 1);
+    let waiter = sim.queue(&["db"], 1);
+    sim.advance(TTL - Duration::from_nanos(1));
+    assert!(sim.wakes().is_empty());
+    sim.advance(Duration::from_nanos(1));
+    assert_eq!(sim.granted(), [waiter]);
+    assert_eq!(sim.view("db").counters.expired_total, 1);
+}
+
+#[test]
+fn renewing_or_releasing_an_expired_or_unknown_lease_says_lease_expired() {
+    let mut sim = Sim::new();
+    sim.concurrency("db", 1);
+    let lease = sim.lease(&["db"], 1);
+    sim.advance(TTL);
+    assert_eq!(sim.engine.renew(sim.now, lease, None), Err(LeaseError::Expired));
+    assert_eq!(sim.engine.release(sim.now, lease), Err(LeaseError::Expired));
+    let other = sim.lease(&["db"], 1);
+    sim.release(other);
+    assert_eq!(sim.engine.release(sim.now, other), Err(LeaseError::Expired));
+    assert_eq!(LeaseError::Expired.code(), "lease_expired");
+}
+
+// ----- inactive and missing limits -----------------------------------------
+
+#[test]
+fn an_inactive_limit_passes_requests_through_and_occupies_nothing() {
+    let mut sim = Sim::new();
+    sim.engine
+        .create_limit(
+            sim.now,
+            &LimitSpec {
+                active: false,
+                ..LimitSpec::concurrency("off", 1)
+            },
+        )
+        .unwrap();
+    for _ in 0..3 {
+        sim.lease(&["off"], 1);
+    }
+    // Even rate mode and oversized requests pass an inactive limit.
+    assert!(sim.try_rate(&["off"], 5));
+    let view = sim.view("off");
+    assert_eq!((view.held, view.decaying, view.counters.granted_total), (0, 0.0, 0));
+}
+
+#[test]
+fn activating_a_limit_makes_it_enforce_again() {
+    let mut sim = Sim::new();
+    sim.concurrency("db", 1);
+    let off = LimitPatch { active: Some(false), ..patch() };
+    let on = LimitPatch { active: Some(true), ..patch() };
+    sim.engine.update_limit(sim.now, "db", &off).unwrap();
+    sim.lease(&["db"], 1);
+    sim.engine.update_limit(sim.now, "db", &on).unwrap();
+    sim.lease(&["db"], 1);
+    sim.queue(&["db"], 1);
+    assert_eq!(sim.held("db"), 1);
+}
+
+#[test]
+fn deactivating_a_limit_wakes_its_waiters_at_once() {
+    let mut sim = Sim::new();
+    sim.concurrency("db", 1);
+    sim.concurrency("other", 5);
+    sim.lease(&["db"], 1);
+    let w1 = sim.queue(&["db"], 1);
+    let w2 = sim.queue(&["db", "other"], 1);
+    sim.engine
+        .update_limit(sim.now, "db", &LimitPatch { active: Some(false), ..patch() })
+        .unwrap();
+    let mut granted = sim.granted();
+    granted.sort();
+    assert_eq!(granted, [w1, w2]);
+    assert_eq!(sim.held("other"), 1);
+}
+
+#[test]
+fn a_missing_limit_fails_with_limit_not_found() {
+    let mut sim = Sim::new();
+    sim.concurrency("db", 1);
+    let err = sim.acquire(&["db", "nope"], 1, Sim::lease_claim(), None).unwrap_err();
+    assert_eq!(err, AcquireError::LimitNotFound { name: "nope".into() });
+    assert_eq!(sim.held("db"), 0, "nothing was taken on the limit that exists");
+    let err = sim.acquire(&["bad/name"], 1, Sim::lease_claim(), None).unwrap_err();
+    assert_eq!(err.code(), "invalid_name");
+}
+
+#[test]
+fn create_if_missing_creates_the_limit_inactive_and_passes_through() {
+    let mut sim = Sim::new();
+    let request = AcquireRequest {
+        create_if_missing: true,
+        ..AcquireRequest::new(&["new"], Sim::lease_claim())
+    };
+    let answer = sim.engine.acquire(sim.now, &request).unwrap();
+    assert!(matches!(answer, Admission::Granted(_)));
+    let view = sim.view("new");
+    assert!(!view.active);
+    assert_eq!(view.held, 0);
+    // A bad name is still refused, and creates nothing.
+    let bad = AcquireRequest {
+        create_if_missing: true,
+        ..AcquireRequest::new(&["ok", "no way"], Sim::lease_claim())
+    };
+    assert_eq!(sim.engine.acquire(sim.now, &bad).unwrap_err().code(), "invalid_name");
+    assert!(sim.engine.limit("ok").is_err());
+}
+
+// ----- changing limits while in use ------------------------------------------
+
+#[test]
+fn raising_slots_wakes_waiters_at_once() {
+    let mut sim = Sim::new();
+    sim.concurrency("db", 1);
+    sim.lease(&["db"], 1);
+    let waiters: Vec<_> = (0..3).map(|_| sim.queue(&["db"], 1)).collect();
+    sim.engine
+        .update_limit(sim.now, "db", &LimitPatch { slots: Some(3), ..patch() })
+        .unwrap();
+    assert_eq!(sim.granted(), waiters[..2]);
+}
+
+#[test]
+fn lowering_slots_below_held_keeps_leases_and_new_grants_wait() {
+    let mut sim = Sim::new();
+    sim.concurrency("db", 3);
+    let leases: Vec<_> = (0..3).map(|_| sim.lease(&["db"], 1)).collect();
+    sim.engine
+        .update_limit(sim.now, "db", &LimitPatch { slots: Some(1), ..patch() })
+        .unwrap();
+    assert_eq!(sim.held("db"), 3);
+    for lease in &leases {
+        sim.engine.renew(sim.now, *lease, None).unwrap();
+    }
+    let waiter = sim.queue(&["db"], 1);
+    sim.release(leases[0]);
+    sim.release(leases[1]);
+    assert!(sim.wakes().is_empty(), "held 1 of 1");
+    sim.release(leases[2]);
+    assert_eq!(sim.granted(), [waiter]);
+}
+
+#[test]
+fn a_change_that_makes_a_waiter_impossible_fails_it_instead_of_blocking_the_queue() {
+    let mut sim = Sim::new();
+    sim.rate("api", 1.0, 5);
+    sim.lease(&["api"], 5);
+    let heavy = sim.queue(&["api"], 4);
+    let rate = sim.queue_with(&["api"], 1, Claim::Rate, None);
+    let light = sim.queue(&["api"], 1);
+    sim.engine
+        .update_limit(
+            sim.now,
+            "api",
+            &LimitPatch {
+                slots: Some(3),
+                slot_decay_per_second: Some(0.0),
+                ..patch()
+            },
+        )
+        .unwrap();
+    let wakes = sim.wakes();
+    let failed: Vec<_> = wakes
+        .iter()
+        .map(|(id, outcome)| (*id, outcome.as_ref().unwrap_err().code()))
+        .collect();
+    assert_eq!(
+        failed,
+        [(heavy, "occupy_exceeds_slots"), (rate, "rate_mode_needs_decay")]
+    );
+    let queued: Vec<_> = sim.engine.waiters_on("api").unwrap().iter().map(|w| w.request).collect();
+    assert_eq!(queued, [light]);
+}
+
+#[test]
+fn changing_the_decay_rate_keeps_the_decaying_level() {
+    let mut sim = Sim::new();
+    sim.rate("api", 1.0, 10);
+    assert!(sim.try_rate(&["api"], 8));
+    sim.engine
+        .update_limit(
+            sim.now,
+            "api",
+            &LimitPatch { slot_decay_per_second: Some(4.0), ..patch() },
+        )
+        .unwrap();
+    assert_eq!(sim.view("api").decaying, 8.0);
+    sim.advance_ms(1_000);
+    assert_eq!(sim.view("api").decaying, 4.0);
+}
+
+#[test]
+fn deleting_a_limit_fails_its_waiters_and_leases_become_no_ops_for_it() {
+    let mut sim = Sim::new();
+    sim.concurrency("db", 1);
+    sim.concurrency("other", 2);
+    let lease = sim.lease(&["db", "other"], 1);
+    let waiter = sim.queue(&["db", "other"], 1);
+    sim.engine.delete_limit(sim.now, "db").unwrap();
+    let wakes = sim.wakes();
+    assert_eq!(wakes.len(), 1);
+    assert_eq!(wakes[0].0, waiter);
+    assert_eq!(
+        wakes[0].1,
+        Err(AcquireError::LimitDeleted { name: "db".into() })
+    );
+    assert_eq!(sim.view("other").waiting, 0, "it left every queue");
+    // The lease still holds `other`, and releasing it still works.
+    assert_eq!(sim.engine.lease(lease).unwrap().limits, ["other"]);
+    sim.engine.renew(sim.now, lease, None).unwrap();
+    // A new limit of the same name is not touched by the old lease.
+    sim.concurrency("db", 1);
+    sim.lease(&["db"], 1);
+    sim.release(lease);
+    assert_eq!((sim.held("db"), sim.held("other")), (1, 0));
+    assert_eq!(
+        sim.engine.delete_limit(sim.now, "gone").unwrap_err().code(),
+        "limit_not_found"
+    );
+}
+
+#[test]
+fn reset_revokes_every_lease_and_clears_decaying_slots() {
+    let mut sim = Sim::new();
+    sim.rate("api", 1.0, 5);
+    sim.concurrency("other", 5);
+    let lease = sim.lease(&["api", "other"], 2);
+    assert!(sim.try_rate(&["api"], 3));
+    let waiter = sim.queue(&["api"], 5);
+    let view = sim.engine.reset_limit(sim.now, "api").unwrap();
+    // Everything was cleared, so the waiter for all 5 slots got in at once.
+    assert_eq!((view.held, view.decaying), (5, 0.0));
+    assert_eq!(sim.held("other"), 0, "the whole lease is revoked");
+    assert_eq!(sim.granted(), [waiter]);
+    assert_eq!(sim.engine.renew(sim.now, lease, None), Err(LeaseError::Revoked));
+    assert_eq!(sim.engine.release(sim.now, lease), Err(LeaseError::Revoked));
+    // After its TTL would have ended, the tombstone goes; it is simply gone.
+    sim.advance(TTL);
+    assert_eq!(sim.engine.renew(sim.now, lease, None), Err(LeaseError::Expired));
+}
+
+// ----- requests that can never succeed ---------------------------------------
+
+#[test]
+fn requests_that_can_never_succeed_fail_at_once_and_change_nothing() {
+    let mut sim = Sim::new();
+    sim.concurrency("db", 2);
+    let long_holder = "h".repeat(257);
+    let cases: Vec<(&[&str], u64, Claim<'_>, &str)> = vec![
+        (&["db"], 3, Sim::lease_claim(), "occupy_exceeds_slots"),
+        (&["db"], 0, Sim::lease_claim(), "invalid_occupy"),
+        (&["db"], 1, Claim::Rate, "rate_mode_needs_decay"),
+        (&[], 1, Sim::lease_claim(), "invalid_names"),
+        (&["db", "db"], 1, Sim::lease_claim(), "duplicate_name"),
+        (
+            &["db"],
+            1,
+            Claim::Lease { ttl: TTL, holder: Some(&long_holder) },
+            "invalid_holder",
+        ),
+    ];
+    for (names, occupy, claim, code) in cases {
+        let err = sim.acquire(names, occupy, claim, None).unwrap_err();
+        assert_eq!(err.code(), code, "{names:?} occupy {occupy}");
+        assert!(!err.to_string().is_empty());
+    }
+    let view = sim.view("db");
+    assert_eq!((view.held, view.waiting, view.counters.denied_total), (0, 0, 0));
+}
+
+// ----- timeouts and cancellation ------------------------------------------
+
+#[test]
+fn a_zero_timeout_tries_once_and_says_would_block() {
+    let mut sim = Sim::new();
+    sim.concurrency("db", 1);
+    sim.lease(&["db"], 1);
+    let err = sim
+        .acquire(&["db"], 1, Sim::lease_claim(), Some(Duration::ZERO))
+        .unwrap_err();
+    assert_eq!(err, AcquireError::WouldBlock);
+    let view = sim.view("db");
+    assert_eq!((view.waiting, view.counters.denied_total), (0, 1));
+}
+
+#[test]
+fn a_timeout_bounds_the_whole_wait_and_the_request_leaves_the_queue() {
+    let mut sim = Sim::new();
+    sim.concurrency("db", 1);
+    let lease = sim.lease(&["db"], 1);
+    let waiter = sim.queue_with(&["db"], 1, Sim::lease_claim(), Some(Duration::from_secs(2)));
+    let behind = sim.queue(&["db"], 1);
+    assert_eq!(
+        sim.engine.next_wakeup(),
+        Some(sim.now.saturating_add(Duration::from_secs(2)))
+    );
+    sim.advance_ms(2_000);
+    assert_eq!(sim.wakes(), [(waiter, Err(AcquireError::TimedOut))]);
+    assert_eq!(sim.view("db").counters.denied_total, 1);
+    sim.release(lease);
+    assert_eq!(sim.granted(), [behind], "the timed-out one holds nothing");
+}
+
+#[test]
+fn a_cancelled_request_leaves_the_queue_and_holds_nothing() {
+    let mut sim = Sim::new();
+    sim.concurrency("db", 1);
+    let lease = sim.lease(&["db"], 1);
+    let cancelled = sim.queue(&["db"], 1);
+    let behind = sim.queue(&["db"], 1);
+    assert!(sim.engine.cancel(sim.now, cancelled));
+    assert!(!sim.engine.cancel(sim.now, cancelled), "only once");
+    sim.release(lease);
+    assert_eq!(sim.granted(), [behind]);
+}
+
+#[test]
+fn cancelling_the_head_lets_the_next_waiter_in() {
+    let mut sim = Sim::new();
+    sim.concurrency("db", 2);
+    sim.lease(&["db"], 1);
+    let heavy = sim.queue(&["db"], 2);
+    let light = sim.queue(&["db"], 1);
+    sim.engine.cancel(sim.now, heavy);
+    assert_eq!(sim.granted(), [light]);
+}
+
+#[test]
+fn capacity_is_granted_before_a_deadline_due_in_the_same_step() {
+    let mut sim = Sim::new();
+    sim.concurrency("db", 1);
+    sim.lease(&["db"], 1); // expires at TTL
+    let waiter = sim.queue_with(&["db"], 1, Sim::lease_claim(), Some(TTL));
+    sim.advance(TTL);
+    assert_eq!(sim.granted(), [waiter]);
+}
+
+// ----- permits ---------------------------------------------------------------
+
+#[test]
+fn permits_hold_slots_until_given_back() {
+    let mut sim = Sim::new();
+    sim.concurrency("db", 2);
+    let permit = sim.permit(&["db"], 2);
+    assert_eq!(permit.occupy(), 2);
+    let waiter = sim.queue(&["db"], 1);
+    assert_eq!(sim.engine.next_wakeup(), None, "a permit never expires");
+    sim.engine.release_permit(sim.now, permit);
+    assert_eq!(sim.granted(), [waiter]);
+}
+
+#[test]
+fn a_permit_from_before_a_reset_frees_nothing_after_it() {
+    let mut sim = Sim::new();
+    sim.concurrency("db", 1);
+    sim.concurrency("other", 1);
+    let old = sim.permit(&["db", "other"], 1);
+    sim.engine.reset_limit(sim.now, "db").unwrap();
+    let new = sim.permit(&["db"], 1);
+    sim.engine.release_permit(sim.now, old);
+    assert_eq!(sim.held("db"), 1, "the new permit still holds db");
+    assert_eq!(sim.held("other"), 0, "the old permit freed other");
+    sim.engine.release_permit(sim.now, new);
+    assert_eq!(sim.held("db"), 0);
+}
+
+// ----- counters and time ---------------------------------------------------
+
+#[test]
+fn counters_record_grants_waits_expiries_and_denials() {
+    let mut sim = Sim::new();
+    sim.concurrency("db", 1);
+    sim.lease(&["db"], 1);
+    sim.queue_with(&["db"], 1, Sim::lease_claim(), Some(Duration::from_secs(1)));
+    sim.queue(&["db"], 1);
+    let _ = sim.acquire(&["db"], 1, Sim::lease_claim(), Some(Duration::ZERO));
+    sim.advance_ms(1_000); // one times out
+    sim.advance(TTL); // the first lease expires, the queued one is granted
+    let counters = sim.view("db").counters;
+    assert_eq!(counters.granted_total, 2);
+    assert_eq!(counters.granted_slots_total, 2);
+    assert_eq!(counters.waited_total, 2);
+    assert_eq!(counters.expired_total, 1);
+    assert_eq!(counters.denied_total, 2);
+}
+
+#[test]
+fn time_given_out_of_order_never_runs_backwards() {
+    let mut sim = Sim::new();
+    sim.rate("api", 1.0, 1);
+    assert!(sim.try_rate(&["api"], 1));
+    sim.advance_ms(1_000);
+    let earlier = Timestamp::from_unix_nanos(sim.now.as_unix_nanos() - 500_000_000);
+    // Given an earlier instant, the engine acts at the latest one it has seen.
+    let answer = sim
+        .engine
+        .acquire(earlier, &AcquireRequest::new(&["api"], Claim::Rate))
+        .unwrap();
+    assert!(matches!(answer, Admission::Granted(_)));
+    assert_eq!(sim.engine.now(), sim.now);
+}
+
+#[test]
+fn waited_time_is_reported_with_the_grant() {
+    let mut sim = Sim::new();
+    sim.concurrency("db", 1);
+    let lease = sim.lease(&["db"], 1);
+    sim.queue(&["db"], 1);
+    sim.advance_ms(1_500);
+    sim.release(lease);
+    let wake = sim.engine.take_wakes().pop().unwrap();
+    assert_eq!(wake.outcome.unwrap().waited, Duration::from_millis(1_500));
+}
