@@ -29,7 +29,7 @@ use crate::limit::{
 use crate::name::{self, LimitName};
 use crate::request::{
     AcquireRequest, Admission, Claim, Grant, Held, MAX_HOLDER_LEN, MAX_NAMES_PER_REQUEST, Mode,
-    PendingClaim, RequestId, Wake, Waiter, WaiterView,
+    PendingClaim, RequestId, Waiter, WaiterView, Wake,
 };
 use crate::time::Timestamp;
 
@@ -207,11 +207,13 @@ impl Engine {
         limit.updated_at = now;
         let now_active = limit.active;
         if was_active && !now_active {
-            // Waiters anywhere in this queue may have been held back only by
-            // it; let each of their limits look at its head again.
+            // Any waiter in this queue may have been held back by it alone.
+            // Its queue no longer orders anything, so look at each directly.
             let queued: Vec<RequestId> = limit.queue.iter().copied().collect();
             for request in queued {
-                self.dirty.extend_from_slice(&self.waiters[&request].limits);
+                if self.waiters.contains_key(&request) {
+                    self.examine(request);
+                }
             }
         }
         self.fail_impossible_waiters(id);
@@ -573,7 +575,10 @@ impl Engine {
     fn remove_waiter(&mut self, id: RequestId) -> Waiter {
         let waiter = self.waiters.remove(&id).expect("waiter is queued");
         for limit_id in &waiter.limits {
-            let limit = self.limits.get_mut(limit_id).expect("queued on live limits");
+            let limit = self
+                .limits
+                .get_mut(limit_id)
+                .expect("queued on live limits");
             limit.queue.remove(&id);
             limit.queued_slots -= waiter.occupy;
         }
@@ -587,10 +592,18 @@ impl Engine {
         waiter
     }
 
-    /// Grants the heads of dirty limits until none fits any more.
+    /// Grants the heads of dirty limits until none fits any more. The queue
+    /// of an inactive limit orders nothing, so it is skipped: its waiters are
+    /// reached through their active limits (or examined directly when it is
+    /// deactivated).
     fn settle(&mut self) {
         while let Some(id) = self.dirty.pop() {
-            while let Some(&head) = self.limits.get(&id).and_then(|l| l.queue.first()) {
+            while let Some(&head) = self
+                .limits
+                .get(&id)
+                .filter(|l| l.active)
+                .and_then(|l| l.queue.first())
+            {
                 if !self.examine(head) {
                     break;
                 }

@@ -116,7 +116,9 @@ pub enum AcquireError {
     #[error("occupy must be at least 1")]
     InvalidOccupy,
     /// `occupy` is larger than the slots of an active limit: it could never be granted.
-    #[error("occupy {occupy} is more than the {slots} slots of limit {name:?}; it could never be granted")]
+    #[error(
+        "occupy {occupy} is more than the {slots} slots of limit {name:?}; it could never be granted"
+    )]
     OccupyExceedsSlots {
         /// The limit.
         name: String,

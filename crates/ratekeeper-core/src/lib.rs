@@ -89,6 +89,6 @@ pub use limit::{
 pub use name::{LimitName, MAX_NAME_LEN};
 pub use request::{
     AcquireRequest, Admission, Claim, Grant, Held, MAX_HOLDER_LEN, MAX_NAMES_PER_REQUEST, Mode,
-    RequestId, Wake, WaiterView,
+    RequestId, WaiterView, Wake,
 };
 pub use time::Timestamp;

@@ -216,7 +216,10 @@ impl Limit {
 
     /// Rate-mode slots not yet decayed at `now`.
     pub fn decaying(&self, now: Timestamp) -> f64 {
-        let remaining = self.drained_at.as_unix_nanos().saturating_sub(now.as_unix_nanos());
+        let remaining = self
+            .drained_at
+            .as_unix_nanos()
+            .saturating_sub(now.as_unix_nanos());
         remaining as f64 * self.decay / NANOS_PER_SEC
     }
 

@@ -76,7 +76,13 @@ mod tests {
 
     #[test]
     fn names_of_allowed_characters_are_accepted() {
-        for name in ["db", "vendor:stripe", "tag:db.v2_east-1", "A", &"x".repeat(128)] {
+        for name in [
+            "db",
+            "vendor:stripe",
+            "tag:db.v2_east-1",
+            "A",
+            &"x".repeat(128),
+        ] {
             assert_eq!(LimitName::new(name).unwrap().as_str(), name);
         }
     }

@@ -45,7 +45,10 @@ fn a_name_with_a_bad_character_is_rejected_naming_the_character() {
 fn slots_decay_and_description_out_of_range_are_rejected() {
     let mut sim = Sim::new();
     let cases = [
-        (LimitSpec::concurrency("a", ratekeeper_core::MAX_SLOTS + 1), "invalid_slots"),
+        (
+            LimitSpec::concurrency("a", ratekeeper_core::MAX_SLOTS + 1),
+            "invalid_slots",
+        ),
         (LimitSpec::rate("a", -1.0, 1), "invalid_decay"),
         (LimitSpec::rate("a", f64::NAN, 1), "invalid_decay"),
         (LimitSpec::rate("a", f64::INFINITY, 1), "invalid_decay"),
@@ -127,7 +130,14 @@ fn zero_slots_closes_the_limit_and_every_acquire_waits() {
     let waiter = sim.queue(&["gate"], 1);
     assert_eq!(sim.view("gate").waiting, 1);
     sim.engine
-        .update_limit(sim.now, "gate", &LimitPatch { slots: Some(1), ..patch() })
+        .update_limit(
+            sim.now,
+            "gate",
+            &LimitPatch {
+                slots: Some(1),
+                ..patch()
+            },
+        )
         .unwrap();
     assert_eq!(sim.granted(), [waiter]);
 }
@@ -318,7 +328,10 @@ fn a_release_wakes_only_waiters_that_now_fit() {
     let needs_two = sim.queue(&["db"], 2);
     sim.queue(&["db"], 1);
     sim.release(small);
-    assert!(sim.wakes().is_empty(), "one free slot fits nobody at the head");
+    assert!(
+        sim.wakes().is_empty(),
+        "one free slot fits nobody at the head"
+    );
     assert_eq!(sim.view("db").waiting, 2);
     let _ = needs_two;
 }
@@ -331,9 +344,13 @@ fn decay_wakes_a_waiter_at_the_exact_instant_it_fits() {
     let start = sim.now;
     let waiter = sim.queue_with(&["api"], 1, Claim::Rate, None);
     let due = sim.engine.next_wakeup().unwrap();
-    assert_eq!(due.saturating_duration_since(start), Duration::from_millis(250));
+    assert_eq!(
+        due.saturating_duration_since(start),
+        Duration::from_millis(250)
+    );
     // One nanosecond early: nothing.
-    sim.engine.advance(Timestamp::from_unix_nanos(due.as_unix_nanos() - 1));
+    sim.engine
+        .advance(Timestamp::from_unix_nanos(due.as_unix_nanos() - 1));
     assert!(sim.engine.take_wakes().is_empty());
     sim.advance_to_wakeup();
     assert_eq!(sim.granted(), [waiter]);
@@ -398,8 +415,14 @@ fn renewing_a_lease_extends_its_expiry() {
         .engine
         .renew(sim.now, lease, Some(Duration::from_secs(120)))
         .unwrap();
-    assert_eq!(longer.expires_at, sim.now.saturating_add(Duration::from_secs(120)));
-    assert_eq!(sim.engine.lease(lease).unwrap().ttl, Duration::from_secs(120));
+    assert_eq!(
+        longer.expires_at,
+        sim.now.saturating_add(Duration::from_secs(120))
+    );
+    assert_eq!(
+        sim.engine.lease(lease).unwrap().ttl,
+        Duration::from_secs(120)
+    );
 }
 
 #[test]
@@ -421,7 +444,10 @@ fn renewing_or_releasing_an_expired_or_unknown_lease_says_lease_expired() {
     sim.concurrency("db", 1);
     let lease = sim.lease(&["db"], 1);
     sim.advance(TTL);
-    assert_eq!(sim.engine.renew(sim.now, lease, None), Err(LeaseError::Expired));
+    assert_eq!(
+        sim.engine.renew(sim.now, lease, None),
+        Err(LeaseError::Expired)
+    );
     assert_eq!(sim.engine.release(sim.now, lease), Err(LeaseError::Expired));
     let other = sim.lease(&["db"], 1);
     sim.release(other);
@@ -449,15 +475,24 @@ fn an_inactive_limit_passes_requests_through_and_occupies_nothing() {
     // Even rate mode and oversized requests pass an inactive limit.
     assert!(sim.try_rate(&["off"], 5));
     let view = sim.view("off");
-    assert_eq!((view.held, view.decaying, view.counters.granted_total), (0, 0.0, 0));
+    assert_eq!(
+        (view.held, view.decaying, view.counters.granted_total),
+        (0, 0.0, 0)
+    );
 }
 
 #[test]
 fn activating_a_limit_makes_it_enforce_again() {
     let mut sim = Sim::new();
     sim.concurrency("db", 1);
-    let off = LimitPatch { active: Some(false), ..patch() };
-    let on = LimitPatch { active: Some(true), ..patch() };
+    let off = LimitPatch {
+        active: Some(false),
+        ..patch()
+    };
+    let on = LimitPatch {
+        active: Some(true),
+        ..patch()
+    };
     sim.engine.update_limit(sim.now, "db", &off).unwrap();
     sim.lease(&["db"], 1);
     sim.engine.update_limit(sim.now, "db", &on).unwrap();
@@ -475,7 +510,14 @@ fn deactivating_a_limit_wakes_its_waiters_at_once() {
     let w1 = sim.queue(&["db"], 1);
     let w2 = sim.queue(&["db", "other"], 1);
     sim.engine
-        .update_limit(sim.now, "db", &LimitPatch { active: Some(false), ..patch() })
+        .update_limit(
+            sim.now,
+            "db",
+            &LimitPatch {
+                active: Some(false),
+                ..patch()
+            },
+        )
         .unwrap();
     let mut granted = sim.granted();
     granted.sort();
@@ -487,10 +529,23 @@ fn deactivating_a_limit_wakes_its_waiters_at_once() {
 fn a_missing_limit_fails_with_limit_not_found() {
     let mut sim = Sim::new();
     sim.concurrency("db", 1);
-    let err = sim.acquire(&["db", "nope"], 1, Sim::lease_claim(), None).unwrap_err();
-    assert_eq!(err, AcquireError::LimitNotFound { name: "nope".into() });
-    assert_eq!(sim.held("db"), 0, "nothing was taken on the limit that exists");
-    let err = sim.acquire(&["bad/name"], 1, Sim::lease_claim(), None).unwrap_err();
+    let err = sim
+        .acquire(&["db", "nope"], 1, Sim::lease_claim(), None)
+        .unwrap_err();
+    assert_eq!(
+        err,
+        AcquireError::LimitNotFound {
+            name: "nope".into()
+        }
+    );
+    assert_eq!(
+        sim.held("db"),
+        0,
+        "nothing was taken on the limit that exists"
+    );
+    let err = sim
+        .acquire(&["bad/name"], 1, Sim::lease_claim(), None)
+        .unwrap_err();
     assert_eq!(err.code(), "invalid_name");
 }
 
@@ -511,7 +566,10 @@ fn create_if_missing_creates_the_limit_inactive_and_passes_through() {
         create_if_missing: true,
         ..AcquireRequest::new(&["ok", "no way"], Sim::lease_claim())
     };
-    assert_eq!(sim.engine.acquire(sim.now, &bad).unwrap_err().code(), "invalid_name");
+    assert_eq!(
+        sim.engine.acquire(sim.now, &bad).unwrap_err().code(),
+        "invalid_name"
+    );
     assert!(sim.engine.limit("ok").is_err());
 }
 
@@ -524,7 +582,14 @@ fn raising_slots_wakes_waiters_at_once() {
     sim.lease(&["db"], 1);
     let waiters: Vec<_> = (0..3).map(|_| sim.queue(&["db"], 1)).collect();
     sim.engine
-        .update_limit(sim.now, "db", &LimitPatch { slots: Some(3), ..patch() })
+        .update_limit(
+            sim.now,
+            "db",
+            &LimitPatch {
+                slots: Some(3),
+                ..patch()
+            },
+        )
         .unwrap();
     assert_eq!(sim.granted(), waiters[..2]);
 }
@@ -535,7 +600,14 @@ fn lowering_slots_below_held_keeps_leases_and_new_grants_wait() {
     sim.concurrency("db", 3);
     let leases: Vec<_> = (0..3).map(|_| sim.lease(&["db"], 1)).collect();
     sim.engine
-        .update_limit(sim.now, "db", &LimitPatch { slots: Some(1), ..patch() })
+        .update_limit(
+            sim.now,
+            "db",
+            &LimitPatch {
+                slots: Some(1),
+                ..patch()
+            },
+        )
         .unwrap();
     assert_eq!(sim.held("db"), 3);
     for lease in &leases {
@@ -575,9 +647,18 @@ fn a_change_that_makes_a_waiter_impossible_fails_it_instead_of_blocking_the_queu
         .collect();
     assert_eq!(
         failed,
-        [(heavy, "occupy_exceeds_slots"), (rate, "rate_mode_needs_decay")]
+        [
+            (heavy, "occupy_exceeds_slots"),
+            (rate, "rate_mode_needs_decay")
+        ]
     );
-    let queued: Vec<_> = sim.engine.waiters_on("api").unwrap().iter().map(|w| w.request).collect();
+    let queued: Vec<_> = sim
+        .engine
+        .waiters_on("api")
+        .unwrap()
+        .iter()
+        .map(|w| w.request)
+        .collect();
     assert_eq!(queued, [light]);
 }
 
@@ -590,7 +671,10 @@ fn changing_the_decay_rate_keeps_the_decaying_level() {
         .update_limit(
             sim.now,
             "api",
-            &LimitPatch { slot_decay_per_second: Some(4.0), ..patch() },
+            &LimitPatch {
+                slot_decay_per_second: Some(4.0),
+                ..patch()
+            },
         )
         .unwrap();
     assert_eq!(sim.view("api").decaying, 8.0);
@@ -641,11 +725,17 @@ fn reset_revokes_every_lease_and_clears_decaying_slots() {
     assert_eq!((view.held, view.decaying), (5, 0.0));
     assert_eq!(sim.held("other"), 0, "the whole lease is revoked");
     assert_eq!(sim.granted(), [waiter]);
-    assert_eq!(sim.engine.renew(sim.now, lease, None), Err(LeaseError::Revoked));
+    assert_eq!(
+        sim.engine.renew(sim.now, lease, None),
+        Err(LeaseError::Revoked)
+    );
     assert_eq!(sim.engine.release(sim.now, lease), Err(LeaseError::Revoked));
     // After its TTL would have ended, the tombstone goes; it is simply gone.
     sim.advance(TTL);
-    assert_eq!(sim.engine.renew(sim.now, lease, None), Err(LeaseError::Expired));
+    assert_eq!(
+        sim.engine.renew(sim.now, lease, None),
+        Err(LeaseError::Expired)
+    );
 }
 
 // ----- requests that can never succeed ---------------------------------------
@@ -664,7 +754,10 @@ fn requests_that_can_never_succeed_fail_at_once_and_change_nothing() {
         (
             &["db"],
             1,
-            Claim::Lease { ttl: TTL, holder: Some(&long_holder) },
+            Claim::Lease {
+                ttl: TTL,
+                holder: Some(&long_holder),
+            },
             "invalid_holder",
         ),
     ];
@@ -674,7 +767,10 @@ fn requests_that_can_never_succeed_fail_at_once_and_change_nothing() {
         assert!(!err.to_string().is_empty());
     }
     let view = sim.view("db");
-    assert_eq!((view.held, view.waiting, view.counters.denied_total), (0, 0, 0));
+    assert_eq!(
+        (view.held, view.waiting, view.counters.denied_total),
+        (0, 0, 0)
+    );
 }
 
 // ----- timeouts and cancellation ------------------------------------------

@@ -1,0 +1,834 @@
+//! Random operations run against the engine and against a deliberately naive
+//! reference model, which keeps plain lists and recomputes everything from
+//! scratch at every step: who is granted (one pass over all waiters in
+//! arrival order), decaying levels (a replay of every rate grant since the
+//! last reset). Answers, wakes, occupancy, queues and counters must agree,
+//! and the engine's invariants are checked after every step.
+//!
+//! Decay rates are chosen so that one slot decays in a whole number of
+//! nanoseconds; the model then computes in exact integers, and any
+//! disagreement is a real one.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use proptest::prelude::*;
+use ratekeeper_core::{
+    AcquireError, AcquireRequest, Admission, Claim, Counters, Engine, Grant, Held, LeaseId,
+    LimitPatch, LimitSpec, RequestId, Timestamp,
+};
+
+const NAMES: [&str; 3] = ["a", "b", "c"];
+/// Decay rates (slots per second); each slot decays in a whole number of ns.
+const RATES: [f64; 5] = [0.0, 1.0, 4.0, 5.0, 10.0];
+const START: u64 = 1_700_000_000 * 1_000_000_000;
+
+// ----- the reference model ---------------------------------------------------
+
+#[derive(Debug, Clone)]
+struct ModelLimit {
+    id: u64,
+    slots: u64,
+    /// Nanoseconds one slot takes to decay; `None` without decay.
+    interval: Option<u64>,
+    active: bool,
+    held: u64,
+    /// Every rate grant since the last reset: (instant, occupy).
+    rate_grants: Vec<(u64, u64)>,
+    counters: Counters,
+}
+
+impl ModelLimit {
+    /// Nanoseconds until every decaying slot has decayed, by replaying every
+    /// rate grant from the start.
+    fn drain_ns(&self, now: u64) -> u64 {
+        let Some(interval) = self.interval else {
+            return 0;
+        };
+        let (mut level, mut last) = (0u64, 0u64);
+        for &(at, occupy) in &self.rate_grants {
+            level = level.saturating_sub(at - last) + occupy * interval;
+            last = at;
+        }
+        level.saturating_sub(now - last)
+    }
+
+    fn decaying(&self, now: u64) -> f64 {
+        self.interval
+            .map_or(0.0, |i| self.drain_ns(now) as f64 / i as f64)
+    }
+
+    fn fits(&self, occupy: u64, now: u64) -> bool {
+        let Some(free) = self.slots.checked_sub(self.held + occupy) else {
+            return false;
+        };
+        self.interval
+            .is_none_or(|interval| self.drain_ns(now) <= free * interval)
+    }
+}
+
+#[derive(Debug, Clone)]
+struct ModelWaiter {
+    /// Limit ids, as resolved at arrival.
+    limits: Vec<u64>,
+    occupy: u64,
+    rate: bool,
+    ttl: u64,
+    deadline: Option<u64>,
+}
+
+#[derive(Debug, Clone)]
+struct ModelLease {
+    limits: Vec<u64>,
+    occupy: u64,
+    ttl: u64,
+    expires_at: u64,
+}
+
+/// How a request or lease operation ended, in the terms both sides share.
+type Outcome = Result<(), &'static str>;
+
+#[derive(Debug, Default)]
+struct Model {
+    now: u64,
+    next_limit: u64,
+    limits: BTreeMap<String, ModelLimit>,
+    next_request: u64,
+    waiters: BTreeMap<u64, ModelWaiter>,
+    /// Keyed by the request that was granted the lease.
+    leases: BTreeMap<u64, ModelLease>,
+    /// Revoked leases and the instant their tombstone goes.
+    revoked: BTreeMap<u64, u64>,
+    /// Wakes since the last step: (request, outcome).
+    wakes: Vec<(u64, Outcome)>,
+    /// Requests granted in the current step (for the FIFO check).
+    granted_now: Vec<u64>,
+    /// Rate grants, as (limit id, instant, occupy), not yet collected.
+    rate_log: Vec<(u64, u64, u64)>,
+}
+
+impl Model {
+    fn by_id(&mut self, id: u64) -> Option<&mut ModelLimit> {
+        self.limits.values_mut().find(|l| l.id == id)
+    }
+
+    fn create(&mut self, name: &str, slots: u64, rate: f64, active: bool) {
+        self.limits.insert(
+            name.into(),
+            ModelLimit {
+                id: self.next_limit,
+                slots,
+                interval: (rate > 0.0).then(|| (1e9 / rate) as u64),
+                active,
+                held: 0,
+                rate_grants: Vec::new(),
+                counters: Counters::default(),
+            },
+        );
+        self.next_limit += 1;
+    }
+
+    fn count(&mut self, limits: &[u64], update: impl Fn(&mut Counters)) {
+        for &id in limits {
+            if let Some(limit) = self.by_id(id).filter(|l| l.active) {
+                update(&mut limit.counters);
+            }
+        }
+    }
+
+    /// Brings the model to `now`: expiries, then grants, then deadlines.
+    fn advance(&mut self, now: u64) {
+        self.now = self.now.max(now);
+        let now = self.now;
+        self.revoked.retain(|_, until| *until > now);
+        let expired: Vec<u64> = self
+            .leases
+            .iter()
+            .filter(|(_, l)| l.expires_at <= now)
+            .map(|(&id, _)| id)
+            .collect();
+        for id in expired {
+            let lease = self.free_lease(id);
+            self.count(&lease.limits, |c| c.expired_total += 1);
+        }
+        self.grant_pass();
+        let timed_out: Vec<u64> = self
+            .waiters
+            .iter()
+            .filter(|(_, w)| w.deadline.is_some_and(|d| d <= now))
+            .map(|(&id, _)| id)
+            .collect();
+        for id in timed_out {
+            let waiter = self.waiters.remove(&id).unwrap();
+            self.count(&waiter.limits, |c| c.denied_total += 1);
+            self.wakes.push((id, Err("timeout")));
+        }
+        self.grant_pass();
+    }
+
+    fn free_lease(&mut self, id: u64) -> ModelLease {
+        let lease = self.leases.remove(&id).unwrap();
+        for &limit in &lease.limits {
+            if let Some(limit) = self.by_id(limit) {
+                limit.held -= lease.occupy;
+            }
+        }
+        lease
+    }
+
+    fn is_active(&self, id: u64) -> bool {
+        self.limits.values().any(|l| l.id == id && l.active)
+    }
+
+    /// One pass over every waiter in arrival order: a waiter is granted when
+    /// no earlier waiter still waits on any of its active limits and it fits
+    /// on all of them.
+    fn grant_pass(&mut self) {
+        let mut blocked: Vec<u64> = Vec::new();
+        let ids: Vec<u64> = self.waiters.keys().copied().collect();
+        for id in ids {
+            let waiter = self.waiters[&id].clone();
+            let active: Vec<u64> = waiter
+                .limits
+                .iter()
+                .copied()
+                .filter(|&l| self.is_active(l))
+                .collect();
+            let fits = active.iter().all(|l| {
+                !blocked.contains(l)
+                    && self
+                        .limits
+                        .values()
+                        .find(|x| x.id == *l)
+                        .unwrap()
+                        .fits(waiter.occupy, self.now)
+            });
+            if fits {
+                self.waiters.remove(&id);
+                self.grant(id, &waiter, &active);
+                self.wakes.push((id, Ok(())));
+            } else {
+                blocked.extend(active);
+            }
+        }
+    }
+
+    fn grant(&mut self, id: u64, waiter: &ModelWaiter, active: &[u64]) {
+        let now = self.now;
+        for &l in active {
+            let limit = self.by_id(l).unwrap();
+            limit.counters.granted_total += 1;
+            limit.counters.granted_slots_total += waiter.occupy;
+            if waiter.rate {
+                limit.rate_grants.push((now, waiter.occupy));
+                self.rate_log.push((l, now, waiter.occupy));
+            } else {
+                limit.held += waiter.occupy;
+            }
+        }
+        self.granted_now.push(id);
+        if !waiter.rate {
+            self.leases.insert(
+                id,
+                ModelLease {
+                    limits: active.to_vec(),
+                    occupy: waiter.occupy,
+                    ttl: waiter.ttl,
+                    expires_at: now + waiter.ttl,
+                },
+            );
+        }
+    }
+
+    /// The model's answer to an acquire: `Ok(true)` granted, `Ok(false)`
+    /// queued, or an error code.
+    fn acquire(&mut self, now: u64, req: &Acquire) -> Result<bool, &'static str> {
+        self.advance(now);
+        let names: Vec<&str> = req.names.iter().map(|&i| NAMES[i]).collect();
+        if req.occupy == 0 {
+            return Err("invalid_occupy");
+        }
+        let mut limits = Vec::new();
+        for (i, name) in names.iter().enumerate() {
+            if names[..i].contains(name) {
+                return Err("duplicate_name");
+            }
+            let Some(limit) = self.limits.get(*name) else {
+                return Err("limit_not_found");
+            };
+            if limit.active {
+                if limit.slots > 0 && req.occupy > limit.slots {
+                    return Err("occupy_exceeds_slots");
+                }
+                if req.rate && limit.interval.is_none() {
+                    return Err("rate_mode_needs_decay");
+                }
+            }
+            limits.push(limit.id);
+        }
+        let id = self.next_request;
+        self.next_request += 1;
+        let waiter = ModelWaiter {
+            limits,
+            occupy: req.occupy,
+            rate: req.rate,
+            ttl: req.ttl_ms * 1_000_000,
+            deadline: req.timeout_ms.map(|t| self.now + t * 1_000_000),
+        };
+        // Every waiter is earlier, so any waiter on an active limit blocks.
+        let active: Vec<u64> = waiter
+            .limits
+            .iter()
+            .copied()
+            .filter(|&l| self.is_active(l))
+            .collect();
+        let queue_free = !self
+            .waiters
+            .values()
+            .any(|w| w.limits.iter().any(|l| active.contains(l)));
+        let fits = active.iter().all(|&l| {
+            self.limits
+                .values()
+                .find(|x| x.id == l)
+                .unwrap()
+                .fits(req.occupy, self.now)
+        });
+        if queue_free && fits {
+            self.grant(id, &waiter, &active);
+            return Ok(true);
+        }
+        if req.timeout_ms == Some(0) {
+            self.count(&waiter.limits, |c| c.denied_total += 1);
+            return Err("would_block");
+        }
+        self.count(&waiter.limits, |c| c.waited_total += 1);
+        self.waiters.insert(id, waiter);
+        Ok(false)
+    }
+
+    fn lease_outcome(&self, id: u64) -> Outcome {
+        if self.revoked.contains_key(&id) {
+            Err("lease_revoked")
+        } else {
+            Err("lease_expired")
+        }
+    }
+
+    fn release(&mut self, now: u64, id: u64) -> Outcome {
+        self.advance(now);
+        if !self.leases.contains_key(&id) {
+            return self.lease_outcome(id);
+        }
+        self.free_lease(id);
+        self.grant_pass();
+        Ok(())
+    }
+
+    fn renew(&mut self, now: u64, id: u64) -> Outcome {
+        self.advance(now);
+        let now = self.now;
+        match self.leases.get_mut(&id) {
+            Some(lease) => {
+                lease.expires_at = now + lease.ttl;
+                Ok(())
+            }
+            None => self.lease_outcome(id),
+        }
+    }
+
+    fn cancel(&mut self, now: u64, id: u64) -> bool {
+        self.advance(now);
+        let found = self.waiters.remove(&id).is_some();
+        self.grant_pass();
+        found
+    }
+
+    fn update(&mut self, now: u64, name: &str, slots: Option<u64>, active: Option<bool>) {
+        self.advance(now);
+        let limit = self.limits.get_mut(name).unwrap();
+        limit.slots = slots.unwrap_or(limit.slots);
+        limit.active = active.unwrap_or(limit.active);
+        let limit = limit.clone();
+        // Waiters this limit can now never grant fail.
+        let impossible: Vec<(u64, &'static str)> = self
+            .waiters
+            .iter()
+            .filter(|(_, w)| w.limits.contains(&limit.id) && limit.active)
+            .filter_map(|(&id, w)| {
+                if limit.slots > 0 && w.occupy > limit.slots {
+                    Some((id, "occupy_exceeds_slots"))
+                } else if w.rate && limit.interval.is_none() {
+                    Some((id, "rate_mode_needs_decay"))
+                } else {
+                    None
+                }
+            })
+            .collect();
+        for (id, code) in impossible {
+            self.waiters.remove(&id);
+            self.wakes.push((id, Err(code)));
+        }
+        self.grant_pass();
+    }
+
+    fn delete(&mut self, now: u64, name: &str) {
+        self.advance(now);
+        let limit = self.limits.remove(name).unwrap();
+        let doomed: Vec<u64> = self
+            .waiters
+            .iter()
+            .filter(|(_, w)| w.limits.contains(&limit.id))
+            .map(|(&id, _)| id)
+            .collect();
+        for id in doomed {
+            self.waiters.remove(&id);
+            self.wakes.push((id, Err("limit_deleted")));
+        }
+        for lease in self.leases.values_mut() {
+            lease.limits.retain(|&l| l != limit.id);
+        }
+        self.grant_pass();
+    }
+
+    fn reset(&mut self, now: u64, name: &str) {
+        self.advance(now);
+        let id = self.limits[name].id;
+        let revoked: Vec<u64> = self
+            .leases
+            .iter()
+            .filter(|(_, l)| l.limits.contains(&id))
+            .map(|(&lease, _)| lease)
+            .collect();
+        for lease in revoked {
+            let lease_state = self.free_lease(lease);
+            self.revoked.insert(lease, lease_state.expires_at);
+        }
+        let limit = self.limits.get_mut(name).unwrap();
+        limit.held = 0;
+        limit.rate_grants.clear();
+        self.grant_pass();
+    }
+}
+
+// ----- operations ------------------------------------------------------------
+
+#[derive(Debug, Clone)]
+struct Acquire {
+    names: Vec<usize>,
+    occupy: u64,
+    rate: bool,
+    ttl_ms: u64,
+    timeout_ms: Option<u64>,
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    Acquire(Acquire),
+    /// Release one of the leases ever granted (live or not), by index.
+    Release(usize),
+    Renew(usize),
+    /// Cancel one of the requests ever queued, by index.
+    Cancel(usize),
+    Advance(u64),
+    AdvanceToWakeup,
+    SetSlots(usize, u64),
+    SetActive(usize, bool),
+    Reset(usize),
+    Delete(usize),
+    Create(usize, u64, usize),
+}
+
+fn acquire_strategy() -> impl Strategy<Value = Acquire> {
+    (
+        proptest::sample::subsequence(vec![0usize, 1, 2], 1..=3).prop_shuffle(),
+        prop_oneof![4 => 1u64..=2, 1 => 0u64..=4],
+        prop::bool::weighted(0.4),
+        1_000u64..=5_000,
+        prop_oneof![Just(None), Just(Some(0)), (1u64..4_000).prop_map(Some)],
+        prop::bool::weighted(0.05),
+    )
+        .prop_map(|(mut names, occupy, rate, ttl_ms, timeout_ms, dup)| {
+            if dup {
+                names.push(names[0]);
+            }
+            Acquire {
+                names,
+                occupy,
+                rate,
+                ttl_ms,
+                timeout_ms,
+            }
+        })
+}
+
+fn op_strategy() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        10 => acquire_strategy().prop_map(Op::Acquire),
+        5 => any::<usize>().prop_map(Op::Release),
+        2 => any::<usize>().prop_map(Op::Renew),
+        1 => any::<usize>().prop_map(Op::Cancel),
+        5 => (0u64..1_500).prop_map(Op::Advance),
+        3 => Just(Op::AdvanceToWakeup),
+        1 => (0usize..3, 0u64..=4).prop_map(|(l, s)| Op::SetSlots(l, s)),
+        1 => (0usize..3, prop::bool::weighted(0.7)).prop_map(|(l, a)| Op::SetActive(l, a)),
+        1 => (0usize..3).prop_map(Op::Reset),
+        1 => (0usize..3).prop_map(Op::Delete),
+        1 => (0usize..3, 0u64..=4, 0usize..RATES.len()).prop_map(|(l, s, r)| Op::Create(l, s, r)),
+    ]
+}
+
+// ----- running both side by side --------------------------------------------
+
+struct Run {
+    engine: Engine,
+    model: Model,
+    now: u64,
+    /// Every lease ever granted: model request id → engine lease id.
+    leases: Vec<(u64, LeaseId)>,
+    /// Every request ever queued.
+    queued: Vec<u64>,
+    /// Limits that a change of definition left holding more than their
+    /// slots: the safety bound waits until holders leave.
+    overcommitted: HashMap<String, bool>,
+    /// Rate grants per limit id since its definition last changed.
+    rate_history: HashMap<u64, Vec<(u64, u64)>>,
+}
+
+fn ts(nanos: u64) -> Timestamp {
+    Timestamp::from_unix_nanos(nanos)
+}
+
+fn code<T>(result: &Result<T, AcquireError>) -> Result<(), &'static str> {
+    result.as_ref().map(|_| ()).map_err(|e| e.code())
+}
+
+impl Run {
+    fn new(limits: &[(u64, usize, bool)]) -> Self {
+        let mut run = Run {
+            engine: Engine::new([3; 32]),
+            model: Model::default(),
+            now: START,
+            leases: Vec::new(),
+            queued: Vec::new(),
+            overcommitted: HashMap::new(),
+            rate_history: HashMap::new(),
+        };
+        run.model.now = START;
+        for (i, &(slots, rate, active)) in limits.iter().enumerate() {
+            run.create(i, slots, rate, active);
+        }
+        run
+    }
+
+    fn create(&mut self, i: usize, slots: u64, rate: usize, active: bool) {
+        let name = NAMES[i];
+        let spec = LimitSpec {
+            active,
+            ..LimitSpec::rate(name, RATES[rate], slots)
+        };
+        let engine = self.engine.create_limit(ts(self.now), &spec);
+        if self.model.limits.contains_key(name) {
+            assert_eq!(engine.unwrap_err().code(), "limit_exists");
+            return;
+        }
+        engine.unwrap();
+        self.model.advance(self.now);
+        self.model.create(name, slots, RATES[rate], active);
+    }
+
+    fn step(&mut self, op: &Op) -> Result<(), TestCaseError> {
+        self.model.granted_now.clear();
+        let mut engine_grants: Vec<Grant> = Vec::new();
+        match op {
+            Op::Acquire(req) => {
+                let names: Vec<&str> = req.names.iter().map(|&i| NAMES[i]).collect();
+                let claim = if req.rate {
+                    Claim::Rate
+                } else {
+                    Claim::Lease {
+                        ttl: Duration::from_millis(req.ttl_ms),
+                        holder: None,
+                    }
+                };
+                let request = AcquireRequest {
+                    occupy: req.occupy,
+                    timeout: req.timeout_ms.map(Duration::from_millis),
+                    ..AcquireRequest::new(&names, claim)
+                };
+                let engine = self.engine.acquire(ts(self.now), &request);
+                let model = self.model.acquire(self.now, req);
+                let engine_kind = match &engine {
+                    Ok(Admission::Granted(_)) => Ok(true),
+                    Ok(Admission::Queued(_)) => Ok(false),
+                    Err(err) => Err(err.code()),
+                };
+                prop_assert_eq!(engine_kind, model, "acquire {:?}", req);
+                match engine {
+                    Ok(Admission::Granted(grant)) => engine_grants.push(grant),
+                    Ok(Admission::Queued(id)) => {
+                        prop_assert_eq!(id.0, self.model.next_request - 1);
+                        self.queued.push(id.0);
+                    }
+                    Err(_) => {}
+                }
+            }
+            Op::Release(i) | Op::Renew(i) if !self.leases.is_empty() => {
+                let (model_id, lease) = self.leases[i % self.leases.len()];
+                let (engine, model) = if matches!(op, Op::Release(_)) {
+                    (
+                        self.engine.release(ts(self.now), lease),
+                        self.model.release(self.now, model_id),
+                    )
+                } else {
+                    (
+                        self.engine.renew(ts(self.now), lease, None).map(|_| ()),
+                        self.model.renew(self.now, model_id),
+                    )
+                };
+                prop_assert_eq!(engine.map_err(|e| e.code()), model, "{:?}", op);
+            }
+            Op::Cancel(i) if !self.queued.is_empty() => {
+                let id = self.queued[i % self.queued.len()];
+                let engine = self.engine.cancel(ts(self.now), RequestId(id));
+                let model = self.model.cancel(self.now, id);
+                prop_assert_eq!(engine, model, "cancel {}", id);
+            }
+            Op::Advance(ms) => {
+                self.now += ms * 1_000_000;
+                self.engine.advance(ts(self.now));
+                self.model.advance(self.now);
+            }
+            Op::AdvanceToWakeup => {
+                if let Some(at) = self.engine.next_wakeup() {
+                    self.now = self.now.max(at.as_unix_nanos());
+                    self.engine.advance(ts(self.now));
+                    self.model.advance(self.now);
+                }
+            }
+            Op::SetSlots(i, _) | Op::SetActive(i, _) | Op::Reset(i) | Op::Delete(i)
+                if !self.model.limits.contains_key(NAMES[*i]) =>
+            {
+                let engine = self.engine.reset_limit(ts(self.now), NAMES[*i]);
+                prop_assert_eq!(engine.unwrap_err().code(), "limit_not_found");
+            }
+            Op::SetSlots(i, slots) => {
+                let patch = LimitPatch {
+                    slots: Some(*slots),
+                    ..LimitPatch::default()
+                };
+                self.engine
+                    .update_limit(ts(self.now), NAMES[*i], &patch)
+                    .unwrap();
+                self.model.update(self.now, NAMES[*i], Some(*slots), None);
+            }
+            Op::SetActive(i, active) => {
+                let patch = LimitPatch {
+                    active: Some(*active),
+                    ..LimitPatch::default()
+                };
+                self.engine
+                    .update_limit(ts(self.now), NAMES[*i], &patch)
+                    .unwrap();
+                self.model.update(self.now, NAMES[*i], None, Some(*active));
+            }
+            Op::Reset(i) => {
+                self.engine.reset_limit(ts(self.now), NAMES[*i]).unwrap();
+                self.model.reset(self.now, NAMES[*i]);
+            }
+            Op::Delete(i) => {
+                self.engine.delete_limit(ts(self.now), NAMES[*i]).unwrap();
+                self.model.delete(self.now, NAMES[*i]);
+            }
+            Op::Create(i, slots, rate) => self.create(*i, *slots, *rate, true),
+            Op::Release(_) | Op::Renew(_) | Op::Cancel(_) => {}
+        }
+        self.compare_wakes(engine_grants)?;
+        self.compare_state()?;
+        let redefined = match op {
+            Op::SetSlots(i, _) | Op::SetActive(i, _) | Op::Reset(i) | Op::Create(i, ..) => {
+                Some(NAMES[*i])
+            }
+            _ => None,
+        };
+        self.collect_rate_grants(redefined);
+        self.check_invariants(redefined)
+    }
+
+    /// Files this step's rate grants by limit; a redefined limit starts a
+    /// new history, since the window bound changed with it.
+    fn collect_rate_grants(&mut self, redefined: Option<&str>) {
+        if let Some(limit) = redefined.and_then(|name| self.model.limits.get(name)) {
+            self.rate_history.remove(&limit.id);
+        }
+        for (limit, at, occupy) in self.model.rate_log.drain(..) {
+            self.rate_history
+                .entry(limit)
+                .or_default()
+                .push((at, occupy));
+        }
+    }
+
+    /// The wakes must agree; grants also teach us the new leases' ids.
+    fn compare_wakes(&mut self, mut grants: Vec<Grant>) -> Result<(), TestCaseError> {
+        let mut engine: Vec<(u64, Outcome)> = Vec::new();
+        for wake in self.engine.take_wakes() {
+            engine.push((wake.request.0, code(&wake.outcome)));
+            if let Ok(grant) = wake.outcome {
+                grants.push(grant);
+            }
+        }
+        let mut model = std::mem::take(&mut self.model.wakes);
+        engine.sort();
+        model.sort();
+        prop_assert_eq!(engine, model, "wakes");
+        for grant in grants {
+            if let Held::Lease(lease) = grant.held {
+                self.leases.push((grant.request.0, lease.id));
+                let model_lease = &self.model.leases[&grant.request.0];
+                prop_assert_eq!(lease.expires_at.as_unix_nanos(), model_lease.expires_at);
+            }
+        }
+        Ok(())
+    }
+
+    fn compare_state(&self) -> Result<(), TestCaseError> {
+        let views = self.engine.limits();
+        prop_assert_eq!(views.len(), self.model.limits.len());
+        for view in &views {
+            let model = &self.model.limits[&view.name];
+            prop_assert_eq!(view.held, model.held, "held on {}", view.name);
+            prop_assert!(
+                (view.decaying - model.decaying(self.now)).abs() < 1e-9,
+                "decaying on {}: engine {} model {}",
+                view.name,
+                view.decaying,
+                model.decaying(self.now)
+            );
+            prop_assert_eq!(view.counters, model.counters, "counters on {}", view.name);
+            let queue: Vec<u64> = self
+                .engine
+                .waiters_on(&view.name)
+                .unwrap()
+                .into_iter()
+                .map(|w| w.request.0)
+                .collect();
+            let model_queue: Vec<u64> = self
+                .model
+                .waiters
+                .iter()
+                .filter(|(_, w)| w.limits.contains(&model.id))
+                .map(|(&id, _)| id)
+                .collect();
+            prop_assert_eq!(queue, model_queue, "queue of {}", view.name);
+        }
+        prop_assert_eq!(self.engine.lease_count(), self.model.leases.len());
+        prop_assert_eq!(self.engine.waiting(), self.model.waiters.len());
+        Ok(())
+    }
+
+    fn check_invariants(&mut self, redefined: Option<&str>) -> Result<(), TestCaseError> {
+        let views = self.engine.limits();
+        // Safety: an active limit is never over its slots, except after a
+        // change of definition put it there, until holders leave.
+        for view in &views {
+            let over = view.held as f64 + view.decaying > view.slots as f64 + 1e-9;
+            let flag = self.overcommitted.entry(view.name.clone()).or_insert(false);
+            if redefined == Some(view.name.as_str()) {
+                *flag = over;
+            } else if !over {
+                *flag = false;
+            }
+            prop_assert!(
+                !view.active || !over || *flag,
+                "{} over its limit: {:?}",
+                view.name,
+                view
+            );
+        }
+        // Liveness: a waiter that heads every active queue it is in does not fit.
+        let mut heads: HashMap<u64, usize> = HashMap::new();
+        let mut active_queues: HashMap<u64, usize> = HashMap::new();
+        for view in views.iter().filter(|v| v.active) {
+            let queue = self.engine.waiters_on(&view.name).unwrap();
+            for w in &queue {
+                *active_queues.entry(w.request.0).or_default() += 1;
+            }
+            if let Some(head) = queue.first() {
+                *heads.entry(head.request.0).or_default() += 1;
+            }
+        }
+        for (request, count) in heads {
+            if active_queues[&request] != count {
+                continue;
+            }
+            let waiter = &self.model.waiters[&request];
+            let fits_everywhere = views.iter().filter(|v| v.active).all(|v| {
+                let id = self.model.limits[&v.name].id;
+                !waiter.limits.contains(&id)
+                    || v.held as f64 + v.decaying + waiter.occupy as f64 <= v.slots as f64 - 1e-9
+            });
+            prop_assert!(!fits_everywhere, "request {} fits but waits", request);
+        }
+        // FIFO: nobody granted this step has an earlier waiter left on one of
+        // its active limits.
+        for &granted in &self.model.granted_now {
+            for (&earlier, waiter) in self.model.waiters.range(..granted) {
+                for limit in &waiter.limits {
+                    let shared = self
+                        .model
+                        .leases
+                        .get(&granted)
+                        .is_some_and(|l| l.limits.contains(limit));
+                    prop_assert!(
+                        !shared || !self.model.is_active(*limit),
+                        "{} granted before earlier waiter {}",
+                        granted,
+                        earlier
+                    );
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Rate mode never admits more than `slots + rate × T` in a window.
+    fn check_rate_windows(&self) -> Result<(), TestCaseError> {
+        for (name, limit) in &self.model.limits {
+            let (Some(interval), Some(grants)) = (limit.interval, self.rate_history.get(&limit.id))
+            else {
+                continue;
+            };
+            for (i, &(start, _)) in grants.iter().enumerate() {
+                let mut admitted = 0u64;
+                for &(at, occupy) in &grants[i..] {
+                    admitted += occupy;
+                    // admitted ≤ slots + (at − start) / interval
+                    prop_assert!(
+                        admitted * interval <= limit.slots * interval + (at - start),
+                        "{} admitted {} in {} ns",
+                        name,
+                        admitted,
+                        at - start
+                    );
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+    #[test]
+    fn engine_agrees_with_the_reference_model(
+        limits in prop::collection::vec((0u64..=4, 0usize..RATES.len(), prop::bool::weighted(0.85)), 3),
+        ops in prop::collection::vec(op_strategy(), 1..120),
+    ) {
+        let mut run = Run::new(&limits);
+        for op in &ops {
+            run.step(op)?;
+        }
+        run.check_rate_windows()?;
+    }
+}
