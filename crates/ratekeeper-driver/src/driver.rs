@@ -1,0 +1,379 @@
+//! The engine on a real clock: one timer thread for the engine's next
+//! call-back instant, and parked waiters woken by the engine's results.
+//!
+//! Everything happens under one lock: an operation runs on the engine, the
+//! wakes it produced are delivered to their parked waiters, and the timer is
+//! re-armed, all before the lock is released. So a wake can never be lost
+//! between "queued" and "parked", and a cancelled waiter always finds out
+//! under the same lock whether it was granted in the meantime.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::task::{Context, Poll, Waker};
+
+use ratekeeper_core::{
+    AcquireError, AcquireRequest, Admission, Engine, Grant, Held, RequestId, Timestamp,
+};
+
+use crate::clock::Clock;
+
+/// How a queued request ended.
+pub type Outcome = Result<Grant, AcquireError>;
+
+/// A handle to one engine running on a real clock. Clones share the engine.
+///
+/// The timer thread starts with the first timer the engine asks for (a lease
+/// expiry, a timeout, a decay wait) and stops once every handle, pending
+/// request and guard is gone.
+#[derive(Clone)]
+pub struct Driver {
+    inner: Arc<Inner>,
+}
+
+/// Owned by the handles only, so that dropping the last one stops the timer
+/// thread (which holds `Shared`, not `Inner`).
+struct Inner {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    state: Mutex<State>,
+    /// Signalled when the timer thread must wake before it planned to.
+    timer_changed: Condvar,
+    clock: Clock,
+}
+
+struct State {
+    engine: Engine,
+    /// Queued requests whose waiter is still waiting. A request is here from
+    /// the moment it is queued until its wake is delivered or it is cancelled.
+    parked: HashMap<RequestId, oneshot::Sender<Outcome>>,
+    timer: TimerState,
+}
+
+#[derive(Default)]
+struct TimerState {
+    started: bool,
+    /// When the timer thread will wake by itself; `None` while it is awake
+    /// (it looks at the engine again before sleeping) or already signalled.
+    sleeping_until: Option<Timestamp>,
+    shutdown: bool,
+}
+
+impl Driver {
+    /// A driver for a new, empty engine whose lease ids come from OS entropy.
+    pub fn new() -> Self {
+        let mut seed = [0; 32];
+        getrandom::fill(&mut seed).expect("the OS random source is available");
+        Driver::from_engine(Engine::new(seed))
+    }
+
+    /// A driver for an existing engine.
+    pub fn from_engine(engine: Engine) -> Self {
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State {
+                engine,
+                parked: HashMap::new(),
+                timer: TimerState::default(),
+            }),
+            timer_changed: Condvar::new(),
+            clock: Clock::new(),
+        });
+        Driver {
+            inner: Arc::new(Inner { shared }),
+        }
+    }
+
+    /// The clock the engine runs on.
+    pub fn clock(&self) -> Clock {
+        self.inner.shared.clock
+    }
+
+    /// Runs `operation` on the engine at the current instant, then delivers
+    /// the wakes it caused and re-arms the timer. This is the seam for every
+    /// operation other than acquire: limit changes, renewals, releases,
+    /// reads.
+    pub fn apply<R>(&self, operation: impl FnOnce(&mut Engine, Timestamp) -> R) -> R {
+        let shared = &self.inner.shared;
+        let mut state = shared.lock();
+        let now = shared.clock.now();
+        let result = operation(&mut state.engine, now);
+        shared.after_operation(&mut state, now);
+        result
+    }
+
+    /// Asks for slots. The answer is a [`Pending`] that is either decided
+    /// already or waits, pushed by the engine, for the request's turn.
+    pub fn acquire(&self, request: &AcquireRequest<'_>) -> Pending {
+        let shared = &self.inner.shared;
+        let mut state = shared.lock();
+        let now = shared.clock.now();
+        let answer = state.engine.acquire(now, request);
+        let pending = match answer {
+            Ok(Admission::Granted(grant)) => Pending::ready(Ok(grant)),
+            Err(err) => Pending::ready(Err(err)),
+            Ok(Admission::Queued(request)) => {
+                let (sender, receiver) = oneshot::channel();
+                state.parked.insert(request, sender);
+                Pending {
+                    state: PendingState::Queued(Queued {
+                        driver: self.clone(),
+                        request,
+                        receiver: Receiver::Blocking(receiver),
+                    }),
+                }
+            }
+        };
+        shared.after_operation(&mut state, now);
+        pending
+    }
+
+    /// Gives back whatever a grant holds.
+    pub fn give_back(&self, held: Held) {
+        if !matches!(held, Held::Nothing) {
+            self.apply(|engine, now| give_back(engine, now, held));
+        }
+    }
+
+    /// Withdraws a parked request. Returns false if its wake was delivered
+    /// already, so the caller must give back what the wake granted.
+    fn cancel(&self, request: RequestId) -> bool {
+        let shared = &self.inner.shared;
+        let mut state = shared.lock();
+        if state.parked.remove(&request).is_none() {
+            return false;
+        }
+        let now = shared.clock.now();
+        // Granted by this very advance, the wake finds nobody parked and
+        // `after_operation` gives it back.
+        state.engine.cancel(now, request);
+        shared.after_operation(&mut state, now);
+        true
+    }
+}
+
+impl Default for Driver {
+    fn default() -> Self {
+        Driver::new()
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        let mut state = self.shared.lock();
+        state.timer.shutdown = true;
+        self.shared.timer_changed.notify_one();
+    }
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock means an engine invariant broke;
+        // carrying on with that state could over-admit, so it propagates.
+        self.state.lock().expect("the engine lock was poisoned by a panic")
+    }
+
+    /// Delivers wakes and re-arms the timer; called before every unlock.
+    fn after_operation(self: &Arc<Self>, state: &mut State, now: Timestamp) {
+        loop {
+            let wakes = state.engine.take_wakes();
+            if wakes.is_empty() {
+                break;
+            }
+            for wake in wakes {
+                let undelivered = match state.parked.remove(&wake.request) {
+                    Some(sender) => sender.send(wake.outcome).err().map(|e| e.into_inner()),
+                    None => Some(wake.outcome),
+                };
+                // Nobody waits for it any more: hand its slots on.
+                if let Some(Ok(grant)) = undelivered {
+                    give_back(&mut state.engine, now, grant.held);
+                }
+            }
+        }
+        self.rearm_timer(state);
+    }
+
+    fn rearm_timer(self: &Arc<Self>, state: &mut State) {
+        let Some(next) = state.engine.next_wakeup() else {
+            return;
+        };
+        if !state.timer.started {
+            state.timer.started = true;
+            let shared = Arc::clone(self);
+            std::thread::Builder::new()
+                .name("ratekeeper-timer".into())
+                .spawn(move || shared.run_timer())
+                .expect("the timer thread can be started");
+        } else if state.timer.sleeping_until.is_some_and(|until| next < until) {
+            state.timer.sleeping_until = None;
+            self.timer_changed.notify_one();
+        }
+    }
+
+    /// The timer thread: sleeps until the engine's next wake-up instant and
+    /// advances the engine then.
+    fn run_timer(self: Arc<Self>) {
+        let mut state = self.lock();
+        loop {
+            if state.timer.shutdown {
+                return;
+            }
+            let now = self.clock.now();
+            if state.engine.next_wakeup().is_some_and(|at| at <= now) {
+                state.engine.advance(now);
+                self.after_operation(&mut state, now);
+            }
+            let next = state.engine.next_wakeup().unwrap_or(Timestamp::MAX);
+            state.timer.sleeping_until = Some(next);
+            state = self
+                .timer_changed
+                .wait_timeout(state, self.clock.until(next))
+                .expect("the engine lock was poisoned by a panic")
+                .0;
+            state.timer.sleeping_until = None;
+        }
+    }
+}
+
+fn give_back(engine: &mut Engine, now: Timestamp, held: Held) {
+    match held {
+        Held::Nothing => {}
+        // The lease can only be gone if it expired or was revoked; either
+        // way its slots are free already.
+        Held::Lease(lease) => drop(engine.release(now, lease.id)),
+        Held::Permit(permit) => engine.release_permit(now, permit),
+    }
+}
+
+/// The answer to an acquire: decided already, or waiting for its turn.
+///
+/// Await it, or [`wait`](Pending::wait) for it on a thread. Dropping it
+/// while it waits withdraws the request from every queue; if it was granted
+/// in the meantime, what it was granted is given back.
+#[must_use = "dropping a pending request withdraws it"]
+pub struct Pending {
+    state: PendingState,
+}
+
+enum PendingState {
+    Ready(Option<Outcome>),
+    Queued(Queued),
+}
+
+struct Queued {
+    driver: Driver,
+    request: RequestId,
+    receiver: Receiver,
+}
+
+enum Receiver {
+    Blocking(oneshot::Receiver<Outcome>),
+    Async(oneshot::AsyncReceiver<Outcome>),
+    Done,
+}
+
+impl Pending {
+    fn ready(outcome: Outcome) -> Self {
+        Pending {
+            state: PendingState::Ready(Some(outcome)),
+        }
+    }
+
+    /// The queued request's id, while it waits.
+    pub fn request(&self) -> Option<RequestId> {
+        match &self.state {
+            PendingState::Queued(queued) => Some(queued.request),
+            PendingState::Ready(_) => None,
+        }
+    }
+
+    /// Blocks the calling thread until the request is decided.
+    pub fn wait(mut self) -> Outcome {
+        match &mut self.state {
+            PendingState::Ready(outcome) => outcome.take().expect("decided once"),
+            PendingState::Queued(queued) => {
+                match std::mem::replace(&mut queued.receiver, Receiver::Done) {
+                    Receiver::Blocking(receiver) => receiver.recv().expect(DELIVERED),
+                    // Polled once as a future, then waited for on a thread:
+                    // block on the future itself.
+                    Receiver::Async(receiver) => block_on(receiver).expect(DELIVERED),
+                    Receiver::Done => panic!("a decided request is not waited for again"),
+                }
+            }
+        }
+    }
+}
+
+const DELIVERED: &str = "a parked request is answered before its sender is dropped";
+
+impl Future for Pending {
+    type Output = Outcome;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Outcome> {
+        match &mut self.get_mut().state {
+            PendingState::Ready(outcome) => {
+                Poll::Ready(outcome.take().expect("polled after completion"))
+            }
+            PendingState::Queued(queued) => {
+                if let Receiver::Blocking(_) = queued.receiver {
+                    let Receiver::Blocking(receiver) =
+                        std::mem::replace(&mut queued.receiver, Receiver::Done)
+                    else {
+                        unreachable!()
+                    };
+                    queued.receiver = Receiver::Async(receiver.into_future());
+                }
+                let Receiver::Async(receiver) = &mut queued.receiver else {
+                    panic!("polled after completion");
+                };
+                let outcome = std::task::ready!(Pin::new(receiver).poll(cx)).expect(DELIVERED);
+                queued.receiver = Receiver::Done;
+                Poll::Ready(outcome)
+            }
+        }
+    }
+}
+
+impl Drop for Queued {
+    fn drop(&mut self) {
+        let receiver = std::mem::replace(&mut self.receiver, Receiver::Done);
+        if matches!(receiver, Receiver::Done) || self.driver.cancel(self.request) {
+            return;
+        }
+        // The wake was delivered before we could withdraw: give it back.
+        let delivered = match receiver {
+            Receiver::Blocking(receiver) => receiver.try_recv().ok(),
+            Receiver::Async(mut receiver) => {
+                match Pin::new(&mut receiver).poll(&mut Context::from_waker(Waker::noop())) {
+                    Poll::Ready(outcome) => outcome.ok(),
+                    Poll::Pending => None,
+                }
+            }
+            Receiver::Done => None,
+        };
+        if let Some(Ok(grant)) = delivered {
+            self.driver.give_back(grant.held);
+        }
+    }
+}
+
+/// Blocks on a future with the current thread as its waker.
+fn block_on<F: Future + Unpin>(mut future: F) -> F::Output {
+    struct ThreadWaker(std::thread::Thread);
+    impl std::task::Wake for ThreadWaker {
+        fn wake(self: Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let waker = Waker::from(Arc::new(ThreadWaker(std::thread::current())));
+    let mut cx = Context::from_waker(&waker);
+    loop {
+        if let Poll::Ready(output) = Pin::new(&mut future).poll(&mut cx) {
+            return output;
+        }
+        std::thread::park();
+    }
+}
