@@ -172,7 +172,9 @@ impl Shared {
     fn lock(&self) -> MutexGuard<'_, State> {
         // A panic while holding the lock means an engine invariant broke;
         // carrying on with that state could over-admit, so it propagates.
-        self.state.lock().expect("the engine lock was poisoned by a panic")
+        self.state
+            .lock()
+            .expect("the engine lock was poisoned by a panic")
     }
 
     /// Delivers wakes and re-arms the timer; called before every unlock.

@@ -7,8 +7,8 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use ratekeeper_core::{
-    AcquireError, AcquireRequest, Claim, Grant, Held, LimitError, LimitPatch, LimitSpec,
-    LimitView, Permit, Timestamp,
+    AcquireError, AcquireRequest, Claim, Grant, Held, LimitError, LimitPatch, LimitSpec, LimitView,
+    Permit, Timestamp,
 };
 use smallvec::SmallVec;
 
@@ -47,7 +47,8 @@ impl Limiter {
 
     /// Creates a limit.
     pub fn create(&self, spec: LimitSpec) -> Result<LimitView, LimitError> {
-        self.driver.apply(|engine, now| engine.create_limit(now, &spec))
+        self.driver
+            .apply(|engine, now| engine.create_limit(now, &spec))
     }
 
     /// Changes a limit; waiters it lets in are granted at once.
@@ -58,12 +59,14 @@ impl Limiter {
 
     /// Deletes a limit; its waiters fail with `limit_deleted`.
     pub fn delete(&self, name: &str) -> Result<(), LimitError> {
-        self.driver.apply(|engine, now| engine.delete_limit(now, name))
+        self.driver
+            .apply(|engine, now| engine.delete_limit(now, name))
     }
 
     /// Clears a limit: forgets its holders and its decaying slots.
     pub fn reset(&self, name: &str) -> Result<LimitView, LimitError> {
-        self.driver.apply(|engine, now| engine.reset_limit(now, name))
+        self.driver
+            .apply(|engine, now| engine.reset_limit(now, name))
     }
 
     /// A limit as it is now.

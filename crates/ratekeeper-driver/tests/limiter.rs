@@ -1,0 +1,364 @@
+//! The in-process limiter under real threads and tokio tasks. Each test
+//! checks what it cares about itself (counters it owns, the engine's own
+//! grant instants); none sleeps to synchronise.
+
+use std::future::IntoFuture;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use ratekeeper_core::{
+    AcquireError, AcquireRequest, Claim, Held, LimitPatch, LimitSpec, Timestamp,
+};
+use ratekeeper_driver::Limiter;
+
+/// Counts how many are inside at once and remembers the most.
+#[derive(Default)]
+struct Occupancy {
+    inside: AtomicUsize,
+    most: AtomicUsize,
+}
+
+impl Occupancy {
+    fn enter(&self, weight: usize) {
+        let now = self.inside.fetch_add(weight, Ordering::SeqCst) + weight;
+        self.most.fetch_max(now, Ordering::SeqCst);
+    }
+
+    fn leave(&self, weight: usize) {
+        self.inside.fetch_sub(weight, Ordering::SeqCst);
+    }
+
+    fn most(&self) -> usize {
+        self.most.load(Ordering::SeqCst)
+    }
+}
+
+fn limiter_with(specs: &[LimitSpec]) -> Limiter {
+    let limiter = Limiter::new();
+    for spec in specs {
+        limiter.create(spec.clone()).unwrap();
+    }
+    limiter
+}
+
+#[test]
+fn sixty_four_threads_never_exceed_the_limit() {
+    let limiter = limiter_with(&[LimitSpec::concurrency("db", 4)]);
+    let occupancy = Arc::new(Occupancy::default());
+    let threads: Vec<_> = (0..64)
+        .map(|_| {
+            let (limiter, occupancy) = (limiter.clone(), occupancy.clone());
+            std::thread::spawn(move || {
+                for _ in 0..200 {
+                    let _slot = limiter.concurrency("db").wait().unwrap();
+                    occupancy.enter(1);
+                    std::thread::yield_now();
+                    occupancy.leave(1);
+                }
+            })
+        })
+        .collect();
+    for thread in threads {
+        thread.join().unwrap();
+    }
+    assert!(occupancy.most() <= 4, "{} inside at once", occupancy.most());
+    let view = limiter.limit("db").unwrap();
+    assert_eq!((view.held, view.waiting), (0, 0));
+    assert_eq!(view.counters.granted_total, 64 * 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sixty_four_tasks_never_exceed_the_limit() {
+    let limiter = limiter_with(&[LimitSpec::concurrency("db", 3)]);
+    let occupancy = Arc::new(Occupancy::default());
+    let tasks: Vec<_> = (0..64)
+        .map(|_| {
+            let (limiter, occupancy) = (limiter.clone(), occupancy.clone());
+            tokio::spawn(async move {
+                for _ in 0..100 {
+                    let _slot = limiter.concurrency("db").await.unwrap();
+                    occupancy.enter(1);
+                    tokio::task::yield_now().await;
+                    occupancy.leave(1);
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+    assert!(occupancy.most() <= 3, "{} inside at once", occupancy.most());
+    assert_eq!(occupancy.most(), 3, "the tasks did contend for the slots");
+    assert_eq!(limiter.limit("db").unwrap().held, 0);
+}
+
+#[test]
+fn weighted_multi_limit_requests_from_threads_respect_every_limit() {
+    let limiter = limiter_with(&[
+        LimitSpec::concurrency("a", 5),
+        LimitSpec::concurrency("b", 3),
+    ]);
+    let (on_a, on_b) = (
+        Arc::new(Occupancy::default()),
+        Arc::new(Occupancy::default()),
+    );
+    let threads: Vec<_> = (0..16)
+        .map(|i| {
+            let (limiter, on_a, on_b) = (limiter.clone(), on_a.clone(), on_b.clone());
+            std::thread::spawn(move || {
+                for j in 0..100 {
+                    let weight = 1 + (i + j) % 3;
+                    let names: &[&str] = match (i + j) % 3 {
+                        0 => &["a"],
+                        1 => &["b", "a"],
+                        _ => &["a", "b"],
+                    };
+                    let _slot = limiter
+                        .concurrency(names)
+                        .occupy(weight as u64)
+                        .wait()
+                        .unwrap();
+                    on_a.enter(weight);
+                    if names.contains(&"b") {
+                        on_b.enter(weight);
+                    }
+                    std::thread::yield_now();
+                    on_a.leave(weight);
+                    if names.contains(&"b") {
+                        on_b.leave(weight);
+                    }
+                }
+            })
+        })
+        .collect();
+    for thread in threads {
+        thread.join().unwrap();
+    }
+    assert!(
+        on_a.most() <= 5 && on_b.most() <= 3,
+        "{} {}",
+        on_a.most(),
+        on_b.most()
+    );
+    assert_eq!(limiter.limit("a").unwrap().held, 0);
+}
+
+#[tokio::test]
+async fn a_release_wakes_the_parked_waiter() {
+    let limiter = limiter_with(&[LimitSpec::concurrency("db", 1)]);
+    let first = limiter.concurrency("db").await.unwrap();
+    let waiter = {
+        let limiter = limiter.clone();
+        tokio::spawn(async move { limiter.concurrency("db").await.map(|g| g.waited()) })
+    };
+    // Wait until it is queued, by the engine's own account.
+    while limiter.limit("db").unwrap().waiting == 0 {
+        tokio::task::yield_now().await;
+    }
+    drop(first);
+    let waited = waiter.await.unwrap().unwrap();
+    assert!(waited > Duration::ZERO);
+    assert_eq!(
+        limiter.limit("db").unwrap().held,
+        0,
+        "the waiter's guard was dropped"
+    );
+}
+
+#[tokio::test]
+async fn dropping_a_waiting_future_leaves_the_queue() {
+    let limiter = limiter_with(&[LimitSpec::concurrency("db", 1)]);
+    let held = limiter.concurrency("db").await.unwrap();
+    let mut future = Box::pin(limiter.concurrency("db").into_future());
+    assert!(futures_poll_once(future.as_mut()).is_none());
+    assert_eq!(limiter.limit("db").unwrap().waiting, 1);
+    drop(future);
+    assert_eq!(limiter.limit("db").unwrap().waiting, 0);
+    drop(held);
+    assert_eq!(
+        limiter.limit("db").unwrap().held,
+        0,
+        "nothing was granted to it"
+    );
+}
+
+#[tokio::test]
+async fn a_grant_that_races_a_cancellation_is_given_back() {
+    let limiter = limiter_with(&[LimitSpec::concurrency("db", 1)]);
+    let held = limiter.concurrency("db").await.unwrap();
+    let mut future = Box::pin(limiter.concurrency("db").into_future());
+    assert!(futures_poll_once(future.as_mut()).is_none());
+    drop(held); // grants the queued request, which nobody will collect
+    assert_eq!(limiter.limit("db").unwrap().held, 1);
+    drop(future);
+    assert_eq!(limiter.limit("db").unwrap().held, 0);
+}
+
+#[test]
+fn a_timeout_fails_the_wait_and_holds_nothing() {
+    let limiter = limiter_with(&[LimitSpec::concurrency("db", 1)]);
+    let _held = limiter.concurrency("db").wait().unwrap();
+    let err = limiter
+        .concurrency("db")
+        .timeout(Duration::from_millis(30))
+        .wait()
+        .unwrap_err();
+    assert_eq!(err, AcquireError::TimedOut);
+    let view = limiter.limit("db").unwrap();
+    assert_eq!(
+        (view.waiting, view.held, view.counters.denied_total),
+        (0, 1, 1)
+    );
+}
+
+#[test]
+fn try_acquire_never_waits() {
+    let limiter = limiter_with(&[LimitSpec::concurrency("db", 1)]);
+    let held = limiter.concurrency("db").try_acquire().unwrap();
+    assert_eq!(
+        limiter.concurrency("db").try_acquire().unwrap_err(),
+        AcquireError::WouldBlock
+    );
+    drop(held);
+    limiter.concurrency("db").try_acquire().unwrap().release();
+}
+
+#[test]
+fn bad_requests_fail_with_the_engine_errors() {
+    let limiter = limiter_with(&[LimitSpec::concurrency("db", 2)]);
+    let cases = [
+        (
+            limiter.concurrency("nope").wait().unwrap_err(),
+            "limit_not_found",
+        ),
+        (
+            limiter.concurrency("db").occupy(3).wait().unwrap_err(),
+            "occupy_exceeds_slots",
+        ),
+        (
+            limiter.rate_limit("db").wait().unwrap_err(),
+            "rate_mode_needs_decay",
+        ),
+        (
+            limiter.concurrency("a/b").wait().unwrap_err(),
+            "invalid_name",
+        ),
+    ];
+    for (err, code) in cases {
+        assert_eq!(err.code(), code);
+    }
+}
+
+#[test]
+fn a_panicking_holder_frees_its_slot() {
+    let limiter = limiter_with(&[LimitSpec::concurrency("db", 1)]);
+    let holder = limiter.clone();
+    let result = std::thread::spawn(move || {
+        let _slot = holder.concurrency("db").wait().unwrap();
+        panic!("the work failed");
+    })
+    .join();
+    assert!(result.is_err());
+    assert_eq!(limiter.limit("db").unwrap().held, 0);
+}
+
+#[test]
+fn rate_limited_threads_are_admitted_exactly_at_the_rate() {
+    // 200/s with no burst: every admission is 5 ms after the one before, by
+    // the engine's clock, whoever asks.
+    let limiter = limiter_with(&[LimitSpec::rate("api", 200.0, 1)]);
+    let threads: Vec<_> = (0..4)
+        .map(|_| {
+            let limiter = limiter.clone();
+            std::thread::spawn(move || {
+                (0..15)
+                    .map(|_| limiter.rate_limit("api").wait().unwrap().granted_at)
+                    .collect::<Vec<Timestamp>>()
+            })
+        })
+        .collect();
+    let mut grants: Vec<Timestamp> = threads
+        .into_iter()
+        .flat_map(|t| t.join().unwrap())
+        .collect();
+    grants.sort();
+    assert_eq!(grants.len(), 60);
+    for pair in grants.windows(2) {
+        let gap = pair[1].saturating_duration_since(pair[0]);
+        assert!(gap >= Duration::from_millis(5), "admitted {gap:?} apart");
+    }
+}
+
+#[tokio::test]
+async fn rate_limited_tasks_wait_for_their_turn_without_polling() {
+    let limiter = limiter_with(&[LimitSpec::rate("api", 1000.0, 10)]);
+    let start = limiter.driver().clock().now();
+    let tasks: Vec<_> = (0..50)
+        .map(|_| {
+            let limiter = limiter.clone();
+            tokio::spawn(async move { limiter.rate_limit("api").await.unwrap().granted_at })
+        })
+        .collect();
+    let mut last = start;
+    for task in tasks {
+        last = last.max(task.await.unwrap());
+    }
+    // 10 at once, then 40 more at 1 per ms: at least 40 ms by the engine's clock.
+    assert!(last.saturating_duration_since(start) >= Duration::from_millis(40));
+    assert_eq!(limiter.limit("api").unwrap().counters.granted_total, 50);
+}
+
+#[test]
+fn raising_a_limit_wakes_blocked_threads() {
+    let limiter = limiter_with(&[LimitSpec::concurrency("db", 0)]);
+    let waiters: Vec<_> = (0..3)
+        .map(|_| {
+            let limiter = limiter.clone();
+            std::thread::spawn(move || limiter.concurrency("db").wait().map(|g| g.release()))
+        })
+        .collect();
+    while limiter.limit("db").unwrap().waiting < 3 {
+        std::thread::yield_now();
+    }
+    limiter
+        .update(
+            "db",
+            LimitPatch {
+                slots: Some(1),
+                ..LimitPatch::default()
+            },
+        )
+        .unwrap();
+    for waiter in waiters {
+        waiter.join().unwrap().unwrap();
+    }
+}
+
+#[test]
+fn the_timer_thread_expires_leases_and_wakes_the_next_holder() {
+    let limiter = limiter_with(&[LimitSpec::concurrency("db", 1)]);
+    let driver = limiter.driver();
+    let lease = Claim::Lease {
+        ttl: Duration::from_secs(1),
+        holder: Some("crashed"),
+    };
+    let held = driver
+        .acquire(&AcquireRequest::new(&["db"], lease))
+        .wait()
+        .unwrap();
+    assert!(matches!(held.held, Held::Lease(_)));
+    // Nobody releases it: the next request gets in once the TTL runs out.
+    let next = limiter.concurrency("db").wait().unwrap();
+    assert!(next.waited() >= Duration::from_millis(900));
+    assert_eq!(limiter.limit("db").unwrap().counters.expired_total, 1);
+}
+
+/// Polls a future once with a no-op waker.
+fn futures_poll_once<F: std::future::Future>(future: std::pin::Pin<&mut F>) -> Option<F::Output> {
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    match future.poll(&mut cx) {
+        std::task::Poll::Ready(output) => Some(output),
+        std::task::Poll::Pending => None,
+    }
+}
