@@ -76,6 +76,6 @@ mod rate {
     fn governor_check(bencher: Bencher) {
         let quota = Quota::per_second(NonZeroU32::new(1_000_000_000).unwrap());
         let limiter = RateLimiter::direct(quota);
-        bencher.bench_local(|| black_box(limiter.check().unwrap()));
+        bencher.bench_local(|| black_box(limiter.check()).unwrap());
     }
 }

@@ -1,9 +1,10 @@
 //! The classic job: 30 calls to an API that allows at most 3 at once, each
 //! call taking 1 s. With slots handed over the instant they free up, the
-//! whole job takes 10 s — the ideal (plus about 1 ms a round, which is
-//! tokio's sleep rounding the simulated call up, not the handoff). (A poll-and-retry limiter, where waiters
-//! sleep for a suggested interval and try again, leaves slots idle between
-//! polls; this is the job its users measured at about 16 s.)
+//! whole job takes 10 s, the ideal, plus about 1 ms a round: tokio's timer
+//! rounds each simulated call up to the next millisecond. The handoff itself
+//! takes microseconds. A poll-and-retry limiter, whose waiters sleep for a
+//! suggested interval and try again, leaves slots idle between polls; this
+//! is the job its users measured at about 16 s.
 //!
 //! Run it with `cargo run --release -p ratekeeper-driver --example classic_job`.
 
