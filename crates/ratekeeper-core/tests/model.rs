@@ -611,26 +611,8 @@ impl Run {
                 let engine = self.engine.reset_limit(ts(self.now), NAMES[*i]);
                 prop_assert_eq!(engine.unwrap_err().code(), "limit_not_found");
             }
-            Op::SetSlots(i, slots) => {
-                let patch = LimitPatch {
-                    slots: Some(*slots),
-                    ..LimitPatch::default()
-                };
-                self.engine
-                    .update_limit(ts(self.now), NAMES[*i], &patch)
-                    .unwrap();
-                self.model.update(self.now, NAMES[*i], Some(*slots), None);
-            }
-            Op::SetActive(i, active) => {
-                let patch = LimitPatch {
-                    active: Some(*active),
-                    ..LimitPatch::default()
-                };
-                self.engine
-                    .update_limit(ts(self.now), NAMES[*i], &patch)
-                    .unwrap();
-                self.model.update(self.now, NAMES[*i], None, Some(*active));
-            }
+            Op::SetSlots(i, slots) => self.update(*i, Some(*slots), None),
+            Op::SetActive(i, active) => self.update(*i, None, Some(*active)),
             Op::Reset(i) => {
                 self.engine.reset_limit(ts(self.now), NAMES[*i]).unwrap();
                 self.model.reset(self.now, NAMES[*i]);
@@ -652,6 +634,18 @@ impl Run {
         };
         self.collect_rate_grants(redefined);
         self.check_invariants(redefined)
+    }
+
+    fn update(&mut self, i: usize, slots: Option<u64>, active: Option<bool>) {
+        let patch = LimitPatch {
+            slots,
+            active,
+            ..LimitPatch::default()
+        };
+        self.engine
+            .update_limit(ts(self.now), NAMES[i], &patch)
+            .unwrap();
+        self.model.update(self.now, NAMES[i], slots, active);
     }
 
     /// Files this step's rate grants by limit; a redefined limit starts a
