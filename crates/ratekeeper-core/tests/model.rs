@@ -180,6 +180,19 @@ impl Model {
         self.limits.values().any(|l| l.id == id && l.active)
     }
 
+    fn active_of(&self, limits: &[u64]) -> Vec<u64> {
+        limits
+            .iter()
+            .copied()
+            .filter(|&l| self.is_active(l))
+            .collect()
+    }
+
+    fn fits(&self, id: u64, occupy: u64) -> bool {
+        let limit = self.limits.values().find(|l| l.id == id).unwrap();
+        limit.fits(occupy, self.now)
+    }
+
     /// One pass over every waiter in arrival order: a waiter is granted when
     /// no earlier waiter still waits on any of its active limits and it fits
     /// on all of them.
@@ -188,21 +201,10 @@ impl Model {
         let ids: Vec<u64> = self.waiters.keys().copied().collect();
         for id in ids {
             let waiter = self.waiters[&id].clone();
-            let active: Vec<u64> = waiter
-                .limits
+            let active = self.active_of(&waiter.limits);
+            let fits = active
                 .iter()
-                .copied()
-                .filter(|&l| self.is_active(l))
-                .collect();
-            let fits = active.iter().all(|l| {
-                !blocked.contains(l)
-                    && self
-                        .limits
-                        .values()
-                        .find(|x| x.id == *l)
-                        .unwrap()
-                        .fits(waiter.occupy, self.now)
-            });
+                .all(|&l| !blocked.contains(&l) && self.fits(l, waiter.occupy));
             if fits {
                 self.waiters.remove(&id);
                 self.grant(id, &waiter, &active);
@@ -276,23 +278,12 @@ impl Model {
             deadline: req.timeout_ms.map(|t| self.now + t * 1_000_000),
         };
         // Every waiter is earlier, so any waiter on an active limit blocks.
-        let active: Vec<u64> = waiter
-            .limits
-            .iter()
-            .copied()
-            .filter(|&l| self.is_active(l))
-            .collect();
+        let active = self.active_of(&waiter.limits);
         let queue_free = !self
             .waiters
             .values()
             .any(|w| w.limits.iter().any(|l| active.contains(l)));
-        let fits = active.iter().all(|&l| {
-            self.limits
-                .values()
-                .find(|x| x.id == l)
-                .unwrap()
-                .fits(req.occupy, self.now)
-        });
+        let fits = active.iter().all(|&l| self.fits(l, req.occupy));
         if queue_free && fits {
             self.grant(id, &waiter, &active);
             return Ok(true);
