@@ -666,11 +666,15 @@ impl Engine {
     fn grant(&mut self, request: RequestId, waiter: Waiter) -> Grant {
         let now = self.now;
         let occupy = waiter.occupy;
+        // Only active limits are occupied and counted.
         let mut active = waiter.limits;
-        active.retain(|id| self.limits[id].active);
-        self.count(&active, |c| {
-            c.granted_total += 1;
-            c.granted_slots_total += occupy;
+        active.retain(|id| {
+            let limit = self.limits.get_mut(id).expect("resolved");
+            if limit.active {
+                limit.counters.granted_total += 1;
+                limit.counters.granted_slots_total += occupy;
+            }
+            limit.active
         });
         let held = match waiter.claim {
             PendingClaim::Rate => {

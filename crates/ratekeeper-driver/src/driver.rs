@@ -284,14 +284,6 @@ impl Pending {
         }
     }
 
-    /// The queued request's id, while it waits.
-    pub fn request(&self) -> Option<RequestId> {
-        match &self.state {
-            PendingState::Queued(queued) => Some(queued.request),
-            PendingState::Ready(_) => None,
-        }
-    }
-
     /// Blocks the calling thread until the request is decided.
     pub fn wait(mut self) -> Outcome {
         match &mut self.state {
