@@ -21,6 +21,7 @@ use rand::{RngCore, SeedableRng};
 use smallvec::SmallVec;
 
 use crate::error::{AcquireError, LeaseError, LimitError};
+use crate::journal::{Change, LeaseRecord, LimitRecord, Records, RestoreError};
 use crate::lease::{Lease, LeaseGrant, LeaseId, LeaseView, Permit, check_ttl};
 use crate::limit::{
     Limit, LimitId, LimitPatch, LimitSpec, LimitView, Room, check_decay, check_description,
@@ -75,6 +76,17 @@ pub struct Engine {
     wakes: Vec<Wake>,
     /// The source of lease ids; seeded from OS entropy in production.
     rng: StdRng,
+    /// While journaling: what changed since the changes were last taken.
+    journal: Option<Journal>,
+}
+
+/// What changed since [`Engine::take_changes`] was last called. Entries may
+/// repeat; they are deduplicated when taken.
+#[derive(Default)]
+struct Journal {
+    limits: Vec<LimitId>,
+    deleted: Vec<String>,
+    leases: Vec<LeaseId>,
 }
 
 impl Engine {
@@ -95,7 +107,74 @@ impl Engine {
             dirty: Vec::new(),
             wakes: Vec::new(),
             rng: StdRng::from_seed(seed),
+            journal: None,
         }
+    }
+
+    /// Rebuilds an engine from stored records at `now`, journaling from the
+    /// start. Leases that expired while nothing ran expire at once, so the
+    /// first [`take_changes`](Self::take_changes) records their removal.
+    /// Lease limits no longer stored are dropped from the lease.
+    pub fn restore(seed: [u8; 32], records: Records, now: Timestamp) -> Result<Self, RestoreError> {
+        let mut engine = Engine::new(seed);
+        engine.now = now;
+        engine.enable_journal();
+        for record in records.limits {
+            engine.restore_limit(record)?;
+        }
+        for record in records.leases {
+            engine.restore_lease(record)?;
+        }
+        engine.advance(now);
+        Ok(engine)
+    }
+
+    /// Starts recording what changes, for [`take_changes`](Self::take_changes).
+    pub fn enable_journal(&mut self) {
+        self.journal.get_or_insert_with(Journal::default);
+    }
+
+    /// The changes to [`records`](Self::records) since the last call, in the
+    /// order they must be applied; empty unless journaling.
+    pub fn take_changes(&mut self) -> Vec<Change> {
+        let Some(journal) = self.journal.as_mut() else {
+            return Vec::new();
+        };
+        let mut journal = std::mem::take(journal);
+        let mut changes: Vec<Change> = journal
+            .deleted
+            .into_iter()
+            .map(Change::LimitDeleted)
+            .collect();
+        journal.limits.sort_unstable();
+        journal.limits.dedup();
+        changes.extend(
+            journal
+                .limits
+                .iter()
+                .filter_map(|id| self.limits.get(id))
+                .map(|limit| Change::Limit(limit.record())),
+        );
+        journal.leases.sort_unstable();
+        journal.leases.dedup();
+        changes.extend(journal.leases.iter().map(|&id| match self.leases.get(&id) {
+            Some(lease) => Change::Lease(self.lease_record(id, lease)),
+            None => Change::LeaseDeleted(id),
+        }));
+        changes
+    }
+
+    /// Everything that survives a restart, as records.
+    pub fn records(&self) -> Records {
+        let mut limits: Vec<LimitRecord> = self.limits.values().map(Limit::record).collect();
+        limits.sort_by(|a, b| a.name.cmp(&b.name));
+        let mut leases: Vec<LeaseRecord> = self
+            .leases
+            .iter()
+            .map(|(&id, lease)| self.lease_record(id, lease))
+            .collect();
+        leases.sort_by_key(|lease| lease.id);
+        Records { limits, leases }
     }
 
     /// The latest instant the engine has been given.
@@ -190,6 +269,7 @@ impl Engine {
         let id = self.limit_id(name)?;
         self.advance(now);
         let now = self.now;
+        self.touch_limits(&[id]);
         let limit = self.limits.get_mut(&id).expect("by_name is consistent");
         let was_active = limit.active;
         if let Some(slots) = patch.slots {
@@ -239,10 +319,14 @@ impl Engine {
         }
         let limit = self.limits.remove(&id).expect("by_name is consistent");
         self.by_name.remove(&limit.name);
-        for lease in &limit.leases {
-            if let Some(lease) = self.leases.get_mut(lease) {
+        for &lease_id in &limit.leases {
+            if let Some(lease) = self.leases.get_mut(&lease_id) {
                 lease.limits.retain(|held| *held != id);
+                self.touch_lease(lease_id);
             }
+        }
+        if let Some(journal) = self.journal.as_mut() {
+            journal.deleted.push(limit.name.to_string());
         }
         self.settle();
         Ok(())
@@ -261,6 +345,7 @@ impl Engine {
                 .insert((lease.expires_at, Timer::Forget(lease_id)));
         }
         let now = self.now;
+        self.touch_limits(&[id]);
         let limit = self.limits.get_mut(&id).expect("by_name is consistent");
         // What is still held belongs to permits, which are forgotten.
         limit.held = 0;
@@ -362,11 +447,10 @@ impl Engine {
         self.timers.remove(&(lease.expires_at, Timer::Expire(id)));
         lease.ttl = ttl;
         lease.expires_at = now.saturating_add(ttl);
-        self.timers.insert((lease.expires_at, Timer::Expire(id)));
-        Ok(LeaseGrant {
-            id,
-            expires_at: lease.expires_at,
-        })
+        let expires_at = lease.expires_at;
+        self.timers.insert((expires_at, Timer::Expire(id)));
+        self.touch_lease(id);
+        Ok(LeaseGrant { id, expires_at })
     }
 
     /// Releases a lease, freeing its slots for the next waiters.
@@ -389,6 +473,7 @@ impl Engine {
             if limit.generation == generation {
                 limit.held -= permit.occupy;
                 self.dirty.push(id);
+                self.touch_limits(&[id]);
             }
         }
         self.settle();
@@ -461,6 +546,7 @@ impl Engine {
         self.next_limit += 1;
         self.by_name.insert(limit.name.clone(), id);
         self.limits.insert(id, limit);
+        self.touch_limits(&[id]);
         id
     }
 
@@ -567,6 +653,7 @@ impl Engine {
         if let Some(deadline) = waiter.deadline {
             self.timers.insert((deadline, Timer::Deadline(id)));
         }
+        self.touch_limits(&waiter.limits);
         self.waiters.insert(id, waiter);
     }
 
@@ -583,6 +670,7 @@ impl Engine {
             limit.queued_slots -= waiter.occupy;
         }
         self.dirty.extend_from_slice(&waiter.limits);
+        self.touch_limits(&waiter.limits);
         if let Some(deadline) = waiter.deadline {
             self.timers.remove(&(deadline, Timer::Deadline(id)));
         }
@@ -667,6 +755,7 @@ impl Engine {
         let now = self.now;
         let occupy = waiter.occupy;
         // Only active limits are occupied and counted.
+        self.touch_limits(&waiter.limits);
         let mut active = waiter.limits;
         active.retain(|id| {
             let limit = self.limits.get_mut(id).expect("resolved");
@@ -703,6 +792,7 @@ impl Engine {
                 }
                 let expires_at = now.saturating_add(ttl);
                 self.timers.insert((expires_at, Timer::Expire(id)));
+                self.touch_lease(id);
                 self.leases.insert(
                     id,
                     Lease {
@@ -746,6 +836,8 @@ impl Engine {
             limit.leases.remove(&id);
         }
         self.dirty.extend_from_slice(&lease.limits);
+        self.touch_limits(&lease.limits);
+        self.touch_lease(id);
         Some(lease)
     }
 
@@ -772,12 +864,102 @@ impl Engine {
 
     /// Updates the counters of those of `limits` that are active.
     fn count(&mut self, limits: &[LimitId], update: impl Fn(&mut crate::Counters)) {
+        self.touch_limits(limits);
         for id in limits {
             if let Some(limit) = self.limits.get_mut(id) {
                 if limit.active {
                     update(&mut limit.counters);
                 }
             }
+        }
+    }
+
+    fn touch_limits(&mut self, ids: &[LimitId]) {
+        if let Some(journal) = self.journal.as_mut() {
+            journal.limits.extend_from_slice(ids);
+        }
+    }
+
+    fn touch_lease(&mut self, id: LeaseId) {
+        if let Some(journal) = self.journal.as_mut() {
+            journal.leases.push(id);
+        }
+    }
+
+    fn restore_limit(&mut self, record: LimitRecord) -> Result<(), RestoreError> {
+        let invalid = |reason: String| RestoreError::InvalidLimit {
+            name: record.name.clone(),
+            reason,
+        };
+        let spec = LimitSpec {
+            name: record.name.clone(),
+            slots: record.slots,
+            slot_decay_per_second: record.slot_decay_per_second,
+            active: record.active,
+            description: record.description.clone(),
+        };
+        let mut limit = Limit::new(&spec, record.created_at).map_err(|e| invalid(e.to_string()))?;
+        if self.by_name.contains_key(limit.name.as_str()) {
+            return Err(invalid("the name is stored twice".into()));
+        }
+        // A limit that does not decay has nothing decaying (see `drained_at`).
+        limit.drained_at = if limit.decay > 0.0 {
+            record.drained_at
+        } else {
+            record.drained_at.min(self.now)
+        };
+        limit.counters = record.counters;
+        limit.updated_at = record.updated_at;
+        self.insert_limit(limit);
+        Ok(())
+    }
+
+    fn restore_lease(&mut self, record: LeaseRecord) -> Result<(), RestoreError> {
+        let invalid = |reason: &str| RestoreError::InvalidLease {
+            id: record.id,
+            reason: reason.into(),
+        };
+        if record.occupy == 0 {
+            return Err(invalid("it holds no slots"));
+        }
+        if self.leases.contains_key(&record.id) {
+            return Err(invalid("the id is stored twice"));
+        }
+        let id = record.id;
+        let limits: LimitIds = record
+            .limits
+            .iter()
+            .filter_map(|name| self.by_name.get(name.as_str()).copied())
+            .collect();
+        for limit_id in &limits {
+            let limit = self.limit_mut(*limit_id);
+            limit.held = limit.held.saturating_add(record.occupy);
+            limit.leases.insert(id);
+        }
+        self.timers.insert((record.expires_at, Timer::Expire(id)));
+        self.leases.insert(
+            id,
+            Lease {
+                limits,
+                occupy: record.occupy,
+                holder: record.holder.map(Into::into),
+                ttl: record.ttl,
+                granted_at: record.granted_at,
+                expires_at: record.expires_at,
+            },
+        );
+        Ok(())
+    }
+
+    fn lease_record(&self, id: LeaseId, lease: &Lease) -> LeaseRecord {
+        LeaseRecord {
+            id,
+            limits: self.names_of(&lease.limits),
+            occupy: lease.occupy,
+            holder: lease.holder.as_deref().map(Into::into),
+            ttl: lease.ttl,
+            granted_at: lease.granted_at,
+            expires_at: lease.expires_at,
         }
     }
 

@@ -3,6 +3,7 @@
 use std::collections::{BTreeSet, HashSet};
 
 use crate::error::LimitError;
+use crate::journal::LimitRecord;
 use crate::lease::LeaseId;
 use crate::name::LimitName;
 use crate::request::RequestId;
@@ -73,6 +74,7 @@ pub struct LimitPatch {
 /// limit active are counted: an inactive limit does nothing, so it counts
 /// nothing either.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct Counters {
     /// Requests granted.
     pub granted_total: u64,
@@ -233,6 +235,20 @@ impl Limit {
         } else {
             now
         };
+    }
+
+    pub fn record(&self) -> LimitRecord {
+        LimitRecord {
+            name: self.name.to_string(),
+            slots: self.slots,
+            slot_decay_per_second: self.decay,
+            active: self.active,
+            description: self.description.clone(),
+            drained_at: self.drained_at,
+            counters: self.counters,
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+        }
     }
 
     pub fn view(&self, now: Timestamp) -> LimitView {

@@ -14,6 +14,11 @@ use std::time::Duration;
 /// Arithmetic saturates instead of overflowing: a TTL of "forever" simply
 /// lands at [`Timestamp::MAX`].
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize, serde::Deserialize),
+    serde(transparent)
+)]
 pub struct Timestamp(u64);
 
 impl Timestamp {

@@ -14,8 +14,8 @@ use std::time::Duration;
 
 use proptest::prelude::*;
 use ratekeeper_core::{
-    AcquireError, AcquireRequest, Admission, Claim, Counters, Engine, Grant, Held, LeaseId,
-    LimitPatch, LimitSpec, RequestId, Timestamp,
+    AcquireError, AcquireRequest, Admission, Change, Claim, Counters, Engine, Grant, Held, LeaseId,
+    LeaseRecord, LimitPatch, LimitRecord, LimitSpec, Records, RequestId, Timestamp,
 };
 
 const NAMES: [&str; 3] = ["a", "b", "c"];
@@ -483,6 +483,43 @@ struct Run {
     overcommitted: HashMap<String, bool>,
     /// Rate grants per limit id since its definition last changed.
     rate_history: HashMap<u64, Vec<(u64, u64)>>,
+    /// What a store would hold: the engine's journal applied step by step.
+    replica: Replica,
+}
+
+/// A copy of the engine's records kept only from its journal.
+#[derive(Default)]
+struct Replica {
+    limits: BTreeMap<String, LimitRecord>,
+    leases: BTreeMap<LeaseId, LeaseRecord>,
+}
+
+impl Replica {
+    fn apply(&mut self, changes: Vec<Change>) {
+        for change in changes {
+            match change {
+                Change::Limit(limit) => {
+                    self.limits.insert(limit.name.clone(), limit);
+                }
+                Change::LimitDeleted(name) => {
+                    self.limits.remove(&name);
+                }
+                Change::Lease(lease) => {
+                    self.leases.insert(lease.id, lease);
+                }
+                Change::LeaseDeleted(id) => {
+                    self.leases.remove(&id);
+                }
+            }
+        }
+    }
+
+    fn records(&self) -> Records {
+        Records {
+            limits: self.limits.values().cloned().collect(),
+            leases: self.leases.values().cloned().collect(),
+        }
+    }
 }
 
 fn ts(nanos: u64) -> Timestamp {
@@ -495,14 +532,17 @@ fn code<T>(result: &Result<T, AcquireError>) -> Result<(), &'static str> {
 
 impl Run {
     fn new(limits: &[(u64, usize, bool)]) -> Self {
+        let mut engine = Engine::new([3; 32]);
+        engine.enable_journal();
         let mut run = Run {
-            engine: Engine::new([3; 32]),
+            engine,
             model: Model::default(),
             now: START,
             leases: Vec::new(),
             queued: Vec::new(),
             overcommitted: HashMap::new(),
             rate_history: HashMap::new(),
+            replica: Replica::default(),
         };
         run.model.now = START;
         for (i, &(slots, rate, active)) in limits.iter().enumerate() {
@@ -617,6 +657,7 @@ impl Run {
         }
         self.compare_wakes(engine_grants)?;
         self.compare_state()?;
+        self.check_journal()?;
         let redefined = match op {
             Op::SetSlots(i, _) | Op::SetActive(i, _) | Op::Reset(i) | Op::Create(i, ..) => {
                 Some(NAMES[*i])
@@ -708,6 +749,27 @@ impl Run {
         }
         prop_assert_eq!(self.engine.lease_count(), self.model.leases.len());
         prop_assert_eq!(self.engine.waiting(), self.model.waiters.len());
+        Ok(())
+    }
+
+    /// The journal keeps a store equal to the engine's records, and an
+    /// engine restored from that store holds exactly what this one holds.
+    fn check_journal(&mut self) -> Result<(), TestCaseError> {
+        self.replica.apply(self.engine.take_changes());
+        let records = self.engine.records();
+        prop_assert_eq!(&self.replica.records(), &records, "journal replica");
+        let mut restored = Engine::restore([4; 32], self.replica.records(), ts(self.now)).unwrap();
+        prop_assert!(
+            restored
+                .take_changes()
+                .iter()
+                .all(|c| matches!(c, Change::Limit(_)))
+        );
+        prop_assert_eq!(&restored.records(), &records, "restored records");
+        for (view, restored) in self.engine.limits().iter().zip(restored.limits()) {
+            prop_assert_eq!(view.held, restored.held, "held after restore");
+            prop_assert_eq!(view.decaying, restored.decaying, "decaying after restore");
+        }
         Ok(())
     }
 
