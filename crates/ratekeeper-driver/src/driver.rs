@@ -14,13 +14,18 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 
 use ratekeeper_core::{
-    AcquireError, AcquireRequest, Admission, Engine, Grant, Held, RequestId, Timestamp,
+    AcquireError, AcquireRequest, Admission, Change, Engine, Grant, Held, RequestId, Timestamp,
 };
 
 use crate::clock::Clock;
 
 /// How a queued request ended.
 pub type Outcome = Result<Grant, AcquireError>;
+
+/// Receives the engine's changes after every operation, under the engine's
+/// lock and before any waiter hears of a grant they contain; see
+/// [`Driver::with_journal`].
+pub type Journal = Box<dyn FnMut(&Engine, Vec<Change>) + Send>;
 
 /// A handle to one engine running on a real clock. Clones share the engine.
 ///
@@ -51,6 +56,7 @@ struct State {
     /// the moment it is queued until its wake is delivered or it is cancelled.
     parked: HashMap<RequestId, oneshot::Sender<Outcome>>,
     timer: TimerState,
+    journal: Option<Journal>,
 }
 
 #[derive(Default)]
@@ -72,11 +78,29 @@ impl Driver {
 
     /// A driver for an existing engine.
     pub fn from_engine(engine: Engine) -> Self {
+        Driver::build(engine, None)
+    }
+
+    /// A driver that hands every change of the engine's state to `journal`
+    /// (journaling is turned on). The journal sees an operation's changes
+    /// before the operation returns and before any waiter it granted is
+    /// woken, so whatever a caller learns is already in the journal: a
+    /// store can make it durable before the caller answers anyone.
+    pub fn with_journal(mut engine: Engine, journal: Journal) -> Self {
+        engine.enable_journal();
+        let driver = Driver::build(engine, Some(journal));
+        // Changes made before the driver existed (a restore's expiries).
+        driver.apply(|_, _| ());
+        driver
+    }
+
+    fn build(engine: Engine, journal: Option<Journal>) -> Self {
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
                 engine,
                 parked: HashMap::new(),
                 timer: TimerState::default(),
+                journal,
             }),
             timer_changed: Condvar::new(),
             clock: Clock::new(),
@@ -177,9 +201,11 @@ impl Shared {
             .expect("the engine lock was poisoned by a panic")
     }
 
-    /// Delivers wakes and re-arms the timer; called before every unlock.
+    /// Journals changes, delivers wakes and re-arms the timer; called before
+    /// every unlock.
     fn after_operation(self: &Arc<Self>, state: &mut State, now: Timestamp) {
         loop {
+            state.record_changes();
             let wakes = state.engine.take_wakes();
             if wakes.is_empty() {
                 break;
@@ -236,6 +262,17 @@ impl Shared {
                 .expect("the engine lock was poisoned by a panic")
                 .0;
             state.timer.sleeping_until = None;
+        }
+    }
+}
+
+impl State {
+    fn record_changes(&mut self) {
+        if let Some(journal) = self.journal.as_mut() {
+            let changes = self.engine.take_changes();
+            if !changes.is_empty() {
+                journal(&self.engine, changes);
+            }
         }
     }
 }

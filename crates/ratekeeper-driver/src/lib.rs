@@ -31,5 +31,5 @@ mod driver;
 mod limiter;
 
 pub use clock::Clock;
-pub use driver::{Driver, Outcome, Pending};
+pub use driver::{Driver, Journal, Outcome, Pending};
 pub use limiter::{Acquire, AcquireFuture, Admitted, Kind, Limiter, Names, Rate, SlotGuard, Slots};

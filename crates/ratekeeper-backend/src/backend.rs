@@ -1,0 +1,147 @@
+//! The operations a server performs, as one trait that every backend
+//! implements whole.
+
+use std::future::Future;
+use std::time::Duration;
+
+use ratekeeper_core::{
+    AcquireError, LeaseError, LeaseGrant, LeaseId, LeaseView, LimitError, LimitPatch, LimitSpec,
+    LimitView, Mode, Timestamp, WaiterView,
+};
+use tokio::sync::broadcast;
+
+/// An acquire, with owned fields so that it can cross into a backend.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AcquireSpec {
+    /// The limits, each at most once.
+    pub names: Vec<String>,
+    /// Slots to occupy on each; at least 1.
+    pub occupy: u64,
+    /// Hold a lease (concurrency) or occupy decaying slots (rate limit).
+    pub mode: Mode,
+    /// The lease's TTL, in concurrency mode.
+    pub lease_ttl: Duration,
+    /// A label for people, in concurrency mode.
+    pub holder: Option<String>,
+    /// How long to wait in all: `None` waits forever, zero tries once.
+    pub timeout: Option<Duration>,
+    /// Create missing limits (inactive) instead of failing.
+    pub create_if_missing: bool,
+}
+
+/// A granted acquire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Granted {
+    /// The lease, in concurrency mode.
+    pub lease: Option<LeaseGrant>,
+    /// When it was granted.
+    pub granted_at: Timestamp,
+    /// How long it waited in the queue.
+    pub waited: Duration,
+}
+
+/// One limit with who holds it and who waits for it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LimitDetail {
+    /// The limit.
+    pub limit: LimitView,
+    /// Live leases on it, oldest first.
+    pub leases: Vec<LeaseView>,
+    /// Queued requests, in queue order.
+    pub waiters: Vec<WaiterView>,
+}
+
+/// A change of state, for live views.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    /// A limit was created or its state changed.
+    Limit(LimitView),
+    /// A limit was deleted.
+    LimitDeleted(String),
+    /// A lease was granted or renewed.
+    Lease(LeaseView),
+    /// A lease was released, expired or revoked.
+    LeaseEnded(LeaseId),
+}
+
+/// Why an operation failed.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum Error {
+    /// A limit operation was refused.
+    #[error(transparent)]
+    Limit(#[from] LimitError),
+    /// An acquire was refused or its wait failed.
+    #[error(transparent)]
+    Acquire(#[from] AcquireError),
+    /// A renew or release was refused.
+    #[error(transparent)]
+    Lease(#[from] LeaseError),
+    /// The backend cannot serve now (its store failed, or it is stopping).
+    #[error("the service is unavailable: {reason}")]
+    Unavailable {
+        /// Why.
+        reason: String,
+    },
+}
+
+impl Error {
+    /// A stable, machine-readable code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Error::Limit(e) => e.code(),
+            Error::Acquire(e) => e.code(),
+            Error::Lease(e) => e.code(),
+            Error::Unavailable { .. } => "unavailable",
+        }
+    }
+}
+
+/// The answer to an acquire: a future that resolves once the request is
+/// granted or fails. Dropping it before then withdraws the request.
+pub type Waiting = std::pin::Pin<Box<dyn Future<Output = Result<Granted, Error>> + Send>>;
+
+/// Everything a server asks of its state, one whole operation per method,
+/// so that a backend can perform each atomically (under one lock, or as one
+/// script on a shared store). An answer that reports a change is given only
+/// once the change is as durable as the backend promises.
+pub trait Backend: Send + Sync + 'static {
+    /// Creates a limit.
+    fn create_limit(
+        &self,
+        spec: LimitSpec,
+    ) -> impl Future<Output = Result<LimitView, Error>> + Send;
+    /// Changes a limit.
+    fn update_limit(
+        &self,
+        name: &str,
+        patch: LimitPatch,
+    ) -> impl Future<Output = Result<LimitView, Error>> + Send;
+    /// Deletes a limit; its waiters fail with `limit_deleted`.
+    fn delete_limit(&self, name: &str) -> impl Future<Output = Result<(), Error>> + Send;
+    /// Revokes every lease on a limit and clears its decaying slots.
+    fn reset_limit(&self, name: &str) -> impl Future<Output = Result<LimitView, Error>> + Send;
+    /// Every limit, ordered by name.
+    fn limits(&self) -> impl Future<Output = Result<Vec<LimitView>, Error>> + Send;
+    /// One limit with its leases and waiters.
+    fn limit(&self, name: &str) -> impl Future<Output = Result<LimitDetail, Error>> + Send;
+    /// Live leases, all or those on one limit.
+    fn leases(
+        &self,
+        on: Option<&str>,
+    ) -> impl Future<Output = Result<Vec<LeaseView>, Error>> + Send;
+    /// Asks for slots; the future resolves when the request is decided.
+    fn acquire(&self, spec: AcquireSpec) -> Waiting;
+    /// Extends a lease by `ttl` (its own TTL if `None`).
+    fn renew(
+        &self,
+        id: LeaseId,
+        ttl: Option<Duration>,
+    ) -> impl Future<Output = Result<LeaseGrant, Error>> + Send;
+    /// Releases a lease.
+    fn release(&self, id: LeaseId) -> impl Future<Output = Result<(), Error>> + Send;
+    /// Changes of state from now on, for live views. A receiver that falls
+    /// behind is told it lagged and should read the state afresh.
+    fn events(&self) -> broadcast::Receiver<Event>;
+    /// Waits until every change made so far is durable.
+    fn flush(&self) -> impl Future<Output = Result<(), Error>> + Send;
+}

@@ -1,0 +1,263 @@
+//! The embedded backend: the engine in this process, on the driver, with
+//! its state in a durable file (or, by choice, only in memory).
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ratekeeper_core::{
+    AcquireRequest, Change, Claim, Engine, Held, LeaseGrant, LeaseId, LeaseView, LimitPatch,
+    LimitSpec, LimitView, Mode,
+};
+use ratekeeper_driver::Driver;
+use tokio::sync::broadcast;
+
+use crate::backend::{AcquireSpec, Backend, Error, Event, Granted, LimitDetail, Waiting};
+use crate::store::{Store, StoreError};
+
+/// How many events a slow live view may fall behind before it is told to
+/// read the state afresh.
+const EVENT_BUFFER: usize = 4096;
+
+/// The engine of this process as a [`Backend`].
+#[derive(Clone)]
+pub struct Embedded {
+    driver: Driver,
+    /// `None` with `--durability memory`: nothing survives a restart.
+    store: Option<Arc<Store>>,
+    events: broadcast::Sender<Event>,
+}
+
+impl Embedded {
+    /// Keeps the state in `dir`, restoring whatever it holds: limits, live
+    /// leases and decaying slots. Leases that expired while the server was
+    /// down expire at once.
+    pub fn open(dir: &Path) -> Result<Self, StoreError> {
+        let (store, records) = Store::open(dir)?;
+        let engine = Engine::restore(
+            random_seed(),
+            records,
+            ratekeeper_driver::Clock::new().now(),
+        )
+        .map_err(|e| StoreError::Corrupt {
+            path: dir.join(crate::store::DB_FILE),
+            reason: e.to_string(),
+        })?;
+        let (events, _) = broadcast::channel(EVENT_BUFFER);
+        let journal_store = Arc::clone(&store);
+        let journal_events = events.clone();
+        let driver = Driver::with_journal(
+            engine,
+            Box::new(move |engine, changes| {
+                publish(&journal_events, engine, &changes);
+                journal_store.record(changes);
+            }),
+        );
+        Ok(Embedded {
+            driver,
+            store: Some(store),
+            events,
+        })
+    }
+
+    /// Keeps the state in memory only: faster, and forgotten on restart.
+    pub fn in_memory() -> Self {
+        let (events, _) = broadcast::channel(EVENT_BUFFER);
+        let journal_events = events.clone();
+        let driver = Driver::with_journal(
+            Engine::new(random_seed()),
+            Box::new(move |engine, changes| publish(&journal_events, engine, &changes)),
+        );
+        Embedded {
+            driver,
+            store: None,
+            events,
+        }
+    }
+
+    /// The driver underneath, for reading state directly.
+    pub fn driver(&self) -> &Driver {
+        &self.driver
+    }
+
+    async fn durable(&self) -> Result<(), Error> {
+        match &self.store {
+            Some(store) => store
+                .durable()
+                .await
+                .map_err(|reason| Error::Unavailable { reason }),
+            None => Ok(()),
+        }
+    }
+
+    /// Runs a changing operation and answers once its change is durable.
+    async fn change<T, E>(
+        &self,
+        operation: impl FnOnce(&mut Engine, ratekeeper_core::Timestamp) -> Result<T, E>,
+    ) -> Result<T, Error>
+    where
+        Error: From<E>,
+    {
+        let value = self.driver.apply(operation)?;
+        self.durable().await?;
+        Ok(value)
+    }
+}
+
+impl Backend for Embedded {
+    async fn create_limit(&self, spec: LimitSpec) -> Result<LimitView, Error> {
+        self.change(|engine, now| engine.create_limit(now, &spec))
+            .await
+    }
+
+    async fn update_limit(&self, name: &str, patch: LimitPatch) -> Result<LimitView, Error> {
+        self.change(|engine, now| engine.update_limit(now, name, &patch))
+            .await
+    }
+
+    async fn delete_limit(&self, name: &str) -> Result<(), Error> {
+        self.change(|engine, now| engine.delete_limit(now, name))
+            .await
+    }
+
+    async fn reset_limit(&self, name: &str) -> Result<LimitView, Error> {
+        self.change(|engine, now| engine.reset_limit(now, name))
+            .await
+    }
+
+    async fn limits(&self) -> Result<Vec<LimitView>, Error> {
+        Ok(self.driver.apply(|engine, now| {
+            engine.advance(now);
+            engine.limits()
+        }))
+    }
+
+    async fn limit(&self, name: &str) -> Result<LimitDetail, Error> {
+        let detail = self.driver.apply(|engine, now| {
+            engine.advance(now);
+            Ok::<_, ratekeeper_core::LimitError>(LimitDetail {
+                limit: engine.limit(name)?,
+                leases: engine.leases_on(name)?,
+                waiters: engine.waiters_on(name)?,
+            })
+        })?;
+        Ok(detail)
+    }
+
+    async fn leases(&self, on: Option<&str>) -> Result<Vec<LeaseView>, Error> {
+        let leases = self.driver.apply(|engine, now| {
+            engine.advance(now);
+            match on {
+                Some(name) => engine.leases_on(name),
+                None => Ok(engine.leases()),
+            }
+        })?;
+        Ok(leases)
+    }
+
+    fn acquire(&self, spec: AcquireSpec) -> Waiting {
+        let names: Vec<&str> = spec.names.iter().map(String::as_str).collect();
+        let claim = match spec.mode {
+            Mode::Concurrency => Claim::Lease {
+                ttl: spec.lease_ttl,
+                holder: spec.holder.as_deref(),
+            },
+            Mode::RateLimit => Claim::Rate,
+        };
+        let request = AcquireRequest {
+            names: &names,
+            occupy: spec.occupy,
+            claim,
+            timeout: spec.timeout,
+            create_if_missing: spec.create_if_missing,
+        };
+        let pending = self.driver.acquire(&request);
+        let backend = self.clone();
+        Box::pin(async move {
+            let grant = pending.await?;
+            let lease = match grant.held {
+                Held::Lease(lease) => Some(lease),
+                _ => None,
+            };
+            // Dropped while the grant is being made durable, the request
+            // gives its lease back rather than leaving it to expire.
+            let give_back = GiveBackOnDrop {
+                driver: &backend.driver,
+                lease,
+            };
+            backend.durable().await?;
+            give_back.defuse();
+            Ok(Granted {
+                lease,
+                granted_at: grant.granted_at,
+                waited: grant.waited,
+            })
+        })
+    }
+
+    async fn renew(&self, id: LeaseId, ttl: Option<Duration>) -> Result<LeaseGrant, Error> {
+        self.change(|engine, now| engine.renew(now, id, ttl)).await
+    }
+
+    async fn release(&self, id: LeaseId) -> Result<(), Error> {
+        self.change(|engine, now| engine.release(now, id)).await
+    }
+
+    fn events(&self) -> broadcast::Receiver<Event> {
+        self.events.subscribe()
+    }
+
+    async fn flush(&self) -> Result<(), Error> {
+        self.durable().await
+    }
+}
+
+struct GiveBackOnDrop<'a> {
+    driver: &'a Driver,
+    lease: Option<LeaseGrant>,
+}
+
+impl GiveBackOnDrop<'_> {
+    /// The lease is in safe hands: keep it.
+    fn defuse(mut self) {
+        self.lease = None;
+    }
+}
+
+impl Drop for GiveBackOnDrop<'_> {
+    fn drop(&mut self) {
+        if let Some(lease) = self.lease.take() {
+            self.driver.give_back(Held::Lease(lease));
+        }
+    }
+}
+
+/// Turns journal changes into events, only when someone listens: views are
+/// built under the engine's lock, which is not free.
+fn publish(events: &broadcast::Sender<Event>, engine: &Engine, changes: &[Change]) {
+    if events.receiver_count() == 0 {
+        return;
+    }
+    for change in changes {
+        let event = match change {
+            Change::Limit(record) => match engine.limit(&record.name) {
+                Ok(view) => Event::Limit(view),
+                Err(_) => continue,
+            },
+            Change::LimitDeleted(name) => Event::LimitDeleted(name.clone()),
+            Change::Lease(record) => match engine.lease(record.id) {
+                Some(view) => Event::Lease(view),
+                None => continue,
+            },
+            Change::LeaseDeleted(id) => Event::LeaseEnded(*id),
+        };
+        // Fails only when every receiver has gone since the check.
+        let _ = events.send(event);
+    }
+}
+
+fn random_seed() -> [u8; 32] {
+    let mut seed = [0; 32];
+    getrandom::fill(&mut seed).expect("the OS random source is available");
+    seed
+}

@@ -1,0 +1,21 @@
+//! What a ratekeeper server does with its state, behind one trait.
+//!
+//! [`Backend`] lists the whole operations a server performs: limit CRUD,
+//! acquire (with its wait), renew, release, reads and a stream of state
+//! changes. Each is atomic in the backend, so the server stays thin and a
+//! backend can be swapped without touching it.
+//!
+//! [`Embedded`] is the default backend: the engine in this process on the
+//! driver's clock, with every change written to a redb file by a group-commit
+//! writer before the answer that depends on it goes out. After a crash and
+//! restart on the same directory, limit definitions, live leases and
+//! decaying slots are back, so a restart never admits more than a limit
+//! allows.
+
+mod backend;
+mod embedded;
+mod store;
+
+pub use backend::{AcquireSpec, Backend, Error, Event, Granted, LimitDetail, Waiting};
+pub use embedded::Embedded;
+pub use store::{DB_FILE, StoreError};
