@@ -1,0 +1,135 @@
+//! Bearer tokens with two scopes: `admin` may do everything, `client` may
+//! acquire, renew, release and read.
+
+use axum::extract::{Request, State};
+use axum::http::{Method, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use subtle::ConstantTimeEq;
+
+use crate::error::ApiError;
+
+/// What a token may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Scope {
+    /// Acquire, renew, release and read.
+    Client,
+    /// Everything, including changing limits.
+    Admin,
+}
+
+/// A configured token.
+#[derive(Clone, Deserialize)]
+pub struct Token {
+    /// The secret, sent as `Authorization: Bearer <secret>`.
+    pub secret: String,
+    /// What it may do.
+    pub scope: Scope,
+}
+
+impl std::fmt::Debug for Token {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Token")
+            .field("scope", &self.scope)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The tokens a server accepts. With none, every request is allowed.
+#[derive(Debug, Clone, Default)]
+pub struct Tokens(Vec<Token>);
+
+impl Tokens {
+    /// These tokens; empty secrets are refused.
+    pub fn new(tokens: Vec<Token>) -> Result<Self, String> {
+        if tokens.iter().any(|t| t.secret.is_empty()) {
+            return Err("a token must not be empty".into());
+        }
+        Ok(Tokens(tokens))
+    }
+
+    /// Whether any token is configured.
+    pub fn required(&self) -> bool {
+        !self.0.is_empty()
+    }
+
+    /// The scope of `secret`, comparing every token in constant time.
+    fn scope_of(&self, secret: &str) -> Option<Scope> {
+        let mut found = None;
+        for token in &self.0 {
+            if bool::from(token.secret.as_bytes().ct_eq(secret.as_bytes())) {
+                found = found.max(Some(token.scope));
+            }
+        }
+        found
+    }
+}
+
+/// What a request needs: nothing for the open pages, `client` to read and
+/// to use limits, `admin` to change them.
+fn needed(method: &Method, path: &str) -> Option<Scope> {
+    match path {
+        "/healthz" | "/openapi.json" => None,
+        _ if path.starts_with("/v1/limits") && method != Method::GET => Some(Scope::Admin),
+        _ => Some(Scope::Client),
+    }
+}
+
+fn bearer(request: &Request) -> Option<&str> {
+    let header = request.headers().get(axum::http::header::AUTHORIZATION)?;
+    header.to_str().ok()?.strip_prefix("Bearer ").map(str::trim)
+}
+
+/// A browser's `EventSource` cannot send headers, so the event stream also
+/// takes the token as `?access_token=`.
+fn query_token(request: &Request) -> Option<&str> {
+    if request.uri().path() != "/v1/events" {
+        return None;
+    }
+    request
+        .uri()
+        .query()?
+        .split('&')
+        .find_map(|pair| pair.strip_prefix("access_token="))
+}
+
+/// Refuses requests whose token is missing (401) or lacks the scope (403).
+pub async fn check(
+    State(tokens): State<std::sync::Arc<Tokens>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    if !tokens.required() {
+        return next.run(request).await;
+    }
+    let Some(needed) = needed(request.method(), request.uri().path()) else {
+        return next.run(request).await;
+    };
+    let Some(secret) = bearer(&request).or_else(|| query_token(&request)) else {
+        return ApiError {
+            status: StatusCode::UNAUTHORIZED,
+            code: "unauthorized",
+            message: "this server requires a token: send `Authorization: Bearer <token>`".into(),
+        }
+        .into_response();
+    };
+    match tokens.scope_of(secret) {
+        None => ApiError {
+            status: StatusCode::UNAUTHORIZED,
+            code: "invalid_token",
+            message: "the token is not one this server accepts".into(),
+        }
+        .into_response(),
+        Some(scope) if scope < needed => ApiError {
+            status: StatusCode::FORBIDDEN,
+            code: "forbidden",
+            message:
+                "this needs an admin token; a client token may acquire, renew, release and read"
+                    .into(),
+        }
+        .into_response(),
+        Some(_) => next.run(request).await,
+    }
+}

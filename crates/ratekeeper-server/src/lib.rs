@@ -1,0 +1,174 @@
+//! The ratekeeper HTTP API over any [`Backend`].
+//!
+//! [`serve`] takes an already-bound listener (so tests bind port 0), a
+//! backend and a [`ServerConfig`], and serves until the shutdown future
+//! resolves. The server is thin: every handler is one backend operation.
+//! Waiting happens here, on the server: an acquire waits up to
+//! `max_wait` inside its HTTP request, then answers with a ticket that keeps
+//! its place in the queue (see [`tickets`]). Grants are pushed by the
+//! backend the moment capacity frees; nothing polls.
+
+pub mod api;
+pub mod auth;
+pub mod error;
+pub mod events;
+pub mod metrics;
+pub mod routes;
+pub mod tickets;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{delete, get, post};
+use ratekeeper_backend::Backend;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use utoipa::OpenApi;
+
+pub use auth::{Scope, Token, Tokens};
+
+use crate::routes::AppState;
+
+/// How the server behaves.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Accepted tokens; none means every request is allowed.
+    pub tokens: Tokens,
+    /// The longest one HTTP request waits before answering with a ticket.
+    pub max_wait: Duration,
+    /// How long a ticket lives without anyone waiting on it.
+    pub ticket_lapse: Duration,
+    /// The largest request body accepted, in bytes.
+    pub body_limit: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            tokens: Tokens::default(),
+            max_wait: Duration::from_secs(20),
+            ticket_lapse: Duration::from_secs(10),
+            body_limit: 64 * 1024,
+        }
+    }
+}
+
+/// The OpenAPI document, generated from the handlers and types.
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "ratekeeper", description = "Global concurrency limits and rate limits"),
+    paths(
+        routes::create_limit, routes::list_limits, routes::get_limit, routes::update_limit,
+        routes::delete_limit, routes::reset_limit, routes::acquire, routes::wait_ticket,
+        routes::cancel_ticket, routes::list_leases, routes::renew_lease, routes::release_lease,
+        events::events, routes::healthz, routes::metrics,
+    ),
+    modifiers(&BearerAuth),
+)]
+pub struct ApiDoc;
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{
+            HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme,
+        };
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+        openapi.security = Some(vec![SecurityRequirement::new(
+            "bearer",
+            Vec::<String>::new(),
+        )]);
+    }
+}
+
+/// The whole API as a router, with `shutdown` turning true when the server
+/// starts stopping (waiting requests then answer 503).
+pub fn router<B: Backend>(
+    backend: Arc<B>,
+    config: &ServerConfig,
+    shutdown: watch::Receiver<bool>,
+) -> (Router, Arc<tickets::Tickets>) {
+    let tickets = tickets::Tickets::new(config.ticket_lapse);
+    let metrics = metrics::Metrics::new();
+    let state = AppState {
+        backend,
+        tickets: Arc::clone(&tickets),
+        metrics: Arc::clone(&metrics),
+        max_wait: config.max_wait,
+        shutdown,
+    };
+    let openapi = ApiDoc::openapi();
+    let router = Router::new()
+        .route(
+            "/v1/limits",
+            post(routes::create_limit::<B>).get(routes::list_limits::<B>),
+        )
+        .route(
+            "/v1/limits/{name}",
+            get(routes::get_limit::<B>)
+                .patch(routes::update_limit::<B>)
+                .delete(routes::delete_limit::<B>),
+        )
+        .route("/v1/limits/{name}/reset", post(routes::reset_limit::<B>))
+        .route("/v1/acquire", post(routes::acquire::<B>))
+        .route("/v1/tickets/{ticket}/wait", post(routes::wait_ticket::<B>))
+        .route("/v1/tickets/{ticket}", delete(routes::cancel_ticket::<B>))
+        .route("/v1/leases", get(routes::list_leases::<B>))
+        .route("/v1/leases/{id}/renew", post(routes::renew_lease::<B>))
+        .route("/v1/leases/{id}", delete(routes::release_lease::<B>))
+        .route("/v1/events", get(events::events::<B>))
+        .route("/metrics", get(routes::metrics::<B>))
+        .route("/healthz", get(routes::healthz))
+        .route(
+            "/openapi.json",
+            get(move || async move { axum::Json(openapi) }),
+        )
+        .fallback(routes::not_found)
+        .with_state(state)
+        .layer(DefaultBodyLimit::max(config.body_limit))
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::new(config.tokens.clone()),
+            auth::check,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            metrics,
+            metrics::time_requests,
+        ));
+    (router, tickets)
+}
+
+/// Serves the API on `listener` until `shutdown` resolves. Then waiting
+/// requests answer 503 with a retry hint, parked tickets are dropped, open
+/// requests finish, and every change is flushed to the backend's store.
+pub async fn serve<B: Backend>(
+    listener: TcpListener,
+    backend: Arc<B>,
+    config: ServerConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let (stop, stopping) = watch::channel(false);
+    let (router, tickets) = router(Arc::clone(&backend), &config, stopping.clone());
+    let mut stopped = stopping;
+    tokio::spawn(async move {
+        shutdown.await;
+        tickets.clear();
+        stop.send_replace(true);
+    });
+    axum::serve(listener, router)
+        .with_graceful_shutdown(async move {
+            let _ = stopped.wait_for(|stopping| *stopping).await;
+        })
+        .await?;
+    backend
+        .flush()
+        .await
+        .map_err(|e| std::io::Error::other(e.to_string()))
+}

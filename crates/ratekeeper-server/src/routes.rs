@@ -1,0 +1,350 @@
+//! The handlers of the HTTP API. Each turns JSON into one backend operation
+//! and its answer back into JSON; no limit logic lives here.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::{FromRequest, Path, Query, Request, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use ratekeeper_backend::{AcquireSpec, Backend, Waiting};
+use ratekeeper_core::{DEFAULT_LEASE_TTL, LeaseId, LimitSpec};
+use serde::Deserialize;
+use tokio::sync::watch;
+
+use crate::api::{
+    AcquireAnswer, AcquireBody, CreateLimit, ErrorBody, Lease, Limit, LimitDetails, RenewBody,
+    Renewed, UpdateLimit, WaitBody, seconds,
+};
+use crate::error::ApiError;
+use crate::metrics::Metrics;
+use crate::tickets::Tickets;
+
+/// What every handler shares.
+pub struct AppState<B> {
+    /// Where the state lives.
+    pub backend: Arc<B>,
+    /// Parked waits.
+    pub tickets: Arc<Tickets>,
+    /// The server's measurements.
+    pub metrics: Arc<Metrics>,
+    /// The longest one HTTP request waits before answering with a ticket.
+    pub max_wait: Duration,
+    /// Becomes true when the server starts shutting down.
+    pub shutdown: watch::Receiver<bool>,
+}
+
+impl<B> Clone for AppState<B> {
+    fn clone(&self) -> Self {
+        AppState {
+            backend: Arc::clone(&self.backend),
+            tickets: Arc::clone(&self.tickets),
+            metrics: Arc::clone(&self.metrics),
+            max_wait: self.max_wait,
+            shutdown: self.shutdown.clone(),
+        }
+    }
+}
+
+/// A JSON body whose rejections are answered in the API's error format.
+pub struct Body<T>(pub T);
+
+impl<S: Send + Sync, T: serde::de::DeserializeOwned> FromRequest<S> for Body<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
+        let Json(value) = Json::<T>::from_request(request, state).await?;
+        Ok(Body(value))
+    }
+}
+
+/// Like [`Body`], but an empty body means the default value.
+pub struct OptionalBody<T>(pub T);
+
+impl<S: Send + Sync, T: serde::de::DeserializeOwned + Default> FromRequest<S> for OptionalBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
+        let empty = request
+            .headers()
+            .get(axum::http::header::CONTENT_LENGTH)
+            .is_some_and(|len| len == "0")
+            || !request
+                .headers()
+                .contains_key(axum::http::header::CONTENT_TYPE);
+        if empty {
+            return Ok(OptionalBody(T::default()));
+        }
+        let Body(value) = Body::<T>::from_request(request, state).await?;
+        Ok(OptionalBody(value))
+    }
+}
+
+fn lease_id(text: &str) -> Result<LeaseId, ApiError> {
+    text.parse().map_err(|_| {
+        ApiError::invalid(
+            "invalid_lease_id",
+            format!("{text:?} is not a lease id (32 hexadecimal digits)"),
+        )
+    })
+}
+
+/// Creates a limit.
+#[utoipa::path(post, path = "/v1/limits", tag = "limits", request_body = CreateLimit,
+    responses((status = 201, body = Limit), (status = 409, body = ErrorBody, description = "limit_exists"),
+        (status = 422, body = ErrorBody, description = "invalid_name, invalid_slots, invalid_decay, invalid_description")))]
+pub async fn create_limit<B: Backend>(
+    State(state): State<AppState<B>>,
+    Body(body): Body<CreateLimit>,
+) -> Result<(StatusCode, Json<Limit>), ApiError> {
+    let view = state.backend.create_limit(LimitSpec::from(body)).await?;
+    Ok((StatusCode::CREATED, Json(view.into())))
+}
+
+/// Lists every limit, ordered by name.
+#[utoipa::path(get, path = "/v1/limits", tag = "limits", responses((status = 200, body = Vec<Limit>)))]
+pub async fn list_limits<B: Backend>(
+    State(state): State<AppState<B>>,
+) -> Result<Json<Vec<Limit>>, ApiError> {
+    let limits = state.backend.limits().await?;
+    Ok(Json(limits.into_iter().map(Into::into).collect()))
+}
+
+/// One limit, with its leases and its queue.
+#[utoipa::path(get, path = "/v1/limits/{name}", tag = "limits", params(("name" = String, Path)),
+    responses((status = 200, body = LimitDetails), (status = 404, body = ErrorBody)))]
+pub async fn get_limit<B: Backend>(
+    State(state): State<AppState<B>>,
+    Path(name): Path<String>,
+) -> Result<Json<LimitDetails>, ApiError> {
+    Ok(Json(state.backend.limit(&name).await?.into()))
+}
+
+/// Changes a limit. Raising slots or deactivating wakes waiters at once.
+#[utoipa::path(patch, path = "/v1/limits/{name}", tag = "limits", params(("name" = String, Path)),
+    request_body = UpdateLimit, responses((status = 200, body = Limit), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn update_limit<B: Backend>(
+    State(state): State<AppState<B>>,
+    Path(name): Path<String>,
+    Body(body): Body<UpdateLimit>,
+) -> Result<Json<Limit>, ApiError> {
+    Ok(Json(
+        state.backend.update_limit(&name, body.into()).await?.into(),
+    ))
+}
+
+/// Deletes a limit; its waiters fail with `limit_deleted`.
+#[utoipa::path(delete, path = "/v1/limits/{name}", tag = "limits", params(("name" = String, Path)),
+    responses((status = 204), (status = 404, body = ErrorBody)))]
+pub async fn delete_limit<B: Backend>(
+    State(state): State<AppState<B>>,
+    Path(name): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    state.backend.delete_limit(&name).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Revokes every lease on a limit and clears its decaying slots.
+#[utoipa::path(post, path = "/v1/limits/{name}/reset", tag = "limits", params(("name" = String, Path)),
+    responses((status = 200, body = Limit), (status = 404, body = ErrorBody)))]
+pub async fn reset_limit<B: Backend>(
+    State(state): State<AppState<B>>,
+    Path(name): Path<String>,
+) -> Result<Json<Limit>, ApiError> {
+    Ok(Json(state.backend.reset_limit(&name).await?.into()))
+}
+
+/// Asks for slots. Answers 200 once granted; if still queued when this
+/// request's wait ends, 202 with a ticket that keeps the place in the queue.
+#[utoipa::path(post, path = "/v1/acquire", tag = "acquire", request_body = AcquireBody,
+    responses((status = 200, body = AcquireAnswer, description = "granted"),
+        (status = 202, body = AcquireAnswer, description = "still waiting: continue on the ticket"),
+        (status = 404, body = ErrorBody, description = "limit_not_found"),
+        (status = 409, body = ErrorBody, description = "limit_deleted while waiting"),
+        (status = 422, body = ErrorBody, description = "the request can never be granted"),
+        (status = 429, body = ErrorBody, description = "would_block or timeout"),
+        (status = 503, body = ErrorBody, description = "shutting down; retry")))]
+pub async fn acquire<B: Backend>(
+    State(state): State<AppState<B>>,
+    Body(body): Body<AcquireBody>,
+) -> Result<Response, ApiError> {
+    let spec = AcquireSpec {
+        occupy: body.occupy,
+        mode: body.mode.into(),
+        lease_ttl: body
+            .lease_seconds
+            .map(|s| seconds("lease_seconds", s))
+            .transpose()?
+            .unwrap_or(DEFAULT_LEASE_TTL),
+        timeout: body
+            .timeout_seconds
+            .map(|s| seconds("timeout_seconds", s))
+            .transpose()?,
+        holder: body.holder,
+        create_if_missing: body.create_if_missing,
+        names: body.names,
+    };
+    let wait = request_wait(&state, body.wait_seconds)?;
+    let waiting = state.backend.acquire(spec);
+    wait_on(&state, waiting, wait, None).await
+}
+
+/// Continues waiting on a ticket; answers as `POST /v1/acquire` does.
+#[utoipa::path(post, path = "/v1/tickets/{ticket}/wait", tag = "acquire", params(("ticket" = String, Path)),
+    request_body = WaitBody, responses((status = 200, body = AcquireAnswer), (status = 202, body = AcquireAnswer),
+        (status = 404, body = ErrorBody, description = "ticket_not_found: lapsed, decided, or being waited on")))]
+pub async fn wait_ticket<B: Backend>(
+    State(state): State<AppState<B>>,
+    Path(ticket): Path<String>,
+    OptionalBody(body): OptionalBody<WaitBody>,
+) -> Result<Response, ApiError> {
+    let wait = request_wait(&state, body.wait_seconds)?;
+    let waiting = state
+        .tickets
+        .take(&ticket)
+        .ok_or_else(|| ticket_not_found(&ticket))?;
+    wait_on(&state, waiting, wait, Some(ticket)).await
+}
+
+/// Gives up a ticket's place in the queue.
+#[utoipa::path(delete, path = "/v1/tickets/{ticket}", tag = "acquire", params(("ticket" = String, Path)),
+    responses((status = 204), (status = 404, body = ErrorBody)))]
+pub async fn cancel_ticket<B: Backend>(
+    State(state): State<AppState<B>>,
+    Path(ticket): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let waiting = state
+        .tickets
+        .take(&ticket)
+        .ok_or_else(|| ticket_not_found(&ticket))?;
+    drop(waiting);
+    Ok(StatusCode::NO_CONTENT)
+}
+
+fn ticket_not_found(ticket: &str) -> ApiError {
+    ApiError::not_found(
+        "ticket_not_found",
+        format!(
+            "no parked wait has ticket {ticket:?}: it lapsed, was decided, or is being waited on"
+        ),
+    )
+}
+
+fn request_wait<B>(state: &AppState<B>, wait_seconds: Option<f64>) -> Result<Duration, ApiError> {
+    Ok(wait_seconds
+        .map(|s| seconds("wait_seconds", s))
+        .transpose()?
+        .map_or(state.max_wait, |wait| wait.min(state.max_wait)))
+}
+
+/// Waits at most `wait` for a decision; parks the wait under a ticket if
+/// there is none yet. A dropped connection drops this future, and with it
+/// the wait, which leaves the queue.
+async fn wait_on<B>(
+    state: &AppState<B>,
+    mut waiting: Waiting,
+    wait: Duration,
+    ticket: Option<String>,
+) -> Result<Response, ApiError> {
+    let mut shutdown = state.shutdown.clone();
+    tokio::select! {
+        biased;
+        outcome = &mut waiting => {
+            state.metrics.acquired(outcome.as_ref().map(|g| g.waited).map_err(|e| e.code()));
+            let answer: AcquireAnswer = outcome?.into();
+            Ok(Json(answer).into_response())
+        }
+        _ = shutdown.wait_for(|stopping| *stopping) => Err(ApiError::shutting_down()),
+        () = tokio::time::sleep(wait) => {
+            let ticket = match ticket {
+                Some(ticket) => {
+                    state.tickets.park(ticket.clone(), waiting);
+                    ticket
+                }
+                None => state.tickets.park_new(waiting),
+            };
+            let answer = AcquireAnswer::Waiting {
+                ticket,
+                lapse_seconds: state.tickets.lapse().as_secs_f64(),
+            };
+            Ok((StatusCode::ACCEPTED, Json(answer)).into_response())
+        }
+    }
+}
+
+/// Which leases to list.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub struct LeaseFilter {
+    /// Only leases holding slots on this limit.
+    pub limit: Option<String>,
+}
+
+/// Live leases: who holds what.
+#[utoipa::path(get, path = "/v1/leases", tag = "leases", params(LeaseFilter),
+    responses((status = 200, body = Vec<Lease>), (status = 404, body = ErrorBody)))]
+pub async fn list_leases<B: Backend>(
+    State(state): State<AppState<B>>,
+    Query(filter): Query<LeaseFilter>,
+) -> Result<Json<Vec<Lease>>, ApiError> {
+    let leases = state.backend.leases(filter.limit.as_deref()).await?;
+    Ok(Json(leases.into_iter().map(Into::into).collect()))
+}
+
+/// Extends a lease.
+#[utoipa::path(post, path = "/v1/leases/{id}/renew", tag = "leases", params(("id" = String, Path)),
+    request_body = RenewBody, responses((status = 200, body = Renewed),
+        (status = 410, body = ErrorBody, description = "lease_expired or lease_revoked")))]
+pub async fn renew_lease<B: Backend>(
+    State(state): State<AppState<B>>,
+    Path(id): Path<String>,
+    OptionalBody(body): OptionalBody<RenewBody>,
+) -> Result<Json<Renewed>, ApiError> {
+    let id = lease_id(&id)?;
+    let ttl = body
+        .lease_seconds
+        .map(|s| seconds("lease_seconds", s))
+        .transpose()?;
+    let grant = state.backend.renew(id, ttl).await?;
+    Ok(Json(Renewed {
+        lease_id: grant.id.to_string(),
+        expires_at: grant.expires_at.as_unix_millis(),
+    }))
+}
+
+/// Releases a lease, freeing its slots for the next waiters.
+#[utoipa::path(delete, path = "/v1/leases/{id}", tag = "leases", params(("id" = String, Path)),
+    responses((status = 204), (status = 410, body = ErrorBody, description = "lease_expired or lease_revoked")))]
+pub async fn release_lease<B: Backend>(
+    State(state): State<AppState<B>>,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    state.backend.release(lease_id(&id)?).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Liveness: answers while the server serves.
+#[utoipa::path(get, path = "/healthz", tag = "service", responses((status = 200, description = "serving")))]
+pub async fn healthz() -> Json<serde_json::Value> {
+    Json(serde_json::json!({ "status": "ok" }))
+}
+
+/// Prometheus metrics in the OpenMetrics text format.
+#[utoipa::path(get, path = "/metrics", tag = "service", responses((status = 200, description = "OpenMetrics text")))]
+pub async fn metrics<B: Backend>(State(state): State<AppState<B>>) -> Result<Response, ApiError> {
+    let limits = state.backend.limits().await?;
+    let text = state.metrics.render(&limits, state.tickets.len());
+    Ok((
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response())
+}
+
+/// Any path the API does not have.
+pub async fn not_found() -> ApiError {
+    ApiError::not_found("not_found", "no such endpoint; see /openapi.json")
+}

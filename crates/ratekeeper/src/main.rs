@@ -1,0 +1,70 @@
+//! `ratekeeper`: the server and the admin CLI in one binary.
+
+mod admin;
+mod serve;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Global concurrency limits and rate limits, shared by every thread,
+/// process and machine that asks.
+#[derive(Debug, Parser)]
+#[command(name = "ratekeeper", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Runs the server (embedded store by default).
+    Serve(serve::ServeArgs),
+    /// Creates, lists, inspects, changes and deletes limits.
+    Limit {
+        #[command(flatten)]
+        connection: admin::Connection,
+        #[command(subcommand)]
+        command: admin::LimitCommand,
+    },
+    /// Lists live leases: who holds what.
+    Leases {
+        #[command(flatten)]
+        connection: admin::Connection,
+        /// Only leases on this limit.
+        #[arg(long)]
+        limit: Option<String>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("RATEKEEPER_LOG")
+                .unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = tokio::runtime::Runtime::new().expect("the tokio runtime starts");
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Serve(args) => serve::run(args).await.map_err(|e| admin::Failure {
+                message: format!("{e:#}"),
+                exit_code: 1,
+            }),
+            Command::Limit {
+                connection,
+                command,
+            } => admin::limit(connection, command).await,
+            Command::Leases { connection, limit } => admin::leases(connection, limit).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(failure) => {
+            eprintln!("error: {}", failure.message);
+            ExitCode::from(failure.exit_code)
+        }
+    }
+}

@@ -1,0 +1,183 @@
+//! `ratekeeper serve`: settings from a config file, `RATEKEEPER_*`
+//! environment variables and flags (each overriding the one before), then
+//! the server until SIGINT or SIGTERM.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::{Args, ValueEnum};
+use ratekeeper_backend::Embedded;
+use ratekeeper_server::{Scope, ServerConfig, Token, Tokens};
+use serde::Deserialize;
+
+/// Where the state lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Durability {
+    /// A redb file under the data directory; every grant is on disk before
+    /// it is acknowledged.
+    Disk,
+    /// Memory only: faster, and forgotten on restart.
+    Memory,
+}
+
+/// The flags of `ratekeeper serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on (port 0 picks a free port).
+    #[arg(long, env = "RATEKEEPER_ADDR")]
+    addr: Option<SocketAddr>,
+    /// Directory of the embedded store.
+    #[arg(long, env = "RATEKEEPER_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// `disk` (default) or `memory`.
+    #[arg(long, env = "RATEKEEPER_DURABILITY")]
+    durability: Option<Durability>,
+    /// A TOML file with any of these settings, and `[[tokens]]`.
+    #[arg(long, env = "RATEKEEPER_CONFIG")]
+    config: Option<PathBuf>,
+    /// A token with the admin scope (may be repeated).
+    #[arg(long, env = "RATEKEEPER_ADMIN_TOKEN", value_delimiter = ',')]
+    admin_token: Vec<String>,
+    /// A token with the client scope: acquire, renew, release, read.
+    #[arg(long, env = "RATEKEEPER_CLIENT_TOKEN", value_delimiter = ',')]
+    client_token: Vec<String>,
+    /// Allow a non-loopback address without any token.
+    #[arg(long, env = "RATEKEEPER_INSECURE")]
+    insecure: bool,
+    /// The longest one HTTP request waits before answering with a ticket.
+    #[arg(long, env = "RATEKEEPER_MAX_WAIT_SECONDS")]
+    max_wait_seconds: Option<f64>,
+    /// How long a ticket keeps its place without anyone waiting on it.
+    #[arg(long, env = "RATEKEEPER_TICKET_LAPSE_SECONDS")]
+    ticket_lapse_seconds: Option<f64>,
+}
+
+/// The config file. Every field is optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    addr: Option<SocketAddr>,
+    data_dir: Option<PathBuf>,
+    durability: Option<Durability>,
+    insecure: Option<bool>,
+    max_wait_seconds: Option<f64>,
+    ticket_lapse_seconds: Option<f64>,
+    body_limit_bytes: Option<usize>,
+    #[serde(default)]
+    tokens: Vec<Token>,
+}
+
+/// Settings after the file, environment and flags were combined.
+struct Settings {
+    addr: SocketAddr,
+    data_dir: PathBuf,
+    durability: Durability,
+    insecure: bool,
+    server: ServerConfig,
+}
+
+fn read_file(path: &Path) -> anyhow::Result<FileConfig> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read the config file {}", path.display()))?;
+    toml::from_str(&text).with_context(|| format!("invalid config file {}", path.display()))
+}
+
+fn duration(field: &str, seconds: f64) -> anyhow::Result<Duration> {
+    match Duration::try_from_secs_f64(seconds) {
+        Ok(d) if !d.is_zero() => Ok(d),
+        _ => bail!("{field} must be a positive number of seconds, not {seconds}"),
+    }
+}
+
+impl ServeArgs {
+    fn settings(self) -> anyhow::Result<Settings> {
+        let file = match &self.config {
+            Some(path) => read_file(path)?,
+            None => FileConfig::default(),
+        };
+        let mut tokens = file.tokens;
+        let flag_tokens = |secrets: Vec<String>, scope| {
+            secrets
+                .into_iter()
+                .map(move |secret| Token { secret, scope })
+        };
+        tokens.extend(flag_tokens(self.admin_token, Scope::Admin));
+        tokens.extend(flag_tokens(self.client_token, Scope::Client));
+        let defaults = ServerConfig::default();
+        let server = ServerConfig {
+            tokens: Tokens::new(tokens).map_err(anyhow::Error::msg)?,
+            max_wait: match self.max_wait_seconds.or(file.max_wait_seconds) {
+                Some(s) => duration("max_wait_seconds", s)?,
+                None => defaults.max_wait,
+            },
+            ticket_lapse: match self.ticket_lapse_seconds.or(file.ticket_lapse_seconds) {
+                Some(s) => duration("ticket_lapse_seconds", s)?,
+                None => defaults.ticket_lapse,
+            },
+            body_limit: file.body_limit_bytes.unwrap_or(defaults.body_limit),
+        };
+        Ok(Settings {
+            addr: self
+                .addr
+                .or(file.addr)
+                .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 7171))),
+            data_dir: self
+                .data_dir
+                .or(file.data_dir)
+                .unwrap_or_else(|| PathBuf::from("ratekeeper-data")),
+            durability: self
+                .durability
+                .or(file.durability)
+                .unwrap_or(Durability::Disk),
+            insecure: self.insecure || file.insecure.unwrap_or(false),
+            server,
+        })
+    }
+}
+
+/// Runs the server until SIGINT or SIGTERM.
+pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
+    let settings = args.settings()?;
+    if !settings.addr.ip().is_loopback() && !settings.server.tokens.required() && !settings.insecure
+    {
+        bail!(
+            "refusing to listen on {} without a token: anyone who can reach it could change your limits. \
+             Configure --admin-token (and --client-token), or pass --insecure",
+            settings.addr
+        );
+    }
+    let (backend, store) = match settings.durability {
+        Durability::Disk => {
+            let backend = Embedded::open(&settings.data_dir)?;
+            let store = settings.data_dir.join(ratekeeper_backend::DB_FILE);
+            (backend, format!("store {}", store.display()))
+        }
+        Durability::Memory => (
+            Embedded::in_memory(),
+            "in memory only (--durability memory)".into(),
+        ),
+    };
+    let listener = tokio::net::TcpListener::bind(settings.addr)
+        .await
+        .with_context(|| format!("cannot listen on {}", settings.addr))?;
+    let addr = listener.local_addr()?;
+    // Tests and scripts read this line to learn the port.
+    println!("ratekeeper listening on http://{addr} ({store})");
+    tracing::info!(%addr, "serving");
+    ratekeeper_server::serve(listener, Arc::new(backend), settings.server, stop_signal()).await?;
+    tracing::info!("stopped; every change is on disk");
+    Ok(())
+}
+
+async fn stop_signal() {
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("SIGTERM can be handled");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate.recv() => {}
+    }
+}
