@@ -1,0 +1,133 @@
+//! The admin CLI and `serve`'s settings, run as the real binary.
+
+mod common;
+
+use std::process::Command;
+
+use common::{BIN, ServerProcess, cli, stderr, stdout};
+
+#[test]
+fn limits_are_managed_from_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(dir.path(), &[]);
+    let url = server.url.as_str();
+
+    let created = cli(url, &["limit", "create", "db", "--slots", "3", "--description", "main db"]);
+    assert!(created.status.success(), "{}", stderr(&created));
+    assert!(stdout(&created).contains("main db"));
+    let rate = cli(url, &["limit", "create", "api", "--slots", "10", "--decay", "5", "--inactive"]);
+    assert!(rate.status.success(), "{}", stderr(&rate));
+
+    let listed = stdout(&cli(url, &["limit", "ls"]));
+    let lines: Vec<&str> = listed.lines().collect();
+    assert!(lines[0].starts_with("NAME"), "{listed}");
+    assert!(lines[1].starts_with("api ") && lines[1].contains("5/s") && lines[1].contains(" no "), "{listed}");
+    assert!(lines[2].starts_with("db ") && lines[2].contains(" yes "), "{listed}");
+
+    let json: serde_json::Value =
+        serde_json::from_str(&stdout(&cli(url, &["limit", "ls", "--output", "json"]))).unwrap();
+    assert_eq!(json[1]["name"], "db");
+    assert_eq!(json[1]["slots"], 3);
+
+    assert!(cli(url, &["limit", "update", "db", "--slots", "5"]).status.success());
+    assert!(cli(url, &["limit", "enable", "api"]).status.success());
+    assert!(cli(url, &["limit", "disable", "db"]).status.success());
+    let db: serde_json::Value =
+        serde_json::from_str(&stdout(&cli(url, &["limit", "inspect", "db", "-o", "json"]))).unwrap();
+    assert_eq!((db["slots"].as_u64(), db["active"].as_bool()), (Some(5), Some(false)));
+    let inspected = stdout(&cli(url, &["limit", "inspect", "api"]));
+    assert!(inspected.contains("leases:") && inspected.contains("waiting:"), "{inspected}");
+
+    let leases = stdout(&cli(url, &["leases", "--limit", "db"]));
+    assert!(leases.starts_with("LEASE"), "{leases}");
+
+    // Deleting asks first; without a terminal it refuses and changes nothing.
+    let refused = cli(url, &["limit", "delete", "db"]);
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(stderr(&refused).contains("--yes"), "{}", stderr(&refused));
+    assert!(cli(url, &["limit", "inspect", "db"]).status.success());
+    assert!(cli(url, &["limit", "reset", "db", "--yes"]).status.success());
+    assert!(cli(url, &["limit", "delete", "db", "--yes"]).status.success());
+    let gone = cli(url, &["limit", "inspect", "db"]);
+    assert_eq!(gone.status.code(), Some(1));
+    assert_eq!(
+        stderr(&gone).trim(),
+        "error: no limit is named \"db\" (limit_not_found)"
+    );
+}
+
+#[test]
+fn server_errors_print_one_line_and_exit_nonzero() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(dir.path(), &[]);
+    let bad = cli(&server.url, &["limit", "create", "a/b", "--slots", "1"]);
+    assert_eq!(bad.status.code(), Some(1));
+    let message = stderr(&bad);
+    assert_eq!(message.lines().count(), 1, "{message}");
+    assert!(message.contains("'/'") && message.contains("invalid_name"), "{message}");
+    assert!(stdout(&bad).is_empty());
+}
+
+#[test]
+fn an_unreachable_server_is_named() {
+    // A port nothing listens on: bind one, then free it.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let url = format!("http://127.0.0.1:{port}");
+    let output = cli(&url, &["limit", "ls"]);
+    assert_eq!(output.status.code(), Some(69));
+    let message = stderr(&output);
+    assert!(message.contains("cannot reach the ratekeeper server") && message.contains(&url), "{message}");
+}
+
+#[test]
+fn tokens_from_the_config_file_and_environment_are_enforced() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("ratekeeper.toml");
+    std::fs::write(
+        &config,
+        "max_wait_seconds = 5\n[[tokens]]\nsecret = \"from-file\"\nscope = \"admin\"\n",
+    )
+    .unwrap();
+    let server = ServerProcess::start(&dir.path().join("data"), &["--config", config.to_str().unwrap()]);
+    let url = server.url.as_str();
+    let without = cli(url, &["limit", "ls"]);
+    assert_eq!(without.status.code(), Some(1));
+    assert!(stderr(&without).contains("unauthorized"), "{}", stderr(&without));
+    let with = Command::new(BIN)
+        .args(["limit", "create", "db", "--slots", "1"])
+        .env("RATEKEEPER_URL", url)
+        .env("RATEKEEPER_TOKEN", "from-file")
+        .output()
+        .unwrap();
+    assert!(with.status.success(), "{}", stderr(&with));
+}
+
+#[test]
+fn a_public_address_without_tokens_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = Command::new(BIN)
+        .args(["serve", "--addr", "0.0.0.0:0", "--data-dir"])
+        .arg(dir.path())
+        .env_remove("RATEKEEPER_ADMIN_TOKEN")
+        .env_remove("RATEKEEPER_CLIENT_TOKEN")
+        .env_remove("RATEKEEPER_INSECURE")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    assert!(stderr(&output).contains("--insecure"), "{}", stderr(&output));
+}
+
+#[test]
+fn a_bad_config_file_is_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("bad.toml");
+    std::fs::write(&config, "max_wait_secs = 5\n").unwrap();
+    let output = Command::new(BIN)
+        .args(["serve", "--addr", "127.0.0.1:0", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let message = stderr(&output);
+    assert!(message.contains("bad.toml") && message.contains("max_wait_secs"), "{message}");
+}
