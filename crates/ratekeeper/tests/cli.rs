@@ -12,31 +12,73 @@ fn limits_are_managed_from_the_command_line() {
     let server = ServerProcess::start(dir.path(), &[]);
     let url = server.url.as_str();
 
-    let created = cli(url, &["limit", "create", "db", "--slots", "3", "--description", "main db"]);
+    let created = cli(
+        url,
+        &[
+            "limit",
+            "create",
+            "db",
+            "--slots",
+            "3",
+            "--description",
+            "main db",
+        ],
+    );
     assert!(created.status.success(), "{}", stderr(&created));
     assert!(stdout(&created).contains("main db"));
-    let rate = cli(url, &["limit", "create", "api", "--slots", "10", "--decay", "5", "--inactive"]);
+    let rate = cli(
+        url,
+        &[
+            "limit",
+            "create",
+            "api",
+            "--slots",
+            "10",
+            "--decay",
+            "5",
+            "--inactive",
+        ],
+    );
     assert!(rate.status.success(), "{}", stderr(&rate));
 
     let listed = stdout(&cli(url, &["limit", "ls"]));
     let lines: Vec<&str> = listed.lines().collect();
     assert!(lines[0].starts_with("NAME"), "{listed}");
-    assert!(lines[1].starts_with("api ") && lines[1].contains("5/s") && lines[1].contains(" no "), "{listed}");
-    assert!(lines[2].starts_with("db ") && lines[2].contains(" yes "), "{listed}");
+    assert!(
+        lines[1].starts_with("api ") && lines[1].contains("5/s") && lines[1].contains(" no "),
+        "{listed}"
+    );
+    assert!(
+        lines[2].starts_with("db ") && lines[2].contains(" yes "),
+        "{listed}"
+    );
 
     let json: serde_json::Value =
         serde_json::from_str(&stdout(&cli(url, &["limit", "ls", "--output", "json"]))).unwrap();
     assert_eq!(json[1]["name"], "db");
     assert_eq!(json[1]["slots"], 3);
 
-    assert!(cli(url, &["limit", "update", "db", "--slots", "5"]).status.success());
+    assert!(
+        cli(url, &["limit", "update", "db", "--slots", "5"])
+            .status
+            .success()
+    );
     assert!(cli(url, &["limit", "enable", "api"]).status.success());
     assert!(cli(url, &["limit", "disable", "db"]).status.success());
-    let db: serde_json::Value =
-        serde_json::from_str(&stdout(&cli(url, &["limit", "inspect", "db", "-o", "json"]))).unwrap();
-    assert_eq!((db["slots"].as_u64(), db["active"].as_bool()), (Some(5), Some(false)));
+    let db: serde_json::Value = serde_json::from_str(&stdout(&cli(
+        url,
+        &["limit", "inspect", "db", "-o", "json"],
+    )))
+    .unwrap();
+    assert_eq!(
+        (db["slots"].as_u64(), db["active"].as_bool()),
+        (Some(5), Some(false))
+    );
     let inspected = stdout(&cli(url, &["limit", "inspect", "api"]));
-    assert!(inspected.contains("leases:") && inspected.contains("waiting:"), "{inspected}");
+    assert!(
+        inspected.contains("leases:") && inspected.contains("waiting:"),
+        "{inspected}"
+    );
 
     let leases = stdout(&cli(url, &["leases", "--limit", "db"]));
     assert!(leases.starts_with("LEASE"), "{leases}");
@@ -46,8 +88,16 @@ fn limits_are_managed_from_the_command_line() {
     assert_eq!(refused.status.code(), Some(1));
     assert!(stderr(&refused).contains("--yes"), "{}", stderr(&refused));
     assert!(cli(url, &["limit", "inspect", "db"]).status.success());
-    assert!(cli(url, &["limit", "reset", "db", "--yes"]).status.success());
-    assert!(cli(url, &["limit", "delete", "db", "--yes"]).status.success());
+    assert!(
+        cli(url, &["limit", "reset", "db", "--yes"])
+            .status
+            .success()
+    );
+    assert!(
+        cli(url, &["limit", "delete", "db", "--yes"])
+            .status
+            .success()
+    );
     let gone = cli(url, &["limit", "inspect", "db"]);
     assert_eq!(gone.status.code(), Some(1));
     assert_eq!(
@@ -64,19 +114,29 @@ fn server_errors_print_one_line_and_exit_nonzero() {
     assert_eq!(bad.status.code(), Some(1));
     let message = stderr(&bad);
     assert_eq!(message.lines().count(), 1, "{message}");
-    assert!(message.contains("'/'") && message.contains("invalid_name"), "{message}");
+    assert!(
+        message.contains("'/'") && message.contains("invalid_name"),
+        "{message}"
+    );
     assert!(stdout(&bad).is_empty());
 }
 
 #[test]
 fn an_unreachable_server_is_named() {
     // A port nothing listens on: bind one, then free it.
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let url = format!("http://127.0.0.1:{port}");
     let output = cli(&url, &["limit", "ls"]);
     assert_eq!(output.status.code(), Some(69));
     let message = stderr(&output);
-    assert!(message.contains("cannot reach the ratekeeper server") && message.contains(&url), "{message}");
+    assert!(
+        message.contains("cannot reach the ratekeeper server") && message.contains(&url),
+        "{message}"
+    );
 }
 
 #[test]
@@ -88,11 +148,18 @@ fn tokens_from_the_config_file_and_environment_are_enforced() {
         "max_wait_seconds = 5\n[[tokens]]\nsecret = \"from-file\"\nscope = \"admin\"\n",
     )
     .unwrap();
-    let server = ServerProcess::start(&dir.path().join("data"), &["--config", config.to_str().unwrap()]);
+    let server = ServerProcess::start(
+        &dir.path().join("data"),
+        &["--config", config.to_str().unwrap()],
+    );
     let url = server.url.as_str();
     let without = cli(url, &["limit", "ls"]);
     assert_eq!(without.status.code(), Some(1));
-    assert!(stderr(&without).contains("unauthorized"), "{}", stderr(&without));
+    assert!(
+        stderr(&without).contains("unauthorized"),
+        "{}",
+        stderr(&without)
+    );
     let with = Command::new(BIN)
         .args(["limit", "create", "db", "--slots", "1"])
         .env("RATEKEEPER_URL", url)
@@ -114,7 +181,11 @@ fn a_public_address_without_tokens_is_refused() {
         .output()
         .unwrap();
     assert_eq!(output.status.code(), Some(1));
-    assert!(stderr(&output).contains("--insecure"), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("--insecure"),
+        "{}",
+        stderr(&output)
+    );
 }
 
 #[test]
@@ -129,5 +200,8 @@ fn a_bad_config_file_is_reported() {
         .unwrap();
     assert_eq!(output.status.code(), Some(1));
     let message = stderr(&output);
-    assert!(message.contains("bad.toml") && message.contains("max_wait_secs"), "{message}");
+    assert!(
+        message.contains("bad.toml") && message.contains("max_wait_secs"),
+        "{message}"
+    );
 }
