@@ -199,8 +199,13 @@ impl Backend for Embedded {
         self.change(|engine, now| engine.renew(now, id, ttl)).await
     }
 
+    /// Answers before the release is on disk. That is safe: if the server
+    /// dies first, the lease comes back on restart and holds its slots until
+    /// it is released again or its TTL ends — capacity is lost for a while,
+    /// but nothing is ever over-admitted. Whoever the release let in is
+    /// answered only once its own grant, and so this release, is durable.
     async fn release(&self, id: LeaseId) -> Result<(), Error> {
-        self.change(|engine, now| engine.release(now, id)).await
+        Ok(self.driver.apply(|engine, now| engine.release(now, id))?)
     }
 
     fn events(&self) -> broadcast::Receiver<Event> {

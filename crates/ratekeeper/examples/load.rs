@@ -19,8 +19,12 @@ use serde_json::{Value, json};
 
 fn main() {
     let mut args = std::env::args().skip(1);
-    let clients: usize = args.next().map_or(64, |a| a.parse().expect("CLIENTS is a number"));
-    let seconds: f64 = args.next().map_or(5.0, |a| a.parse().expect("SECONDS is a number"));
+    let clients: usize = args
+        .next()
+        .map_or(64, |a| a.parse().expect("CLIENTS is a number"));
+    let seconds: f64 = args
+        .next()
+        .map_or(5.0, |a| a.parse().expect("SECONDS is a number"));
     let duration = Duration::from_secs_f64(seconds);
     println!("{clients} clients, {seconds} s per churn run, medians of 3 runs\n");
     println!("| store | handoff p50 | handoff p99 | handoff max | churn cycles/s |");
@@ -32,7 +36,8 @@ fn main() {
         } else {
             Embedded::in_memory()
         };
-        let url = start_server(backend);
+        // LOAD_URL points the clients at a server started elsewhere.
+        let url = std::env::var("LOAD_URL").unwrap_or_else(|_| start_server(backend));
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
@@ -50,7 +55,11 @@ fn main() {
             let at = |q: f64| handoffs[((handoffs.len() - 1) as f64 * q) as usize];
             (at(0.5), at(0.99), at(1.0), runs[1])
         });
-        let store = if durable { "durable (redb, fsync per batch)" } else { "memory" };
+        let store = if durable {
+            "durable (redb, fsync per batch)"
+        } else {
+            "memory"
+        };
         println!(
             "| {store} | {:.3} ms | {:.3} ms | {:.3} ms | {churn:.0} |",
             ms(p50),
@@ -74,9 +83,14 @@ fn start_server(backend: Embedded) -> String {
             .build()
             .expect("a runtime");
         runtime.block_on(async {
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .expect("bind");
             sender
-                .send(format!("http://{}", listener.local_addr().expect("an address")))
+                .send(format!(
+                    "http://{}",
+                    listener.local_addr().expect("an address")
+                ))
                 .expect("main waits");
             let config = ServerConfig::default();
             ratekeeper_server::serve(listener, Arc::new(backend), config, std::future::pending())
@@ -88,19 +102,35 @@ fn start_server(backend: Embedded) -> String {
 }
 
 async fn post(http: &reqwest::Client, url: &str, body: Value) -> Value {
-    http.post(url).json(&body).send().await.expect("the server answers").json().await.expect("JSON")
+    http.post(url)
+        .json(&body)
+        .send()
+        .await
+        .expect("the server answers")
+        .json()
+        .await
+        .expect("JSON")
 }
 
 async fn release(http: &reqwest::Client, url: &str, lease: &Value) {
     let lease = lease["lease_id"].as_str().expect("a lease");
-    let response = http.delete(format!("{url}/v1/leases/{lease}")).send().await.expect("answers");
+    let response = http
+        .delete(format!("{url}/v1/leases/{lease}"))
+        .send()
+        .await
+        .expect("answers");
     assert_eq!(response.status(), 204);
 }
 
 /// Two clients pass one slot back and forth: the time from the holder
 /// starting its release to the waiter's grant arriving.
 async fn handoff(http: &reqwest::Client, url: &str, rounds: usize) -> Vec<Duration> {
-    post(http, &format!("{url}/v1/limits"), json!({"name": "handoff", "slots": 1})).await;
+    post(
+        http,
+        &format!("{url}/v1/limits"),
+        json!({"name": "handoff", "slots": 1}),
+    )
+    .await;
     let acquire = json!({"names": ["handoff"]});
     let released_at: Arc<Mutex<Option<Instant>>> = Arc::default();
     let samples: Arc<Mutex<Vec<Duration>>> = Arc::default();
@@ -124,14 +154,22 @@ async fn handoff(http: &reqwest::Client, url: &str, rounds: usize) -> Vec<Durati
     let b = tokio::spawn(player(reqwest::Client::new()));
     a.await.expect("player a");
     b.await.expect("player b");
-    Arc::try_unwrap(samples).expect("players are done").into_inner().unwrap()
+    Arc::try_unwrap(samples)
+        .expect("players are done")
+        .into_inner()
+        .unwrap()
 }
 
 /// `clients` clients acquire and release one slot each as fast as they can
 /// on a limit with as many slots: cycles per second.
 async fn churn(url: &str, name: &str, clients: usize, duration: Duration) -> f64 {
     let http = reqwest::Client::new();
-    post(&http, &format!("{url}/v1/limits"), json!({"name": name, "slots": clients})).await;
+    post(
+        &http,
+        &format!("{url}/v1/limits"),
+        json!({"name": name, "slots": clients}),
+    )
+    .await;
     let deadline = Instant::now() + duration;
     let tasks: Vec<_> = (0..clients)
         .map(|_| {

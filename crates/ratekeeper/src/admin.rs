@@ -292,9 +292,9 @@ pub async fn limit(connection: Connection, command: LimitCommand) -> Result<(), 
             api.call::<serde_json::Value>(Method::DELETE, &path_of(&name), None)
                 .await?;
             if output == Output::Table {
-                println!("deleted {name}");
+                out(&format!("deleted {name}\n"));
             } else {
-                println!("{}", serde_json::json!({ "deleted": name }));
+                out(&format!("{}\n", serde_json::json!({ "deleted": name })));
             }
             return Ok(());
         }
@@ -336,11 +336,14 @@ pub async fn leases(connection: Connection, limit: Option<String>) -> Result<(),
     Ok(())
 }
 
+/// Writes to stdout, quietly giving up if the reader went away (`| head`).
+fn out(text: &str) {
+    let _ = std::io::stdout().lock().write_all(text.as_bytes());
+}
+
 fn print_json(value: &impl serde::Serialize) {
-    println!(
-        "{}",
-        serde_json::to_string_pretty(value).expect("serializes")
-    );
+    let json = serde_json::to_string_pretty(value).expect("serializes");
+    out(&format!("{json}\n"));
 }
 
 fn print_limits(output: Output, limits: &[Limit]) {
@@ -375,7 +378,7 @@ fn print_limits(output: Output, limits: &[Limit]) {
         "GRANTED",
         "DESCRIPTION",
     ];
-    print!("{}", table(&header, rows));
+    out(&table(&header, rows));
 }
 
 fn print_detail(output: Output, detail: &LimitDetails) {
@@ -384,13 +387,12 @@ fn print_detail(output: Output, detail: &LimitDetails) {
     }
     print_limits(output, std::slice::from_ref(&detail.limit));
     let c = &detail.limit.counters;
-    println!(
-        "\ntotals: granted {} ({} slots), waited {}, expired {}, denied {}",
+    out(&format!(
+        "\ntotals: granted {} ({} slots), waited {}, expired {}, denied {}\n\nleases:\n",
         c.granted_total, c.granted_slots_total, c.waited_total, c.expired_total, c.denied_total
-    );
-    println!("\nleases:");
+    ));
     print_leases(output, &detail.leases);
-    println!("\nwaiting:");
+    out("\nwaiting:\n");
     let now = now_millis();
     let rows = detail.waiters.iter().enumerate().map(|(i, w)| {
         vec![
@@ -401,13 +403,10 @@ fn print_detail(output: Output, detail: &LimitDetails) {
             seconds_between(w.enqueued_at, now),
         ]
     });
-    print!(
-        "{}",
-        table(
-            &["POSITION", "OCCUPY", "MODE", "HOLDER", "WAITING FOR"],
-            rows
-        )
-    );
+    out(&table(
+        &["POSITION", "OCCUPY", "MODE", "HOLDER", "WAITING FOR"],
+        rows,
+    ));
 }
 
 fn print_leases(output: Output, leases: &[Lease]) {
@@ -425,13 +424,10 @@ fn print_leases(output: Output, leases: &[Lease]) {
             seconds_between(now, l.expires_at),
         ]
     });
-    print!(
-        "{}",
-        table(
-            &["LEASE", "LIMITS", "OCCUPY", "HOLDER", "AGE", "EXPIRES IN"],
-            rows
-        )
-    );
+    out(&table(
+        &["LEASE", "LIMITS", "OCCUPY", "HOLDER", "AGE", "EXPIRES IN"],
+        rows,
+    ));
 }
 
 fn now_millis() -> u64 {
