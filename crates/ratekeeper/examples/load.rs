@@ -17,6 +17,10 @@ use ratekeeper_backend::Embedded;
 use ratekeeper_server::ServerConfig;
 use serde_json::{Value, json};
 
+/// As in the `ratekeeper` binary.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() {
     let mut args = std::env::args().skip(1);
     let clients: usize = args
@@ -36,8 +40,7 @@ fn main() {
         } else {
             Embedded::in_memory()
         };
-        // LOAD_URL points the clients at a server started elsewhere.
-        let url = std::env::var("LOAD_URL").unwrap_or_else(|_| start_server(backend));
+        let url = start_server(backend);
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
