@@ -216,3 +216,43 @@ async fn shutdown_answers_waiters_with_a_retry_hint() {
     assert_eq!(code(&body), "shutting_down");
     server.stopped.take().unwrap().await.unwrap().unwrap();
 }
+
+#[tokio::test]
+async fn a_wait_ends_with_timeout_or_when_its_limit_is_deleted() {
+    let server = TestServer::start().await;
+    server.create("db", 1).await;
+    server.lease("db").await;
+    let (status, body) = server
+        .post(
+            "/v1/acquire",
+            json!({"names": ["db"], "timeout_seconds": 0.05}),
+        )
+        .await;
+    assert_eq!(
+        (status, code(&body)),
+        (StatusCode::TOO_MANY_REQUESTS, "timeout")
+    );
+
+    let waiter = {
+        let (http, url) = (server.http.clone(), server.url.clone());
+        tokio::spawn(async move {
+            let response = http
+                .post(format!("{url}/v1/acquire"))
+                .json(&json!({"names": ["db"]}))
+                .send()
+                .await
+                .unwrap();
+            (
+                response.status(),
+                response.json::<serde_json::Value>().await.unwrap(),
+            )
+        })
+    };
+    server.until_waiters("db", 1).await;
+    server.call(Method::DELETE, "/v1/limits/db", None).await;
+    let (status, body) = waiter.await.unwrap();
+    assert_eq!(
+        (status, code(&body)),
+        (StatusCode::CONFLICT, "limit_deleted")
+    );
+}
