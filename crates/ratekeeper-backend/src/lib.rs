@@ -6,16 +6,18 @@
 //! backend can be swapped without touching it.
 //!
 //! [`Embedded`] is the default backend: the engine in this process on the
-//! driver's clock, with every change written to a redb file by a group-commit
-//! writer before the answer that depends on it goes out. After a crash and
+//! driver's clock, with every change made durable by a group-commit writer
+//! (a change log in front of a redb file) before the answer that depends on
+//! it goes out. After a crash and
 //! restart on the same directory, limit definitions, live leases and
 //! decaying slots are back, so a restart never admits more than a limit
 //! allows.
 
 mod backend;
 mod embedded;
+mod log;
 mod store;
 
 pub use backend::{AcquireSpec, Backend, Error, Event, Granted, LimitDetail, Waiting};
 pub use embedded::Embedded;
-pub use store::{DB_FILE, StoreError};
+pub use store::{CHECKPOINT_BYTES, DB_FILE, LOG_FILE, StoreError};

@@ -1,17 +1,27 @@
-//! The durable file: limit definitions and live leases in a redb database,
-//! written by one thread in batches (group commit).
+//! The durable store: limit definitions and live leases in a redb database
+//! under the data directory, with a change log in front of it (group
+//! commit).
 //!
 //! The engine's journal hands every operation's changes to [`Store::record`]
 //! under the engine's lock, which numbers them. The writer thread takes
-//! everything recorded so far, folds it into one transaction (the last
-//! change to a key wins), commits it with an fsync, and publishes the
-//! highest number it made durable. An answer that depends on a change waits
-//! for that number ([`Store::durable`]) before it goes out. While one commit
-//! is being synced the next batch accumulates, so throughput grows with load
-//! instead of collapsing to one fsync per grant.
+//! everything recorded so far, appends it to the change log as one frame,
+//! syncs it with one `fdatasync`, and publishes the highest number it made
+//! durable. An answer that depends on a change waits for that number
+//! ([`Store::durable`]) before it goes out. While one batch is being synced
+//! the next accumulates, so throughput grows with load instead of collapsing
+//! to one sync per grant.
 //!
-//! Batches are committed whole and in order, so whatever a committed grant
-//! depended on (the release that made room for it) is committed too.
+//! Why a log in front of redb: a redb commit rewrites about a dozen pages and
+//! took 0.76 ms under load, an append and `fdatasync` of the log a fraction
+//! of that. The log's changes are folded (the last change to a key wins) and
+//! checkpointed into redb once the log passes [`CHECKPOINT_BYTES`], and at
+//! every start. Every change is a whole record or a deletion by key, so
+//! replaying a log over a database that already holds some of it gives the
+//! same state: a crash between a checkpoint and the log's truncation is
+//! harmless.
+//!
+//! Batches are made durable whole and in order, so whatever a durable grant
+//! depended on (the release that made room for it) is durable too.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -22,6 +32,8 @@ use ratekeeper_core::{Change, LeaseId, LeaseRecord, LimitRecord, Records};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use tokio::sync::watch;
 
+use crate::log::Log;
+
 /// Limit records as JSON, by name.
 const LIMITS: TableDefinition<&str, &[u8]> = TableDefinition::new("limits");
 /// Lease records as JSON, by the lease id's 16 bytes.
@@ -29,6 +41,13 @@ const LEASES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("leases");
 
 /// The database file's name inside the data directory.
 pub const DB_FILE: &str = "ratekeeper.redb";
+/// The change log's name inside the data directory.
+pub const LOG_FILE: &str = "ratekeeper.log";
+/// Past this size the change log is folded into the database and emptied.
+pub const CHECKPOINT_BYTES: u64 = 4 << 20;
+/// The log file is zero-filled to this size up front, so that it rarely
+/// grows (see the log module).
+const LOG_PREALLOCATE: u64 = CHECKPOINT_BYTES + (1 << 20);
 
 /// The durable store could not be opened or written.
 #[derive(Debug, thiserror::Error)]
@@ -72,25 +91,42 @@ pub struct Store {
 }
 
 impl Store {
-    /// Opens (or creates) the database in `dir` and reads what it holds.
-    /// Starts the writer thread.
+    /// Opens (or creates) the store in `dir`, checkpoints whatever its log
+    /// holds, and reads the state. Starts the writer thread.
     pub fn open(dir: &Path) -> Result<(Arc<Store>, Records), StoreError> {
+        Store::open_with(dir, CHECKPOINT_BYTES)
+    }
+
+    fn open_with(dir: &Path, checkpoint_bytes: u64) -> Result<(Arc<Store>, Records), StoreError> {
         let path = dir.join(DB_FILE);
         let open_error = |reason: String| StoreError::Open {
             path: path.clone(),
             reason,
         };
-        std::fs::create_dir_all(dir).map_err(|e| open_error(e.to_string()))?;
-        let db = Database::create(&path).map_err(|e| open_error(e.to_string()))?;
-        let records = read_records(&db).map_err(|reason| StoreError::Corrupt {
+        let corrupt = |reason: String| StoreError::Corrupt {
             path: path.clone(),
             reason,
-        })?;
+        };
+        std::fs::create_dir_all(dir).map_err(|e| open_error(e.to_string()))?;
+        let db = Database::create(&path).map_err(|e| open_error(e.to_string()))?;
+        let (log, batches) = Log::open(&dir.join(LOG_FILE), LOG_PREALLOCATE.min(checkpoint_bytes))
+            .map_err(|e| open_error(e.to_string()))?;
+        let mut writer = Writer {
+            db,
+            log,
+            pending: Fold::default(),
+            checkpoint_bytes,
+        };
+        batches
+            .into_iter()
+            .for_each(|batch| writer.pending.add(batch));
+        writer.checkpoint().map_err(corrupt)?;
+        let records = read_records(&writer.db).map_err(corrupt)?;
         let (sender, receiver) = mpsc::channel();
         let (progress_tx, progress) = watch::channel(Progress::default());
         std::thread::Builder::new()
             .name("ratekeeper-store".into())
-            .spawn(move || write_batches(db, receiver, progress_tx))
+            .spawn(move || writer.run(receiver, progress_tx))
             .map_err(|e| open_error(e.to_string()))?;
         let store = Store {
             recorded: AtomicU64::new(0),
@@ -186,6 +222,10 @@ impl Fold {
         }
     }
 
+    fn is_empty(&self) -> bool {
+        self.limits.is_empty() && self.leases.is_empty()
+    }
+
     fn write(self, db: &Database) -> Result<(), String> {
         let txn = db.begin_write().map_err(|e| e.to_string())?;
         {
@@ -215,26 +255,50 @@ fn json(value: &impl serde::Serialize) -> Vec<u8> {
     serde_json::to_vec(value).expect("records always serialize")
 }
 
-/// The writer thread: commits everything queued, one transaction at a time.
-fn write_batches(
+/// The writer thread's state.
+struct Writer {
     db: Database,
-    queue: mpsc::Receiver<(u64, Vec<Change>)>,
-    progress: watch::Sender<Progress>,
-) {
-    while let Ok((mut last, changes)) = queue.recv() {
-        let mut fold = Fold::default();
-        fold.add(changes);
-        while let Ok((seq, changes)) = queue.try_recv() {
-            fold.add(changes);
-            last = seq;
+    log: Log,
+    /// Every change in the log, folded: what the next checkpoint writes.
+    pending: Fold,
+    checkpoint_bytes: u64,
+}
+
+impl Writer {
+    /// Makes everything queued durable, one log frame at a time.
+    fn run(mut self, queue: mpsc::Receiver<(u64, Vec<Change>)>, progress: watch::Sender<Progress>) {
+        while let Ok((mut last, mut batch)) = queue.recv() {
+            while let Ok((seq, changes)) = queue.try_recv() {
+                batch.extend(changes);
+                last = seq;
+            }
+            if let Err(reason) = self.write(batch) {
+                tracing::error!(%reason, "writing the store failed; refusing further changes");
+                progress.send_modify(|p| {
+                    p.failed = Some(format!("the store cannot be written: {reason}"));
+                });
+                return;
+            }
+            progress.send_modify(|p| p.committed = last);
         }
-        if let Err(reason) = fold.write(&db) {
-            tracing::error!(%reason, "writing the store failed; refusing further changes");
-            progress
-                .send_modify(|p| p.failed = Some(format!("the store cannot be written: {reason}")));
-            return;
+    }
+
+    fn write(&mut self, batch: Vec<Change>) -> Result<(), String> {
+        self.log.append(&batch).map_err(|e| e.to_string())?;
+        self.pending.add(batch);
+        if self.log.len() >= self.checkpoint_bytes {
+            self.checkpoint()?;
         }
-        progress.send_modify(|p| p.committed = last);
+        Ok(())
+    }
+
+    /// Writes the log's changes into the database, then empties the log.
+    fn checkpoint(&mut self) -> Result<(), String> {
+        if !self.pending.is_empty() {
+            std::mem::take(&mut self.pending).write(&self.db)?;
+        }
+        self.log.clear();
+        Ok(())
     }
 }
 
@@ -244,5 +308,77 @@ impl std::fmt::Debug for Store {
             .field("recorded", &self.recorded)
             .field("committed", &self.progress.borrow().committed)
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use ratekeeper_core::{Counters, Timestamp};
+
+    use super::*;
+
+    fn limit(name: &str, slots: u64) -> Change {
+        Change::Limit(LimitRecord {
+            name: name.into(),
+            slots,
+            slot_decay_per_second: 0.0,
+            active: true,
+            description: None,
+            drained_at: Timestamp::EPOCH,
+            counters: Counters::default(),
+            created_at: Timestamp::EPOCH,
+            updated_at: Timestamp::EPOCH,
+        })
+    }
+
+    /// The files as a crash would leave them, opened again.
+    /// Also says how many batches the log held.
+    fn reopen_copy(dir: &Path) -> (Records, usize) {
+        let copy = tempfile::tempdir().unwrap();
+        for file in [DB_FILE, LOG_FILE] {
+            std::fs::copy(dir.join(file), copy.path().join(file)).unwrap();
+        }
+        let (log, batches) = Log::open(&copy.path().join(LOG_FILE), 0).unwrap();
+        drop(log);
+        let (_, records) = Store::open(copy.path()).unwrap();
+        (records, batches.len())
+    }
+
+    fn names(records: &Records) -> Vec<(&str, u64)> {
+        records
+            .limits
+            .iter()
+            .map(|l| (l.name.as_str(), l.slots))
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn changes_in_the_log_are_replayed_on_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _) = Store::open(dir.path()).unwrap();
+        store.record(vec![limit("a", 1), limit("b", 2)]);
+        store.record(vec![limit("a", 3), Change::LimitDeleted("b".into())]);
+        store.durable().await.unwrap();
+        let (records, batches) = reopen_copy(dir.path());
+        assert!(
+            batches >= 1,
+            "below the threshold the changes are only in the log"
+        );
+        assert_eq!(names(&records), [("a", 3)]);
+    }
+
+    #[tokio::test]
+    async fn checkpoints_move_the_log_into_the_database() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _) = Store::open_with(dir.path(), 1).unwrap();
+        store.record(vec![limit("a", 1), limit("b", 2)]);
+        store.durable().await.unwrap();
+        store.record(vec![Change::LimitDeleted("a".into())]);
+        store.durable().await.unwrap();
+        let (records, batches) = reopen_copy(dir.path());
+        // The last checkpoint's frame is still in the file; replaying it
+        // again changes nothing.
+        assert!(batches <= 1);
+        assert_eq!(names(&records), [("b", 2)]);
     }
 }

@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use ratekeeper_backend::{AcquireSpec, Backend, DB_FILE, Embedded, Event};
+use ratekeeper_backend::{AcquireSpec, Backend, DB_FILE, Embedded, Event, LOG_FILE};
 use ratekeeper_core::{LimitSpec, Mode};
 
 fn lease_on(name: &str, occupy: u64) -> AcquireSpec {
@@ -23,7 +23,9 @@ fn lease_on(name: &str, occupy: u64) -> AcquireSpec {
 /// still runs, without any shutdown.
 fn crash_image(from: &Path) -> tempfile::TempDir {
     let to = tempfile::tempdir().unwrap();
-    std::fs::copy(from.join(DB_FILE), to.path().join(DB_FILE)).unwrap();
+    for file in [DB_FILE, LOG_FILE] {
+        std::fs::copy(from.join(file), to.path().join(file)).unwrap();
+    }
     to
 }
 

@@ -62,6 +62,7 @@ pub struct LeaseRecord {
 /// One change to the stored state. Applied in order, the changes taken after
 /// each operation keep a copy equal to [`Engine::records`](crate::Engine::records).
 #[derive(Debug, Clone, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub enum Change {
     /// A limit was created or changed: store this record under its name.
     Limit(LimitRecord),
