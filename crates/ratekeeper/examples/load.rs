@@ -59,7 +59,7 @@ fn main() {
             (at(0.5), at(0.99), at(1.0), runs[1])
         });
         let store = if durable {
-            "durable (redb, fsync per batch)"
+            "durable (change log + redb)"
         } else {
             "memory"
         };
