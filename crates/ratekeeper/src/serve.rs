@@ -153,8 +153,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let (backend, store) = match settings.durability {
         Durability::Disk => {
             let backend = Embedded::open(&settings.data_dir)?;
-            let store = settings.data_dir.join(ratekeeper_backend::DB_FILE);
-            (backend, format!("store {}", store.display()))
+            (backend, format!("store in {}", settings.data_dir.display()))
         }
         Durability::Memory => (
             Embedded::in_memory(),
