@@ -28,7 +28,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 
-use ratekeeper_core::{Change, LeaseId, LeaseRecord, LimitRecord, Records};
+use ratekeeper_core::{Change, LeaseId, LeaseView, LimitRecord, Records};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use tokio::sync::watch;
 
@@ -183,7 +183,7 @@ fn read_records(db: &Database) -> Result<Records, String> {
         Ok(table) => {
             for entry in table.iter().map_err(|e| e.to_string())? {
                 let (_, value) = entry.map_err(|e| e.to_string())?;
-                let record: LeaseRecord =
+                let record: LeaseView =
                     serde_json::from_slice(value.value()).map_err(|e| format!("lease: {e}"))?;
                 records.leases.push(record);
             }
@@ -199,7 +199,7 @@ fn read_records(db: &Database) -> Result<Records, String> {
 #[derive(Default)]
 struct Fold {
     limits: HashMap<String, Option<LimitRecord>>,
-    leases: HashMap<LeaseId, Option<LeaseRecord>>,
+    leases: HashMap<LeaseId, Option<LeaseView>>,
 }
 
 impl Fold {

@@ -21,7 +21,7 @@ use rand::{RngCore, SeedableRng};
 use smallvec::SmallVec;
 
 use crate::error::{AcquireError, LeaseError, LimitError};
-use crate::journal::{Change, LeaseRecord, LimitRecord, Records, RestoreError};
+use crate::journal::{Change, LimitRecord, Records, RestoreError};
 use crate::lease::{Lease, LeaseGrant, LeaseId, LeaseView, Permit, check_ttl};
 use crate::limit::{
     Limit, LimitId, LimitPatch, LimitSpec, LimitView, Room, check_decay, check_description,
@@ -158,7 +158,7 @@ impl Engine {
         journal.leases.sort_unstable();
         journal.leases.dedup();
         changes.extend(journal.leases.iter().map(|&id| match self.leases.get(&id) {
-            Some(lease) => Change::Lease(self.lease_record(id, lease)),
+            Some(lease) => Change::Lease(self.lease_view(id, lease)),
             None => Change::LeaseDeleted(id),
         }));
         changes
@@ -168,10 +168,10 @@ impl Engine {
     pub fn records(&self) -> Records {
         let mut limits: Vec<LimitRecord> = self.limits.values().map(Limit::record).collect();
         limits.sort_by(|a, b| a.name.cmp(&b.name));
-        let mut leases: Vec<LeaseRecord> = self
+        let mut leases: Vec<LeaseView> = self
             .leases
             .iter()
-            .map(|(&id, lease)| self.lease_record(id, lease))
+            .map(|(&id, lease)| self.lease_view(id, lease))
             .collect();
         leases.sort_by_key(|lease| lease.id);
         Records { limits, leases }
@@ -914,7 +914,7 @@ impl Engine {
         Ok(())
     }
 
-    fn restore_lease(&mut self, record: LeaseRecord) -> Result<(), RestoreError> {
+    fn restore_lease(&mut self, record: LeaseView) -> Result<(), RestoreError> {
         let invalid = |reason: &str| RestoreError::InvalidLease {
             id: record.id,
             reason: reason.into(),
@@ -949,18 +949,6 @@ impl Engine {
             },
         );
         Ok(())
-    }
-
-    fn lease_record(&self, id: LeaseId, lease: &Lease) -> LeaseRecord {
-        LeaseRecord {
-            id,
-            limits: self.names_of(&lease.limits),
-            occupy: lease.occupy,
-            holder: lease.holder.as_deref().map(Into::into),
-            ttl: lease.ttl,
-            granted_at: lease.granted_at,
-            expires_at: lease.expires_at,
-        }
     }
 
     fn limit_mut(&mut self, id: LimitId) -> &mut Limit {

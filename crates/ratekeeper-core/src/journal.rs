@@ -5,13 +5,12 @@
 //! [`Change`]s after every operation, writes them in order, and later
 //! rebuilds the engine with [`Engine::restore`](crate::Engine::restore).
 //! Only what an acknowledged answer depends on is recorded: limit
-//! definitions with their decaying slots and counters, and live leases.
+//! definitions with their decaying slots and counters, and live leases
+//! (stored as their [`LeaseView`]).
 //! Queued requests are not: their callers have not been answered, and they
 //! lose their connection with the server anyway.
 
-use std::time::Duration;
-
-use crate::lease::LeaseId;
+use crate::lease::{LeaseId, LeaseView};
 use crate::limit::Counters;
 use crate::time::Timestamp;
 
@@ -39,26 +38,6 @@ pub struct LimitRecord {
     pub updated_at: Timestamp,
 }
 
-/// A live lease as it is stored.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
-pub struct LeaseRecord {
-    /// Its id.
-    pub id: LeaseId,
-    /// The limits it holds slots on.
-    pub limits: Vec<String>,
-    /// Slots held on each.
-    pub occupy: u64,
-    /// The holder's label.
-    pub holder: Option<String>,
-    /// The TTL each renewal extends it by.
-    pub ttl: Duration,
-    /// When it was granted.
-    pub granted_at: Timestamp,
-    /// When it expires unless renewed.
-    pub expires_at: Timestamp,
-}
-
 /// One change to the stored state. Applied in order, the changes taken after
 /// each operation keep a copy equal to [`Engine::records`](crate::Engine::records).
 #[derive(Debug, Clone, PartialEq)]
@@ -68,8 +47,9 @@ pub enum Change {
     Limit(LimitRecord),
     /// A limit was deleted.
     LimitDeleted(String),
-    /// A lease was granted or renewed, or lost a deleted limit.
-    Lease(LeaseRecord),
+    /// A lease was granted or renewed, or lost a deleted limit: store it
+    /// whole under its id.
+    Lease(LeaseView),
     /// A lease was released, expired or revoked.
     LeaseDeleted(LeaseId),
 }
@@ -80,7 +60,7 @@ pub struct Records {
     /// Every limit, ordered by name.
     pub limits: Vec<LimitRecord>,
     /// Every live lease, ordered by id.
-    pub leases: Vec<LeaseRecord>,
+    pub leases: Vec<LeaseView>,
 }
 
 /// A record could not be restored.

@@ -93,8 +93,9 @@ pub struct LeaseGrant {
     pub expires_at: Timestamp,
 }
 
-/// A read-only picture of a live lease.
+/// A read-only picture of a live lease; also what a store keeps of it.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct LeaseView {
     /// Its id.
     pub id: LeaseId,

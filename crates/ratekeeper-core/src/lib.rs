@@ -80,7 +80,7 @@ mod time;
 
 pub use engine::Engine;
 pub use error::{AcquireError, LeaseError, LimitError, NameError};
-pub use journal::{Change, LeaseRecord, LimitRecord, Records, RestoreError};
+pub use journal::{Change, LimitRecord, Records, RestoreError};
 pub use lease::{
     DEFAULT_LEASE_TTL, LeaseGrant, LeaseId, LeaseView, MAX_LEASE_TTL, MIN_LEASE_TTL,
     ParseLeaseIdError, Permit,

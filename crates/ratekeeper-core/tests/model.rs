@@ -15,7 +15,7 @@ use std::time::Duration;
 use proptest::prelude::*;
 use ratekeeper_core::{
     AcquireError, AcquireRequest, Admission, Change, Claim, Counters, Engine, Grant, Held, LeaseId,
-    LeaseRecord, LimitPatch, LimitRecord, LimitSpec, Records, RequestId, Timestamp,
+    LeaseView, LimitPatch, LimitRecord, LimitSpec, Records, RequestId, Timestamp,
 };
 
 const NAMES: [&str; 3] = ["a", "b", "c"];
@@ -491,7 +491,7 @@ struct Run {
 #[derive(Default)]
 struct Replica {
     limits: BTreeMap<String, LimitRecord>,
-    leases: BTreeMap<LeaseId, LeaseRecord>,
+    leases: BTreeMap<LeaseId, LeaseView>,
 }
 
 impl Replica {
