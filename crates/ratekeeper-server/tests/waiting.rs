@@ -89,13 +89,7 @@ async fn a_wait_continues_on_its_ticket_and_keeps_its_place() {
     let (_, leases) = server.get("/v1/leases").await;
     assert_eq!(leases[0]["holder"], "first");
     // A decided ticket is gone.
-    let (status, body) = server
-        .post(&format!("/v1/tickets/{ticket}/wait"), json!({}))
-        .await;
-    assert_eq!(
-        (status, code(&body)),
-        (StatusCode::NOT_FOUND, "ticket_not_found")
-    );
+    server.assert_ticket_gone(&ticket).await;
 }
 
 #[tokio::test]
@@ -114,14 +108,9 @@ async fn an_abandoned_ticket_lapses_and_leaves_the_queue() {
     assert_eq!(body["lapse_seconds"], 0.1);
     assert_eq!(server.waiters("db").await, 1);
     server.until_waiters("db", 0).await;
-    let ticket = body["ticket"].as_str().unwrap();
-    let (status, body) = server
-        .post(&format!("/v1/tickets/{ticket}/wait"), json!({}))
+    server
+        .assert_ticket_gone(body["ticket"].as_str().unwrap())
         .await;
-    assert_eq!(
-        (status, code(&body)),
-        (StatusCode::NOT_FOUND, "ticket_not_found")
-    );
 }
 
 #[tokio::test]

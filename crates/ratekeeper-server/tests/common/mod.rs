@@ -126,6 +126,19 @@ impl TestServer {
     }
 }
 
+impl TestServer {
+    /// Waiting on `ticket` says it does not exist (any more).
+    pub async fn assert_ticket_gone(&self, ticket: &str) {
+        let (status, body) = self
+            .post(&format!("/v1/tickets/{ticket}/wait"), json!({}))
+            .await;
+        assert_eq!(
+            (status, code(&body)),
+            (StatusCode::NOT_FOUND, "ticket_not_found")
+        );
+    }
+}
+
 /// The error code of an error answer.
 pub fn code(body: &Value) -> &str {
     body["error"]["code"].as_str().unwrap_or("<no error code>")
