@@ -238,37 +238,73 @@ fn request_wait<B>(state: &AppState<B>, wait_seconds: Option<f64>) -> Result<Dur
         .map_or(state.max_wait, |wait| wait.min(state.max_wait)))
 }
 
-/// Waits at most `wait` for a decision; parks the wait under a ticket if
-/// there is none yet. A dropped connection drops this future, and with it
-/// the wait, which leaves the queue.
+/// Waits at most `wait` for a decision, then parks the wait under its
+/// ticket (a new one for a first request). A dropped connection drops this
+/// future: a first request's wait is dropped with it and leaves the queue at
+/// once, since its client never learnt a ticket; a ticket's wait is parked
+/// again, so that a client whose connection failed can come back to its
+/// place until the ticket lapses.
 async fn wait_on<B>(
     state: &AppState<B>,
-    mut waiting: Waiting,
+    waiting: Waiting,
     wait: Duration,
     ticket: Option<String>,
 ) -> Result<Response, ApiError> {
+    let mut parking = Parking {
+        tickets: &state.tickets,
+        ticket,
+        waiting: Some(waiting),
+    };
     let mut shutdown = state.shutdown.clone();
+    let waiting = parking.waiting.as_mut().expect("set above");
     tokio::select! {
         biased;
-        outcome = &mut waiting => {
+        outcome = waiting => {
+            parking.waiting = None;
             state.metrics.acquired(outcome.as_ref().map(|g| g.waited).map_err(|e| e.code()));
             let answer: AcquireAnswer = outcome?.into();
             Ok(Json(answer).into_response())
         }
-        _ = shutdown.wait_for(|stopping| *stopping) => Err(ApiError::shutting_down()),
+        _ = shutdown.wait_for(|stopping| *stopping) => {
+            parking.waiting = None;
+            Err(ApiError::shutting_down())
+        }
         () = tokio::time::sleep(wait) => {
-            let ticket = match ticket {
-                Some(ticket) => {
-                    state.tickets.park(ticket.clone(), waiting);
-                    ticket
-                }
-                None => state.tickets.park_new(waiting),
-            };
             let answer = AcquireAnswer::Waiting {
-                ticket,
+                ticket: parking.park(),
                 lapse_seconds: state.tickets.lapse().as_secs_f64(),
             };
             Ok((StatusCode::ACCEPTED, Json(answer)).into_response())
+        }
+    }
+}
+
+/// A wait that goes back under its ticket unless it was decided.
+struct Parking<'a> {
+    tickets: &'a Arc<Tickets>,
+    /// `None` for a first request, which has no ticket yet.
+    ticket: Option<String>,
+    waiting: Option<Waiting>,
+}
+
+impl Parking<'_> {
+    /// Parks the wait now; returns its ticket.
+    fn park(&mut self) -> String {
+        let waiting = self.waiting.take().expect("parked once");
+        match self.ticket.take() {
+            Some(ticket) => {
+                self.tickets.park(ticket.clone(), waiting);
+                ticket
+            }
+            None => self.tickets.park_new(waiting),
+        }
+    }
+}
+
+impl Drop for Parking<'_> {
+    fn drop(&mut self) {
+        if self.waiting.is_some() && self.ticket.is_some() {
+            self.park();
         }
     }
 }

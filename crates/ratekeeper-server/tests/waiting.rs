@@ -245,3 +245,30 @@ async fn a_wait_ends_with_timeout_or_when_its_limit_is_deleted() {
         (StatusCode::CONFLICT, "limit_deleted")
     );
 }
+
+#[tokio::test]
+async fn a_ticket_keeps_its_place_when_a_wait_on_it_loses_its_connection() {
+    let server = TestServer::start().await;
+    server.create("db", 1).await;
+    let held = server.lease("db").await;
+    let (_, body) = server
+        .post("/v1/acquire", json!({"names": ["db"], "wait_seconds": 0}))
+        .await;
+    let ticket = body["ticket"].as_str().unwrap().to_owned();
+    let impatient = reqwest::Client::builder()
+        .timeout(Duration::from_millis(100))
+        .build()
+        .unwrap();
+    let sent = impatient
+        .post(format!("{}/v1/tickets/{ticket}/wait", server.url))
+        .json(&json!({}))
+        .send()
+        .await;
+    assert!(sent.unwrap_err().is_timeout());
+    assert_eq!(server.waiters("db").await, 1);
+    server.release(&held).await;
+    let (status, granted) = server
+        .post(&format!("/v1/tickets/{ticket}/wait"), json!({}))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{granted}");
+}

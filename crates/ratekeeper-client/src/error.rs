@@ -1,0 +1,102 @@
+//! What can go wrong, by the server's stable error codes.
+
+/// An error from the client or the server.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Error {
+    /// A named limit does not exist (`limit_not_found`).
+    #[error("{0}")]
+    LimitNotFound(String),
+    /// The limit is full and the request asked not to wait (`would_block`).
+    #[error("the limit is full and the request asked not to wait")]
+    WouldBlock,
+    /// The wait took longer than its timeout (`timeout`).
+    #[error("the wait for slots timed out")]
+    Timeout,
+    /// A limit was deleted while the request waited for it.
+    #[error("{0}")]
+    LimitDeleted(String),
+    /// A lease is gone: it expired, or a reset revoked it. Whatever it
+    /// protected is no longer protected.
+    #[error("the lease was lost ({code}): {message}")]
+    LeaseLost {
+        /// `lease_expired` or `lease_revoked`.
+        code: String,
+        /// What the server said.
+        message: String,
+    },
+    /// The request was refused as invalid: bad name, `occupy` over the
+    /// limit's slots, rate mode without decay, and the like.
+    #[error("{message} ({code})")]
+    Invalid {
+        /// The server's code, e.g. `invalid_name`.
+        code: String,
+        /// What the server said.
+        message: String,
+    },
+    /// The server wants a (different) token (`unauthorized`,
+    /// `invalid_token`, `forbidden`).
+    #[error("{message} ({code})")]
+    Unauthorized {
+        /// The server's code.
+        code: String,
+        /// What the server said.
+        message: String,
+    },
+    /// The server cannot serve now (shutting down, store failure); retrying
+    /// later may succeed.
+    #[error("the server is unavailable: {0}")]
+    Unavailable(String),
+    /// The server could not be reached, or the connection failed.
+    #[error("cannot reach the ratekeeper server at {url}: {reason}")]
+    Connect {
+        /// The server's URL.
+        url: String,
+        /// Why.
+        reason: String,
+    },
+    /// The URL is not `http://…`, `https://…` or `memory://…`.
+    #[error(
+        "invalid ratekeeper URL {0:?}: expected http://host:port, https://host:port or memory://"
+    )]
+    InvalidUrl(String),
+    /// The server answered something this client does not understand.
+    #[error("unexpected answer from the server: {0}")]
+    Protocol(String),
+}
+
+impl Error {
+    /// The error for a server error code and message.
+    pub fn from_code(code: &str, message: String) -> Self {
+        match code {
+            "limit_not_found" => Error::LimitNotFound(message),
+            "would_block" => Error::WouldBlock,
+            "timeout" => Error::Timeout,
+            "limit_deleted" => Error::LimitDeleted(message),
+            "lease_expired" | "lease_revoked" => Error::LeaseLost {
+                code: code.into(),
+                message,
+            },
+            "unauthorized" | "invalid_token" | "forbidden" => Error::Unauthorized {
+                code: code.into(),
+                message,
+            },
+            "unavailable" | "shutting_down" => Error::Unavailable(message),
+            _ => Error::Invalid {
+                code: code.into(),
+                message,
+            },
+        }
+    }
+
+    /// Whether retrying the same call later may succeed: the server was
+    /// unreachable or unavailable.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Error::Connect { .. } | Error::Unavailable(_))
+    }
+}
+
+impl From<ratekeeper_backend::Error> for Error {
+    fn from(err: ratekeeper_backend::Error) -> Self {
+        Error::from_code(err.code(), err.to_string())
+    }
+}
