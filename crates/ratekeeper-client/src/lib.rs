@@ -35,4 +35,4 @@ mod transport;
 pub use client::{Client, Concurrency, Names, RateLimit};
 pub use error::Error;
 pub use guard::LeaseGuard;
-pub use transport::LimitState;
+pub use transport::{LimitState, RECONNECT_WINDOW};

@@ -15,6 +15,9 @@ use crate::error::Error;
 
 /// The longest pause between retries after a connection error.
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
+/// How long a wait keeps retrying while the server cannot be reached: long
+/// enough to ride out a restart, short enough not to hang forever.
+pub const RECONNECT_WINDOW: Duration = Duration::from_secs(10);
 
 /// A limit's state, as the client sees it.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -273,8 +276,10 @@ impl Http {
 
     /// Acquires through the ticket protocol: the first request may answer
     /// with a ticket, on which the wait continues in the same place in the
-    /// queue. Connection errors are retried with backoff until the timeout;
-    /// if the ticket lapsed meanwhile, the request starts over.
+    /// queue. Connection errors are retried with backoff until the timeout,
+    /// for at most [`RECONNECT_WINDOW`] without hearing from the server (not
+    /// at all if it never answered); if the ticket lapsed meanwhile, the
+    /// request starts over.
     async fn acquire(&self, spec: &AcquireSpec) -> Result<Granted, Error> {
         let deadline = spec.timeout.map(|t| Instant::now() + t);
         let mut ticket = TicketGuard {
@@ -282,6 +287,9 @@ impl Http {
             ticket: None,
         };
         let mut backoff = Backoff::default();
+        // `None` until the server first answers: a server that was never
+        // reached is reported at once rather than retried.
+        let mut last_contact: Option<Instant> = None;
         loop {
             let answer = match &ticket.ticket {
                 None => {
@@ -313,6 +321,9 @@ impl Http {
                     if deadline.is_some_and(|d| Instant::now() >= d) {
                         return Err(Error::Timeout);
                     }
+                    if last_contact.is_none_or(|at| at.elapsed() >= RECONNECT_WINDOW) {
+                        return Err(err);
+                    }
                     tracing::debug!(%err, "acquire: retrying after a transient error");
                     backoff.wait().await;
                     continue;
@@ -323,6 +334,7 @@ impl Http {
                 }
             };
             backoff = Backoff::default();
+            last_contact = Some(Instant::now());
             match serde_json::from_value(answer).map_err(|e| Error::Protocol(e.to_string()))? {
                 Answer::Waiting { ticket: id } => ticket.ticket = Some(id),
                 Answer::Granted {

@@ -19,10 +19,10 @@ pub struct Connection {
         default_value = "http://127.0.0.1:7171",
         global = true
     )]
-    url: String,
+    pub url: String,
     /// A bearer token, if the server requires one.
     #[arg(long, env = "RATEKEEPER_TOKEN", global = true, hide_env_values = true)]
-    token: Option<String>,
+    pub token: Option<String>,
     /// `table` for people (default) or `json` for programs.
     #[arg(long, short, value_enum, default_value_t = Output::Table, global = true)]
     output: Output,

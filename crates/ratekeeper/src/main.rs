@@ -1,6 +1,7 @@
 //! `ratekeeper`: the server and the admin CLI in one binary.
 
 mod admin;
+mod run;
 mod serve;
 
 use std::process::ExitCode;
@@ -33,6 +34,8 @@ enum Command {
         #[command(subcommand)]
         command: admin::LimitCommand,
     },
+    /// Holds slots while a command runs: `ratekeeper run --limit db -- CMD ARGS...`.
+    Run(run::RunArgs),
     /// Lists live leases: who holds what.
     Leases {
         #[command(flatten)]
@@ -64,10 +67,12 @@ fn main() -> ExitCode {
                 command,
             } => admin::limit(connection, command).await,
             Command::Leases { connection, limit } => admin::leases(connection, limit).await,
+            Command::Run(args) => return run::run(args).await,
         }
+        .map(|()| 0)
     });
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => ExitCode::from(code),
         Err(failure) => {
             eprintln!("error: {}", failure.message);
             ExitCode::from(failure.exit_code)
