@@ -25,14 +25,17 @@
 //! ticket that keeps its place in the queue, connection errors are retried
 //! with backoff, and dropping the future gives up the place. A
 //! [`LeaseGuard`] renews its lease at about a third of its TTL, releases it
-//! when dropped, and says so if the lease is ever lost.
+//! when dropped, and says so if the lease is ever lost. [`LimitLayer`] puts
+//! the same limits in front of any tower service, an HTTP client say.
 
 mod client;
 mod error;
 mod guard;
+mod layer;
 mod transport;
 
 pub use client::{Client, Concurrency, Names, RateLimit};
 pub use error::Error;
 pub use guard::LeaseGuard;
+pub use layer::{BoxError, LimitLayer, Limited};
 pub use transport::{LimitState, RECONNECT_WINDOW};
