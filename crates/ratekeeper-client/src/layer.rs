@@ -19,7 +19,7 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// Puts a concurrency limit and/or a rate limit in front of a service.
 ///
 /// ```no_run
-/// # async fn example() -> Result<(), Box<dyn std::error::Error>> {
+/// # async fn example() -> Result<(), ratekeeper_client::BoxError> {
 /// use ratekeeper_client::{Client, LimitLayer};
 /// use tower::{ServiceBuilder, ServiceExt, service_fn};
 ///
