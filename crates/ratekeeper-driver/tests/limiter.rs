@@ -288,6 +288,14 @@ fn rate_limited_threads_are_admitted_exactly_at_the_rate() {
         let gap = pair[1].saturating_duration_since(pair[0]);
         assert!(gap >= Duration::from_millis(5), "admitted {gap:?} apart");
     }
+    // And no slower: with waiters always queued, the timer thread waking
+    // late must not push the schedule back (59 gaps of 5 ms; a late wake-up
+    // added to each would cost several milliseconds).
+    let span = grants[59].saturating_duration_since(grants[0]);
+    assert!(
+        span <= Duration::from_micros(59 * 5_000 + 1_000),
+        "60 admissions took {span:?}"
+    );
 }
 
 #[tokio::test]

@@ -25,7 +25,7 @@ pub struct Connection {
     pub token: Option<String>,
     /// `table` for people (default) or `json` for programs.
     #[arg(long, short, value_enum, default_value_t = Output::Table, global = true)]
-    output: Output,
+    pub output: Output,
 }
 
 /// How answers are printed.

@@ -1,6 +1,7 @@
 //! `ratekeeper`: the server and the admin CLI in one binary.
 
 mod admin;
+mod bench;
 mod run;
 mod serve;
 
@@ -36,6 +37,8 @@ enum Command {
     },
     /// Holds slots while a command runs: `ratekeeper run --limit db -- CMD ARGS...`.
     Run(run::RunArgs),
+    /// Measures a server (or `memory://`): seed, handoff, churn, rate.
+    Bench(bench::BenchArgs),
     /// Lists live leases: who holds what.
     Leases {
         #[command(flatten)]
@@ -68,6 +71,7 @@ fn main() -> ExitCode {
             } => admin::limit(connection, command).await,
             Command::Leases { connection, limit } => admin::leases(connection, limit).await,
             Command::Run(args) => return run::run(args).await,
+            Command::Bench(args) => bench::run(args).await,
         }
         .map(|()| 0)
     });
