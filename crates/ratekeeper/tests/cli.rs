@@ -205,3 +205,49 @@ fn a_bad_config_file_is_reported() {
         "{message}"
     );
 }
+
+#[test]
+fn bench_prints_figures_beside_their_targets() {
+    let output = Command::new(BIN)
+        .args([
+            "bench",
+            "handoff",
+            "churn",
+            "--url",
+            "memory://",
+            "--seconds",
+            "0.3",
+            "--handoffs",
+            "20",
+            "--clients",
+            "4",
+            "-o",
+            "json",
+        ])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", stderr(&output));
+    let figures: serde_json::Value = serde_json::from_str(&stdout(&output)).unwrap();
+    let metrics: Vec<(&str, &str)> = figures
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| {
+            (
+                f["scenario"].as_str().unwrap(),
+                f["metric"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        metrics,
+        [
+            ("handoff", "p50"),
+            ("handoff", "p99"),
+            ("handoff", "max"),
+            ("churn", "cycles/s, 4 clients")
+        ]
+    );
+    assert_eq!(figures[0]["target"], "≤ 1");
+    assert!(figures[3]["value"].as_f64().unwrap() > 0.0);
+}
