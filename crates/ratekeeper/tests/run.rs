@@ -161,3 +161,33 @@ fn refusals_and_bad_usage_are_explained() {
         stderr(&unreachable)
     );
 }
+
+#[test]
+fn a_holder_killed_with_sigkill_frees_its_slots_within_its_ttl() {
+    let (server, _dir) = server_with(&[("db", "1")]);
+    let mut holder = run(
+        &server.url,
+        &["--limit", "db", "--lease-seconds", "1", "--", "sleep", "30"],
+    )
+    .spawn()
+    .unwrap();
+    while held(&server.url, "db") == 0 {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    holder.kill().unwrap(); // SIGKILL: no release, no more renewals.
+    holder.wait().unwrap();
+    let killed = Instant::now();
+    // The orphaned `sleep` no longer matters; the lease expires on its own.
+    let output = run(
+        &server.url,
+        &["--limit", "db", "--timeout", "5", "--", "true"],
+    )
+    .output()
+    .unwrap();
+    assert!(output.status.success(), "{}", stderr(&output));
+    let freed_after = killed.elapsed();
+    assert!(
+        freed_after <= Duration::from_millis(1500),
+        "freed after {freed_after:?}"
+    );
+}
