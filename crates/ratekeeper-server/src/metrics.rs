@@ -135,9 +135,25 @@ impl Metrics {
             "# HELP ratekeeper_tickets_parked Queued acquires waiting for their client to come back"
         );
         let _ = writeln!(text, "ratekeeper_tickets_parked {waiting_tickets}");
+        if let Some(bytes) = resident_bytes() {
+            let _ = writeln!(text, "# TYPE process_resident_memory_bytes gauge");
+            let _ = writeln!(
+                text,
+                "# HELP process_resident_memory_bytes Resident memory of the server process"
+            );
+            let _ = writeln!(text, "process_resident_memory_bytes {bytes}");
+        }
         text.push_str("# EOF\n");
         text
     }
+}
+
+/// The process's resident memory, where the OS tells it (Linux).
+pub fn resident_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
 }
 
 /// A per-limit metric: its name, its help text and how to read it.

@@ -27,6 +27,8 @@ pub enum Scenario {
     Churn,
     /// Admitted rate against configured rate at 10, 100, 1 000 and 10 000/s.
     Rate,
+    /// Memory with many waiters parked on one limit.
+    Park,
 }
 
 /// The flags of `ratekeeper bench`.
@@ -46,6 +48,9 @@ pub struct BenchArgs {
     /// Handoffs `handoff` measures.
     #[arg(long, default_value_t = 500)]
     handoffs: usize,
+    /// Waiters `park` parks.
+    #[arg(long, default_value_t = 100_000)]
+    parked: usize,
 }
 
 /// One measured figure.
@@ -106,6 +111,7 @@ pub async fn run(args: BenchArgs) -> Result<(), Failure> {
             Scenario::Handoff,
             Scenario::Churn,
             Scenario::Rate,
+            Scenario::Park,
         ]
     } else {
         args.scenarios.clone()
@@ -120,6 +126,7 @@ pub async fn run(args: BenchArgs) -> Result<(), Failure> {
                 churn(&client, args.clients, Duration::from_secs_f64(args.seconds)).await
             }
             Scenario::Rate => rate(&client, args.clients, &progress).await,
+            Scenario::Park => park(&client, connection, args.parked).await,
         };
         progress.finish_and_clear();
         figures.extend(result.map_err(failed)?);
@@ -348,4 +355,112 @@ async fn rate(
         );
     }
     Ok(figures)
+}
+
+/// Parks `count` waiters on a closed limit and reads the resident memory of
+/// whoever holds them: the server (from its `/metrics`), or this process for
+/// `memory://`. Over HTTP each waiter is an acquire answered with a ticket
+/// at once (`wait_seconds: 0`), parked on the server until its ticket lapses.
+async fn park(
+    client: &Client,
+    connection: &Connection,
+    count: usize,
+) -> Result<Vec<Figure>, Error> {
+    let limit = BenchLimit::create(client, "park", LimitSpec::concurrency("", 0)).await?;
+    let before = resident(connection).await?;
+    let started = Instant::now();
+    let parked: Vec<tokio::task::JoinHandle<Result<(), Error>>> =
+        if connection.url.starts_with("http") {
+            park_over_http(connection, &limit.name, count).await?;
+            Vec::new()
+        } else {
+            (0..count)
+                .map(|_| {
+                    let (client, name) = (client.clone(), limit.name.clone());
+                    tokio::spawn(async move { client.concurrency(name).await.map(drop) })
+                })
+                .collect()
+        };
+    while (client.limit(&limit.name).await?.waiting as usize) < count
+        && started.elapsed() < Duration::from_secs(60)
+    {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let waiting = client.limit(&limit.name).await?.waiting as f64;
+    let after = resident(connection).await?;
+    limit.delete().await?;
+    for waiter in parked {
+        let _ = waiter.await; // each fails with limit_deleted
+    }
+    let mib = after as f64 / f64::from(1 << 20);
+    let per_waiter = after.saturating_sub(before) as f64 / waiting.max(1.0);
+    Ok(vec![
+        Figure::new(Scenario::Park, "waiters parked", waiting, "").at_least(count as f64),
+        Figure::new(Scenario::Park, "resident memory", mib, "MiB").at_most(1024.0),
+        Figure::new(Scenario::Park, "bytes per parked waiter", per_waiter, "B"),
+    ])
+}
+
+/// Sends `count` acquires that park at once, 64 at a time.
+async fn park_over_http(connection: &Connection, name: &str, count: usize) -> Result<(), Error> {
+    let http = reqwest::Client::new();
+    let url = format!("{}/v1/acquire", connection.url.trim_end_matches('/'));
+    let body = serde_json::json!({ "names": [name], "wait_seconds": 0 });
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let senders: Vec<_> = (0..64)
+        .map(|_| {
+            let (http, url, body, next) = (http.clone(), url.clone(), body.clone(), next.clone());
+            let token = connection.token.clone();
+            tokio::spawn(async move {
+                while next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < count {
+                    let mut request = http.post(&url).json(&body);
+                    if let Some(token) = &token {
+                        request = request.bearer_auth(token);
+                    }
+                    let response = request.send().await.map_err(|e| Error::Connect {
+                        url: url.clone(),
+                        reason: e.to_string(),
+                    })?;
+                    if response.status() != reqwest::StatusCode::ACCEPTED {
+                        return Err(Error::Protocol(format!(
+                            "parking answered {}",
+                            response.status()
+                        )));
+                    }
+                }
+                Ok(())
+            })
+        })
+        .collect();
+    for sender in senders {
+        sender.await.expect("a sender")?;
+    }
+    Ok(())
+}
+
+/// The resident memory of whoever holds the waiters, in bytes.
+async fn resident(connection: &Connection) -> Result<u64, Error> {
+    if !connection.url.starts_with("http") {
+        return ratekeeper_server::metrics::resident_bytes()
+            .ok_or_else(|| Error::Protocol("this OS does not report resident memory".into()));
+    }
+    let mut request =
+        reqwest::Client::new().get(format!("{}/metrics", connection.url.trim_end_matches('/')));
+    if let Some(token) = &connection.token {
+        request = request.bearer_auth(token);
+    }
+    let response = request.send().await.map_err(|e| Error::Connect {
+        url: connection.url.clone(),
+        reason: e.to_string(),
+    })?;
+    let text = response
+        .text()
+        .await
+        .map_err(|e| Error::Protocol(e.to_string()))?;
+    text.lines()
+        .find_map(|line| line.strip_prefix("process_resident_memory_bytes "))
+        .and_then(|value| value.trim().parse().ok())
+        .ok_or_else(|| {
+            Error::Protocol("the server's /metrics has no process_resident_memory_bytes".into())
+        })
 }

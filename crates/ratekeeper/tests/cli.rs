@@ -221,6 +221,9 @@ fn bench_prints_figures_beside_their_targets() {
             "20",
             "--clients",
             "4",
+            "park",
+            "--parked",
+            "200",
             "-o",
             "json",
         ])
@@ -245,9 +248,13 @@ fn bench_prints_figures_beside_their_targets() {
             ("handoff", "p50"),
             ("handoff", "p99"),
             ("handoff", "max"),
-            ("churn", "cycles/s, 4 clients")
+            ("churn", "cycles/s, 4 clients"),
+            ("park", "waiters parked"),
+            ("park", "resident memory"),
+            ("park", "bytes per parked waiter"),
         ]
     );
+    assert_eq!(figures[4]["value"], 200.0);
     assert_eq!(figures[0]["target"], "≤ 1");
     assert!(figures[3]["value"].as_f64().unwrap() > 0.0);
 }
