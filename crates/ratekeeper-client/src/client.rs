@@ -8,6 +8,7 @@ use std::time::Duration;
 use ratekeeper_backend::AcquireSpec;
 use ratekeeper_core::{DEFAULT_LEASE_TTL, LimitPatch, LimitSpec, Mode};
 use tokio::runtime::{Handle, Runtime};
+use tracing::Instrument;
 
 use crate::error::Error;
 use crate::guard::LeaseGuard;
@@ -250,19 +251,24 @@ impl<'c> IntoFuture for Concurrency<'c> {
     type IntoFuture = BoxFuture<'c, Self::Output>;
 
     fn into_future(self) -> Self::IntoFuture {
-        Box::pin(async move {
-            let shared = &self.client.shared;
-            let granted = shared.transport.acquire(&self.spec).await?;
-            let lease = granted
-                .lease
-                .ok_or_else(|| Error::Protocol("a concurrency grant without a lease".into()))?;
-            Ok(LeaseGuard::start(
-                Arc::clone(shared),
-                lease,
-                self.spec.lease_ttl,
-                granted.waited,
-            ))
-        })
+        let span = acquire_span(&self.spec);
+        Box::pin(
+            async move {
+                let shared = &self.client.shared;
+                let granted = shared.transport.acquire(&self.spec).await?;
+                let lease = granted
+                    .lease
+                    .ok_or_else(|| Error::Protocol("a concurrency grant without a lease".into()))?;
+                tracing::debug!(lease = %lease.id, waited = ?granted.waited, "granted");
+                Ok(LeaseGuard::start(
+                    Arc::clone(shared),
+                    lease,
+                    self.spec.lease_ttl,
+                    granted.waited,
+                ))
+            }
+            .instrument(span),
+        )
     }
 }
 
@@ -299,9 +305,20 @@ impl<'c> IntoFuture for RateLimit<'c> {
     type IntoFuture = BoxFuture<'c, Self::Output>;
 
     fn into_future(self) -> Self::IntoFuture {
-        Box::pin(async move {
-            let granted = self.client.shared.transport.acquire(&self.spec).await?;
-            Ok(granted.waited)
-        })
+        let span = acquire_span(&self.spec);
+        Box::pin(
+            async move {
+                let granted = self.client.shared.transport.acquire(&self.spec).await?;
+                tracing::debug!(waited = ?granted.waited, "admitted");
+                Ok(granted.waited)
+            }
+            .instrument(span),
+        )
     }
+}
+
+/// The span every acquire runs in, so that its waits, retries and grant
+/// show up together in the caller's traces.
+fn acquire_span(spec: &AcquireSpec) -> tracing::Span {
+    tracing::debug_span!("ratekeeper.acquire", names = ?spec.names, occupy = spec.occupy, mode = ?spec.mode)
 }
