@@ -45,6 +45,11 @@ where
     test(Client::connect(&memory_url()).unwrap()).await;
 }
 
+async fn create(client: &Client, name: &str, slots: u64) {
+    let spec = LimitSpec::concurrency(name, slots);
+    client.create_limit(spec).await.unwrap();
+}
+
 async fn held(client: &Client, name: &str) -> u64 {
     client.limit(name).await.unwrap().held
 }
@@ -62,10 +67,7 @@ async fn until_waiting(client: &Client, name: &str, count: u64) {
 #[tokio::test]
 async fn a_guard_releases_on_drop_and_on_release() {
     on_both(|client| async move {
-        client
-            .create_limit(LimitSpec::concurrency("db", 1))
-            .await
-            .unwrap();
+        create(&client, "db", 1).await;
         let guard = client.concurrency("db").holder("test").await.unwrap();
         assert_eq!(held(&client, "db").await, 1);
         let refused = client
@@ -90,10 +92,7 @@ async fn a_guard_releases_on_drop_and_on_release() {
 #[tokio::test]
 async fn renewal_keeps_a_lease_past_its_ttl() {
     on_both(|client| async move {
-        client
-            .create_limit(LimitSpec::concurrency("db", 1))
-            .await
-            .unwrap();
+        create(&client, "db", 1).await;
         let guard = client
             .concurrency("db")
             .lease(Duration::from_secs(1))
@@ -113,10 +112,7 @@ async fn renewal_keeps_a_lease_past_its_ttl() {
 #[tokio::test]
 async fn a_revoked_lease_is_reported_lost() {
     on_both(|client| async move {
-        client
-            .create_limit(LimitSpec::concurrency("db", 1))
-            .await
-            .unwrap();
+        create(&client, "db", 1).await;
         let guard = client
             .concurrency("db")
             .lease(Duration::from_secs(1))
@@ -142,10 +138,7 @@ async fn a_revoked_lease_is_reported_lost() {
 #[tokio::test]
 async fn waits_time_out_and_are_withdrawn_when_dropped() {
     on_both(|client| async move {
-        client
-            .create_limit(LimitSpec::concurrency("db", 1))
-            .await
-            .unwrap();
+        create(&client, "db", 1).await;
         let _holder = client.concurrency("db").await.unwrap();
         let started = Instant::now();
         let err = client
@@ -170,10 +163,7 @@ async fn waits_time_out_and_are_withdrawn_when_dropped() {
 #[tokio::test]
 async fn a_waiter_gets_the_slot_when_it_is_released() {
     on_both(|client| async move {
-        client
-            .create_limit(LimitSpec::concurrency("db", 1))
-            .await
-            .unwrap();
+        create(&client, "db", 1).await;
         let holder = client.concurrency("db").await.unwrap();
         let waiter = {
             let client = client.clone();
@@ -191,14 +181,8 @@ async fn a_waiter_gets_the_slot_when_it_is_released() {
 #[tokio::test]
 async fn multi_name_requests_hold_every_limit() {
     on_both(|client| async move {
-        client
-            .create_limit(LimitSpec::concurrency("db", 4))
-            .await
-            .unwrap();
-        client
-            .create_limit(LimitSpec::concurrency("api", 2))
-            .await
-            .unwrap();
+        create(&client, "db", 4).await;
+        create(&client, "api", 2).await;
         let both = client.concurrency(["db", "api"]).occupy(2).await.unwrap();
         assert_eq!(
             (held(&client, "db").await, held(&client, "api").await),
