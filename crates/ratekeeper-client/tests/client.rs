@@ -280,3 +280,23 @@ fn blocking_clients_hold_slots_across_threads_and_release_on_panic() {
         assert_eq!(state.held, 0);
     }
 }
+
+#[tokio::test]
+async fn bad_urls_and_unreachable_servers_are_reported() {
+    let err = Client::connect("ftp://example.com").unwrap_err();
+    assert!(matches!(err, Error::InvalidUrl(_)), "{err}");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let client = Client::connect(&format!("http://127.0.0.1:{port}")).unwrap();
+    let started = Instant::now();
+    let err = client.concurrency("db").await.unwrap_err();
+    assert!(
+        matches!(&err, Error::Connect { url, .. } if url.ends_with(&port.to_string())),
+        "{err}"
+    );
+    // Never reached: reported at once, not retried for the reconnect window.
+    assert!(started.elapsed() < Duration::from_secs(2));
+}
