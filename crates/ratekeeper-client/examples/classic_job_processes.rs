@@ -3,7 +3,7 @@
 //! server.
 //!
 //! ```text
-//! cargo run --release -p ratekeeper-client --example classic_job
+//! cargo run --release -p ratekeeper-client --example classic_job_processes
 //! ```
 //!
 //! It starts a server in this process (port 0, a temporary store), then
