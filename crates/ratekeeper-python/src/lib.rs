@@ -114,6 +114,66 @@ impl Client {
         })
     }
 
+    /// Like `acquire`, as an awaitable for asyncio: the wait runs on
+    /// ratekeeper's own threads, never on the event loop. Cancelling the
+    /// awaiting task withdraws the request from the queue.
+    #[pyo3(signature = (names, occupy=1, timeout=None, lease_seconds=30.0, holder=None, create_if_missing=false))]
+    #[allow(clippy::too_many_arguments)]
+    fn acquire_async<'py>(
+        &self,
+        py: Python<'py>,
+        names: Vec<String>,
+        occupy: u64,
+        timeout: Option<f64>,
+        lease_seconds: f64,
+        holder: Option<String>,
+        create_if_missing: bool,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let timeout = seconds("timeout_seconds", timeout)?;
+        let ttl = seconds("lease_seconds", Some(lease_seconds))?.expect("given");
+        let client = self.inner.clone();
+        pyo3_async_runtimes::tokio::future_into_py(py, async move {
+            let mut request = client.concurrency(names).occupy(occupy).lease(ttl);
+            if let Some(timeout) = timeout {
+                request = request.timeout(timeout);
+            }
+            if let Some(holder) = holder {
+                request = request.holder(holder);
+            }
+            if create_if_missing {
+                request = request.create_if_missing();
+            }
+            let guard = request.await.map_err(to_py)?;
+            Ok(Lease {
+                guard: std::sync::Mutex::new(Some(guard)),
+                client: client.clone(),
+            })
+        })
+    }
+
+    /// Like `rate_limit`, as an awaitable for asyncio.
+    #[pyo3(signature = (names, occupy=1, timeout=None))]
+    fn rate_limit_async<'py>(
+        &self,
+        py: Python<'py>,
+        names: Vec<String>,
+        occupy: u64,
+        timeout: Option<f64>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let timeout = seconds("timeout_seconds", timeout)?;
+        let client = self.inner.clone();
+        pyo3_async_runtimes::tokio::future_into_py(py, async move {
+            let mut request = client.rate_limit(names).occupy(occupy);
+            if let Some(timeout) = timeout {
+                request = request.timeout(timeout);
+            }
+            request
+                .await
+                .map(|waited| waited.as_secs_f64())
+                .map_err(to_py)
+        })
+    }
+
     /// Waits (without the GIL) for a rate-limited turn; returns the seconds
     /// waited.
     #[pyo3(signature = (names, occupy=1, timeout=None))]
@@ -230,6 +290,17 @@ impl Lease {
         self.lock()
             .as_ref()
             .map_or(0.0, |g| g.waited().as_secs_f64())
+    }
+
+    /// Like `release`, as an awaitable for asyncio.
+    fn release_async<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let guard = self.lock().take();
+        pyo3_async_runtimes::tokio::future_into_py(py, async move {
+            match guard {
+                Some(guard) => guard.release().await.map_err(to_py),
+                None => Ok(()),
+            }
+        })
     }
 
     /// Releases the slots; raises `LeaseLost` if they were lost meanwhile.

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import inspect
 import os
 import threading
 from typing import Callable, Iterator, Optional, Sequence, TypeVar, Union
@@ -130,9 +131,15 @@ def rate_limit(names: Names, occupy: int = 1, timeout_seconds: Optional[float] =
 
 def limit_concurrency(names: Names, **options) -> Callable[[F], F]:
     """Decorates a function so that every call holds slots, as
-    ``concurrency(names, **options)`` does."""
+    ``concurrency(names, **options)`` does. Coroutine functions hold them
+    with ``ratekeeper.asyncio.concurrency``, without blocking the loop."""
 
     def decorate(function: F) -> F:
+        if inspect.iscoroutinefunction(function):
+            from .asyncio import limit_concurrency as limit_async
+
+            return limit_async(names, **options)(function)
+
         @functools.wraps(function)
         def limited(*args, **kwargs):
             with concurrency(names, **options):
