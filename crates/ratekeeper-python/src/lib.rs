@@ -6,6 +6,8 @@
 
 use std::time::Duration;
 
+mod local;
+
 use std::sync::OnceLock;
 
 use pyo3::exceptions::PyRuntimeError;
@@ -327,6 +329,9 @@ impl Lease {
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Client>()?;
     m.add_class::<Lease>()?;
+    m.add_class::<local::RateLimiter>()?;
+    m.add_class::<local::ConcurrencyLimiter>()?;
+    m.add_class::<local::Permit>()?;
     m.add_function(wrap_pyfunction!(register_errors, m)?)?;
     Ok(())
 }

@@ -38,6 +38,8 @@ from .errors import ALL as _ALL_ERRORS
 
 _native.register_errors([(cls.__name__, cls) for cls in _ALL_ERRORS])
 
+from .local import ConcurrencyLimiter, RateLimiter  # noqa: E402  (needs the errors registered)
+
 Client = _native.Client
 Lease = _native.Lease
 Names = Union[str, Sequence[str]]
@@ -46,11 +48,13 @@ F = TypeVar("F", bound=Callable)
 __all__ = [
     "AcquireTimeout",
     "Client",
+    "ConcurrencyLimiter",
     "InvalidRequest",
     "Lease",
     "LeaseLost",
     "LimitDeleted",
     "LimitNotFound",
+    "RateLimiter",
     "RatekeeperError",
     "Unauthorized",
     "Unavailable",
