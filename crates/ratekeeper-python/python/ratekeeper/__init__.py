@@ -59,11 +59,13 @@ __all__ = [
     "Unauthorized",
     "Unavailable",
     "WouldBlock",
+    "athrottled_map",
     "client",
     "concurrency",
     "configure",
     "limit_concurrency",
     "rate_limit",
+    "throttled_map",
 ]
 
 _lock = threading.Lock()
@@ -152,3 +154,6 @@ def limit_concurrency(names: Names, **options) -> Callable[[F], F]:
         return limited  # type: ignore[return-value]
 
     return decorate
+
+
+from .helpers import athrottled_map, throttled_map  # noqa: E402
