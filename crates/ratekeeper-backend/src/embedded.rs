@@ -75,11 +75,6 @@ impl Embedded {
         }
     }
 
-    /// The driver underneath, for reading state directly.
-    pub fn driver(&self) -> &Driver {
-        &self.driver
-    }
-
     async fn durable(&self) -> Result<(), Error> {
         match &self.store {
             Some(store) => store

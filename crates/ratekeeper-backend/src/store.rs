@@ -302,15 +302,6 @@ impl Writer {
     }
 }
 
-impl std::fmt::Debug for Store {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Store")
-            .field("recorded", &self.recorded)
-            .field("committed", &self.progress.borrow().committed)
-            .finish()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use ratekeeper_core::{Counters, Timestamp};

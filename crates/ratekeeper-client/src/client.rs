@@ -214,9 +214,9 @@ impl Concurrency<'_> {
     }
 
     /// Gives up after waiting this long in all (`Error::Timeout`); zero
-    /// tries once (`Error::WouldBlock`).
-    pub fn timeout(mut self, timeout: Duration) -> Self {
-        self.spec.timeout = Some(timeout);
+    /// tries once (`Error::WouldBlock`); `None` (the default) waits forever.
+    pub fn timeout(mut self, timeout: impl Into<Option<Duration>>) -> Self {
+        self.spec.timeout = timeout.into();
         self
     }
 
@@ -286,9 +286,10 @@ impl RateLimit<'_> {
         self
     }
 
-    /// Gives up after waiting this long (`Error::Timeout`); zero tries once.
-    pub fn timeout(mut self, timeout: Duration) -> Self {
-        self.spec.timeout = Some(timeout);
+    /// Gives up after waiting this long (`Error::Timeout`); zero tries once;
+    /// `None` (the default) waits forever.
+    pub fn timeout(mut self, timeout: impl Into<Option<Duration>>) -> Self {
+        self.spec.timeout = timeout.into();
         self
     }
 

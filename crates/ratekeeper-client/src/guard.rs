@@ -157,7 +157,7 @@ async fn renew(
                 state.send_replace(LeaseState::Held { expires_at });
                 next = ttl / 3;
             }
-            Err(err) if err.is_transient() && Timestamp::now() < expires_at => {
+            Err(err) if err.is_transient() && wall_clock() < expires_at => {
                 tracing::debug!(%err, lease = %grant.id, "renewal failed; retrying");
                 next = Duration::from_secs(1).min(ttl / 3);
             }
@@ -177,16 +177,11 @@ async fn renew(
     }
 }
 
-/// Wall-clock now, for comparing with lease expiries.
-trait Now {
-    fn now() -> Self;
-}
-
-impl Now for Timestamp {
-    fn now() -> Self {
-        let since = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default();
-        Timestamp::from_unix_nanos(u64::try_from(since.as_nanos()).unwrap_or(u64::MAX))
-    }
+/// Wall-clock now, for comparing with lease expiries (which are wall-clock
+/// instants from the server).
+fn wall_clock() -> Timestamp {
+    let since = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    Timestamp::from_unix_nanos(u64::try_from(since.as_nanos()).unwrap_or(u64::MAX))
 }

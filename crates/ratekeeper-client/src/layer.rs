@@ -64,9 +64,10 @@ impl LimitLayer {
     }
 
     /// A call that waits longer than this for its turn fails with
-    /// [`crate::Error::Timeout`] (each limit kind waits at most this long).
-    pub fn timeout(mut self, timeout: Duration) -> Self {
-        self.timeout = Some(timeout);
+    /// [`crate::Error::Timeout`] (each limit kind waits at most this long);
+    /// `None` (the default) waits forever.
+    pub fn timeout(mut self, timeout: impl Into<Option<Duration>>) -> Self {
+        self.timeout = timeout.into();
         self
     }
 }
@@ -116,18 +117,16 @@ where
             let lease = if limits.concurrency.is_empty() {
                 None
             } else {
-                let mut acquire = client.concurrency(limits.concurrency.clone());
-                if let Some(timeout) = limits.timeout {
-                    acquire = acquire.timeout(timeout);
-                }
+                let acquire = client
+                    .concurrency(limits.concurrency.clone())
+                    .timeout(limits.timeout);
                 Some(acquire.await?)
             };
             if !limits.rate.is_empty() {
-                let mut turn = client.rate_limit(limits.rate.clone());
-                if let Some(timeout) = limits.timeout {
-                    turn = turn.timeout(timeout);
-                }
-                turn.await?;
+                client
+                    .rate_limit(limits.rate.clone())
+                    .timeout(limits.timeout)
+                    .await?;
             }
             let response = inner.call(request).await.map_err(Into::into);
             if let Some(lease) = lease {

@@ -207,10 +207,10 @@ impl<'a, K: Kind> Acquire<'a, K> {
         self
     }
 
-    /// How long to wait at most (default: forever); on expiry the request
-    /// fails with [`AcquireError::TimedOut`] and holds nothing.
-    pub fn timeout(mut self, timeout: Duration) -> Self {
-        self.timeout = Some(timeout);
+    /// How long to wait at most (default, or `None`: forever); on expiry the
+    /// request fails with [`AcquireError::TimedOut`] and holds nothing.
+    pub fn timeout(mut self, timeout: impl Into<Option<Duration>>) -> Self {
+        self.timeout = timeout.into();
         self
     }
 

@@ -97,10 +97,12 @@ impl Client {
         let ttl = seconds("lease_seconds", Some(lease_seconds))?.expect("given");
         let guard = py
             .detach(|| {
-                let mut request = self.inner.concurrency(names).occupy(occupy).lease(ttl);
-                if let Some(timeout) = timeout {
-                    request = request.timeout(timeout);
-                }
+                let mut request = self
+                    .inner
+                    .concurrency(names)
+                    .occupy(occupy)
+                    .lease(ttl)
+                    .timeout(timeout);
                 if let Some(holder) = holder {
                     request = request.holder(holder);
                 }
@@ -135,10 +137,11 @@ impl Client {
         let ttl = seconds("lease_seconds", Some(lease_seconds))?.expect("given");
         let client = self.inner.clone();
         pyo3_async_runtimes::tokio::future_into_py(py, async move {
-            let mut request = client.concurrency(names).occupy(occupy).lease(ttl);
-            if let Some(timeout) = timeout {
-                request = request.timeout(timeout);
-            }
+            let mut request = client
+                .concurrency(names)
+                .occupy(occupy)
+                .lease(ttl)
+                .timeout(timeout);
             if let Some(holder) = holder {
                 request = request.holder(holder);
             }
@@ -165,10 +168,7 @@ impl Client {
         let timeout = seconds("timeout_seconds", timeout)?;
         let client = self.inner.clone();
         pyo3_async_runtimes::tokio::future_into_py(py, async move {
-            let mut request = client.rate_limit(names).occupy(occupy);
-            if let Some(timeout) = timeout {
-                request = request.timeout(timeout);
-            }
+            let request = client.rate_limit(names).occupy(occupy).timeout(timeout);
             request
                 .await
                 .map(|waited| waited.as_secs_f64())
@@ -188,11 +188,11 @@ impl Client {
     ) -> PyResult<f64> {
         let timeout = seconds("timeout_seconds", timeout)?;
         py.detach(|| {
-            let mut request = self.inner.rate_limit(names).occupy(occupy);
-            if let Some(timeout) = timeout {
-                request = request.timeout(timeout);
-            }
-            request.wait()
+            self.inner
+                .rate_limit(names)
+                .occupy(occupy)
+                .timeout(timeout)
+                .wait()
         })
         .map(|waited| waited.as_secs_f64())
         .map_err(to_py)

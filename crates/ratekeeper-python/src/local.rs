@@ -64,11 +64,11 @@ impl RateLimiter {
     fn acquire(&self, py: Python<'_>, weight: u64, timeout: Option<f64>) -> PyResult<f64> {
         let timeout = seconds("timeout", timeout)?;
         py.detach(|| {
-            let mut request = self.limiter.rate_limit(NAME).occupy(weight);
-            if let Some(timeout) = timeout {
-                request = request.timeout(timeout);
-            }
-            request.wait()
+            self.limiter
+                .rate_limit(NAME)
+                .occupy(weight)
+                .timeout(timeout)
+                .wait()
         })
         .map(|admitted| admitted.waited.as_secs_f64())
         .map_err(to_py)
@@ -85,11 +85,13 @@ impl RateLimiter {
         let timeout = seconds("timeout", timeout)?;
         let limiter = self.limiter.clone();
         pyo3_async_runtimes::tokio::future_into_py(py, async move {
-            let mut request = limiter.rate_limit(NAME).occupy(weight);
-            if let Some(timeout) = timeout {
-                request = request.timeout(timeout);
-            }
-            request.await.map(|a| a.waited.as_secs_f64()).map_err(to_py)
+            limiter
+                .rate_limit(NAME)
+                .occupy(weight)
+                .timeout(timeout)
+                .await
+                .map(|a| a.waited.as_secs_f64())
+                .map_err(to_py)
         })
     }
 
@@ -151,11 +153,11 @@ impl ConcurrencyLimiter {
     fn acquire(&self, py: Python<'_>, weight: u64, timeout: Option<f64>) -> PyResult<Permit> {
         let timeout = seconds("timeout", timeout)?;
         py.detach(|| {
-            let mut request = self.limiter.concurrency(NAME).occupy(weight);
-            if let Some(timeout) = timeout {
-                request = request.timeout(timeout);
-            }
-            request.wait()
+            self.limiter
+                .concurrency(NAME)
+                .occupy(weight)
+                .timeout(timeout)
+                .wait()
         })
         .map(permit)
         .map_err(to_py)
@@ -172,11 +174,13 @@ impl ConcurrencyLimiter {
         let timeout = seconds("timeout", timeout)?;
         let limiter = self.limiter.clone();
         pyo3_async_runtimes::tokio::future_into_py(py, async move {
-            let mut request = limiter.concurrency(NAME).occupy(weight);
-            if let Some(timeout) = timeout {
-                request = request.timeout(timeout);
-            }
-            request.await.map(permit).map_err(to_py)
+            limiter
+                .concurrency(NAME)
+                .occupy(weight)
+                .timeout(timeout)
+                .await
+                .map(permit)
+                .map_err(to_py)
         })
     }
 

@@ -181,18 +181,23 @@ fn root_cause(err: &dyn std::error::Error) -> String {
 }
 
 fn path_of(name: &str) -> String {
-    // Names are validated by the server; anything outside the allowed
-    // characters is percent-encoded so that it reaches the server intact
-    // and is refused with a clear message.
-    let mut path = String::from("/v1/limits/");
-    for byte in name.bytes() {
-        if byte.is_ascii_alphanumeric() || b"._-:".contains(&byte) {
-            path.push(byte as char);
-        } else {
-            path.push_str(&format!("%{byte:02X}"));
-        }
-    }
-    path
+    format!("/v1/limits/{}", encoded(name))
+}
+
+/// A limit name as a URL path segment or query value. Names are validated
+/// by the server; anything outside the allowed characters is
+/// percent-encoded so that it reaches the server intact and is refused
+/// with a clear message.
+fn encoded(name: &str) -> String {
+    name.bytes()
+        .map(|byte| {
+            if byte.is_ascii_alphanumeric() || b"._-:".contains(&byte) {
+                char::from(byte).to_string()
+            } else {
+                format!("%{byte:02X}")
+            }
+        })
+        .collect()
 }
 
 fn confirm(question: &str) -> Result<(), Failure> {
@@ -322,10 +327,7 @@ pub async fn leases(connection: Connection, limit: Option<String>) -> Result<(),
         connection,
     };
     let path = match &limit {
-        Some(name) => format!(
-            "/v1/leases?limit={}",
-            path_of(name).trim_start_matches("/v1/limits/")
-        ),
+        Some(name) => format!("/v1/leases?limit={}", encoded(name)),
         None => "/v1/leases".into(),
     };
     let leases: Vec<Lease> = api

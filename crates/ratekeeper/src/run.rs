@@ -179,22 +179,20 @@ async fn take_slots(
     let started = tokio::time::Instant::now();
     let remaining = || timeout.map(|t| t.saturating_sub(started.elapsed()));
     for (names, occupy) in requests(&args.limits)? {
-        let mut request = client
+        let request = client
             .concurrency(names.clone())
             .occupy(occupy)
             .lease(ttl)
-            .holder(holder);
-        if let Some(left) = remaining() {
-            request = request.timeout(left);
-        }
+            .holder(holder)
+            .timeout(remaining());
         let what = format!("{} slot(s) on {}", occupy, names.join(", "));
         leases.push(request.await.map_err(|e| refused(e, &what, args.timeout))?);
     }
     for (names, occupy) in requests(&args.rates)? {
-        let mut request = client.rate_limit(names.clone()).occupy(occupy);
-        if let Some(left) = remaining() {
-            request = request.timeout(left);
-        }
+        let request = client
+            .rate_limit(names.clone())
+            .occupy(occupy)
+            .timeout(remaining());
         let what = format!("rate of {}", names.join(", "));
         request.await.map_err(|e| refused(e, &what, args.timeout))?;
     }
