@@ -40,6 +40,11 @@ class RateLimiter:
 
     async def acquire_async(self, weight: int = 1, timeout: Optional[float] = None) -> float:
         """``acquire`` for asyncio."""
+        # Admitted at once is the common case: answer it without a trip
+        # through ratekeeper's threads. `try_acquire` keeps first come, first
+        # served: it admits nobody while others wait.
+        if self._native.try_acquire(weight):
+            return 0.0
         return await self._native.acquire_async(weight, timeout)
 
     def try_acquire(self, weight: int = 1) -> bool:
@@ -82,6 +87,9 @@ class ConcurrencyLimiter:
 
     async def acquire_async(self, weight: int = 1, timeout: Optional[float] = None) -> Permit:
         """``acquire`` for asyncio."""
+        permit = self._native.try_acquire(weight)  # see RateLimiter.acquire_async
+        if permit is not None:
+            return permit
         return await self._native.acquire_async(weight, timeout)
 
     def try_acquire(self, weight: int = 1) -> Optional[Permit]:
