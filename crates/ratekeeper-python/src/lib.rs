@@ -4,11 +4,11 @@
 //! The Python layer (`python/ratekeeper`) builds the public API on these
 //! few classes: context managers, configuration, typed exceptions.
 
-use std::time::Duration;
-
 mod local;
 
+use std::future::{Future, IntoFuture};
 use std::sync::OnceLock;
+use std::time::Duration;
 
 use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
@@ -65,6 +65,53 @@ fn seconds(name: &str, value: Option<f64>) -> PyResult<Option<Duration>> {
         .transpose()
 }
 
+/// How often a blocking wait looks up from waiting to run Python's signal
+/// handlers, so that Ctrl-C interrupts it.
+const SIGNAL_CHECK: Duration = Duration::from_millis(50);
+
+/// Something that runs a future to completion on the calling thread.
+trait BlockOn {
+    fn block_on<F: Future>(&self, future: F) -> F::Output;
+}
+
+impl BlockOn for RustClient {
+    fn block_on<F: Future>(&self, future: F) -> F::Output {
+        RustClient::block_on(self, future)
+    }
+}
+
+impl BlockOn for tokio::runtime::Runtime {
+    fn block_on<F: Future>(&self, future: F) -> F::Output {
+        tokio::runtime::Runtime::block_on(self, future)
+    }
+}
+
+/// Waits for `future` without the GIL, looking up every [`SIGNAL_CHECK`]
+/// to run Python's signal handlers. If one raises (`KeyboardInterrupt`),
+/// the future is dropped, which withdraws a queued request, and the
+/// exception propagates.
+fn wait_interruptibly<F>(py: Python<'_>, runtime: &(impl BlockOn + Sync), future: F) -> PyResult<F::Output>
+where
+    F: Future + Send,
+    F::Output: Send,
+{
+    let mut future = Box::pin(future);
+    loop {
+        let slice = py.detach(|| {
+            runtime.block_on(async { tokio::time::timeout(SIGNAL_CHECK, future.as_mut()).await.ok() })
+        });
+        if let Some(output) = slice {
+            return Ok(output);
+        }
+        if let Err(interrupted) = py.check_signals() {
+            // Dropped inside the runtime, so that a server-side ticket is
+            // deleted at once rather than left to lapse.
+            py.detach(|| runtime.block_on(async move { drop(future) }));
+            return Err(interrupted);
+        }
+    }
+}
+
 /// A connection to ratekeeper: `http://host:port` or `memory://`.
 #[pyclass(frozen)]
 struct Client {
@@ -95,23 +142,19 @@ impl Client {
     ) -> PyResult<Lease> {
         let timeout = seconds("timeout_seconds", timeout)?;
         let ttl = seconds("lease_seconds", Some(lease_seconds))?.expect("given");
-        let guard = py
-            .detach(|| {
-                let mut request = self
-                    .inner
-                    .concurrency(names)
-                    .occupy(occupy)
-                    .lease(ttl)
-                    .timeout(timeout);
-                if let Some(holder) = holder {
-                    request = request.holder(holder);
-                }
-                if create_if_missing {
-                    request = request.create_if_missing();
-                }
-                request.wait()
-            })
-            .map_err(to_py)?;
+        let mut request = self
+            .inner
+            .concurrency(names)
+            .occupy(occupy)
+            .lease(ttl)
+            .timeout(timeout);
+        if let Some(holder) = holder {
+            request = request.holder(holder);
+        }
+        if create_if_missing {
+            request = request.create_if_missing();
+        }
+        let guard = wait_interruptibly(py, &self.inner, request.into_future())?.map_err(to_py)?;
         Ok(Lease {
             guard: std::sync::Mutex::new(Some(guard)),
             client: self.inner.clone(),
@@ -187,15 +230,10 @@ impl Client {
         timeout: Option<f64>,
     ) -> PyResult<f64> {
         let timeout = seconds("timeout_seconds", timeout)?;
-        py.detach(|| {
-            self.inner
-                .rate_limit(names)
-                .occupy(occupy)
-                .timeout(timeout)
-                .wait()
-        })
-        .map(|waited| waited.as_secs_f64())
-        .map_err(to_py)
+        let request = self.inner.rate_limit(names).occupy(occupy).timeout(timeout);
+        wait_interruptibly(py, &self.inner, request.into_future())?
+            .map(|waited| waited.as_secs_f64())
+            .map_err(to_py)
     }
 
     /// Creates a limit.

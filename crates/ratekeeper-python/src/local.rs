@@ -2,13 +2,20 @@
 //! that would otherwise hand-roll a token bucket or a semaphore. Exact:
 //! the rate is kept by the same engine and timer as everything else.
 
+use std::future::IntoFuture;
 use std::sync::Mutex;
 
 use pyo3::prelude::*;
 use ratekeeper_core::{AcquireError, LimitSpec};
 use ratekeeper_driver::{Limiter, SlotGuard};
 
-use crate::{error, seconds};
+use crate::{error, seconds, wait_interruptibly};
+
+/// The runtime that runs the local limiters' blocking waits (and every
+/// asyncio wait).
+fn runtime() -> &'static tokio::runtime::Runtime {
+    pyo3_async_runtimes::tokio::get_runtime()
+}
 
 /// The one limit of a local limiter.
 const NAME: &str = "local";
@@ -63,15 +70,10 @@ impl RateLimiter {
     #[pyo3(signature = (weight=1, timeout=None))]
     fn acquire(&self, py: Python<'_>, weight: u64, timeout: Option<f64>) -> PyResult<f64> {
         let timeout = seconds("timeout", timeout)?;
-        py.detach(|| {
-            self.limiter
-                .rate_limit(NAME)
-                .occupy(weight)
-                .timeout(timeout)
-                .wait()
-        })
-        .map(|admitted| admitted.waited.as_secs_f64())
-        .map_err(to_py)
+        let request = self.limiter.rate_limit(NAME).occupy(weight).timeout(timeout);
+        wait_interruptibly(py, runtime(), request.into_future())?
+            .map(|admitted| admitted.waited.as_secs_f64())
+            .map_err(to_py)
     }
 
     /// Like `acquire`, as an awaitable for asyncio.
@@ -152,15 +154,10 @@ impl ConcurrencyLimiter {
     #[pyo3(signature = (weight=1, timeout=None))]
     fn acquire(&self, py: Python<'_>, weight: u64, timeout: Option<f64>) -> PyResult<Permit> {
         let timeout = seconds("timeout", timeout)?;
-        py.detach(|| {
-            self.limiter
-                .concurrency(NAME)
-                .occupy(weight)
-                .timeout(timeout)
-                .wait()
-        })
-        .map(permit)
-        .map_err(to_py)
+        let request = self.limiter.concurrency(NAME).occupy(weight).timeout(timeout);
+        wait_interruptibly(py, runtime(), request.into_future())?
+            .map(permit)
+            .map_err(to_py)
     }
 
     /// Like `acquire`, as an awaitable for asyncio.

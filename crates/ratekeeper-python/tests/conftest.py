@@ -5,6 +5,7 @@ import itertools
 import os
 import re
 import subprocess
+import time
 
 import pytest
 
@@ -56,3 +57,14 @@ def held(rk, name):
 
 def waiting(rk, name):
     return rk.limit(name)[3]
+
+
+def eventually(condition, seconds=5.0):
+    """Whether ``condition()`` holds within ``seconds``: for effects that
+    reach the server in the background, such as a withdrawn request."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.005)
+    return True

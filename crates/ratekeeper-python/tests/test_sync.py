@@ -1,13 +1,14 @@
 """The sync API against a real server (started per test session on port 0)
 and against memory://."""
 
+import signal
 import threading
 import time
 
 import pytest
 
 import ratekeeper
-from conftest import held, new_limit
+from conftest import eventually, held, new_limit, waiting
 from ratekeeper import AcquireTimeout, InvalidRequest, LimitNotFound, WouldBlock
 
 def test_concurrency_holds_slots_for_the_block(rk):
@@ -88,3 +89,42 @@ def test_decorator(rk):
     assert double(21) == 42
     assert double.__name__ == "double"
     assert held(rk, name) == 0
+
+
+class Interrupted(Exception):
+    pass
+
+
+@pytest.mark.parametrize("kind", ["global", "local"])
+def test_a_signal_interrupts_a_blocked_wait_and_leaves_the_queue(rk, kind):
+    """Ctrl-C (here: an alarm whose handler raises) stops a wait at once;
+    the abandoned request no longer waits for a slot."""
+    name = new_limit(rk, 1)
+    if kind == "global":
+        holding = rk.acquire([name])
+        wait = lambda: ratekeeper.concurrency(name, timeout_seconds=3).__enter__()  # noqa: E731
+    else:
+        local = ratekeeper.ConcurrencyLimiter(1)
+        holding = local.acquire()
+        wait = lambda: local.acquire(timeout=3)  # noqa: E731
+
+    def interrupt(signum, frame):
+        raise Interrupted
+
+    previous = signal.signal(signal.SIGALRM, interrupt)
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 0.2)
+        started = time.monotonic()
+        with pytest.raises(Interrupted):
+            wait()
+        assert time.monotonic() - started < 2
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+    if kind == "global":
+        assert eventually(lambda: waiting(rk, name) == 0)
+        holding.release()
+        assert held(rk, name) == 0
+    else:
+        holding.release()
+        assert local.try_acquire() is not None  # nobody is left in the queue

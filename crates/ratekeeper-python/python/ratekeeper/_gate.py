@@ -1,0 +1,133 @@
+"""What every request of the HTTP integrations passes through before it is
+sent: local and global concurrency slots, then local and global rate turns.
+
+Slots come first and rate turns last, so a request is admitted by the rate
+limits as close as possible to the moment it goes out."""
+
+from __future__ import annotations
+
+import logging
+from typing import Callable, List, Optional, Union
+
+from . import Lease, Names, RatekeeperError, _names, client, rate_limit
+from .local import ConcurrencyLimiter, Permit, RateLimiter
+
+log = logging.getLogger("ratekeeper")
+
+#: Limit names for every request, or a function of ``(method, url)`` that
+#: picks them per request (``None``: no limit for this one).
+Route = Union[None, Names, Callable[[str, str], Optional[Names]]]
+
+Held = Union[Lease, Permit]
+
+
+class Gate:
+    """Holds a request's slots from before it is sent until its response
+    is done with, and waits for its rate turns.
+
+    ``limit`` / ``rate``: global concurrency / rate limit names, or a
+    function of ``(method, url)`` returning them. ``max_in_flight`` /
+    ``per_second``: local limits of this gate. ``occupy``,
+    ``timeout_seconds``, ``lease_seconds`` and ``holder`` are as for
+    ``ratekeeper.concurrency``."""
+
+    def __init__(
+        self,
+        *,
+        limit: Route = None,
+        rate: Route = None,
+        occupy: int = 1,
+        timeout_seconds: Optional[float] = None,
+        lease_seconds: float = 30.0,
+        holder: Optional[str] = None,
+        max_in_flight: Optional[int] = None,
+        per_second: Optional[float] = None,
+    ):
+        self.limit = limit
+        self.rate = rate
+        self.occupy = occupy
+        self.timeout = timeout_seconds
+        self.lease_seconds = lease_seconds
+        self.holder = holder
+        self.local_slots = ConcurrencyLimiter(max_in_flight) if max_in_flight else None
+        self.local_pace = RateLimiter(per_second) if per_second else None
+
+    @staticmethod
+    def _route(route: Route, method: str, url: str) -> Optional[List[str]]:
+        names = route(method, url) if callable(route) else route
+        return None if names is None else _names(names)
+
+    def enter(self, method: str, url: str) -> List[Held]:
+        """Waits for everything a request needs; returns what it holds."""
+        held: List[Held] = []
+        try:
+            if self.local_slots:
+                held.append(self.local_slots.acquire(timeout=self.timeout))
+            limit = self._route(self.limit, method, url)
+            if limit:
+                held.append(
+                    client().acquire(limit, self.occupy, self.timeout, self.lease_seconds, self.holder)
+                )
+            if self.local_pace:
+                self.local_pace.acquire(timeout=self.timeout)
+            rate = self._route(self.rate, method, url)
+            if rate:
+                rate_limit(rate, self.occupy, self.timeout)
+        except BaseException:
+            self.exit(held)
+            raise
+        return held
+
+    async def enter_async(self, method: str, url: str) -> List[Held]:
+        """``enter`` for asyncio: waits without blocking the event loop."""
+        from .asyncio import rate_limit as rate_limit_async
+
+        held: List[Held] = []
+        try:
+            if self.local_slots:
+                held.append(await self.local_slots.acquire_async(timeout=self.timeout))
+            limit = self._route(self.limit, method, url)
+            if limit:
+                held.append(
+                    await client().acquire_async(
+                        limit, self.occupy, self.timeout, self.lease_seconds, self.holder
+                    )
+                )
+            if self.local_pace:
+                await self.local_pace.acquire_async(timeout=self.timeout)
+            rate = self._route(self.rate, method, url)
+            if rate:
+                await rate_limit_async(rate, self.occupy, self.timeout)
+        except BaseException:
+            await self.exit_async(held)
+            raise
+        return held
+
+    def exit(self, held: List[Held]) -> None:
+        """Gives back what ``enter`` returned, innermost first."""
+        for item in reversed(held):
+            _release(item.release)
+
+    async def exit_async(self, held: List[Held]) -> None:
+        """``exit`` for asyncio."""
+        for item in reversed(held):
+            if isinstance(item, Lease):
+                await _release_async(item.release_async)
+            else:
+                item.release()
+
+
+def _release(release: Callable[[], None]) -> None:
+    # The response is already the caller's: a lease lost while it was on
+    # its way is worth a warning, not an exception in place of the response.
+    try:
+        release()
+    except RatekeeperError as err:
+        log.warning("ratekeeper: the request's slots were not held to its end: %s", err)
+
+
+async def _release_async(release) -> None:
+    try:
+        await release()
+    except RatekeeperError as err:
+        log.warning("ratekeeper: the request's slots were not held to its end: %s", err)
