@@ -90,7 +90,11 @@ impl BlockOn for tokio::runtime::Runtime {
 /// to run Python's signal handlers. If one raises (`KeyboardInterrupt`),
 /// the future is dropped, which withdraws a queued request, and the
 /// exception propagates.
-fn wait_interruptibly<F>(py: Python<'_>, runtime: &(impl BlockOn + Sync), future: F) -> PyResult<F::Output>
+fn wait_interruptibly<F>(
+    py: Python<'_>,
+    runtime: &(impl BlockOn + Sync),
+    future: F,
+) -> PyResult<F::Output>
 where
     F: Future + Send,
     F::Output: Send,
@@ -98,7 +102,11 @@ where
     let mut future = Box::pin(future);
     loop {
         let slice = py.detach(|| {
-            runtime.block_on(async { tokio::time::timeout(SIGNAL_CHECK, future.as_mut()).await.ok() })
+            runtime.block_on(async {
+                tokio::time::timeout(SIGNAL_CHECK, future.as_mut())
+                    .await
+                    .ok()
+            })
         });
         if let Some(output) = slice {
             return Ok(output);

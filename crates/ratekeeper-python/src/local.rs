@@ -70,7 +70,11 @@ impl RateLimiter {
     #[pyo3(signature = (weight=1, timeout=None))]
     fn acquire(&self, py: Python<'_>, weight: u64, timeout: Option<f64>) -> PyResult<f64> {
         let timeout = seconds("timeout", timeout)?;
-        let request = self.limiter.rate_limit(NAME).occupy(weight).timeout(timeout);
+        let request = self
+            .limiter
+            .rate_limit(NAME)
+            .occupy(weight)
+            .timeout(timeout);
         wait_interruptibly(py, runtime(), request.into_future())?
             .map(|admitted| admitted.waited.as_secs_f64())
             .map_err(to_py)
@@ -154,7 +158,11 @@ impl ConcurrencyLimiter {
     #[pyo3(signature = (weight=1, timeout=None))]
     fn acquire(&self, py: Python<'_>, weight: u64, timeout: Option<f64>) -> PyResult<Permit> {
         let timeout = seconds("timeout", timeout)?;
-        let request = self.limiter.concurrency(NAME).occupy(weight).timeout(timeout);
+        let request = self
+            .limiter
+            .concurrency(NAME)
+            .occupy(weight)
+            .timeout(timeout);
         wait_interruptibly(py, runtime(), request.into_future())?
             .map(permit)
             .map_err(to_py)

@@ -378,6 +378,9 @@ pub struct ErrorDetail {
     pub code: String,
     /// A sentence for people.
     pub message: String,
+    /// The request field at fault, when one is (e.g. `slots`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
 }
 
 /// Seconds from a request field, refusing what is not a finite, non-negative
@@ -388,5 +391,6 @@ pub fn seconds(field: &'static str, value: f64) -> Result<Duration, crate::error
             "invalid_seconds",
             format!("{field} must be a finite, non-negative number of seconds, not {value}"),
         )
+        .in_field(field)
     })
 }

@@ -67,11 +67,13 @@ impl Tokens {
     }
 }
 
-/// What a request needs: nothing for the open pages, `client` to read and
+/// What a request needs: nothing for the open pages (health, the API
+/// description, the web UI's static files), `client` to read and
 /// to use limits, `admin` to change them.
 fn needed(method: &Method, path: &str) -> Option<Scope> {
     match path {
         "/healthz" | "/openapi.json" => None,
+        _ if crate::ui::is_ui_path(path) => None,
         _ if path.starts_with("/v1/limits") && method != Method::GET => Some(Scope::Admin),
         _ => Some(Scope::Client),
     }
@@ -108,27 +110,25 @@ pub async fn check(
         return next.run(request).await;
     };
     let Some(secret) = bearer(&request).or_else(|| query_token(&request)) else {
-        return ApiError {
-            status: StatusCode::UNAUTHORIZED,
-            code: "unauthorized",
-            message: "this server requires a token: send `Authorization: Bearer <token>`".into(),
-        }
+        return ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "this server requires a token: send `Authorization: Bearer <token>`",
+        )
         .into_response();
     };
     match tokens.scope_of(secret) {
-        None => ApiError {
-            status: StatusCode::UNAUTHORIZED,
-            code: "invalid_token",
-            message: "the token is not one this server accepts".into(),
-        }
+        None => ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "invalid_token",
+            "the token is not one this server accepts",
+        )
         .into_response(),
-        Some(scope) if scope < needed => ApiError {
-            status: StatusCode::FORBIDDEN,
-            code: "forbidden",
-            message:
-                "this needs an admin token; a client token may acquire, renew, release and read"
-                    .into(),
-        }
+        Some(scope) if scope < needed => ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "this needs an admin token; a client token may acquire, renew, release and read",
+        )
         .into_response(),
         Some(_) => next.run(request).await,
     }

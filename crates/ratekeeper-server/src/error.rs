@@ -1,11 +1,14 @@
-//! Errors as HTTP answers: `{"error": {"code", "message"}}` with a stable
-//! code and the status that fits it.
+//! Errors as HTTP answers: `{"error": {"code", "message", "field"}}` with a
+//! stable code and the status that fits it; `field` names the request field
+//! at fault when there is one, so that a form can show the message beside
+//! it.
 
 use axum::Json;
 use axum::extract::rejection::JsonRejection;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use ratekeeper_backend::Error;
+use ratekeeper_core::LimitError;
 
 use crate::api::{ErrorBody, ErrorDetail};
 
@@ -18,34 +21,45 @@ pub struct ApiError {
     pub code: &'static str,
     /// The sentence for people.
     pub message: String,
+    /// The request field at fault, if one is.
+    pub field: Option<String>,
 }
 
 impl ApiError {
     /// A request that is well-formed JSON but asks for something invalid.
     pub fn invalid(code: &'static str, message: impl Into<String>) -> Self {
-        ApiError {
-            status: StatusCode::UNPROCESSABLE_ENTITY,
-            code,
-            message: message.into(),
-        }
+        ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, code, message)
     }
 
     /// Something that does not exist.
     pub fn not_found(code: &'static str, message: impl Into<String>) -> Self {
+        ApiError::new(StatusCode::NOT_FOUND, code, message)
+    }
+
+    /// An error with the status and code given, about no field in
+    /// particular.
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
         ApiError {
-            status: StatusCode::NOT_FOUND,
+            status,
             code,
             message: message.into(),
+            field: None,
         }
+    }
+
+    /// The same error, about the request field `field`.
+    pub fn in_field(mut self, field: &str) -> Self {
+        self.field = Some(field.to_owned());
+        self
     }
 
     /// The server is stopping; the client should try again shortly.
     pub fn shutting_down() -> Self {
-        ApiError {
-            status: StatusCode::SERVICE_UNAVAILABLE,
-            code: "shutting_down",
-            message: "the server is shutting down; retry shortly".into(),
-        }
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "shutting_down",
+            "the server is shutting down; retry shortly",
+        )
     }
 }
 
@@ -61,15 +75,46 @@ fn status_of(code: &str) -> StatusCode {
     }
 }
 
+/// The field of a limit definition that a refusal is about.
+fn limit_field(err: &LimitError) -> Option<&'static str> {
+    match err {
+        LimitError::InvalidName(_) | LimitError::AlreadyExists { .. } => Some("name"),
+        LimitError::InvalidSlots { .. } => Some("slots"),
+        LimitError::InvalidDecay { .. } => Some("slot_decay_per_second"),
+        LimitError::DescriptionTooLong { .. } => Some("description"),
+        _ => None,
+    }
+}
+
 impl From<Error> for ApiError {
     fn from(err: Error) -> Self {
         let code = err.code();
+        let field = match &err {
+            Error::Limit(limit) => limit_field(limit),
+            _ => None,
+        };
         ApiError {
             status: status_of(code),
             code,
             message: err.to_string(),
+            field: field.map(str::to_owned),
         }
     }
+}
+
+/// The field in serde's account of a JSON body that does not fit: either
+/// ``missing field `FIELD` at ...`` (and the like, for unknown fields) or
+/// `FIELD: what is wrong at ...`.
+fn json_field(detail: &str) -> Option<String> {
+    if let Some((_, rest)) = detail.split_once(" field `") {
+        return rest.split_once('`').map(|(field, _)| field.to_owned());
+    }
+    let (path, _) = detail.split_once(": ")?;
+    let valid = !path.is_empty()
+        && path
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_.[]".contains(c));
+    valid.then(|| path.to_owned())
 }
 
 impl From<JsonRejection> for ApiError {
@@ -86,10 +131,20 @@ impl From<JsonRejection> for ApiError {
             JsonRejection::JsonDataError(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_field"),
             _ => (StatusCode::BAD_REQUEST, "invalid_json"),
         };
+        // axum prefixes serde's account with a sentence of its own.
+        let text = rejection.body_text();
+        let detail = text
+            .split_once("target type: ")
+            .map_or(text.as_str(), |(_, detail)| detail);
+        let field = match rejection {
+            JsonRejection::JsonDataError(_) => json_field(detail),
+            _ => None,
+        };
         ApiError {
             status,
             code,
-            message: rejection.body_text(),
+            message: detail.to_owned(),
+            field,
         }
     }
 }
@@ -101,6 +156,7 @@ impl IntoResponse for ApiError {
             error: ErrorDetail {
                 code: self.code.into(),
                 message: self.message,
+                field: self.field,
             },
         };
         let mut response = (self.status, Json(body)).into_response();

@@ -15,6 +15,7 @@ pub mod events;
 pub mod metrics;
 pub mod routes;
 pub mod tickets;
+pub mod ui;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -127,6 +128,9 @@ pub fn router<B: Backend>(
         .route("/v1/events", get(events::events::<B>))
         .route("/metrics", get(routes::metrics::<B>))
         .route("/healthz", get(routes::healthz))
+        .route("/", get(ui::index))
+        .route("/ui/app.js", get(ui::script))
+        .route("/ui/style.css", get(ui::style))
         .route(
             "/openapi.json",
             get(move || async move { axum::Json(openapi) }),

@@ -173,48 +173,91 @@ async fn missing_limits_fail_unless_created_inactive() {
 async fn bad_requests_get_clear_errors_and_change_nothing() {
     let server = TestServer::start().await;
     server.create("db", 2).await;
+    // (body, status, code, the field the error names)
     let cases = [
         (
             json!({"name": "a/b", "slots": 1}),
             StatusCode::UNPROCESSABLE_ENTITY,
             "invalid_name",
+            "name",
         ),
         (
             json!({"name": "", "slots": 1}),
             StatusCode::UNPROCESSABLE_ENTITY,
             "invalid_name",
+            "name",
         ),
         (
             json!({"name": "x".repeat(129), "slots": 1}),
             StatusCode::UNPROCESSABLE_ENTITY,
             "invalid_name",
+            "name",
         ),
         (
             json!({"name": "ok", "slots": -1}),
             StatusCode::UNPROCESSABLE_ENTITY,
             "invalid_field",
+            "slots",
+        ),
+        (
+            json!({"name": "ok", "slots": "three"}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_field",
+            "slots",
+        ),
+        (
+            json!({"name": "ok"}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_field",
+            "slots",
         ),
         (
             json!({"name": "ok", "slots": 1, "slot_decay_per_second": -2}),
             StatusCode::UNPROCESSABLE_ENTITY,
             "invalid_decay",
+            "slot_decay_per_second",
+        ),
+        (
+            json!({"name": "ok", "slots": 1, "description": "d".repeat(5000)}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_description",
+            "description",
         ),
         (
             json!({"name": "ok", "slots": 1, "colour": "red"}),
             StatusCode::UNPROCESSABLE_ENTITY,
             "invalid_field",
+            "colour",
         ),
         (
             json!({"name": "db", "slots": 1}),
             StatusCode::CONFLICT,
             "limit_exists",
+            "name",
         ),
     ];
-    for (body, status, expected) in cases {
+    for (body, status, expected, field) in cases {
         let (got, answer) = server.post("/v1/limits", body.clone()).await;
         assert_eq!((got, code(&answer)), (status, expected), "{body}");
-        assert!(!answer["error"]["message"].as_str().unwrap().is_empty());
+        assert_eq!(answer["error"]["field"], field, "{answer}");
+        let message = answer["error"]["message"].as_str().unwrap();
+        assert!(
+            !message.is_empty() && !message.contains("target type"),
+            "{answer}"
+        );
     }
+    let (status, answer) = server
+        .call(
+            Method::PATCH,
+            "/v1/limits/db",
+            Some(json!({"slots": 2_000_000_000_000_000_000u64})),
+        )
+        .await;
+    assert_eq!(
+        (status, code(&answer)),
+        (StatusCode::UNPROCESSABLE_ENTITY, "invalid_slots")
+    );
+    assert_eq!(answer["error"]["field"], "slots");
     let (_, bad_name) = server
         .post("/v1/limits", json!({"name": "a b", "slots": 1}))
         .await;

@@ -1,0 +1,849 @@
+// ratekeeper's web UI: hand-written, no dependencies, no build step.
+//
+// Reads and changes go through the HTTP API; everything live comes from the
+// server's event stream (/v1/events). Nothing polls the server: a one-second
+// local tick only ages the timers on screen and samples the charts.
+
+const HISTORY_SECONDS = 300; // how far back the charts reach
+const RATE_WINDOW_SECONDS = 10; // the admitted rate is averaged over this
+const TOKEN_KEY = "ratekeeper-token";
+
+// ---------------------------------------------------------------- state
+
+const store = {
+  /** The bearer token, kept for this tab only. */
+  token: sessionStorage.getItem(TOKEN_KEY),
+  /** Whether the server asked for a token. */
+  tokenRequired: false,
+  /** name -> { limit, seenAt }: the latest state and when (performance.now()) it was true. */
+  limits: new Map(),
+  /** name -> samples, one a second, oldest first: { occupancy, waiting, granted, grantedSlots }. */
+  history: new Map(),
+  /** The open limit page's leases and queue: { name, leases, waiters, missing }. */
+  detail: null,
+  /** The live event stream, while open. */
+  events: null,
+};
+
+// ---------------------------------------------------------------- helpers
+
+const $ = (selector, root = document) => root.querySelector(selector);
+
+/** Builds an element. Text is always set as text, never parsed as HTML. */
+function el(tag, attributes = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [key, value] of Object.entries(attributes)) {
+    if (value === false || value === null || value === undefined) continue;
+    if (key.startsWith("on")) node.addEventListener(key.slice(2), value);
+    else if (key === "text") node.textContent = value;
+    else node.setAttribute(key, value === true ? "" : value);
+  }
+  for (const child of children.flat()) {
+    if (child !== null && child !== undefined) node.append(child);
+  }
+  return node;
+}
+
+const SVG = "http://www.w3.org/2000/svg";
+function svg(tag, attributes = {}) {
+  const node = document.createElementNS(SVG, tag);
+  for (const [key, value] of Object.entries(attributes)) node.setAttribute(key, value);
+  return node;
+}
+
+function setText(node, text) {
+  if (node.textContent !== text) node.textContent = text;
+}
+
+const integer = new Intl.NumberFormat("en");
+const decimal = new Intl.NumberFormat("en", { maximumFractionDigits: 2 });
+
+function formatNumber(value) {
+  return Number.isInteger(value) ? integer.format(value) : decimal.format(value);
+}
+
+/** "850 ms", "4.2 s", "3 min 5 s", "2 h 10 min". */
+function formatDuration(ms) {
+  const clamped = Math.max(0, ms);
+  if (clamped < 1000) return `${Math.round(clamped)} ms`;
+  const seconds = clamped / 1000;
+  if (seconds < 60) return `${seconds.toFixed(1)} s`;
+  const minutes = Math.floor(seconds / 60);
+  if (minutes < 60) return `${minutes} min ${Math.floor(seconds % 60)} s`;
+  return `${Math.floor(minutes / 60)} h ${minutes % 60} min`;
+}
+
+function limitPath(name) {
+  return `/v1/limits/${encodeURIComponent(name)}`;
+}
+
+function limitHash(name) {
+  return `#/limits/${encodeURIComponent(name)}`;
+}
+
+/** Decaying slots now: the server's figure, decayed since it was true. */
+function decayingNow({ limit, seenAt }) {
+  const elapsed = (performance.now() - seenAt) / 1000;
+  return Math.max(0, limit.decaying - limit.slot_decay_per_second * elapsed);
+}
+
+function isRateLimit(limit) {
+  return limit.slot_decay_per_second > 0;
+}
+
+// ---------------------------------------------------------------- the API
+
+class ApiError extends Error {
+  constructor(status, code, message, field) {
+    super(message);
+    this.status = status;
+    this.code = code;
+    this.field = field;
+  }
+}
+
+async function api(method, path, body) {
+  const headers = { accept: "application/json" };
+  if (body !== undefined) headers["content-type"] = "application/json";
+  if (store.token) headers.authorization = `Bearer ${store.token}`;
+  let response;
+  try {
+    response = await fetch(path, {
+      method,
+      headers,
+      body: body === undefined ? undefined : JSON.stringify(body),
+    });
+  } catch {
+    throw new ApiError(0, "unreachable", "The server cannot be reached.");
+  }
+  if (response.status === 204) return null;
+  const data = await response.json().catch(() => null);
+  if (response.ok) return data;
+  const error = data?.error ?? { code: `http_${response.status}`, message: response.statusText };
+  if (response.status === 401) askForToken(store.token ? error.message : null);
+  throw new ApiError(response.status, error.code, error.message, error.field);
+}
+
+// ---------------------------------------------------------------- live data
+
+function setConnection(state, text) {
+  const node = $("#connection");
+  node.dataset.state = state;
+  setText(node, text ?? { live: "live", connecting: "connecting…", down: "disconnected" }[state]);
+}
+
+let reconnectTimer = null;
+
+function closeEvents() {
+  store.events?.close();
+  store.events = null;
+  clearTimeout(reconnectTimer);
+}
+
+/** (Re)connects: checks access with one read, then opens the event stream,
+ *  which starts with a snapshot of every limit. */
+async function connect() {
+  closeEvents();
+  setConnection("connecting");
+  try {
+    applySnapshot(await api("GET", "/v1/limits"));
+  } catch (error) {
+    if (error.status === 401) {
+      setConnection("down", "token needed");
+    } else {
+      setConnection("down", error.message);
+      reconnectTimer = setTimeout(connect, 2000);
+    }
+    return;
+  }
+  const query = store.token ? `?access_token=${encodeURIComponent(store.token)}` : "";
+  const source = new EventSource(`/v1/events${query}`);
+  const on = (kind, handle) =>
+    source.addEventListener(kind, (event) => handle(JSON.parse(event.data)));
+  source.addEventListener("open", () => setConnection("live"));
+  on("snapshot", applySnapshot);
+  on("limit", upsertLimit);
+  on("limit_deleted", ({ name }) => removeLimit(name));
+  on("lease", leaseChanged);
+  on("lease_ended", ({ id }) => leaseEnded(id));
+  // Events were lost: read everything afresh.
+  source.addEventListener("resync", () => {
+    api("GET", "/v1/limits").then(applySnapshot, () => {});
+    refreshDetail();
+  });
+  source.addEventListener("error", () => {
+    if (source.readyState === EventSource.CLOSED) {
+      // Refused (a token revoked?) or the server is gone: start over.
+      setConnection("down");
+      reconnectTimer = setTimeout(connect, 2000);
+    } else {
+      setConnection("connecting", "reconnecting…");
+    }
+  });
+  store.events = source;
+  refreshDetail();
+}
+
+function applySnapshot(limits) {
+  const seen = new Set();
+  for (const limit of limits) {
+    upsertLimit(limit);
+    seen.add(limit.name);
+  }
+  for (const name of [...store.limits.keys()]) {
+    if (!seen.has(name)) removeLimit(name);
+  }
+}
+
+function upsertLimit(limit) {
+  store.limits.set(limit.name, { limit, seenAt: performance.now() });
+  if (!store.history.has(limit.name)) store.history.set(limit.name, []);
+  if (store.detail?.name === limit.name) scheduleDetailRefresh();
+  scheduleUpdate();
+}
+
+function removeLimit(name) {
+  store.limits.delete(name);
+  store.history.delete(name);
+  if (store.detail?.name === name) {
+    store.detail = { name, leases: [], waiters: [], missing: true };
+    toast(`Limit ${name} was deleted.`);
+  }
+  scheduleUpdate();
+}
+
+function leaseChanged(lease) {
+  const detail = store.detail;
+  if (!detail || !lease.limits.includes(detail.name)) return;
+  const index = detail.leases.findIndex((held) => held.id === lease.id);
+  if (index >= 0) detail.leases[index] = lease;
+  else detail.leases.push(lease);
+  scheduleUpdate();
+}
+
+function leaseEnded(id) {
+  const detail = store.detail;
+  if (!detail) return;
+  const before = detail.leases.length;
+  detail.leases = detail.leases.filter((lease) => lease.id !== id);
+  if (detail.leases.length !== before) scheduleUpdate();
+}
+
+// The queue has no events of its own: a limit event for the open limit
+// (its waiting count changed) reads its details again, at most a few times
+// a second however busy the limit is.
+let detailTimer = null;
+
+function scheduleDetailRefresh() {
+  if (detailTimer === null) detailTimer = setTimeout(refreshDetail, 150);
+}
+
+async function refreshDetail() {
+  clearTimeout(detailTimer);
+  detailTimer = null;
+  const name = store.detail?.name;
+  if (name === undefined) return;
+  try {
+    const details = await api("GET", limitPath(name));
+    if (store.detail?.name !== name) return;
+    store.detail = { name, leases: details.leases, waiters: details.waiters, missing: false };
+    upsertLimit(details);
+  } catch (error) {
+    if (store.detail?.name !== name) return;
+    if (error.code === "limit_not_found") store.detail = { name, leases: [], waiters: [], missing: true };
+  }
+  scheduleUpdate();
+}
+
+/** Once a second: a sample of every limit for the charts. */
+function sample() {
+  for (const [name, entry] of store.limits) {
+    const samples = store.history.get(name);
+    const { limit } = entry;
+    samples.push({
+      occupancy: limit.held + decayingNow(entry),
+      waiting: limit.waiting,
+      granted: limit.counters.granted_total,
+      grantedSlots: limit.counters.granted_slots_total,
+    });
+    if (samples.length > HISTORY_SECONDS + 1) samples.shift();
+  }
+}
+
+/** Grants per second between consecutive samples. */
+function grantsPerSecond(samples) {
+  return samples.slice(1).map((s, i) => Math.max(0, s.granted - samples[i].granted));
+}
+
+/** Slots admitted per second over the last RATE_WINDOW_SECONDS samples. */
+function admittedRate(samples) {
+  if (samples.length < 2) return null;
+  const span = Math.min(RATE_WINDOW_SECONDS, samples.length - 1);
+  const last = samples[samples.length - 1];
+  const first = samples[samples.length - 1 - span];
+  return Math.max(0, last.grantedSlots - first.grantedSlots) / span;
+}
+
+// ---------------------------------------------------------------- rendering
+
+let updateScheduled = false;
+
+/** Redraws the live parts of the page once per frame, however many events
+ *  arrived since the last one. */
+function scheduleUpdate() {
+  if (updateScheduled) return;
+  updateScheduled = true;
+  requestAnimationFrame(() => {
+    updateScheduled = false;
+    view?.update();
+  });
+}
+
+/** The page on screen: { update() }. */
+let view = null;
+
+function route() {
+  const match = location.hash.match(/^#\/limits\/(.+)$/);
+  if (match) {
+    const name = decodeURIComponent(match[1]);
+    store.detail = { name, leases: [], waiters: [], missing: false };
+    view = limitPage(name);
+    document.title = `${name} · ratekeeper`;
+    refreshDetail();
+  } else {
+    store.detail = null;
+    view = limitsPage();
+    document.title = "Limits · ratekeeper";
+  }
+  $("#main").replaceChildren(view.root);
+  view.update();
+}
+
+/** The live bar of one limit: held and decaying slots against its slots,
+ *  and how many wait. */
+function usageBar() {
+  const held = el("span", { class: "held" });
+  const decaying = el("span", { class: "decaying" });
+  const meter = el("span", { class: "meter", role: "img" }, held, decaying);
+  const text = el("span", { class: "usage-text" });
+  const root = el("span", { class: "usage" }, meter, text);
+  return {
+    root,
+    update(entry) {
+      const { limit } = entry;
+      const decayingSlots = decayingNow(entry);
+      const slots = Math.max(limit.slots, 1);
+      held.style.width = `${Math.min(100, (limit.held / slots) * 100)}%`;
+      decaying.style.width = `${Math.min(100 - (limit.held / slots) * 100, (decayingSlots / slots) * 100)}%`;
+      const parts = [`${formatNumber(limit.held)} of ${formatNumber(limit.slots)} held`];
+      if (isRateLimit(limit)) parts.push(`${decayingSlots.toFixed(1)} decaying`);
+      parts.push(`${formatNumber(limit.waiting)} waiting`);
+      meter.setAttribute("aria-label", parts.join(", "));
+      const occupied = isRateLimit(limit)
+        ? (limit.held + decayingSlots).toFixed(1)
+        : formatNumber(limit.held);
+      text.replaceChildren(
+        `${occupied}/${formatNumber(limit.slots)}`,
+        limit.waiting > 0
+          ? el("span", { class: "waiting-count", text: ` · ${formatNumber(limit.waiting)} waiting` })
+          : "",
+      );
+    },
+  };
+}
+
+/** The active switch of one limit. */
+function activeSwitch(name) {
+  const input = el("input", { type: "checkbox", role: "switch", "aria-label": `Active: ${name}` });
+  input.addEventListener("change", async () => {
+    const active = input.checked;
+    input.disabled = true;
+    try {
+      upsertLimit(await api("PATCH", limitPath(name), { active }));
+      toast(`${name} is now ${active ? "active" : "inactive"}.`);
+    } catch (error) {
+      input.checked = !active;
+      toast(error.message, true);
+    } finally {
+      input.disabled = false;
+    }
+  });
+  return {
+    root: el("label", { class: "switch" }, input, el("span", { class: "visually-hidden", text: "active" })),
+    update(limit) {
+      if (!input.disabled) input.checked = limit.active;
+    },
+  };
+}
+
+function actionButtons(name, { small } = {}) {
+  const size = small ? "small" : "";
+  return el(
+    "span",
+    { class: "row-actions" },
+    el("button", { type: "button", class: size, "aria-label": `Edit ${name}`, text: "Edit", onclick: () => openLimitForm(name) }),
+    el("button", { type: "button", class: size, "aria-label": `Reset ${name}`, text: "Reset", onclick: () => resetLimit(name) }),
+    el("button", { type: "button", class: size, "aria-label": `Delete ${name}`, text: "Delete", onclick: () => deleteLimit(name) }),
+  );
+}
+
+const COLUMNS = ["Name", "Slots", "Decay /s", "Active", "Now", "Granted", "Waited", "Expired", "Denied", "Actions"];
+
+function limitsPage() {
+  const filter = el("input", {
+    id: "filter",
+    type: "search",
+    placeholder: "Filter by name",
+    "aria-label": "Filter limits by name",
+    autocomplete: "off",
+    oninput: () => view.update(),
+  });
+  const rows = el("tbody");
+  const empty = el("p", { class: "empty", hidden: true });
+  const table = el(
+    "table",
+    { class: "cards", "aria-labelledby": "limits-title" },
+    el("thead", {}, el("tr", {}, COLUMNS.map((title, i) =>
+      el("th", { scope: "col", class: i === 1 || (i >= 5 && i <= 8) ? "num" : null },
+        i === COLUMNS.length - 1 ? el("span", { class: "visually-hidden", text: title }) : title)))),
+    rows,
+  );
+  const root = el(
+    "section",
+    {},
+    el(
+      "div",
+      { class: "toolbar" },
+      el("h1", { id: "limits-title", text: "Limits" }),
+      filter,
+      el("button", { type: "button", class: "primary", text: "New limit", onclick: () => openLimitForm(null) }),
+    ),
+    el("div", { class: "panel" }, table, empty),
+  );
+  /** name -> the row's live parts. */
+  const shown = new Map();
+
+  function row(name) {
+    const usage = usageBar();
+    const active = activeSwitch(name);
+    const cell = (label, className, ...content) => el("td", { "data-label": label, class: className }, ...content);
+    const slots = cell("Slots", "num");
+    const decay = cell("Decay /s", "num");
+    const counters = ["Granted", "Waited", "Expired", "Denied"].map((label) => cell(label, "num"));
+    const tr = el(
+      "tr",
+      { "data-name": name },
+      cell("Name", "", el("a", { href: limitHash(name), text: name })),
+      slots,
+      decay,
+      cell("Active", "", active.root),
+      cell("Now", "", usage.root),
+      counters,
+      cell("Actions", "", actionButtons(name, { small: true })),
+    );
+    return {
+      tr,
+      update(entry) {
+        const { limit } = entry;
+        setText(slots, formatNumber(limit.slots));
+        setText(decay, isRateLimit(limit) ? formatNumber(limit.slot_decay_per_second) : "–");
+        active.update(limit);
+        usage.update(entry);
+        const c = limit.counters;
+        [c.granted_total, c.waited_total, c.expired_total, c.denied_total].forEach((value, i) =>
+          setText(counters[i], formatNumber(value)));
+      },
+    };
+  }
+
+  return {
+    root,
+    update() {
+      const needle = filter.value.trim().toLowerCase();
+      const names = [...store.limits.keys()].sort().filter((name) => name.toLowerCase().includes(needle));
+      for (const [name, parts] of shown) {
+        if (!names.includes(name)) {
+          parts.tr.remove();
+          shown.delete(name);
+        }
+      }
+      names.forEach((name, index) => {
+        let parts = shown.get(name);
+        if (!parts) {
+          parts = row(name);
+          shown.set(name, parts);
+        }
+        // Moved only when out of place, so a focused control keeps focus.
+        if (rows.children[index] !== parts.tr) rows.insertBefore(parts.tr, rows.children[index] ?? null);
+        parts.update(store.limits.get(name));
+      });
+      empty.hidden = names.length > 0;
+      setText(empty, store.limits.size === 0
+        ? "No limits yet. Create one here, or with `ratekeeper limit create NAME --slots 3`."
+        : `No limit matches “${filter.value.trim()}”.`);
+    },
+  };
+}
+
+/** A line chart of the last HISTORY_SECONDS samples, newest at the right,
+ *  with an optional dashed reference line (the slot count, the configured rate). */
+function chart(title, className) {
+  const width = 300;
+  const height = 100;
+  const graph = svg("svg", {
+    class: `chart ${className}`,
+    viewBox: `0 0 ${width} ${height}`,
+    preserveAspectRatio: "none",
+    role: "img",
+  });
+  const grid = svg("line", { class: "grid", x1: 0, x2: width, y1: height / 2, y2: height / 2 });
+  const area = svg("polygon", { class: "area" });
+  const line = svg("polyline", { class: "line" });
+  const reference = svg("line", { class: "reference", x1: 0, x2: width });
+  graph.append(grid, area, line, reference);
+  const now = el("span", { class: "now" });
+  const scale = el("span", { class: "muted" });
+  const figure = el(
+    "figure",
+    {},
+    el("figcaption", {}, `${title}: `, now, " ", scale),
+    graph,
+    el("div", { class: "axis", "aria-hidden": "true" }, el("span", { text: `${HISTORY_SECONDS / 60} min ago` }), el("span", { text: "now" })),
+  );
+  return {
+    root: figure,
+    update(values, { reference: mark = null, current } = {}) {
+      const top = Math.max(1, mark ?? 0, ...values) * 1.1;
+      const x = (i) => width - ((values.length - 1 - i) / HISTORY_SECONDS) * width;
+      const y = (v) => height - (v / top) * height;
+      const points = values.map((v, i) => `${x(i).toFixed(1)},${y(v).toFixed(1)}`);
+      line.setAttribute("points", points.join(" "));
+      area.setAttribute("points", values.length
+        ? `${x(0).toFixed(1)},${height} ${points.join(" ")} ${width},${height}`
+        : "");
+      reference.style.display = mark === null ? "none" : "";
+      if (mark !== null) {
+        reference.setAttribute("y1", y(mark));
+        reference.setAttribute("y2", y(mark));
+      }
+      setText(now, current);
+      setText(scale, `(top of chart: ${formatNumber(Math.round(top * 10) / 10)})`);
+      graph.setAttribute("aria-label", `${title} over the last ${HISTORY_SECONDS / 60} minutes; now ${current}`);
+    },
+  };
+}
+
+function stat(label) {
+  const value = el("dd");
+  return { root: el("div", { class: "stat" }, el("dt", { text: label }), value), value };
+}
+
+function limitPage(name) {
+  const active = activeSwitch(name);
+  const description = el("p", { class: "description" });
+  const stats = {
+    slots: stat("Slots"),
+    held: stat("Held"),
+    decaying: stat("Decaying"),
+    waiting: stat("Waiting"),
+    rate: stat("Admitted rate"),
+    granted: stat("Granted"),
+  };
+  const occupancy = chart("Occupancy", "occupancy");
+  const waiting = chart("Waiting", "waiting");
+  const grants = chart("Grants per second", "grants");
+  const leaseRows = el("tbody");
+  const waiterRows = el("tbody");
+  const leaseTitle = el("h2", { id: "leases-title" });
+  const waiterTitle = el("h2", { id: "queue-title" });
+  const body = el(
+    "div",
+    {},
+    el("div", { class: "heading" }, el("h1", { text: name }), el("span", { class: "switch" }, active.root, "Active"), actionButtons(name)),
+    description,
+    el("dl", { class: "summary" }, Object.values(stats).map((s) => s.root)),
+    el("div", { class: "charts" }, occupancy.root, waiting.root, grants.root),
+    el("section", { class: "panel", "aria-labelledby": "leases-title" }, leaseTitle,
+      table(["Holder", "Slots", "Age", "Expires in", "Lease"], leaseRows)),
+    el("section", { class: "panel", "aria-labelledby": "queue-title" }, waiterTitle,
+      table(["Position", "Holder", "Occupy", "Mode", "Waiting for"], waiterRows)),
+  );
+  const missing = el("p", { class: "empty" });
+  const root = el(
+    "section",
+    {},
+    el("nav", { class: "crumbs", "aria-label": "Breadcrumb" }, el("a", { href: "#/", text: "Limits" }), ` / ${name}`),
+    body,
+    missing,
+  );
+
+  function table(columns, rows) {
+    return el("table", { class: "cards" },
+      el("thead", {}, el("tr", {}, columns.map((title) => el("th", { scope: "col", text: title })))),
+      rows);
+  }
+
+  function cells(labels, values) {
+    return el("tr", {}, values.map((value, i) => el("td", { "data-label": labels[i], text: value })));
+  }
+
+  return {
+    root,
+    update() {
+      const entry = store.limits.get(name);
+      const gone = store.detail?.missing || (!entry && store.events !== null);
+      body.hidden = !entry;
+      missing.hidden = Boolean(entry);
+      setText(missing, gone ? `There is no limit named “${name}”.` : "Loading…");
+      if (!entry) return;
+      const { limit } = entry;
+      const samples = store.history.get(name) ?? [];
+      const rate = isRateLimit(limit);
+      const decayingSlots = decayingNow(entry);
+      active.update(limit);
+      setText(description, limit.description ?? "");
+      setText(stats.slots.value, formatNumber(limit.slots) + (rate ? ` (+${formatNumber(limit.slot_decay_per_second)}/s)` : ""));
+      setText(stats.held.value, formatNumber(limit.held));
+      setText(stats.decaying.value, rate ? decayingSlots.toFixed(2) : "–");
+      setText(stats.waiting.value, `${formatNumber(limit.waiting)}` + (limit.waiting_slots > limit.waiting ? ` (${formatNumber(limit.waiting_slots)} slots)` : ""));
+      const admitted = admittedRate(samples);
+      setText(stats.rate.value, admitted === null
+        ? "…"
+        : `${formatNumber(Math.round(admitted * 10) / 10)}/s` + (rate ? ` of ${formatNumber(limit.slot_decay_per_second)}/s` : ""));
+      setText(stats.granted.value, formatNumber(limit.counters.granted_total));
+
+      const occupied = limit.held + decayingSlots;
+      occupancy.update(samples.map((s) => s.occupancy), {
+        reference: limit.slots,
+        current: `${formatNumber(Math.round(occupied * 10) / 10)} of ${formatNumber(limit.slots)} slots`,
+      });
+      waiting.update(samples.map((s) => s.waiting), { current: `${formatNumber(limit.waiting)} waiting` });
+      const perSecond = grantsPerSecond(samples);
+      grants.update(perSecond, {
+        reference: rate ? limit.slot_decay_per_second : null,
+        current: `${formatNumber(perSecond.at(-1) ?? 0)}/s` + (rate ? ` (configured ${formatNumber(limit.slot_decay_per_second)}/s)` : ""),
+      });
+
+      const detail = store.detail ?? { leases: [], waiters: [] };
+      const now = Date.now();
+      const leases = [...detail.leases].sort((a, b) => a.granted_at - b.granted_at);
+      setText(leaseTitle, `Leases (${leases.length})`);
+      leaseRows.replaceChildren(
+        ...leases.map((lease) => cells(["Holder", "Slots", "Age", "Expires in", "Lease"], [
+          lease.holder ?? "—",
+          formatNumber(lease.occupy),
+          formatDuration(now - lease.granted_at),
+          formatDuration(lease.expires_at - now),
+          lease.id.slice(0, 8),
+        ])),
+      );
+      if (leases.length === 0) leaseRows.append(el("tr", {}, el("td", { colspan: 5, class: "empty", text: "Nobody holds a slot." })));
+      setText(waiterTitle, `Waiting queue (${detail.waiters.length})`);
+      waiterRows.replaceChildren(
+        ...detail.waiters.map((waiter, index) => cells(["Position", "Holder", "Occupy", "Mode", "Waiting for"], [
+          String(index + 1),
+          waiter.holder ?? "—",
+          formatNumber(waiter.occupy),
+          waiter.mode === "rate_limit" ? "rate limit" : "concurrency",
+          formatDuration(now - waiter.enqueued_at),
+        ])),
+      );
+      if (detail.waiters.length === 0) waiterRows.append(el("tr", {}, el("td", { colspan: 5, class: "empty", text: "Nobody is waiting." })));
+    },
+  };
+}
+
+// ---------------------------------------------------------------- dialogs and actions
+
+function toast(message, isError = false) {
+  const node = $("#toast");
+  node.classList.toggle("error", isError);
+  node.textContent = message;
+  clearTimeout(toast.timer);
+  toast.timer = setTimeout(() => (node.textContent = ""), isError ? 8000 : 4000);
+}
+
+function confirmAction(title, text, label) {
+  const dialog = $("#confirm-dialog");
+  setText($("#confirm-title"), title);
+  setText($("#confirm-text"), text);
+  setText($("#confirm-ok"), label);
+  dialog.returnValue = "";
+  dialog.showModal();
+  return new Promise((resolve) =>
+    dialog.addEventListener("close", () => resolve(dialog.returnValue === "confirm"), { once: true }));
+}
+
+async function resetLimit(name) {
+  const text = `Every lease on ${name} is revoked (holders find out when they next renew) and its decaying slots are cleared. Waiters stay queued.`;
+  if (!(await confirmAction(`Reset ${name}?`, text, "Reset"))) return;
+  try {
+    upsertLimit(await api("POST", `${limitPath(name)}/reset`));
+    toast(`${name} was reset.`);
+  } catch (error) {
+    toast(error.message, true);
+  }
+}
+
+async function deleteLimit(name) {
+  const text = `Its leases end, and requests waiting on it fail with limit_deleted. This cannot be undone.`;
+  if (!(await confirmAction(`Delete ${name}?`, text, "Delete"))) return;
+  try {
+    await api("DELETE", limitPath(name));
+    store.limits.delete(name);
+    toast(`${name} was deleted.`);
+    if (store.detail?.name === name) location.hash = "#/";
+    else scheduleUpdate();
+  } catch (error) {
+    toast(error.message, true);
+  }
+}
+
+const FIELDS = ["name", "slots", "slot_decay_per_second", "description"];
+
+/** The editing limit's name, or null when creating one. */
+let editing = null;
+
+function clearFormErrors() {
+  for (const field of FIELDS) {
+    $(`#f-${field}`).removeAttribute("aria-invalid");
+    const message = $(`#f-${field}-error`);
+    message.hidden = true;
+    message.textContent = "";
+  }
+  $("#limit-form-error").hidden = true;
+}
+
+function showFormError(error) {
+  const input = error.field && FIELDS.includes(error.field) ? $(`#f-${error.field}`) : null;
+  if (input) {
+    input.setAttribute("aria-invalid", "true");
+    const message = $(`#f-${error.field}-error`);
+    message.textContent = error.message;
+    message.hidden = false;
+    input.focus();
+  } else {
+    const message = $("#limit-form-error");
+    message.textContent = error.message;
+    message.hidden = false;
+  }
+}
+
+function openLimitForm(name) {
+  editing = name;
+  const form = $("#limit-form");
+  form.reset();
+  clearFormErrors();
+  const limit = name === null ? null : store.limits.get(name)?.limit;
+  setText($("#limit-title"), name === null ? "New limit" : `Edit ${name}`);
+  setText($("#limit-submit"), name === null ? "Create" : "Save");
+  $("#f-name").value = limit?.name ?? "";
+  $("#f-name").disabled = name !== null;
+  $("#f-slots").value = limit ? String(limit.slots) : "";
+  $("#f-slot_decay_per_second").value = limit ? String(limit.slot_decay_per_second) : "0";
+  $("#f-description").value = limit?.description ?? "";
+  $("#f-active").checked = limit?.active ?? true;
+  $("#limit-dialog").showModal();
+  (name === null ? $("#f-name") : $("#f-slots")).focus();
+}
+
+/** A number field's value: a number when it reads as one, else the text as
+ *  typed, so that the server's own validation names what is wrong. */
+function numberField(id) {
+  const text = $(id).value.trim();
+  if (text === "") return undefined;
+  const value = Number(text);
+  return Number.isFinite(value) ? value : text;
+}
+
+async function submitLimitForm(event) {
+  event.preventDefault();
+  clearFormErrors();
+  const body = {
+    slots: numberField("#f-slots"),
+    slot_decay_per_second: numberField("#f-slot_decay_per_second"),
+    description: $("#f-description").value,
+    active: $("#f-active").checked,
+  };
+  const submit = $("#limit-submit");
+  submit.disabled = true;
+  try {
+    let limit;
+    if (editing === null) {
+      if (body.description === "") delete body.description;
+      limit = await api("POST", "/v1/limits", { name: $("#f-name").value.trim(), ...body });
+      toast(`Created ${limit.name}.`);
+    } else {
+      limit = await api("PATCH", limitPath(editing), body);
+      toast(`Saved ${limit.name}.`);
+    }
+    upsertLimit(limit);
+    $("#limit-dialog").close();
+  } catch (error) {
+    showFormError(error);
+  } finally {
+    submit.disabled = false;
+  }
+}
+
+function askForToken(message) {
+  store.tokenRequired = true;
+  updateTokenButton();
+  const dialog = $("#token-dialog");
+  const error = $("#token-error");
+  error.hidden = !message;
+  error.textContent = message ?? "";
+  $("#token-input").setAttribute("aria-invalid", message ? "true" : "false");
+  if (!dialog.open) dialog.showModal();
+  $("#token-input").focus();
+}
+
+function submitToken(event) {
+  event.preventDefault();
+  const token = $("#token-input").value.trim();
+  if (!token) {
+    askForToken("Enter a token.");
+    return;
+  }
+  store.token = token;
+  sessionStorage.setItem(TOKEN_KEY, token);
+  $("#token-input").value = "";
+  $("#token-dialog").close();
+  updateTokenButton();
+  connect();
+}
+
+function updateTokenButton() {
+  const button = $("#forget-token");
+  button.hidden = !store.token && !store.tokenRequired;
+  setText(button, store.token ? "Forget token" : "Enter token");
+}
+
+function tokenButtonClicked() {
+  if (!store.token) {
+    askForToken(null);
+    return;
+  }
+  store.token = null;
+  sessionStorage.removeItem(TOKEN_KEY);
+  updateTokenButton();
+  connect();
+}
+
+// ---------------------------------------------------------------- start
+
+$("#limit-form").addEventListener("submit", submitLimitForm);
+$("#limit-form [data-cancel]").addEventListener("click", () => $("#limit-dialog").close());
+$("#token-form").addEventListener("submit", submitToken);
+$("#forget-token").addEventListener("click", tokenButtonClicked);
+window.addEventListener("hashchange", () => {
+  route();
+  $("#main").focus();
+});
+setInterval(() => {
+  sample();
+  scheduleUpdate();
+}, 1000);
+updateTokenButton();
+route();
+connect();
