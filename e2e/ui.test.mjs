@@ -1,0 +1,366 @@
+// End-to-end tests of the web UI: a real `ratekeeper serve` on port 0 and
+// Debian's Chromium, headless, driven by playwright-core. Every step waits
+// for what the page shows, never for a fixed time. Screenshots land in
+// target/ui-screenshots/.
+
+import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
+import { mkdirSync, mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { after, before, test } from "node:test";
+
+import { chromium } from "playwright-core";
+
+const ROOT = path.resolve(import.meta.dirname, "..");
+const BINARY = process.env.RATEKEEPER_BIN ?? path.join(ROOT, "target", "debug", "ratekeeper");
+const CHROMIUM = process.env.CHROMIUM ?? "/usr/bin/chromium";
+const SCREENSHOTS = path.join(ROOT, "target", "ui-screenshots");
+
+/** A `ratekeeper serve` with a fresh store directory. */
+async function startServer(...args) {
+  const dir = mkdtempSync(path.join(tmpdir(), "ratekeeper-ui-"));
+  const child = spawn(BINARY, ["serve", "--addr", "127.0.0.1:0", "--data-dir", dir, ...args], {
+    stdio: ["ignore", "pipe", "inherit"],
+  });
+  const url = await new Promise((resolve, reject) => {
+    let output = "";
+    child.stdout.on("data", (chunk) => {
+      output += chunk;
+      const found = output.match(/http:\/\/[0-9.]+:[0-9]+/);
+      if (found) resolve(found[0]);
+    });
+    child.on("exit", (code) => reject(new Error(`ratekeeper serve exited with ${code}`)));
+  });
+  return {
+    url,
+    async stop() {
+      const exited = new Promise((resolve) => child.on("exit", resolve));
+      child.kill("SIGTERM");
+      await exited;
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+/** One API call from outside the page, as another client would make it. */
+async function call(server, method, route, body, token) {
+  const headers = { "content-type": "application/json" };
+  if (token) headers.authorization = `Bearer ${token}`;
+  const response = await fetch(server.url + route, {
+    method,
+    headers,
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  const text = await response.text();
+  return { status: response.status, body: text ? JSON.parse(text) : null };
+}
+
+async function createLimit(server, name, slots, decay = 0) {
+  const { status, body } = await call(server, "POST", "/v1/limits", {
+    name,
+    slots,
+    slot_decay_per_second: decay,
+  });
+  assert.equal(status, 201, JSON.stringify(body));
+}
+
+async function acquire(server, name, holder) {
+  const { status, body } = await call(server, "POST", "/v1/acquire", { names: [name], holder });
+  assert.equal(status, 200, JSON.stringify(body));
+  return body.lease_id;
+}
+
+let browser;
+
+before(async () => {
+  mkdirSync(SCREENSHOTS, { recursive: true });
+  browser = await chromium.launch({
+    executablePath: CHROMIUM,
+    // Without these, Chromium reaches for Google's services, which this
+    // closed network refuses.
+    args: [
+      "--no-sandbox",
+      "--disable-gpu",
+      "--disable-quic",
+      "--no-first-run",
+      "--disable-background-networking",
+      "--disable-component-update",
+      "--disable-sync",
+    ],
+  });
+});
+
+after(async () => {
+  await browser?.close();
+});
+
+/** A new page that fails the test on any script error or console error
+ *  (a Content-Security-Policy violation is one). */
+async function open(url, viewport = { width: 1280, height: 900 }) {
+  const context = await browser.newContext({ viewport });
+  const page = await context.newPage();
+  const problems = [];
+  page.on("pageerror", (error) => problems.push(error.message));
+  page.on("console", (message) => {
+    // Chromium logs every refused request (a 401 for a missing token, a
+    // 422 for a bad field) itself; the tests check what the page does
+    // about them.
+    const refused = /the server responded with a status of 4\d\d/.test(message.text());
+    if (message.type() === "error" && !refused) problems.push(message.text());
+  });
+  await page.goto(url);
+  return {
+    page,
+    async close() {
+      await context.close();
+      assert.deepEqual(problems, [], "the page reported errors");
+    },
+  };
+}
+
+async function shot(page, name) {
+  await page.screenshot({ path: path.join(SCREENSHOTS, `${name}.png`), fullPage: true });
+}
+
+/** Waits until `check()` resolves truthy (checked every 20 ms, 10 s at most). */
+async function until(check, what) {
+  const deadline = Date.now() + 10_000;
+  for (;;) {
+    const value = await check();
+    if (value) return value;
+    if (Date.now() > deadline) throw new Error(`timed out waiting until ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+}
+
+test("a limit is created, edited, toggled, reset and deleted through the page", async () => {
+  const server = await startServer();
+  const { page, close } = await open(server.url);
+  try {
+    await page.getByText("No limits yet").waitFor();
+
+    // Create, first with a name the server refuses: its message appears
+    // beside the field, and nothing is created.
+    await page.getByRole("button", { name: "New limit" }).click();
+    const create = page.getByRole("dialog", { name: "New limit" });
+    await create.getByLabel("Name").fill("vendor api");
+    await create.getByLabel("Slots", { exact: true }).fill("3");
+    await create.getByRole("button", { name: "Create" }).click();
+    const nameError = page.locator("#f-name-error");
+    await nameError.waitFor({ state: "visible" });
+    assert.match(await nameError.textContent(), /contains ' ' at position 6/);
+    assert.equal(await create.getByLabel("Name").getAttribute("aria-invalid"), "true");
+    await shot(page, "create-refused");
+    assert.deepEqual((await call(server, "GET", "/v1/limits")).body, []);
+
+    await create.getByLabel("Name").fill("vendor-api");
+    await create.getByLabel("Description").fill("calls to the vendor");
+    await create.getByRole("button", { name: "Create" }).click();
+    await page.getByRole("link", { name: "vendor-api" }).waitFor();
+    assert.equal(await create.isVisible(), false);
+    let limit = (await call(server, "GET", "/v1/limits/vendor-api")).body;
+    assert.equal(limit.slots, 3);
+    assert.equal(limit.description, "calls to the vendor");
+
+    // Edit: a slot count that is not a number is refused by the server,
+    // beside the field; then a good one is saved and shown.
+    await page.getByRole("button", { name: "Edit vendor-api" }).click();
+    const edit = page.getByRole("dialog", { name: "Edit vendor-api" });
+    assert.equal(await edit.getByLabel("Name").isDisabled(), true);
+    await edit.getByLabel("Slots", { exact: true }).fill("lots");
+    await edit.getByRole("button", { name: "Save" }).click();
+    const slotsError = page.locator("#f-slots-error");
+    await slotsError.waitFor({ state: "visible" });
+    assert.match(await slotsError.textContent(), /slots/);
+    assert.equal((await call(server, "GET", "/v1/limits/vendor-api")).body.slots, 3);
+    await edit.getByLabel("Slots", { exact: true }).fill("5");
+    await edit.getByRole("button", { name: "Save" }).click();
+    const slotsCell = page.locator('tr[data-name="vendor-api"] td[data-label="Slots"]');
+    await until(async () => (await slotsCell.textContent()) === "5", "the row shows 5 slots");
+    assert.equal((await call(server, "GET", "/v1/limits/vendor-api")).body.slots, 5);
+
+    // Toggle: inactive, then active again.
+    const toggle = page.getByRole("switch", { name: "Active: vendor-api" });
+    assert.equal(await toggle.isChecked(), true);
+    await toggle.click();
+    await until(async () => !(await call(server, "GET", "/v1/limits/vendor-api")).body.active, "the limit is inactive");
+    assert.equal(await toggle.isChecked(), false);
+    await toggle.click();
+    await until(async () => (await call(server, "GET", "/v1/limits/vendor-api")).body.active, "the limit is active");
+
+    // Reset, confirmed: a lease held elsewhere is revoked.
+    const lease = await acquire(server, "vendor-api", "elsewhere");
+    const heldCell = page.locator('tr[data-name="vendor-api"] .usage-text');
+    await until(async () => (await heldCell.textContent()).startsWith("1/5"), "the row shows 1 held");
+    await page.getByRole("button", { name: "Reset vendor-api" }).click();
+    const confirmReset = page.getByRole("dialog", { name: "Reset vendor-api?" });
+    await confirmReset.waitFor();
+    await shot(page, "reset-confirmation");
+    await confirmReset.getByRole("button", { name: "Reset" }).click();
+    await until(async () => (await heldCell.textContent()).startsWith("0/5"), "the row shows 0 held");
+    const renewed = await call(server, "POST", `/v1/leases/${lease}/renew`, {});
+    assert.equal(renewed.body.error.code, "lease_revoked");
+
+    // Delete: cancelling keeps it; confirming removes it.
+    await page.getByRole("button", { name: "Delete vendor-api" }).click();
+    await page.getByRole("dialog", { name: "Delete vendor-api?" }).getByRole("button", { name: "Cancel" }).click();
+    assert.equal((await call(server, "GET", "/v1/limits/vendor-api")).status, 200);
+    await page.getByRole("button", { name: "Delete vendor-api" }).click();
+    await page.getByRole("dialog", { name: "Delete vendor-api?" }).getByRole("button", { name: "Delete" }).click();
+    await page.getByText("No limits yet").waitFor();
+    assert.equal((await call(server, "GET", "/v1/limits/vendor-api")).status, 404);
+  } finally {
+    await close();
+    await server.stop();
+  }
+});
+
+test("the list filters by name and follows changes made elsewhere", async () => {
+  const server = await startServer();
+  await createLimit(server, "db-primary", 4);
+  await createLimit(server, "db-replica", 8);
+  const { page, close } = await open(server.url);
+  try {
+    await page.getByRole("link", { name: "db-replica" }).waitFor();
+    await createLimit(server, "vendor-api", 3); // another client, after the page loaded
+    await page.getByRole("link", { name: "vendor-api" }).waitFor();
+    await page.getByLabel("Filter limits by name").fill("db-");
+    await page.getByRole("link", { name: "vendor-api" }).waitFor({ state: "detached" });
+    assert.equal(await page.locator("tbody tr[data-name]").count(), 2);
+    await call(server, "DELETE", "/v1/limits/db-primary");
+    await page.getByRole("link", { name: "db-primary" }).waitFor({ state: "detached" });
+    await page.getByLabel("Filter limits by name").fill("nothing-like-this");
+    await page.getByText("No limit matches").waitFor();
+  } finally {
+    await close();
+    await server.stop();
+  }
+});
+
+test("the limit page shows holders, the queue and charts live as clients acquire and release", async () => {
+  const server = await startServer();
+  await createLimit(server, "jobs", 2);
+  const { page, close } = await open(`${server.url}/#/limits/jobs`);
+  try {
+    await page.getByRole("heading", { name: "jobs", level: 1 }).waitFor();
+    await page.getByText("Nobody holds a slot.").waitFor();
+
+    const first = await acquire(server, "jobs", "worker-1");
+    await acquire(server, "jobs", "worker-2");
+    const leases = page.getByRole("region", { name: /Leases/ });
+    await leases.getByRole("cell", { name: "worker-1" }).waitFor();
+    await leases.getByRole("cell", { name: "worker-2" }).waitFor();
+
+    // A third client waits: it appears in the queue, first in line.
+    const third = call(server, "POST", "/v1/acquire", { names: ["jobs"], holder: "worker-3", timeout_seconds: 30 });
+    const queue = page.getByRole("region", { name: /Waiting queue/ });
+    await queue.getByRole("cell", { name: "worker-3" }).waitFor();
+    const row = queue.locator("tbody tr").first();
+    assert.equal(await row.locator('td[data-label="Position"]').textContent(), "1");
+    await page.getByRole("img", { name: /Occupancy .* now 2 of 2 slots/ }).waitFor();
+    await shot(page, "limit-page-busy");
+
+    // worker-1 releases: worker-3 is granted, the queue empties.
+    await call(server, "DELETE", `/v1/leases/${first}`);
+    assert.equal((await third).status, 200);
+    await leases.getByRole("cell", { name: "worker-3" }).waitFor();
+    await leases.getByRole("cell", { name: "worker-1" }).waitFor({ state: "detached" });
+    await page.getByText("Nobody is waiting.").waitFor();
+    await page.getByRole("heading", { name: "Waiting queue (0)" }).waitFor();
+    const granted = page.locator(".stat", { hasText: "Granted" }).locator("dd");
+    await until(async () => (await granted.textContent()) === "3", "3 grants are counted");
+  } finally {
+    await close();
+    await server.stop();
+  }
+});
+
+test("a rate limit's page shows the admitted rate against the configured one", async () => {
+  const server = await startServer();
+  await createLimit(server, "api-rate", 1, 20);
+  const { page, close } = await open(`${server.url}/#/limits/api-rate`);
+  try {
+    await page.getByRole("heading", { name: "api-rate", level: 1 }).waitFor();
+    // Another client takes its turns for about three seconds.
+    const stop = Date.now() + 3000;
+    while (Date.now() < stop) {
+      const { status } = await call(server, "POST", "/v1/acquire", { names: ["api-rate"], mode: "rate_limit" });
+      assert.equal(status, 200);
+    }
+    const admitted = page.locator(".stat", { hasText: "Admitted rate" }).locator("dd");
+    const text = await until(async () => {
+      const shown = await admitted.textContent();
+      return /^[0-9.]+\/s of 20\/s$/.test(shown) && parseFloat(shown) >= 10 ? shown : null;
+    }, "the admitted rate is shown");
+    assert.ok(parseFloat(text) <= 25, text);
+    await page.getByRole("img", { name: /Grants per second/ }).waitFor();
+    await shot(page, "rate-limit-page");
+  } finally {
+    await close();
+    await server.stop();
+  }
+});
+
+test("a server that needs a token gets one from the user, kept for the tab", async () => {
+  const server = await startServer("--admin-token", "admin-secret");
+  await call(server, "POST", "/v1/limits", { name: "guarded", slots: 1 }, "admin-secret");
+  const { page, close } = await open(server.url);
+  try {
+    const dialog = page.getByRole("dialog", { name: "This server needs a token" });
+    await dialog.waitFor();
+    await shot(page, "token-asked");
+    await dialog.getByLabel("Access token").fill("wrong");
+    await dialog.getByRole("button", { name: "Use token" }).click();
+    await dialog.getByText("the token is not one this server accepts").waitFor();
+    await dialog.getByLabel("Access token").fill("admin-secret");
+    await dialog.getByRole("button", { name: "Use token" }).click();
+    await page.getByRole("link", { name: "guarded" }).waitFor();
+    await page.getByRole("status").filter({ hasText: "live" }).waitFor();
+
+    await page.reload();
+    await page.getByRole("link", { name: "guarded" }).waitFor();
+    assert.equal(await dialog.isVisible(), false);
+
+    await page.getByRole("button", { name: "Forget token" }).click();
+    await dialog.waitFor();
+  } finally {
+    await close();
+    await server.stop();
+  }
+});
+
+test("on a phone-sized screen the page fits and works from the keyboard", async () => {
+  const server = await startServer();
+  await createLimit(server, "a-rather-long-limit-name-for-a-small-screen", 3);
+  const { page, close } = await open(server.url, { width: 390, height: 844 });
+  try {
+    await page.getByRole("link", { name: "a-rather-long-limit-name-for-a-small-screen" }).waitFor();
+    const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+    assert.ok(overflow <= 0, `the page is ${overflow}px wider than the screen`);
+    await shot(page, "phone-limits");
+
+    // Keyboard only: focus "New limit", open the form, fill it, submit.
+    await page.getByRole("button", { name: "New limit" }).focus();
+    await page.keyboard.press("Enter");
+    const create = page.getByRole("dialog", { name: "New limit" });
+    await create.waitFor();
+    assert.equal(await page.evaluate(() => document.activeElement.id), "f-name");
+    await page.keyboard.type("typed-limit");
+    await page.keyboard.press("Tab");
+    await page.keyboard.type("2");
+    await page.keyboard.press("Enter");
+    await page.getByRole("link", { name: "typed-limit" }).waitFor();
+    assert.equal((await call(server, "GET", "/v1/limits/typed-limit")).body.slots, 2);
+
+    // Escape closes a dialog without doing anything.
+    await page.getByRole("button", { name: "Delete typed-limit" }).focus();
+    await page.keyboard.press("Enter");
+    await page.getByRole("dialog", { name: "Delete typed-limit?" }).waitFor();
+    await page.keyboard.press("Escape");
+    assert.equal((await call(server, "GET", "/v1/limits/typed-limit")).status, 200);
+  } finally {
+    await close();
+    await server.stop();
+  }
+});
