@@ -23,14 +23,10 @@ use smallvec::SmallVec;
 use crate::error::{AcquireError, LeaseError, LimitError};
 use crate::journal::{Change, LimitRecord, Records, RestoreError};
 use crate::lease::{Lease, LeaseGrant, LeaseId, LeaseView, Permit, check_ttl};
-use crate::limit::{
-    Limit, LimitId, LimitPatch, LimitSpec, LimitView, Room, check_decay, check_description,
-    check_slots,
-};
+use crate::limit::{Limit, LimitId, LimitPatch, LimitSpec, LimitView, Room};
 use crate::name::{self, LimitName};
 use crate::request::{
-    AcquireRequest, Admission, Claim, Grant, Held, MAX_HOLDER_LEN, MAX_NAMES_PER_REQUEST, Mode,
-    PendingClaim, RequestId, Waiter, WaiterView, Wake,
+    AcquireRequest, Admission, Grant, Held, Mode, PendingClaim, RequestId, Waiter, WaiterView, Wake,
 };
 use crate::time::Timestamp;
 
@@ -261,11 +257,7 @@ impl Engine {
         name: &str,
         patch: &LimitPatch,
     ) -> Result<LimitView, LimitError> {
-        patch.slots.map(check_slots).transpose()?;
-        patch.slot_decay_per_second.map(check_decay).transpose()?;
-        if let Some(description) = &patch.description {
-            check_description(description.as_deref())?;
-        }
+        patch.check()?;
         let id = self.limit_id(name)?;
         self.advance(now);
         let now = self.now;
@@ -554,21 +546,7 @@ impl Engine {
     /// missing ones only once nothing else can fail.
     fn resolve(&mut self, request: &AcquireRequest<'_>) -> Result<LimitIds, AcquireError> {
         let names = request.names;
-        if names.is_empty() || names.len() > MAX_NAMES_PER_REQUEST {
-            return Err(AcquireError::NameCount { count: names.len() });
-        }
-        if request.occupy == 0 {
-            return Err(AcquireError::InvalidOccupy);
-        }
-        if let Claim::Lease { ttl, holder } = request.claim {
-            check_ttl(ttl).map_err(|_| AcquireError::InvalidLeaseTtl {
-                millis: ttl.as_millis(),
-            })?;
-            let len = holder.map_or(0, |h| h.chars().count());
-            if len > MAX_HOLDER_LEN {
-                return Err(AcquireError::HolderTooLong { len });
-            }
-        }
+        request.check()?;
         let mut found = SmallVec::<[Option<LimitId>; 2]>::new();
         for (i, &name) in names.iter().enumerate() {
             if names[..i].contains(&name) {

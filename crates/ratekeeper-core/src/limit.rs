@@ -57,6 +57,29 @@ impl LimitSpec {
     }
 }
 
+impl LimitSpec {
+    /// Checks every field as creating the limit does, for a backend that
+    /// keeps its limits elsewhere.
+    pub fn check(&self) -> Result<(), LimitError> {
+        LimitName::new(&self.name)?;
+        check_slots(self.slots)?;
+        check_decay(self.slot_decay_per_second)?;
+        check_description(self.description.as_deref())
+    }
+}
+
+impl LimitPatch {
+    /// Checks every field that is set, as changing the limit does.
+    pub fn check(&self) -> Result<(), LimitError> {
+        self.slots.map(check_slots).transpose()?;
+        self.slot_decay_per_second.map(check_decay).transpose()?;
+        if let Some(description) = &self.description {
+            check_description(description.as_deref())?;
+        }
+        Ok(())
+    }
+}
+
 /// A change to an existing limit; `None` leaves a field as it is.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct LimitPatch {

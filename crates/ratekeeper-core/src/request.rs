@@ -5,7 +5,7 @@ use std::time::Duration;
 use smallvec::SmallVec;
 
 use crate::error::AcquireError;
-use crate::lease::{LeaseGrant, Permit};
+use crate::lease::{LeaseGrant, Permit, check_ttl};
 use crate::limit::LimitId;
 use crate::time::Timestamp;
 
@@ -80,6 +80,29 @@ impl<'a> AcquireRequest<'a> {
             timeout: None,
             create_if_missing: false,
         }
+    }
+
+    /// Checks what does not depend on any limit: how many names, `occupy`,
+    /// and a lease's TTL and holder. (Each name is checked as it is looked
+    /// up.)
+    pub fn check(&self) -> Result<(), AcquireError> {
+        let names = self.names;
+        if names.is_empty() || names.len() > MAX_NAMES_PER_REQUEST {
+            return Err(AcquireError::NameCount { count: names.len() });
+        }
+        if self.occupy == 0 {
+            return Err(AcquireError::InvalidOccupy);
+        }
+        if let Claim::Lease { ttl, holder } = self.claim {
+            check_ttl(ttl).map_err(|_| AcquireError::InvalidLeaseTtl {
+                millis: ttl.as_millis(),
+            })?;
+            let len = holder.map_or(0, |h| h.chars().count());
+            if len > MAX_HOLDER_LEN {
+                return Err(AcquireError::HolderTooLong { len });
+            }
+        }
+        Ok(())
     }
 }
 

@@ -1,0 +1,78 @@
+-- acquire NAMES(json) OCCUPY MODE(lease|rate) TTL_US HAS_HOLDER HOLDER
+--         CREATE_IF_MISSING TOKEN TRY_ONCE INSTANCE DEADLINE_US|''
+local names = cjson.decode(ARGV[3])
+local occupy = tonumber(ARGV[4])
+local mode = ARGV[5]
+local token = ARGV[10]
+
+-- Refuse first, create after: a refused request changes nothing.
+local missing = {}
+for _, name in ipairs(names) do
+  local limit = load_limit(name)
+  if not limit then
+    if ARGV[9] ~= '1' then return cjson.encode({ err = 'limit_not_found', name = name }) end
+    missing[#missing + 1] = name
+  elseif limit.active == 1 then
+    if limit.slots > 0 and occupy > limit.slots then
+      return cjson.encode({ err = 'occupy_exceeds_slots', name = name, occupy = int(occupy), slots = int(limit.slots) })
+    end
+    if mode == 'rate' and limit.decay <= 0 then
+      return cjson.encode({ err = 'rate_mode_needs_decay', name = name })
+    end
+  end
+end
+-- A missing limit is created inactive, with 1 slot, and passes through.
+for _, name in ipairs(missing) do
+  local uid = redis.call('INCR', P .. 'uid')
+  redis.call('HSET', lkey(name), 'uid', uid, 'slots', 1, 'decay', 0, 'active', 0,
+    'held', 0, 'drained', int(NOW), 'qslots', 0, 'granted', 0, 'granted_slots', 0,
+    'waited', 0, 'expired', 0, 'denied', 0, 'created', int(NOW), 'updated', int(NOW))
+  redis.call('SADD', P .. 'names', name)
+  touch(name)
+end
+
+local req = {
+  token = token, names = ARGV[3], occupy = occupy, mode = mode,
+  ttl = tonumber(ARGV[6]), enq = NOW,
+}
+if ARGV[7] == '1' then req.holder = ARGV[8] end
+
+local fits = true
+for _, name in ipairs(names) do
+  local limit = load_limit(name)
+  if limit.active == 1 and (redis.call('ZCARD', qkey(name)) > 0 or room(limit, occupy) ~= 'now') then
+    fits = false
+  end
+end
+if fits then return finish({ ok = grant(req) }) end
+if ARGV[11] == '1' then
+  count(names, 'denied')
+  return finish({ err = 'would_block' })
+end
+
+local seq = redis.call('INCR', P .. 'seq')
+local instance = ARGV[12]
+local fields = {
+  'names', ARGV[3], 'occupy', occupy, 'mode', mode, 'ttl', int(req.ttl),
+  'enq', int(NOW), 'seq', seq, 'owner', instance,
+}
+if req.holder then
+  fields[#fields + 1] = 'holder'
+  fields[#fields + 1] = req.holder
+end
+if ARGV[13] ~= '' then
+  fields[#fields + 1] = 'deadline'
+  fields[#fields + 1] = ARGV[13]
+end
+redis.call('HSET', rkey(token), unpack(fields))
+redis.call('SADD', P .. 'owned:' .. instance, token)
+redis.call('SADD', P .. 'instances', instance)
+for _, name in ipairs(names) do
+  redis.call('ZADD', qkey(name), seq, token)
+  redis.call('HINCRBY', lkey(name), 'qslots', occupy)
+  if load_limit(name).active == 1 then redis.call('HINCRBY', lkey(name), 'waited', 1) end
+  touch(name)
+end
+-- It may head every queue and wait for decay alone: that sets its timer.
+eligible(token, req)
+return finish({ queued = int(seq) })

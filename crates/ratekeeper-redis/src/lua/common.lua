@@ -1,0 +1,333 @@
+-- Shared by every script (prepended to each). State lives under one key
+-- prefix ARGV[1] (one hash tag, so one Redis Cluster slot); ARGV[2] is the
+-- time in microseconds for tests, or '' to use Redis's own clock.
+--
+-- Keys, with P the prefix:
+--   P seq              request counter: the global arrival order
+--   P uid              limit counter: a limit's identity, never reused
+--   P names            set of limit names
+--   P l:NAME           hash: a limit (definition, occupancy, counters)
+--   P q:NAME           zset: request tokens queued on NAME, scored by arrival
+--   P r:TOKEN          hash: a queued request
+--   P lease:ID         hash: a live lease
+--   P ll:NAME          set: lease ids holding slots on NAME
+--   P exp              zset: lease id -> expiry (us)
+--   P revoked          zset: revoked lease id -> when it would have expired
+--   P ready            zset: limit name -> when its head fits by decay alone
+--   P res:TOKEN        string (expires): how a queued request ended
+--   P inst:ID          string (expires): an instance that is alive
+-- Channels: P wake (how queued requests ended), P events (changes).
+
+local P = ARGV[1]
+local NOW
+if ARGV[2] ~= '' then
+  NOW = tonumber(ARGV[2])
+else
+  local t = redis.call('TIME')
+  NOW = tonumber(t[1]) * 1000000 + tonumber(t[2])
+end
+local US = 1000000
+local RESULT_TTL_MS = 60000
+
+local function lkey(name) return P .. 'l:' .. name end
+local function qkey(name) return P .. 'q:' .. name end
+local function rkey(token) return P .. 'r:' .. token end
+local function lease_key(id) return P .. 'lease:' .. id end
+local function llkey(name) return P .. 'll:' .. name end
+
+local NUMERIC = {
+  uid = true, slots = true, decay = true, active = true, held = true, drained = true,
+  created = true, updated = true, granted = true, granted_slots = true, waited = true,
+  expired = true, denied = true, qslots = true, occupy = true, ttl = true, enq = true,
+  seq = true, expires = true, granted_at = true, deadline = true,
+}
+
+local function hash(key)
+  local flat = redis.call('HGETALL', key)
+  if #flat == 0 then return nil end
+  local t = {}
+  for i = 1, #flat, 2 do
+    local k, v = flat[i], flat[i + 1]
+    t[k] = NUMERIC[k] and tonumber(v) or v
+  end
+  return t
+end
+
+local function load_limit(name)
+  local limit = hash(lkey(name))
+  if limit then limit.name = name end
+  return limit
+end
+
+local function num(x) return string.format('%.17g', x) end
+-- Integers go into replies as strings: cjson keeps only 14 significant
+-- digits of a number, fewer than a time in microseconds has.
+local function int(x) return string.format('%.0f', x) end
+
+-- Capacity, as the engine computes it: held + decaying + occupy <= slots,
+-- with the decaying level kept as the instant it drains completely.
+-- Returns 'now', or 'at' and the instant it fits by decay alone, or
+-- 'blocked'.
+local function room(limit, occupy)
+  local free = limit.slots - limit.held - occupy
+  if free < 0 then return 'blocked' end
+  if limit.drained <= NOW then return 'now' end
+  local ready = limit.drained - math.floor(free * US / limit.decay)
+  if ready <= NOW then return 'now' end
+  return 'at', ready
+end
+
+local function decaying(limit)
+  if limit.drained <= NOW or limit.decay <= 0 then return 0 end
+  return (limit.drained - NOW) * limit.decay / US
+end
+
+local function add_decaying(limit, occupy)
+  local drain = math.ceil(occupy * US / limit.decay)
+  limit.drained = math.max(limit.drained, NOW) + drain
+  redis.call('HSET', lkey(limit.name), 'drained', num(limit.drained))
+end
+
+local function view(limit)
+  return {
+    name = limit.name, slots = int(limit.slots), decay = limit.decay,
+    active = limit.active == 1, description = limit.description,
+    held = int(limit.held), decaying = decaying(limit),
+    waiting = int(redis.call('ZCARD', qkey(limit.name))), waiting_slots = int(limit.qslots),
+    granted = int(limit.granted), granted_slots = int(limit.granted_slots),
+    waited = int(limit.waited), expired = int(limit.expired), denied = int(limit.denied),
+    created = int(limit.created), updated = int(limit.updated),
+  }
+end
+
+-- Limits whose state changed in this script; each is published once, at
+-- the end, with `finish`.
+local touched = {}
+local touched_order = {}
+local function touch(name)
+  if not touched[name] then
+    touched[name] = true
+    touched_order[#touched_order + 1] = name
+  end
+end
+
+local function publish(event)
+  redis.call('PUBLISH', P .. 'events', cjson.encode(event))
+end
+
+-- The limits a lease still holds: those deleted since its grant are gone.
+local function lease_limits(lease)
+  local live = {}
+  local uids = cjson.decode(lease.uids)
+  for i, name in ipairs(cjson.decode(lease.names)) do
+    local limit = load_limit(name)
+    if limit and limit.uid == uids[i] then live[#live + 1] = name end
+  end
+  return live
+end
+
+local function lease_view(id, lease)
+  return {
+    id = id, limits = lease_limits(lease), occupy = int(lease.occupy),
+    holder = lease.holder, granted_at = int(lease.granted_at), expires = int(lease.expires),
+    ttl = int(lease.ttl),
+  }
+end
+
+local announce_due
+local function finish(reply)
+  if announce_due then announce_due() end
+  for _, name in ipairs(touched_order) do
+    local limit = load_limit(name)
+    if limit then publish({ limit = view(limit) }) end
+  end
+  return cjson.encode(reply)
+end
+
+local function count(names, field, by)
+  for _, name in ipairs(names) do
+    local limit = load_limit(name)
+    if limit and limit.active == 1 then
+      redis.call('HINCRBY', lkey(name), field, by or 1)
+      touch(name)
+    end
+  end
+end
+
+-- The lease's holdings: names it holds slots on, each with the limit's uid
+-- at the grant, so that a limit deleted and created again is not touched.
+local function give_back(lease)
+  local names = cjson.decode(lease.names)
+  local uids = cjson.decode(lease.uids)
+  for i, name in ipairs(names) do
+    local limit = load_limit(name)
+    if limit and limit.uid == uids[i] then
+      redis.call('HINCRBY', lkey(name), 'held', -lease.occupy)
+      redis.call('SREM', llkey(name), lease.id)
+      touch(name)
+    end
+  end
+  return names
+end
+
+local function drop_lease(id, lease)
+  redis.call('DEL', lease_key(id))
+  redis.call('ZREM', P .. 'exp', id)
+  lease.id = id
+  local names = give_back(lease)
+  publish({ lease_ended = id })
+  return names
+end
+
+-- Grants a request: occupies its active limits, writes its lease (in
+-- concurrency mode). Returns the outcome sent to its waiter.
+local function grant(req)
+  local names = cjson.decode(req.names)
+  local held_names, held_uids = {}, {}
+  for _, name in ipairs(names) do
+    local limit = load_limit(name)
+    if limit and limit.active == 1 then
+      redis.call('HINCRBY', lkey(name), 'granted', 1)
+      redis.call('HINCRBY', lkey(name), 'granted_slots', req.occupy)
+      if req.mode == 'rate' then
+        add_decaying(limit, req.occupy)
+      else
+        redis.call('HINCRBY', lkey(name), 'held', req.occupy)
+        redis.call('SADD', llkey(name), req.token)
+        held_names[#held_names + 1] = name
+        held_uids[#held_uids + 1] = limit.uid
+      end
+      touch(name)
+    end
+  end
+  local outcome = { granted_at = int(NOW), waited = int(NOW - (req.enq or NOW)) }
+  if req.mode ~= 'rate' then
+    local expires = NOW + req.ttl
+    local lease = {
+      names = cjson.encode(held_names), uids = cjson.encode(held_uids),
+      occupy = req.occupy, holder = req.holder, granted_at = NOW, expires = expires,
+      ttl = req.ttl,
+    }
+    -- cjson encodes an empty table as {}; a lease on no active limit holds
+    -- nothing, and its name list must still read as a list.
+    if #held_names == 0 then lease.names = '[]'; lease.uids = '[]' end
+    local fields = {}
+    for k, v in pairs(lease) do
+      fields[#fields + 1] = k
+      fields[#fields + 1] = type(v) == 'number' and num(v) or v
+    end
+    redis.call('HSET', lease_key(req.token), unpack(fields))
+    redis.call('ZADD', P .. 'exp', expires, req.token)
+    outcome.lease = req.token
+    outcome.expires = int(expires)
+    publish({ lease = lease_view(req.token, lease) })
+  end
+  return outcome
+end
+
+-- Takes a queued request out of every queue.
+local function unqueue(token, req)
+  if req.owner then redis.call('SREM', P .. 'owned:' .. req.owner, token) end
+  for _, name in ipairs(cjson.decode(req.names)) do
+    if redis.call('ZREM', qkey(name), token) == 1 then
+      redis.call('HINCRBY', lkey(name), 'qslots', -req.occupy)
+      touch(name)
+    end
+  end
+  redis.call('DEL', rkey(token))
+end
+
+-- Tells a queued request's waiter how it ended: published for the instance
+-- that parks it, and kept a while for one that missed the message.
+local function settle(token, outcome)
+  outcome.token = token
+  local text = cjson.encode(outcome)
+  redis.call('SET', P .. 'res:' .. token, text, 'PX', RESULT_TTL_MS)
+  redis.call('PUBLISH', P .. 'wake', text)
+end
+
+local function head(name)
+  return redis.call('ZRANGE', qkey(name), 0, 0)[1]
+end
+
+-- Whether a queued request may be granted now: on every active limit it
+-- names it is first in line and fits. A head that waits only for decay
+-- sets that limit's ready instant.
+local function eligible(token, req)
+  for _, name in ipairs(cjson.decode(req.names)) do
+    local limit = load_limit(name)
+    if limit and limit.active == 1 then
+      if head(name) ~= token then return false end
+      local fits, at = room(limit, req.occupy)
+      if fits ~= 'now' then
+        if at then redis.call('ZADD', P .. 'ready', at, name) end
+        return false
+      end
+    end
+  end
+  return true
+end
+
+-- Grants every request that became grantable on these limits, following
+-- each grant to the other limits it touched.
+local function promote(names)
+  local work, seen_at = {}, {}
+  for _, name in ipairs(names) do work[#work + 1] = name end
+  local i = 1
+  while i <= #work do
+    local name = work[i]
+    i = i + 1
+    local limit = load_limit(name)
+    if limit then
+      -- An active limit's queue is served from its head; an inactive
+      -- limit orders nothing, so any of its waiters may pass.
+      local candidates
+      if limit.active == 1 then
+        candidates = { head(name) }
+      else
+        candidates = redis.call('ZRANGE', qkey(name), 0, -1)
+      end
+      local granted_one = false
+      for _, token in ipairs(candidates) do
+        local req = hash(rkey(token))
+        if req then
+          req.token = token
+          if eligible(token, req) then
+            unqueue(token, req)
+            settle(token, { ok = grant(req) })
+            granted_one = true
+            for _, other in ipairs(cjson.decode(req.names)) do work[#work + 1] = other end
+          end
+        end
+      end
+      -- A new head may fit too.
+      if granted_one and limit.active == 1 then work[#work + 1] = name end
+    end
+  end
+end
+
+-- The next instant anything is due: a lease expiry, a head fitting by
+-- decay, a tombstone to drop.
+local function next_due()
+  local best = nil
+  for _, key in ipairs({ 'exp', 'ready', 'revoked' }) do
+    local first = redis.call('ZRANGE', P .. key, 0, 0, 'WITHSCORES')
+    if first[2] then
+      local at = tonumber(first[2])
+      if not best or at < best then best = at end
+    end
+  end
+  return best
+end
+
+-- Every instance runs `tick` when something is due; one that sleeps past
+-- a new, earlier instant hears of it here.
+announce_due = function()
+  local due = next_due()
+  if not due then return end
+  local known = redis.call('GET', P .. 'next')
+  if known ~= int(due) then
+    redis.call('SET', P .. 'next', int(due))
+    redis.call('PUBLISH', P .. 'timer', int(due))
+  end
+end

@@ -1,0 +1,9 @@
+-- release LEASE_ID
+local id = ARGV[3]
+local lease = hash(lease_key(id))
+if lease then
+  promote(drop_lease(id, lease))
+  return finish({ ok = true })
+end
+if redis.call('ZSCORE', P .. 'revoked', id) then return cjson.encode({ err = 'lease_revoked' }) end
+return cjson.encode({ err = 'lease_expired' })

@@ -1,0 +1,38 @@
+-- tick: does whatever is due, on any instance (doing it twice is
+-- harmless): expires leases, drops tombstones, lets heads in whose decay
+-- has made room, and withdraws the requests of instances that died.
+local freed = {}
+for _, id in ipairs(redis.call('ZRANGEBYSCORE', P .. 'exp', '-inf', NOW)) do
+  local lease = hash(lease_key(id))
+  if lease then
+    lease.id = id
+    for _, name in ipairs(lease_limits(lease)) do
+      redis.call('HINCRBY', lkey(name), 'expired', 1)
+    end
+    for _, name in ipairs(drop_lease(id, lease)) do freed[#freed + 1] = name end
+  else
+    redis.call('ZREM', P .. 'exp', id)
+  end
+end
+redis.call('ZREMRANGEBYSCORE', P .. 'revoked', '-inf', NOW)
+for _, name in ipairs(redis.call('ZRANGEBYSCORE', P .. 'ready', '-inf', NOW)) do
+  redis.call('ZREM', P .. 'ready', name)
+  freed[#freed + 1] = name
+end
+for _, instance in ipairs(redis.call('SMEMBERS', P .. 'instances')) do
+  if redis.call('EXISTS', P .. 'inst:' .. instance) == 0 then
+    for _, token in ipairs(redis.call('SMEMBERS', P .. 'owned:' .. instance)) do
+      local req = hash(rkey(token))
+      if req then
+        req.token = token
+        unqueue(token, req)
+        for _, name in ipairs(cjson.decode(req.names)) do freed[#freed + 1] = name end
+      end
+    end
+    redis.call('DEL', P .. 'owned:' .. instance)
+    redis.call('SREM', P .. 'instances', instance)
+  end
+end
+promote(freed)
+local due = next_due()
+return finish({ ok = { next = due and int(due) or nil } })
