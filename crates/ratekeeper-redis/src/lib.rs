@@ -24,6 +24,8 @@
 
 mod reply;
 mod scripts;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
@@ -353,9 +355,25 @@ fn granted(grant: reply::Grant) -> Result<Granted, Error> {
     })
 }
 
-fn settled(outcome: Outcome) -> Result<Granted, Error> {
+/// A queued request's outcome. A lease granted while queued is only
+/// claimed for a few seconds (so that a dead instance's grant comes back
+/// soon); renewing it to its own TTL confirms it.
+async fn settled(inner: &Inner, outcome: Outcome) -> Result<Granted, Error> {
     match (outcome.ok, outcome.refusal) {
-        (Some(grant), _) => granted(grant),
+        (Some(grant), _) => {
+            let mut granted = granted(grant)?;
+            if let Some(lease) = &mut granted.lease {
+                let reply = inner
+                    .run::<reply::Renewed>(&inner.scripts.renew, &[&lease.id.to_string(), ""])
+                    .await?;
+                match reply {
+                    Reply::Ok { ok } => lease.expires_at = ok.expires.micros(),
+                    Reply::Refused(refusal) => return Err(refusal.error()),
+                    other => return Err(unexpected(&other)),
+                }
+            }
+            Ok(granted)
+        }
         (None, Some(refusal)) => Err(refusal.error()),
         (None, None) => Err(unavailable("an outcome with neither grant nor refusal")),
     }
@@ -404,7 +422,7 @@ impl ParkedRequest {
                 outcome = &mut receiver => {
                     self.settle();
                     return match outcome {
-                        Ok(outcome) => settled(outcome),
+                        Ok(outcome) => settled(&self.inner, outcome).await,
                         Err(_) => Err(unavailable("the wake channel closed")),
                     };
                 }
@@ -412,7 +430,7 @@ impl ParkedRequest {
                     let reply = self.inner.cancel(&self.token, "timeout").await?;
                     self.settle();
                     return match reply {
-                        Reply::Settled { settled: outcome } => settled(outcome),
+                        Reply::Settled { settled: outcome } => settled(&self.inner, outcome).await,
                         _ => Err(AcquireError::TimedOut.into()),
                     };
                 }
@@ -422,7 +440,7 @@ impl ParkedRequest {
                     match reply {
                         Reply::Settled { settled: outcome } => {
                             self.settle();
-                            return settled(outcome);
+                            return settled(&self.inner, outcome).await;
                         }
                         Reply::Gone { .. } => {
                             self.settle();

@@ -2,8 +2,6 @@
 //! Unix socket in a temporary directory), with two or three backend
 //! instances sharing it as separate servers would.
 
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use ratekeeper_backend::{AcquireSpec, Backend, Error, Event, Granted};
@@ -11,56 +9,10 @@ use ratekeeper_core::{
     AcquireError, DEFAULT_LEASE_TTL, LeaseError, LimitError, LimitPatch, LimitSpec, Mode,
 };
 use ratekeeper_redis::RedisBackend;
+use ratekeeper_redis::testing::RedisServer;
 
-/// A `redis-server` of our own, gone when dropped.
-struct RedisServer {
-    child: Child,
-    socket: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl RedisServer {
-    fn start() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let socket = dir.path().join("redis.sock");
-        let child = Command::new("redis-server")
-            .args(["--port", "0", "--save", "", "--appendonly", "no"])
-            .arg("--unixsocket")
-            .arg(&socket)
-            .arg("--dir")
-            .arg(dir.path())
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("redis-server is installed (scripts/test installs it)");
-        let started = Instant::now();
-        while !socket.exists() {
-            assert!(
-                started.elapsed() < Duration::from_secs(10),
-                "redis-server did not start"
-            );
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        RedisServer {
-            child,
-            socket,
-            _dir: dir,
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("redis+unix://{}", self.socket.display())
-    }
-
-    async fn instance(&self) -> RedisBackend {
-        RedisBackend::connect(&self.url()).await.unwrap()
-    }
-}
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+async fn instance(redis: &RedisServer) -> RedisBackend {
+    RedisBackend::connect(&redis.url()).await.unwrap()
 }
 
 fn lease(names: &[&str]) -> AcquireSpec {
@@ -105,7 +57,7 @@ fn lease_of(granted: &Granted) -> ratekeeper_core::LeaseId {
 #[tokio::test]
 async fn limits_are_created_listed_changed_reset_and_deleted() {
     let redis = RedisServer::start();
-    let backend = redis.instance().await;
+    let backend = instance(&redis).await;
     let created = backend
         .create_limit(LimitSpec::concurrency("db", 3))
         .await
@@ -169,7 +121,7 @@ async fn limits_are_created_listed_changed_reset_and_deleted() {
 #[tokio::test]
 async fn a_release_on_one_instance_grants_a_waiter_parked_on_another() {
     let redis = RedisServer::start();
-    let (a, b) = (redis.instance().await, redis.instance().await);
+    let (a, b) = (instance(&redis).await, instance(&redis).await);
     a.create_limit(LimitSpec::concurrency("db", 1))
         .await
         .unwrap();
@@ -195,9 +147,9 @@ async fn a_release_on_one_instance_grants_a_waiter_parked_on_another() {
 async fn waiters_on_three_instances_are_served_in_arrival_order() {
     let redis = RedisServer::start();
     let instances = [
-        redis.instance().await,
-        redis.instance().await,
-        redis.instance().await,
+        instance(&redis).await,
+        instance(&redis).await,
+        instance(&redis).await,
     ];
     instances[0]
         .create_limit(LimitSpec::concurrency("db", 1))
@@ -226,7 +178,7 @@ async fn waiters_on_three_instances_are_served_in_arrival_order() {
 #[tokio::test]
 async fn a_multi_limit_request_is_granted_on_all_at_once() {
     let redis = RedisServer::start();
-    let backend = redis.instance().await;
+    let backend = instance(&redis).await;
     backend
         .create_limit(LimitSpec::concurrency("a", 1))
         .await
@@ -251,7 +203,7 @@ async fn a_multi_limit_request_is_granted_on_all_at_once() {
 #[tokio::test]
 async fn timeouts_try_once_and_dropped_waits_leave_the_queue() {
     let redis = RedisServer::start();
-    let backend = redis.instance().await;
+    let backend = instance(&redis).await;
     backend
         .create_limit(LimitSpec::concurrency("db", 1))
         .await
@@ -295,7 +247,7 @@ async fn timeouts_try_once_and_dropped_waits_leave_the_queue() {
 #[tokio::test]
 async fn a_rate_limit_admits_at_its_rate() {
     let redis = RedisServer::start();
-    let backend = redis.instance().await;
+    let backend = instance(&redis).await;
     backend
         .create_limit(LimitSpec::rate("api", 50.0, 1))
         .await
@@ -324,7 +276,7 @@ async fn a_rate_limit_admits_at_its_rate() {
 #[tokio::test]
 async fn an_unrenewed_lease_expires_and_its_slot_goes_to_the_next_waiter() {
     let redis = RedisServer::start();
-    let (a, b) = (redis.instance().await, redis.instance().await);
+    let (a, b) = (instance(&redis).await, instance(&redis).await);
     a.create_limit(LimitSpec::concurrency("db", 1))
         .await
         .unwrap();
@@ -352,7 +304,7 @@ async fn an_unrenewed_lease_expires_and_its_slot_goes_to_the_next_waiter() {
 #[tokio::test]
 async fn renewal_extends_a_lease() {
     let redis = RedisServer::start();
-    let backend = redis.instance().await;
+    let backend = instance(&redis).await;
     backend
         .create_limit(LimitSpec::concurrency("db", 1))
         .await
@@ -379,7 +331,7 @@ async fn renewal_extends_a_lease() {
 #[tokio::test]
 async fn every_instance_sees_the_changes() {
     let redis = RedisServer::start();
-    let (a, b) = (redis.instance().await, redis.instance().await);
+    let (a, b) = (instance(&redis).await, instance(&redis).await);
     let mut events = b.events();
     a.create_limit(LimitSpec::concurrency("db", 2))
         .await
@@ -410,7 +362,7 @@ async fn every_instance_sees_the_changes() {
 #[tokio::test]
 async fn create_if_missing_creates_an_inactive_pass_through_limit() {
     let redis = RedisServer::start();
-    let backend = redis.instance().await;
+    let backend = instance(&redis).await;
     let spec = AcquireSpec {
         create_if_missing: true,
         ..lease(&["new"])

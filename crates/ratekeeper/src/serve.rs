@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::{Args, ValueEnum};
-use ratekeeper_backend::Embedded;
+use ratekeeper_backend::{Backend, Embedded};
+use ratekeeper_redis::RedisBackend;
 use ratekeeper_server::{Scope, ServerConfig, Token, Tokens};
 use serde::Deserialize;
 
@@ -36,6 +37,11 @@ pub struct ServeArgs {
     /// `disk` (default) or `memory`.
     #[arg(long, env = "RATEKEEPER_DURABILITY")]
     durability: Option<Durability>,
+    /// Keep the state in Redis instead (`redis://host:port/db`,
+    /// `rediss://...`, `redis+unix:///path`), shared by every server
+    /// pointed at it.
+    #[arg(long, env = "RATEKEEPER_STORE")]
+    store: Option<String>,
     /// A TOML file with any of these settings, and `[[tokens]]`.
     #[arg(long, env = "RATEKEEPER_CONFIG")]
     config: Option<PathBuf>,
@@ -63,6 +69,7 @@ struct FileConfig {
     addr: Option<SocketAddr>,
     data_dir: Option<PathBuf>,
     durability: Option<Durability>,
+    store: Option<String>,
     insecure: Option<bool>,
     max_wait_seconds: Option<f64>,
     ticket_lapse_seconds: Option<f64>,
@@ -76,6 +83,8 @@ struct Settings {
     addr: SocketAddr,
     data_dir: PathBuf,
     durability: Durability,
+    /// A Redis URL, if the state lives in Redis.
+    store: Option<String>,
     insecure: bool,
     server: ServerConfig,
 }
@@ -133,6 +142,7 @@ impl ServeArgs {
                 .durability
                 .or(file.durability)
                 .unwrap_or(Durability::Disk),
+            store: self.store.or(file.store),
             insecure: self.insecure || file.insecure.unwrap_or(false),
             server,
         })
@@ -150,16 +160,37 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             settings.addr
         );
     }
-    let (backend, store) = match settings.durability {
+    if let Some(url) = &settings.store {
+        if !(url.starts_with("redis://")
+            || url.starts_with("rediss://")
+            || url.starts_with("redis+unix://"))
+        {
+            bail!("--store must be a redis://, rediss:// or redis+unix:// URL, not {url:?}");
+        }
+        let backend = RedisBackend::connect(url)
+            .await
+            .with_context(|| format!("cannot reach Redis at {url}"))?;
+        let store = format!("state in Redis at {url}");
+        return serve(settings, backend, &store).await;
+    }
+    match settings.durability {
         Durability::Disk => {
             let backend = Embedded::open(&settings.data_dir)?;
-            (backend, format!("store in {}", settings.data_dir.display()))
+            let store = format!("store in {}", settings.data_dir.display());
+            serve(settings, backend, &store).await
         }
-        Durability::Memory => (
-            Embedded::in_memory(),
-            "in memory only (--durability memory)".into(),
-        ),
-    };
+        Durability::Memory => {
+            serve(
+                settings,
+                Embedded::in_memory(),
+                "in memory only (--durability memory)",
+            )
+            .await
+        }
+    }
+}
+
+async fn serve<B: Backend>(settings: Settings, backend: B, store: &str) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(settings.addr)
         .await
         .with_context(|| format!("cannot listen on {}", settings.addr))?;
@@ -168,7 +199,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     println!("ratekeeper listening on http://{addr} ({store})");
     tracing::info!(%addr, "serving");
     ratekeeper_server::serve(listener, Arc::new(backend), settings.server, stop_signal()).await?;
-    tracing::info!("stopped; every change is on disk");
+    tracing::info!("stopped; every change is stored");
     Ok(())
 }
 

@@ -179,9 +179,14 @@ local function drop_lease(id, lease)
   return names
 end
 
+-- A lease granted to a queued request lives this long until the instance
+-- that parks the request confirms it (by renewing it to its full TTL): if
+-- that instance died, the slot comes back within seconds, not a TTL.
+local CLAIM_US = 3 * US
+
 -- Grants a request: occupies its active limits, writes its lease (in
 -- concurrency mode). Returns the outcome sent to its waiter.
-local function grant(req)
+local function grant(req, queued)
   local names = cjson.decode(req.names)
   local held_names, held_uids = {}, {}
   for _, name in ipairs(names) do
@@ -203,6 +208,7 @@ local function grant(req)
   local outcome = { granted_at = int(NOW), waited = int(NOW - (req.enq or NOW)) }
   if req.mode ~= 'rate' then
     local expires = NOW + req.ttl
+    if queued then expires = NOW + math.min(req.ttl, CLAIM_US) end
     local lease = {
       names = cjson.encode(held_names), uids = cjson.encode(held_uids),
       occupy = req.occupy, holder = req.holder, granted_at = NOW, expires = expires,
@@ -292,9 +298,14 @@ local function promote(names)
         local req = hash(rkey(token))
         if req then
           req.token = token
-          if eligible(token, req) then
+          if req.owner and redis.call('EXISTS', P .. 'inst:' .. req.owner) == 0 then
+            -- Its instance is gone: nobody would hear of a grant.
             unqueue(token, req)
-            settle(token, { ok = grant(req) })
+            granted_one = true
+            for _, other in ipairs(cjson.decode(req.names)) do work[#work + 1] = other end
+          elseif eligible(token, req) then
+            unqueue(token, req)
+            settle(token, { ok = grant(req, true) })
             granted_one = true
             for _, other in ipairs(cjson.decode(req.names)) do work[#work + 1] = other end
           end

@@ -1,0 +1,345 @@
+//! Several `ratekeeper serve` processes on one Redis act as one server:
+//! clients spread over them never exceed a limit and are served in arrival
+//! order, a killed instance's clients lose only what they held, and a
+//! Redis restart is survived.
+
+mod common;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::ServerProcess;
+use ratekeeper_redis::testing::RedisServer;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+/// A `ratekeeper serve` on `redis`.
+fn instance(redis: &RedisServer, dir: &tempfile::TempDir) -> ServerProcess {
+    ServerProcess::start(dir.path(), &["--store", &redis.url()])
+}
+
+async fn call(
+    http: &reqwest::Client,
+    method: reqwest::Method,
+    url: &str,
+    body: Option<Value>,
+) -> (StatusCode, Value) {
+    let mut request = http.request(method, url);
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request.send().await.unwrap();
+    (
+        response.status(),
+        response.json().await.unwrap_or(Value::Null),
+    )
+}
+
+async fn post(http: &reqwest::Client, url: &str, body: Value) -> (StatusCode, Value) {
+    call(http, reqwest::Method::POST, url, Some(body)).await
+}
+
+async fn limit(http: &reqwest::Client, server: &ServerProcess, name: &str) -> Value {
+    call(
+        http,
+        reqwest::Method::GET,
+        &format!("{}/v1/limits/{name}", server.url),
+        None,
+    )
+    .await
+    .1
+}
+
+/// Waits until `check` holds for `name`'s state (checked every few ms).
+async fn until(
+    http: &reqwest::Client,
+    server: &ServerProcess,
+    name: &str,
+    check: impl Fn(&Value) -> bool,
+) {
+    let started = Instant::now();
+    loop {
+        let state = limit(http, server, name).await;
+        if check(&state) {
+            return;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "{name} never got there: {state}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+async fn acquire(
+    http: &reqwest::Client,
+    server: &ServerProcess,
+    body: Value,
+) -> (StatusCode, Value) {
+    post(http, &format!("{}/v1/acquire", server.url), body).await
+}
+
+async fn release(http: &reqwest::Client, server: &ServerProcess, lease: &str) -> StatusCode {
+    call(
+        http,
+        reqwest::Method::DELETE,
+        &format!("{}/v1/leases/{lease}", server.url),
+        None,
+    )
+    .await
+    .0
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_spread_over_three_servers_never_exceed_the_limit() {
+    const SLOTS: i32 = 3;
+    let redis = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let servers: Vec<_> = (0..3).map(|_| instance(&redis, &dir)).collect();
+    let http = reqwest::Client::new();
+    let (status, _) = post(
+        &http,
+        &format!("{}/v1/limits", servers[0].url),
+        json!({"name": "shared", "slots": SLOTS}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED);
+
+    // Every client logs, on its own clock, when its grant was acknowledged
+    // and when it started releasing: those intervals lie inside the
+    // servers' holding intervals, so no more than SLOTS may overlap.
+    let log: Arc<Mutex<Vec<(Instant, i32)>>> = Arc::default();
+    let stop = Arc::new(AtomicBool::new(false));
+    let clients: Vec<_> = (0..12)
+        .map(|i| {
+            let url = servers[i % 3].url.clone();
+            let (log, stop) = (Arc::clone(&log), Arc::clone(&stop));
+            tokio::spawn(async move {
+                let http = reqwest::Client::new();
+                let mut grants = 0;
+                while !stop.load(Ordering::SeqCst) {
+                    let body = json!({"names": ["shared"], "holder": format!("client-{i}")});
+                    let (status, lease) = post(&http, &format!("{url}/v1/acquire"), body).await;
+                    assert_eq!(status, StatusCode::OK, "{lease}");
+                    log.lock().unwrap().push((Instant::now(), 1));
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                    log.lock().unwrap().push((Instant::now(), -1));
+                    let id = lease["lease_id"].as_str().unwrap();
+                    let (status, _) = call(
+                        &http,
+                        reqwest::Method::DELETE,
+                        &format!("{url}/v1/leases/{id}"),
+                        None,
+                    )
+                    .await;
+                    assert_eq!(status, StatusCode::NO_CONTENT);
+                    grants += 1;
+                }
+                grants
+            })
+        })
+        .collect();
+    until(&http, &servers[1], "shared", |s| {
+        s["counters"]["granted_total"].as_u64().unwrap() >= 600
+    })
+    .await;
+    stop.store(true, Ordering::SeqCst);
+    let mut per_client = Vec::new();
+    for client in clients {
+        per_client.push(client.await.unwrap());
+    }
+    assert!(
+        per_client.iter().all(|&g| g > 0),
+        "a client was starved: {per_client:?}"
+    );
+
+    let mut events = log.lock().unwrap().clone();
+    events.sort();
+    let mut holding = 0;
+    for (at, delta) in events {
+        holding += delta;
+        assert!(holding <= SLOTS, "{holding} holders at {at:?}");
+    }
+    let state = limit(&http, &servers[2], "shared").await;
+    assert_eq!(
+        (state["held"].as_u64(), state["waiting"].as_u64()),
+        (Some(0), Some(0)),
+        "{state}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiters_on_different_servers_are_served_in_arrival_order() {
+    let redis = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let servers: Arc<Vec<_>> = Arc::new((0..3).map(|_| instance(&redis, &dir)).collect());
+    let http = reqwest::Client::new();
+    post(
+        &http,
+        &format!("{}/v1/limits", servers[0].url),
+        json!({"name": "line", "slots": 1}),
+    )
+    .await;
+    let (_, first) = acquire(&http, &servers[0], json!({"names": ["line"]})).await;
+
+    let (order, mut served) = tokio::sync::mpsc::unbounded_channel();
+    for i in 0..9usize {
+        let (all, order) = (Arc::clone(&servers), order.clone());
+        tokio::spawn(async move {
+            let http = reqwest::Client::new();
+            let server = &all[i % 3];
+            let (status, lease) = acquire(
+                &http,
+                server,
+                json!({"names": ["line"], "holder": format!("w{i}")}),
+            )
+            .await;
+            assert_eq!(status, StatusCode::OK, "{lease}");
+            order.send(i).unwrap();
+            assert_eq!(
+                release(&http, server, lease["lease_id"].as_str().unwrap()).await,
+                StatusCode::NO_CONTENT
+            );
+        });
+        until(&http, &servers[0], "line", |s| s["waiting"] == json!(i + 1)).await;
+    }
+    assert_eq!(
+        release(&http, &servers[1], first["lease_id"].as_str().unwrap()).await,
+        StatusCode::NO_CONTENT
+    );
+    let mut grants = Vec::new();
+    for _ in 0..9 {
+        grants.push(served.recv().await.unwrap());
+    }
+    assert_eq!(grants, (0..9).collect::<Vec<_>>());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_server_loses_only_its_own_clients_leases_and_waits() {
+    let redis = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let doomed = instance(&redis, &dir);
+    let survivor = instance(&redis, &dir);
+    let http = reqwest::Client::new();
+    post(
+        &http,
+        &format!("{}/v1/limits", survivor.url),
+        json!({"name": "db", "slots": 1}),
+    )
+    .await;
+
+    // A lease through the doomed server, and a waiter parked on it.
+    let (_, held) = acquire(&http, &doomed, json!({"names": ["db"], "lease_seconds": 2})).await;
+    assert!(held["lease_id"].is_string(), "{held}");
+    let parked = {
+        let url = doomed.url.clone();
+        tokio::spawn(async move {
+            let http = reqwest::Client::new();
+            http.post(format!("{url}/v1/acquire"))
+                .json(&json!({"names": ["db"]}))
+                .send()
+                .await
+        })
+    };
+    until(&http, &survivor, "db", |s| s["waiting"] == json!(1)).await;
+    doomed.kill();
+    assert!(
+        parked.await.unwrap().is_err(),
+        "the killed server cannot have answered"
+    );
+
+    // Its parked request is withdrawn once it is taken for dead, and its
+    // lease expires by its TTL: the survivor's client gets the slot.
+    let started = Instant::now();
+    let (status, next) = acquire(
+        &http,
+        &survivor,
+        json!({"names": ["db"], "holder": "survivor"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{next}");
+    // At most the lease's 2 s TTL plus 3 s for an unconfirmed grant.
+    assert!(
+        started.elapsed() < Duration::from_secs(7),
+        "{:?}",
+        started.elapsed()
+    );
+    let state = limit(&http, &survivor, "db").await;
+    assert_eq!(state["held"], 1, "{state}");
+    // The doomed server's lease expired; if its parked request was granted
+    // before it was taken for dead, that unconfirmed grant expired too.
+    let expired = state["counters"]["expired_total"].as_u64().unwrap();
+    assert!((1..=2).contains(&expired), "{state}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_restart_is_survived_without_over_admission() {
+    let mut redis = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let server = instance(&redis, &dir);
+    let http = reqwest::Client::new();
+    post(
+        &http,
+        &format!("{}/v1/limits", server.url),
+        json!({"name": "db", "slots": 2}),
+    )
+    .await;
+    let mut leases = Vec::new();
+    for _ in 0..2 {
+        let (_, lease) = acquire(
+            &http,
+            &server,
+            json!({"names": ["db"], "lease_seconds": 120}),
+        )
+        .await;
+        leases.push(lease["lease_id"].as_str().unwrap().to_owned());
+    }
+
+    redis.kill();
+    // Fail closed: with Redis down, nobody is admitted.
+    let (status, body) = acquire(
+        &http,
+        &server,
+        json!({"names": ["db"], "timeout_seconds": 0}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert_eq!(body["error"]["code"], "unavailable");
+
+    redis.restart();
+    // Once Redis is back, its state is too: both leases still count.
+    let started = Instant::now();
+    let (status, body) = loop {
+        let answer = acquire(
+            &http,
+            &server,
+            json!({"names": ["db"], "timeout_seconds": 0}),
+        )
+        .await;
+        if answer.0 != StatusCode::SERVICE_UNAVAILABLE {
+            break answer;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "Redis never came back"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(
+        (status, &body["error"]["code"]),
+        (StatusCode::TOO_MANY_REQUESTS, &json!("would_block")),
+        "{body}"
+    );
+    assert_eq!(
+        release(&http, &server, &leases[0]).await,
+        StatusCode::NO_CONTENT
+    );
+    let (status, body) = acquire(
+        &http,
+        &server,
+        json!({"names": ["db"], "timeout_seconds": 0}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+}
