@@ -51,6 +51,11 @@ pub struct BenchArgs {
     /// Waiters `park` parks.
     #[arg(long, default_value_t = 100_000)]
     parked: usize,
+    /// A second server sharing the first one's state (servers on one
+    /// Redis): `handoff` passes the slot between the two, and `churn`
+    /// spreads its clients over both.
+    #[arg(long)]
+    peer_url: Option<String>,
 }
 
 /// One measured figure.
@@ -100,11 +105,16 @@ impl Figure {
 /// Runs the chosen scenarios and prints their figures.
 pub async fn run(args: BenchArgs) -> Result<(), Failure> {
     let connection = &args.connection;
-    let client = match &connection.token {
-        Some(token) => Client::connect_with_token(&connection.url, token),
-        None => Client::connect(&connection.url),
+    let connect = |url: &str| match &connection.token {
+        Some(token) => Client::connect_with_token(url, token),
+        None => Client::connect(url),
+    };
+    let client = connect(&connection.url).map_err(failed)?;
+    // The clients that `handoff` and `churn` take turns with.
+    let mut players = vec![client.clone()];
+    if let Some(peer) = &args.peer_url {
+        players.push(connect(peer).map_err(failed)?);
     }
-    .map_err(failed)?;
     let scenarios = if args.scenarios.is_empty() {
         vec![
             Scenario::Seed,
@@ -121,9 +131,9 @@ pub async fn run(args: BenchArgs) -> Result<(), Failure> {
         let progress = progress(scenario);
         let result = match scenario {
             Scenario::Seed => seed(&client).await,
-            Scenario::Handoff => handoff(&client, args.handoffs).await,
+            Scenario::Handoff => handoff(&players, args.handoffs).await,
             Scenario::Churn => {
-                churn(&client, args.clients, Duration::from_secs_f64(args.seconds)).await
+                churn(&players, args.clients, Duration::from_secs_f64(args.seconds)).await
             }
             Scenario::Rate => rate(&client, args.clients, &progress).await,
             Scenario::Park => park(&client, connection, args.parked).await,
@@ -232,13 +242,15 @@ async fn seed(client: &Client) -> Result<Vec<Figure>, Error> {
     ])
 }
 
-async fn handoff(client: &Client, rounds: usize) -> Result<Vec<Figure>, Error> {
-    let limit = BenchLimit::create(client, "handoff", LimitSpec::concurrency("", 1)).await?;
+/// Two players pass one slot back and forth, each on its own client of
+/// `clients` (taken in turn).
+async fn handoff(clients: &[Client], rounds: usize) -> Result<Vec<Figure>, Error> {
+    let limit = BenchLimit::create(&clients[0], "handoff", LimitSpec::concurrency("", 1)).await?;
     let released_at: Arc<Mutex<Option<Instant>>> = Arc::default();
     let samples: Arc<Mutex<Vec<Duration>>> = Arc::default();
     let players: Vec<_> = (0..2)
-        .map(|_| {
-            let (client, name) = (client.clone(), limit.name.clone());
+        .map(|i| {
+            let (client, name) = (clients[i % clients.len()].clone(), limit.name.clone());
             let (released_at, samples) = (released_at.clone(), samples.clone());
             tokio::spawn(async move {
                 while samples.lock().expect("not poisoned").len() < rounds {
@@ -269,14 +281,20 @@ async fn handoff(client: &Client, rounds: usize) -> Result<Vec<Figure>, Error> {
     ])
 }
 
-async fn churn(client: &Client, clients: usize, duration: Duration) -> Result<Vec<Figure>, Error> {
+/// `clients` workers acquire and release as fast as they can, spread over
+/// `players` in turn.
+async fn churn(
+    players: &[Client],
+    clients: usize,
+    duration: Duration,
+) -> Result<Vec<Figure>, Error> {
     let slots = clients as u64;
-    let limit = BenchLimit::create(client, "churn", LimitSpec::concurrency("", slots)).await?;
+    let limit = BenchLimit::create(&players[0], "churn", LimitSpec::concurrency("", slots)).await?;
     let deadline = Instant::now() + duration;
     let started = Instant::now();
     let workers: Vec<_> = (0..clients)
-        .map(|_| {
-            let (client, name) = (client.clone(), limit.name.clone());
+        .map(|i| {
+            let (client, name) = (players[i % players.len()].clone(), limit.name.clone());
             tokio::spawn(async move {
                 let mut cycles = 0u64;
                 while Instant::now() < deadline {
