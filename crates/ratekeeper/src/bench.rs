@@ -133,7 +133,12 @@ pub async fn run(args: BenchArgs) -> Result<(), Failure> {
             Scenario::Seed => seed(&client).await,
             Scenario::Handoff => handoff(&players, args.handoffs).await,
             Scenario::Churn => {
-                churn(&players, args.clients, Duration::from_secs_f64(args.seconds)).await
+                churn(
+                    &players,
+                    args.clients,
+                    Duration::from_secs_f64(args.seconds),
+                )
+                .await
             }
             Scenario::Rate => rate(&client, args.clients, &progress).await,
             Scenario::Park => park(&client, connection, args.parked).await,
