@@ -28,6 +28,7 @@ for _, name in ipairs(missing) do
     'held', 0, 'drained', int(NOW), 'qslots', 0, 'granted', 0, 'granted_slots', 0,
     'waited', 0, 'expired', 0, 'denied', 0, 'created', int(NOW), 'updated', int(NOW))
   redis.call('SADD', P .. 'names', name)
+  forget(name)
   touch(name)
 end
 
@@ -69,8 +70,8 @@ redis.call('SADD', P .. 'owned:' .. instance, token)
 redis.call('SADD', P .. 'instances', instance)
 for _, name in ipairs(names) do
   redis.call('ZADD', qkey(name), seq, token)
-  redis.call('HINCRBY', lkey(name), 'qslots', occupy)
-  if load_limit(name).active == 1 then redis.call('HINCRBY', lkey(name), 'waited', 1) end
+  bump(name, 'qslots', occupy)
+  if load_limit(name).active == 1 then bump(name, 'waited', 1) end
   touch(name)
 end
 -- It may head every queue and wait for decay alone: that sets its timer.

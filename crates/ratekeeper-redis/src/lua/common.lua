@@ -53,10 +53,28 @@ local function hash(key)
   return t
 end
 
+-- Limits read in this script, by name (false: it does not exist). Every
+-- change of a limit goes through `bump` or is followed by `forget`, so the
+-- cache always says what Redis holds.
+local cache = {}
+
 local function load_limit(name)
+  local cached = cache[name]
+  if cached ~= nil then return cached or nil end
   local limit = hash(lkey(name))
   if limit then limit.name = name end
+  cache[name] = limit or false
   return limit
+end
+
+local function bump(name, field, by)
+  redis.call('HINCRBY', lkey(name), field, by)
+  local limit = cache[name]
+  if limit then limit[field] = limit[field] + by end
+end
+
+local function forget(name)
+  cache[name] = nil
 end
 
 local function num(x) return string.format('%.17g', x) end
@@ -148,7 +166,7 @@ local function count(names, field, by)
   for _, name in ipairs(names) do
     local limit = load_limit(name)
     if limit and limit.active == 1 then
-      redis.call('HINCRBY', lkey(name), field, by or 1)
+      bump(name, field, by or 1)
       touch(name)
     end
   end
@@ -162,7 +180,7 @@ local function give_back(lease)
   for i, name in ipairs(names) do
     local limit = load_limit(name)
     if limit and limit.uid == uids[i] then
-      redis.call('HINCRBY', lkey(name), 'held', -lease.occupy)
+      bump(name, 'held', -lease.occupy)
       redis.call('SREM', llkey(name), lease.id)
       touch(name)
     end
@@ -192,12 +210,12 @@ local function grant(req, queued)
   for _, name in ipairs(names) do
     local limit = load_limit(name)
     if limit and limit.active == 1 then
-      redis.call('HINCRBY', lkey(name), 'granted', 1)
-      redis.call('HINCRBY', lkey(name), 'granted_slots', req.occupy)
+      bump(name, 'granted', 1)
+      bump(name, 'granted_slots', req.occupy)
       if req.mode == 'rate' then
         add_decaying(limit, req.occupy)
       else
-        redis.call('HINCRBY', lkey(name), 'held', req.occupy)
+        bump(name, 'held', req.occupy)
         redis.call('SADD', llkey(name), req.token)
         held_names[#held_names + 1] = name
         held_uids[#held_uids + 1] = limit.uid
@@ -236,7 +254,7 @@ local function unqueue(token, req)
   if req.owner then redis.call('SREM', P .. 'owned:' .. req.owner, token) end
   for _, name in ipairs(cjson.decode(req.names)) do
     if redis.call('ZREM', qkey(name), token) == 1 then
-      redis.call('HINCRBY', lkey(name), 'qslots', -req.occupy)
+      bump(name, 'qslots', -req.occupy)
       touch(name)
     end
   end

@@ -15,6 +15,7 @@ if ARGV[7] == '1' then
   fields[#fields + 1] = ARGV[8]
 end
 redis.call('HSET', lkey(name), unpack(fields))
+forget(name)
 redis.call('SADD', P .. 'names', name)
 touch(name)
 return finish({ ok = view(load_limit(name)) })

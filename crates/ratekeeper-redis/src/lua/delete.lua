@@ -15,6 +15,7 @@ for _, token in ipairs(redis.call('ZRANGE', qkey(name), 0, -1)) do
   end
 end
 redis.call('DEL', lkey(name), qkey(name), llkey(name))
+forget(name)
 redis.call('SREM', P .. 'names', name)
 redis.call('ZREM', P .. 'ready', name)
 touched[name] = nil

@@ -12,6 +12,7 @@ for _, id in ipairs(redis.call('SMEMBERS', llkey(name))) do
   end
 end
 redis.call('HSET', lkey(name), 'drained', int(NOW))
+forget(name)
 touch(name)
 promote(freed)
 return finish({ ok = view(load_limit(name)) })

@@ -7,7 +7,7 @@ for _, id in ipairs(redis.call('ZRANGEBYSCORE', P .. 'exp', '-inf', NOW)) do
   if lease then
     lease.id = id
     for _, name in ipairs(lease_limits(lease)) do
-      redis.call('HINCRBY', lkey(name), 'expired', 1)
+      bump(name, 'expired', 1)
     end
     for _, name in ipairs(drop_lease(id, lease)) do freed[#freed + 1] = name end
   else

@@ -16,6 +16,7 @@ if ARGV[6] ~= '' then redis.call('HSET', lkey(name), 'active', ARGV[6]) end
 if ARGV[7] == 'set' then redis.call('HSET', lkey(name), 'description', ARGV[8]) end
 if ARGV[7] == 'clear' then redis.call('HDEL', lkey(name), 'description') end
 redis.call('HSET', lkey(name), 'updated', int(NOW))
+forget(name)
 touch(name)
 -- More slots, a faster decay or deactivation may let waiters in.
 promote({ name })
