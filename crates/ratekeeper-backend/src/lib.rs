@@ -14,6 +14,8 @@
 //! allows.
 
 mod backend;
+#[cfg(feature = "conformance")]
+pub mod conformance;
 mod embedded;
 mod log;
 mod store;

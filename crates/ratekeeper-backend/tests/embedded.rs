@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use ratekeeper_backend::{AcquireSpec, Backend, DB_FILE, Embedded, Event, LOG_FILE};
+use ratekeeper_backend::{AcquireSpec, Backend, DB_FILE, Embedded, LOG_FILE};
 use ratekeeper_core::{LimitSpec, Mode};
 
 fn lease_on(name: &str, occupy: u64) -> AcquireSpec {
@@ -110,92 +110,17 @@ async fn deleted_limits_stay_deleted() {
     assert_eq!(names, ["b"]);
 }
 
-#[tokio::test]
-async fn a_waiter_is_granted_when_a_lease_is_released() {
-    let backend = Embedded::in_memory();
-    backend
-        .create_limit(LimitSpec::concurrency("db", 1))
-        .await
-        .unwrap();
-    let first = backend
-        .acquire(lease_on("db", 1))
-        .await
-        .unwrap()
-        .lease
-        .unwrap();
-    let waiting = backend.acquire(AcquireSpec {
-        timeout: None,
-        ..lease_on("db", 1)
-    });
-    let waiter = tokio::spawn(waiting);
-    // Wait until it is queued, by the backend's own account.
-    while backend.limit("db").await.unwrap().waiters.is_empty() {
-        tokio::task::yield_now().await;
-    }
-    backend.release(first.id).await.unwrap();
-    let granted = waiter.await.unwrap().unwrap();
-    assert!(granted.lease.is_some());
+/// The behaviour every backend shares, in memory and on disk.
+mod in_memory {
+    use ratekeeper_backend::Embedded;
+    ratekeeper_backend::conformance_tests!(async { ((), Embedded::in_memory()) });
 }
 
-#[tokio::test]
-async fn dropping_a_wait_leaves_the_queue() {
-    let backend = Embedded::in_memory();
-    backend
-        .create_limit(LimitSpec::concurrency("db", 1))
-        .await
-        .unwrap();
-    backend.acquire(lease_on("db", 1)).await.unwrap();
-    let mut waiting = backend.acquire(AcquireSpec {
-        timeout: None,
-        ..lease_on("db", 1)
+mod on_disk {
+    use ratekeeper_backend::Embedded;
+    ratekeeper_backend::conformance_tests!(async {
+        let dir = tempfile::tempdir().unwrap();
+        let backend = Embedded::open(dir.path()).unwrap();
+        (dir, backend)
     });
-    assert!(
-        tokio::time::timeout(Duration::from_millis(5), &mut waiting)
-            .await
-            .is_err()
-    );
-    assert_eq!(backend.limit("db").await.unwrap().waiters.len(), 1);
-    drop(waiting);
-    assert_eq!(backend.limit("db").await.unwrap().waiters.len(), 0);
-}
-
-#[tokio::test]
-async fn events_report_changes() {
-    let backend = Embedded::in_memory();
-    let mut events = backend.events();
-    backend
-        .create_limit(LimitSpec::concurrency("db", 1))
-        .await
-        .unwrap();
-    let lease = backend
-        .acquire(lease_on("db", 1))
-        .await
-        .unwrap()
-        .lease
-        .unwrap();
-    backend.release(lease.id).await.unwrap();
-    backend.delete_limit("db").await.unwrap();
-    let mut seen = Vec::new();
-    while let Ok(event) = events.try_recv() {
-        seen.push(match event {
-            Event::Limit(view) => format!("limit {} held {}", view.name, view.held),
-            Event::LimitDeleted(name) => format!("deleted {name}"),
-            Event::Lease(view) => format!("lease on {:?}", view.limits),
-            Event::LeaseEnded(id) => {
-                assert_eq!(id, lease.id);
-                "lease ended".into()
-            }
-        });
-    }
-    assert_eq!(
-        seen,
-        [
-            "limit db held 0",
-            "limit db held 1",
-            "lease on [\"db\"]",
-            "limit db held 0",
-            "lease ended",
-            "deleted db",
-        ]
-    );
 }
