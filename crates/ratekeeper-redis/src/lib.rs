@@ -28,6 +28,7 @@ mod scripts;
 pub mod testing;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -35,7 +36,7 @@ use futures_util::StreamExt;
 use ratekeeper_backend::{AcquireSpec, Backend, Error, Event, Granted, LimitDetail, Waiting};
 use ratekeeper_core::{
     AcquireError, AcquireRequest, Claim, LeaseError, LeaseGrant, LeaseId, LeaseView, LimitName,
-    LimitPatch, LimitSpec, LimitView, MAX_LEASE_TTL, MIN_LEASE_TTL, Mode,
+    LimitPatch, LimitSpec, LimitView, MAX_LEASE_TTL, MIN_LEASE_TTL, Mode, Timestamp,
 };
 use redis::aio::ConnectionManager;
 use serde::de::DeserializeOwned;
@@ -54,6 +55,22 @@ pub const TICK_BACKSTOP: Duration = Duration::from_secs(1);
 /// How long an instance counts as alive after its last heartbeat.
 pub const INSTANCE_TTL: Duration = Duration::from_secs(3);
 const HEARTBEAT: Duration = Duration::from_secs(1);
+
+/// A clock for tests that compare the scripts with the engine: while one
+/// is given, every script acts at its instant instead of Redis's `TIME`.
+#[derive(Debug, Clone, Default)]
+pub struct ManualClock(Arc<AtomicU64>);
+
+impl ManualClock {
+    /// Sets the instant the scripts act at (kept in microseconds).
+    pub fn set(&self, at: Timestamp) {
+        self.0.store(at.as_unix_nanos() / 1000, Ordering::SeqCst);
+    }
+
+    fn micros(&self) -> String {
+        self.0.load(Ordering::SeqCst).to_string()
+    }
+}
 
 /// A backend whose state is in Redis, shared with every other instance on
 /// the same Redis and key prefix.
@@ -80,6 +97,8 @@ struct Inner {
     due: watch::Sender<Option<u64>>,
     /// The background tasks: subscriber, ticker, heartbeat.
     tasks: Mutex<Vec<JoinHandle<()>>>,
+    /// The scripts' clock in tests; `None`: Redis's own.
+    clock: Option<ManualClock>,
 }
 
 impl Drop for Inner {
@@ -131,6 +150,31 @@ impl RedisBackend {
     /// Connects with the keys under `{prefix}:`; instances share state only
     /// with those of the same prefix.
     pub async fn connect_with_prefix(url: &str, prefix: &str) -> Result<Self, Error> {
+        Self::open(url, prefix, None).await
+    }
+
+    /// Connects with the scripts on `clock` instead of Redis's, for tests
+    /// that compare them with the engine at explicit instants.
+    pub async fn connect_with_clock(
+        url: &str,
+        prefix: &str,
+        clock: ManualClock,
+    ) -> Result<Self, Error> {
+        Self::open(url, prefix, Some(clock)).await
+    }
+
+    /// Does whatever is due now (expiries, heads that decay has let in,
+    /// the requests of dead instances), as every instance does by itself
+    /// when it is due; returns when the next thing is due.
+    pub async fn tick(&self) -> Result<Option<Timestamp>, Error> {
+        let inner = &self.inner;
+        match inner.run::<reply::Due>(&inner.scripts.tick, &[]).await? {
+            Reply::Ok { ok } => Ok(ok.next.map(reply::Int::micros)),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    async fn open(url: &str, prefix: &str, clock: Option<ManualClock>) -> Result<Self, Error> {
         let client = redis::Client::open(url).map_err(unavailable)?;
         let conn = ConnectionManager::new(client.clone())
             .await
@@ -145,6 +189,7 @@ impl RedisBackend {
             events: broadcast::channel(4096).0,
             due: watch::channel(None).0,
             tasks: Mutex::new(Vec::new()),
+            clock,
         });
         inner.heartbeat().await?;
         let subscribed = inner.subscribe().await?;
@@ -173,7 +218,11 @@ impl Inner {
     ) -> Result<T, Error> {
         let mut invocation = script.prepare_invoke();
         // The one declared key routes the script to the state's slot.
-        invocation.key(self.key("seq")).arg(&self.prefix).arg("");
+        let now = self.clock.as_ref().map(ManualClock::micros);
+        invocation
+            .key(self.key("seq"))
+            .arg(&self.prefix)
+            .arg(now.unwrap_or_default());
         for arg in args {
             invocation.arg(*arg);
         }
@@ -520,14 +569,8 @@ async fn tick_loop(weak: Weak<Inner>) {
     loop {
         let next = {
             let Some(inner) = weak.upgrade() else { return };
-            match inner
-                .run::<serde_json::Value>(&inner.scripts.tick, &[])
-                .await
-            {
-                Ok(Reply::Ok { ok }) => serde_json::from_value::<reply::Due>(ok)
-                    .ok()
-                    .and_then(|d| d.next)
-                    .map(|at| at.0),
+            match inner.run::<reply::Due>(&inner.scripts.tick, &[]).await {
+                Ok(Reply::Ok { ok }) => ok.next.map(|at| at.0),
                 _ => None,
             }
         };

@@ -6,9 +6,7 @@ for _, id in ipairs(redis.call('ZRANGEBYSCORE', P .. 'exp', '-inf', NOW)) do
   local lease = hash(lease_key(id))
   if lease then
     lease.id = id
-    for _, name in ipairs(lease_limits(lease)) do
-      bump(name, 'expired', 1)
-    end
+    count(lease_limits(lease), 'expired')
     for _, name in ipairs(drop_lease(id, lease)) do freed[#freed + 1] = name end
   else
     redis.call('ZREM', P .. 'exp', id)

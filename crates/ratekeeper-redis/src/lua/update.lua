@@ -18,6 +18,29 @@ if ARGV[7] == 'clear' then redis.call('HDEL', lkey(name), 'description') end
 redis.call('HSET', lkey(name), 'updated', int(NOW))
 forget(name)
 touch(name)
+-- A waiter this limit can no longer ever grant fails now, as the engine
+-- would have refused it had it come after the change.
+local freed = { name }
+limit = load_limit(name)
+if limit.active == 1 then
+  for _, token in ipairs(redis.call('ZRANGE', qkey(name), 0, -1)) do
+    local req = hash(rkey(token))
+    if req then
+      local refusal = nil
+      if limit.slots > 0 and req.occupy > limit.slots then
+        refusal = { err = 'occupy_exceeds_slots', name = name, occupy = int(req.occupy), slots = int(limit.slots) }
+      elseif req.mode == 'rate' and limit.decay <= 0 then
+        refusal = { err = 'rate_mode_needs_decay', name = name }
+      end
+      if refusal then
+        req.token = token
+        unqueue(token, req)
+        settle(token, refusal)
+        for _, other in ipairs(cjson.decode(req.names)) do freed[#freed + 1] = other end
+      end
+    end
+  end
+end
 -- More slots, a faster decay or deactivation may let waiters in.
-promote({ name })
+promote(freed)
 return finish({ ok = view(load_limit(name)) })

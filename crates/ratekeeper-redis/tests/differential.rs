@@ -1,0 +1,374 @@
+//! The scripts against the pure engine: random operation sequences at
+//! explicit instants, applied to both, must get the same answers and leave
+//! the same state after every step. The scripts run on a manual clock, and
+//! time moves only when the sequence says so; due work (expiries, decay)
+//! is done at each instant either side says something is due.
+//!
+//! Decay rates divide a million, so that the engine's nanoseconds and the
+//! scripts' microseconds round alike.
+
+use std::time::Duration;
+
+use proptest::prelude::*;
+use ratekeeper_backend::{AcquireSpec, Backend, Error, Granted};
+use ratekeeper_core::{
+    AcquireRequest, Admission, Claim, Engine, Held, LeaseId, LimitPatch, LimitSpec, LimitView,
+    Mode, RequestId, Timestamp,
+};
+use ratekeeper_redis::testing::RedisServer;
+use ratekeeper_redis::{ManualClock, RedisBackend};
+use tokio::task::JoinHandle;
+
+const NAMES: [&str; 3] = ["a", "b", "c"];
+const DECAYS: [f64; 4] = [0.0, 10.0, 50.0, 100.0];
+const START_MS: u64 = 1_800_000_000_000;
+
+#[derive(Debug, Clone)]
+enum Op {
+    Create {
+        limit: usize,
+        slots: u64,
+        decay: usize,
+    },
+    Acquire {
+        limits: Vec<usize>,
+        occupy: u64,
+        rate: bool,
+        ttl_s: u64,
+        try_once: bool,
+    },
+    Release {
+        lease: usize,
+    },
+    Renew {
+        lease: usize,
+    },
+    Update {
+        limit: usize,
+        slots: Option<u64>,
+        active: Option<bool>,
+    },
+    Reset {
+        limit: usize,
+    },
+    Delete {
+        limit: usize,
+    },
+    Advance {
+        ms: u64,
+    },
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    let limit = 0..NAMES.len();
+    prop_oneof![
+        3 => (limit.clone(), 0..4u64, 0..DECAYS.len())
+            .prop_map(|(limit, slots, decay)| Op::Create { limit, slots, decay }),
+        6 => (proptest::sample::subsequence(vec![0, 1, 2], 1..=2), 1..3u64, any::<bool>(), 1..4u64, proptest::bool::weighted(0.2))
+            .prop_map(|(limits, occupy, rate, ttl_s, try_once)| Op::Acquire { limits, occupy, rate, ttl_s, try_once }),
+        4 => any::<usize>().prop_map(|lease| Op::Release { lease }),
+        1 => any::<usize>().prop_map(|lease| Op::Renew { lease }),
+        2 => (limit.clone(), proptest::option::of(0..4u64), proptest::option::of(any::<bool>()))
+            .prop_map(|(limit, slots, active)| Op::Update { limit, slots, active }),
+        1 => limit.clone().prop_map(|limit| Op::Reset { limit }),
+        1 => limit.prop_map(|limit| Op::Delete { limit }),
+        4 => prop_oneof![1..200u64, 200..3000u64].prop_map(|ms| Op::Advance { ms }),
+    ]
+}
+
+/// The engine and the scripts side by side.
+struct Pair {
+    engine: Engine,
+    redis: RedisBackend,
+    clock: ManualClock,
+    now: Timestamp,
+    /// Leases granted on both: the engine's id and the scripts'.
+    leases: Vec<(LeaseId, LeaseId)>,
+    /// Requests queued on both.
+    queued: Vec<(RequestId, JoinHandle<Result<Granted, Error>>)>,
+}
+
+fn code<E: std::fmt::Debug>(
+    result: &Result<impl Sized, E>,
+    to_code: impl Fn(&E) -> &'static str,
+) -> &'static str {
+    match result {
+        Ok(_) => "ok",
+        Err(err) => to_code(err),
+    }
+}
+
+impl Pair {
+    fn set(&mut self, at: Timestamp) {
+        self.now = at;
+        self.clock.set(at);
+    }
+
+    /// Moves both to `target`, stopping at every instant either has
+    /// something due.
+    async fn advance(&mut self, target: Timestamp) {
+        loop {
+            let redis_next = self.redis.tick().await.unwrap();
+            self.settle_wakes().await;
+            let next = [self.engine.next_wakeup(), redis_next]
+                .into_iter()
+                .flatten()
+                .filter(|&at| at > self.now && at <= target)
+                .min();
+            let Some(at) = next else { break };
+            self.set(at);
+            self.engine.advance(at);
+        }
+        self.set(target);
+        self.engine.advance(target);
+        self.redis.tick().await.unwrap();
+        self.settle_wakes().await;
+    }
+
+    /// Every request the engine decided must be decided alike by the
+    /// scripts.
+    async fn settle_wakes(&mut self) {
+        for wake in self.engine.take_wakes() {
+            let index = self
+                .queued
+                .iter()
+                .position(|(id, _)| *id == wake.request)
+                .expect("a wake for a queued request");
+            let (_, handle) = self.queued.remove(index);
+            let redis = tokio::time::timeout(Duration::from_secs(1), handle)
+                .await
+                .expect("the scripts decide what the engine decided")
+                .unwrap();
+            match (wake.outcome, redis) {
+                (Ok(grant), Ok(granted)) => self.pair_leases(grant.held, granted),
+                (Err(expected), Err(got)) => assert_eq!(got.code(), expected.code()),
+                (expected, got) => panic!("engine {expected:?}, scripts {got:?}"),
+            }
+        }
+    }
+
+    fn pair_leases(&mut self, held: Held, granted: Granted) {
+        match (held, granted.lease) {
+            (Held::Lease(engine), Some(redis)) => {
+                assert_eq!(engine.expires_at, redis.expires_at, "lease expiry");
+                self.leases.push((engine.id, redis.id));
+            }
+            (Held::Nothing, None) => {}
+            (held, lease) => panic!("engine holds {held:?}, scripts {lease:?}"),
+        }
+    }
+
+    async fn apply(&mut self, op: &Op) {
+        let now = self.now;
+        match op {
+            Op::Create {
+                limit,
+                slots,
+                decay,
+            } => {
+                let spec = LimitSpec {
+                    slot_decay_per_second: DECAYS[*decay],
+                    ..LimitSpec::concurrency(NAMES[*limit], *slots)
+                };
+                let expected = self.engine.create_limit(now, &spec);
+                let got = self.redis.create_limit(spec).await;
+                assert_eq!(code(&got, Error::code), code(&expected, |e| e.code()));
+            }
+            Op::Acquire {
+                limits,
+                occupy,
+                rate,
+                ttl_s,
+                try_once,
+            } => {
+                self.acquire(limits, *occupy, *rate, *ttl_s, *try_once)
+                    .await
+            }
+            Op::Release { lease } | Op::Renew { lease } => {
+                if self.leases.is_empty() {
+                    return;
+                }
+                let (engine_id, redis_id) = self.leases[lease % self.leases.len()];
+                if matches!(op, Op::Release { .. }) {
+                    let expected = self.engine.release(now, engine_id);
+                    let got = self.redis.release(redis_id).await;
+                    assert_eq!(code(&got, Error::code), code(&expected, |e| e.code()));
+                } else {
+                    let expected = self.engine.renew(now, engine_id, None);
+                    let got = self.redis.renew(redis_id, None).await;
+                    assert_eq!(code(&got, Error::code), code(&expected, |e| e.code()));
+                    if let (Ok(e), Ok(r)) = (expected, got) {
+                        assert_eq!(e.expires_at, r.expires_at);
+                    }
+                }
+            }
+            Op::Update {
+                limit,
+                slots,
+                active,
+            } => {
+                let patch = LimitPatch {
+                    slots: *slots,
+                    active: *active,
+                    ..LimitPatch::default()
+                };
+                let expected = self.engine.update_limit(now, NAMES[*limit], &patch);
+                let got = self.redis.update_limit(NAMES[*limit], patch).await;
+                assert_eq!(code(&got, Error::code), code(&expected, |e| e.code()));
+            }
+            Op::Reset { limit } => {
+                let expected = self.engine.reset_limit(now, NAMES[*limit]);
+                let got = self.redis.reset_limit(NAMES[*limit]).await;
+                assert_eq!(code(&got, Error::code), code(&expected, |e| e.code()));
+            }
+            Op::Delete { limit } => {
+                let expected = self.engine.delete_limit(now, NAMES[*limit]);
+                let got = self.redis.delete_limit(NAMES[*limit]).await;
+                assert_eq!(code(&got, Error::code), code(&expected, |e| e.code()));
+            }
+            Op::Advance { ms } => {
+                let target = Timestamp::from_unix_millis(now.as_unix_millis() + ms);
+                self.advance(target).await;
+            }
+        }
+        self.settle_wakes().await;
+    }
+
+    async fn acquire(
+        &mut self,
+        limits: &[usize],
+        occupy: u64,
+        rate: bool,
+        ttl_s: u64,
+        try_once: bool,
+    ) {
+        let names: Vec<&str> = limits.iter().map(|&i| NAMES[i]).collect();
+        let ttl = Duration::from_secs(ttl_s);
+        let timeout = try_once.then_some(Duration::ZERO);
+        let request = AcquireRequest {
+            names: &names,
+            occupy,
+            claim: if rate {
+                Claim::Rate
+            } else {
+                Claim::Lease { ttl, holder: None }
+            },
+            timeout,
+            create_if_missing: false,
+        };
+        let expected = self.engine.acquire(self.now, &request);
+        let spec = AcquireSpec {
+            names: names.iter().map(|n| n.to_string()).collect(),
+            occupy,
+            mode: if rate {
+                Mode::RateLimit
+            } else {
+                Mode::Concurrency
+            },
+            lease_ttl: ttl,
+            holder: None,
+            timeout,
+            create_if_missing: false,
+        };
+        let handle = tokio::spawn(self.redis.acquire(spec));
+        match expected {
+            Ok(Admission::Granted(grant)) => {
+                let granted = handle.await.unwrap().expect("granted by the scripts too");
+                self.pair_leases(grant.held, granted);
+            }
+            Ok(Admission::Queued(id)) => {
+                // Queued by the scripts before anything else happens.
+                let name = names[0];
+                let expected = self.engine.waiters_on(name).unwrap().len();
+                loop {
+                    assert!(
+                        !handle.is_finished(),
+                        "the scripts decided a request the engine queued"
+                    );
+                    if self.redis.limit(name).await.unwrap().waiters.len() == expected {
+                        break;
+                    }
+                    tokio::task::yield_now().await;
+                }
+                self.queued.push((id, handle));
+            }
+            Err(expected) => {
+                let got = handle.await.unwrap();
+                assert_eq!(code(&got, Error::code), expected.code(), "{got:?}");
+            }
+        }
+    }
+
+    async fn assert_same_state(&self, step: usize, op: &Op) {
+        let engine: Vec<LimitView> = self.engine.limits();
+        let redis = self.redis.limits().await.unwrap();
+        assert_eq!(engine.len(), redis.len(), "after step {step} {op:?}");
+        for (e, r) in engine.iter().zip(&redis) {
+            let context = format!("after step {step} {op:?}: engine {e:?}, scripts {r:?}");
+            assert_eq!(
+                (
+                    &e.name,
+                    e.slots,
+                    e.active,
+                    e.held,
+                    e.waiting,
+                    e.waiting_slots,
+                    e.counters
+                ),
+                (
+                    &r.name,
+                    r.slots,
+                    r.active,
+                    r.held,
+                    r.waiting,
+                    r.waiting_slots,
+                    r.counters
+                ),
+                "{context}"
+            );
+            assert!((e.decaying - r.decaying).abs() < 1e-6, "{context}");
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+    #[test]
+    fn the_scripts_agree_with_the_engine(ops in proptest::collection::vec(op(), 1..40)) {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let server = SERVER.get_or_init(RedisServer::start);
+            let clock = ManualClock::default();
+            let prefix = format!("case-{}", CASE.fetch_add(1, std::sync::atomic::Ordering::SeqCst));
+            let start = Timestamp::from_unix_millis(START_MS);
+            clock.set(start);
+            let redis = RedisBackend::connect_with_clock(&server.url(), &prefix, clock.clone())
+                .await
+                .unwrap();
+            let mut pair = Pair {
+                engine: Engine::new([7; 32]),
+                redis,
+                clock,
+                now: start,
+                leases: Vec::new(),
+                queued: Vec::new(),
+            };
+            pair.engine.advance(start);
+            for (step, op) in ops.iter().enumerate() {
+                pair.apply(op).await;
+                pair.assert_same_state(step, op).await;
+            }
+            for (_, handle) in pair.queued.drain(..) {
+                handle.abort();
+            }
+        });
+    }
+}
+
+static SERVER: std::sync::OnceLock<RedisServer> = std::sync::OnceLock::new();
+static CASE: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
