@@ -141,7 +141,7 @@ fn local_micros() -> u64 {
 }
 
 impl RedisBackend {
-    /// Connects to `url` (`redis://host:port/db`, `rediss://...`,
+    /// Connects to `url` (`redis://host:port/db`,
     /// `redis+unix:///path`) with the key prefix `ratekeeper`.
     pub async fn connect(url: &str) -> Result<Self, Error> {
         Self::connect_with_prefix(url, "ratekeeper").await

@@ -189,6 +189,26 @@ fn a_public_address_without_tokens_is_refused() {
 }
 
 #[test]
+fn a_store_that_is_not_a_usable_redis_url_is_refused() {
+    for (store, expected) in [
+        ("http://localhost:6379", "must be a redis://"),
+        ("rediss://localhost:6379", "not supported yet"),
+        ("redis+unix:///nonexistent/redis.sock", "cannot reach Redis"),
+    ] {
+        let output = Command::new(BIN)
+            .args(["serve", "--addr", "127.0.0.1:0", "--store", store])
+            .output()
+            .unwrap();
+        assert_eq!(output.status.code(), Some(1), "{store}");
+        assert!(
+            stderr(&output).contains(expected),
+            "{store}: {}",
+            stderr(&output)
+        );
+    }
+}
+
+#[test]
 fn a_bad_config_file_is_reported() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("bad.toml");
