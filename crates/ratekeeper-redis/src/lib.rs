@@ -141,8 +141,9 @@ fn local_micros() -> u64 {
 }
 
 impl RedisBackend {
-    /// Connects to `url` (`redis://host:port/db`,
-    /// `redis+unix:///path`) with the key prefix `ratekeeper`.
+    /// Connects to `url` (`redis://host:port/db`, `rediss://...` for TLS
+    /// verified against the system's roots, `redis+unix:///path`) with the
+    /// key prefix `ratekeeper`.
     pub async fn connect(url: &str) -> Result<Self, Error> {
         Self::connect_with_prefix(url, "ratekeeper").await
     }
@@ -175,6 +176,12 @@ impl RedisBackend {
     }
 
     async fn open(url: &str, prefix: &str, clock: Option<ManualClock>) -> Result<Self, Error> {
+        if url.starts_with("rediss://") {
+            // Two TLS providers are linked in (one for the HTTP client, one
+            // for Redis), so rustls needs to be told which to use. Whoever
+            // installs one first wins; either is fine.
+            let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+        }
         let client = redis::Client::open(url).map_err(unavailable)?;
         let conn = ConnectionManager::new(client.clone())
             .await

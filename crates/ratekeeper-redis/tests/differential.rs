@@ -342,12 +342,13 @@ proptest! {
             .build()
             .unwrap();
         runtime.block_on(async {
-            let server = SERVER.get_or_init(RedisServer::start);
+            // One Redis per case, stopped with it.
+            let server = RedisServer::start();
             let clock = ManualClock::default();
-            let prefix = format!("case-{}", CASE.fetch_add(1, std::sync::atomic::Ordering::SeqCst));
+            let prefix = "differential";
             let start = Timestamp::from_unix_millis(START_MS);
             clock.set(start);
-            let redis = RedisBackend::connect_with_clock(&server.url(), &prefix, clock.clone())
+            let redis = RedisBackend::connect_with_clock(&server.url(), prefix, clock.clone())
                 .await
                 .unwrap();
             let mut pair = Pair {
@@ -369,6 +370,3 @@ proptest! {
         });
     }
 }
-
-static SERVER: std::sync::OnceLock<RedisServer> = std::sync::OnceLock::new();
-static CASE: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);

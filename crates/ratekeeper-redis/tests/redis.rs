@@ -131,6 +131,21 @@ async fn every_instance_sees_the_changes() {
     }
 }
 
+#[tokio::test]
+async fn instances_can_reach_redis_over_tls() {
+    let redis = RedisServer::start_tls();
+    let backend = RedisBackend::connect(&redis.tls_url()).await.unwrap();
+    backend
+        .create_limit(LimitSpec::concurrency("db", 1))
+        .await
+        .unwrap();
+    let granted = backend.acquire(lease_on(&["db"], 1)).await.unwrap();
+    // Seen through the plain socket too: it is the same Redis.
+    let plain = instance(&redis).await;
+    assert_eq!(plain.limit("db").await.unwrap().limit.held, 1);
+    backend.release(lease_of(&granted)).await.unwrap();
+}
+
 /// The behaviour every backend shares, each case on a fresh Redis.
 mod conformance {
     use ratekeeper_redis::RedisBackend;

@@ -38,7 +38,7 @@ pub struct ServeArgs {
     #[arg(long, env = "RATEKEEPER_DURABILITY")]
     durability: Option<Durability>,
     /// Keep the state in Redis instead (`redis://host:port/db`,
-    /// `redis+unix:///path`), shared by every server
+    /// `rediss://...` for TLS, `redis+unix:///path`), shared by every server
     /// pointed at it.
     #[arg(long, env = "RATEKEEPER_STORE")]
     store: Option<String>,
@@ -161,13 +161,11 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         );
     }
     if let Some(url) = &settings.store {
-        if url.starts_with("rediss://") {
-            bail!(
-                "--store: TLS to Redis (rediss://) is not supported yet; use redis:// on a trusted network"
-            );
-        }
-        if !(url.starts_with("redis://") || url.starts_with("redis+unix://")) {
-            bail!("--store must be a redis:// or redis+unix:// URL, not {url:?}");
+        if !["redis://", "rediss://", "redis+unix://"]
+            .iter()
+            .any(|scheme| url.starts_with(scheme))
+        {
+            bail!("--store must be a redis://, rediss:// or redis+unix:// URL, not {url:?}");
         }
         let backend = RedisBackend::connect(url)
             .await

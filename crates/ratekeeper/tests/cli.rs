@@ -192,7 +192,6 @@ fn a_public_address_without_tokens_is_refused() {
 fn a_store_that_is_not_a_usable_redis_url_is_refused() {
     for (store, expected) in [
         ("http://localhost:6379", "must be a redis://"),
-        ("rediss://localhost:6379", "not supported yet"),
         ("redis+unix:///nonexistent/redis.sock", "cannot reach Redis"),
     ] {
         let output = Command::new(BIN)
