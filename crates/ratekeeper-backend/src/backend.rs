@@ -5,8 +5,8 @@ use std::future::Future;
 use std::time::Duration;
 
 use ratekeeper_core::{
-    AcquireError, LeaseError, LeaseGrant, LeaseId, LeaseView, LimitError, LimitPatch, LimitSpec,
-    LimitView, Mode, Timestamp, WaiterView,
+    AcquireError, AcquireRequest, Claim, LeaseError, LeaseGrant, LeaseId, LeaseView, LimitError,
+    LimitPatch, LimitSpec, LimitView, Mode, Timestamp, WaiterView,
 };
 use tokio::sync::broadcast;
 
@@ -27,6 +27,27 @@ pub struct AcquireSpec {
     pub timeout: Option<Duration>,
     /// Create missing limits (inactive) instead of failing.
     pub create_if_missing: bool,
+}
+
+impl AcquireSpec {
+    /// The engine's request for this acquire, over `names`: this spec's
+    /// names borrowed (`spec.names.iter().map(String::as_str)`).
+    pub fn request<'a>(&'a self, names: &'a [&'a str]) -> AcquireRequest<'a> {
+        let claim = match self.mode {
+            Mode::Concurrency => Claim::Lease {
+                ttl: self.lease_ttl,
+                holder: self.holder.as_deref(),
+            },
+            Mode::RateLimit => Claim::Rate,
+        };
+        AcquireRequest {
+            names,
+            occupy: self.occupy,
+            claim,
+            timeout: self.timeout,
+            create_if_missing: self.create_if_missing,
+        }
+    }
 }
 
 /// A granted acquire.

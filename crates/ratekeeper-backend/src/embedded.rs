@@ -6,8 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ratekeeper_core::{
-    AcquireRequest, Change, Claim, Engine, Held, LeaseGrant, LeaseId, LeaseView, LimitPatch,
-    LimitSpec, LimitView, Mode,
+    Change, Engine, Held, LeaseGrant, LeaseId, LeaseView, LimitPatch, LimitSpec, LimitView,
 };
 use ratekeeper_driver::Driver;
 use tokio::sync::broadcast;
@@ -152,20 +151,7 @@ impl Backend for Embedded {
 
     fn acquire(&self, spec: AcquireSpec) -> Waiting {
         let names: Vec<&str> = spec.names.iter().map(String::as_str).collect();
-        let claim = match spec.mode {
-            Mode::Concurrency => Claim::Lease {
-                ttl: spec.lease_ttl,
-                holder: spec.holder.as_deref(),
-            },
-            Mode::RateLimit => Claim::Rate,
-        };
-        let request = AcquireRequest {
-            names: &names,
-            occupy: spec.occupy,
-            claim,
-            timeout: spec.timeout,
-            create_if_missing: spec.create_if_missing,
-        };
+        let request = spec.request(&names);
         let pending = self.driver.acquire(&request);
         let backend = self.clone();
         Box::pin(async move {

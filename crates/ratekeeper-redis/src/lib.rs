@@ -35,8 +35,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use futures_util::StreamExt;
 use ratekeeper_backend::{AcquireSpec, Backend, Error, Event, Granted, LimitDetail, Waiting};
 use ratekeeper_core::{
-    AcquireError, AcquireRequest, Claim, LeaseError, LeaseGrant, LeaseId, LeaseView, LimitName,
-    LimitPatch, LimitSpec, LimitView, MAX_LEASE_TTL, MIN_LEASE_TTL, Mode, Timestamp,
+    AcquireError, LeaseError, LeaseGrant, LeaseId, LeaseView, LimitName, LimitPatch, LimitSpec,
+    LimitView, MAX_LEASE_TTL, MIN_LEASE_TTL, Mode, Timestamp,
 };
 use redis::aio::ConnectionManager;
 use serde::de::DeserializeOwned;
@@ -369,20 +369,7 @@ fn unexpected<T: std::fmt::Debug>(reply: &Reply<T>) -> Error {
 /// Checks what the engine checks before looking at any limit.
 fn check_acquire(spec: &AcquireSpec) -> Result<(), Error> {
     let names: Vec<&str> = spec.names.iter().map(String::as_str).collect();
-    let claim = match spec.mode {
-        Mode::Concurrency => Claim::Lease {
-            ttl: spec.lease_ttl,
-            holder: spec.holder.as_deref(),
-        },
-        Mode::RateLimit => Claim::Rate,
-    };
-    let request = AcquireRequest {
-        names: &names,
-        occupy: spec.occupy,
-        claim,
-        timeout: spec.timeout,
-        create_if_missing: spec.create_if_missing,
-    };
+    let request = spec.request(&names);
     request.check()?;
     for (i, name) in names.iter().enumerate() {
         if names[..i].contains(name) {
