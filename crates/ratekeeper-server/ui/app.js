@@ -202,6 +202,14 @@ function upsertLimit(limit) {
   scheduleUpdate();
 }
 
+/** A limit as an API answer gave it. While the event stream is live, its
+ *  events carry the same change in order, and an answer that arrives after
+ *  later events would put older state back; so answers count only while
+ *  the stream is down. */
+function answered(limit) {
+  if (store.events?.readyState !== EventSource.OPEN) upsertLimit(limit);
+}
+
 function removeLimit(name) {
   store.limits.delete(name);
   store.history.delete(name);
@@ -247,7 +255,7 @@ async function refreshDetail() {
     const details = await api("GET", limitPath(name));
     if (store.detail?.name !== name) return;
     store.detail = { name, leases: details.leases, waiters: details.waiters, missing: false };
-    upsertLimit(details);
+    answered(details);
   } catch (error) {
     if (store.detail?.name !== name) return;
     if (error.code === "limit_not_found") store.detail = { name, leases: [], waiters: [], missing: true };
@@ -359,7 +367,7 @@ function activeSwitch(name) {
     const active = input.checked;
     input.disabled = true;
     try {
-      upsertLimit(await api("PATCH", limitPath(name), { active }));
+      answered(await api("PATCH", limitPath(name), { active }));
       toast(`${name} is now ${active ? "active" : "inactive"}.`);
     } catch (error) {
       input.checked = !active;
@@ -678,7 +686,7 @@ async function resetLimit(name) {
   const text = `Every lease on ${name} is revoked (holders find out when they next renew) and its decaying slots are cleared. Waiters stay queued.`;
   if (!(await confirmAction(`Reset ${name}?`, text, "Reset"))) return;
   try {
-    upsertLimit(await api("POST", `${limitPath(name)}/reset`));
+    answered(await api("POST", `${limitPath(name)}/reset`));
     toast(`${name} was reset.`);
   } catch (error) {
     toast(error.message, true);
@@ -777,7 +785,7 @@ async function submitLimitForm(event) {
       limit = await api("PATCH", limitPath(editing), body);
       toast(`Saved ${limit.name}.`);
     }
-    upsertLimit(limit);
+    answered(limit);
     $("#limit-dialog").close();
   } catch (error) {
     showFormError(error);
