@@ -160,9 +160,10 @@ pub trait Backend: Send + Sync + 'static {
     ) -> impl Future<Output = Result<LeaseGrant, Error>> + Send;
     /// Releases a lease.
     fn release(&self, id: LeaseId) -> impl Future<Output = Result<(), Error>> + Send;
-    /// Changes of state from now on, for live views. A receiver that falls
-    /// behind is told it lagged and should read the state afresh.
-    fn events(&self) -> broadcast::Receiver<Event>;
+    /// Changes of state from now on, for live views: every change made
+    /// after this returns is delivered. A receiver that falls behind is told
+    /// it lagged and should read the state afresh.
+    fn events(&self) -> impl Future<Output = Result<broadcast::Receiver<Event>, Error>> + Send;
     /// Waits until every change made so far is durable.
     fn flush(&self) -> impl Future<Output = Result<(), Error>> + Send;
 }

@@ -402,7 +402,7 @@ pub async fn create_if_missing_passes_through<B: Backend>(backend: &B) {
 
 /// Changes come out as events: limits, leases, their end, deletion.
 pub async fn events_report_changes<B: Backend>(backend: &B) {
-    let mut events = backend.events();
+    let mut events = backend.events().await.unwrap();
     backend
         .create_limit(LimitSpec::concurrency("db", 1))
         .await

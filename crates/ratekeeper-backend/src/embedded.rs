@@ -189,8 +189,8 @@ impl Backend for Embedded {
         Ok(self.driver.apply(|engine, now| engine.release(now, id))?)
     }
 
-    fn events(&self) -> broadcast::Receiver<Event> {
-        self.events.subscribe()
+    async fn events(&self) -> Result<broadcast::Receiver<Event>, Error> {
+        Ok(self.events.subscribe())
     }
 
     async fn flush(&self) -> Result<(), Error> {

@@ -92,10 +92,14 @@ struct Inner {
     /// is withdrawn, so a grant published in between is not missed.
     parked: Mutex<HashMap<String, oneshot::Sender<Outcome>>>,
     events: broadcast::Sender<Event>,
+    /// Whether a task forwards the published changes to `events`. It runs
+    /// only while someone holds a receiver: the scripts skip describing
+    /// changes that no instance subscribes to.
+    event_feed: tokio::sync::Mutex<bool>,
     /// The next instant (Redis time, microseconds) something is due, as
     /// announced; wakes the ticker early.
     due: watch::Sender<Option<u64>>,
-    /// The background tasks: subscriber, ticker, heartbeat.
+    /// The background tasks: subscriber, ticker, heartbeat, event feed.
     tasks: Mutex<Vec<JoinHandle<()>>>,
     /// The scripts' clock in tests; `None`: Redis's own.
     clock: Option<ManualClock>,
@@ -194,12 +198,13 @@ impl RedisBackend {
             instance: random_id(),
             parked: Mutex::new(HashMap::new()),
             events: broadcast::channel(4096).0,
+            event_feed: tokio::sync::Mutex::new(false),
             due: watch::channel(None).0,
             tasks: Mutex::new(Vec::new()),
             clock,
         });
         inner.heartbeat().await?;
-        let subscribed = inner.subscribe().await?;
+        let subscribed = inner.subscribe(LISTENED).await?;
         let weak = Arc::downgrade(&inner);
         let tasks = vec![
             tokio::spawn(listen(Weak::clone(&weak), subscribed)),
@@ -264,9 +269,11 @@ impl Inner {
             .map_err(unavailable)
     }
 
-    async fn subscribe(&self) -> Result<redis::aio::PubSub, Error> {
+    /// A connection subscribed to `channels`; it returns once Redis has
+    /// confirmed them.
+    async fn subscribe(&self, channels: &[&str]) -> Result<redis::aio::PubSub, Error> {
         let mut pubsub = self.client.get_async_pubsub().await.map_err(unavailable)?;
-        for channel in ["wake", "events", "timer"] {
+        for channel in channels {
             pubsub
                 .subscribe(self.key(channel))
                 .await
@@ -516,9 +523,13 @@ impl Drop for ParkedRequest {
     }
 }
 
-/// Delivers published outcomes to parked waiters, changes to event
-/// subscribers, and announced instants to the ticker. Re-subscribes after
-/// a lost connection (the backstops cover what was missed meanwhile).
+/// The channels every instance listens to: outcomes of queued requests
+/// and announced instants.
+const LISTENED: &[&str] = &["wake", "timer"];
+
+/// Delivers published outcomes to parked waiters and announced instants to
+/// the ticker. Re-subscribes after a lost connection (the backstops cover
+/// what was missed meanwhile).
 async fn listen(weak: Weak<Inner>, mut pubsub: redis::aio::PubSub) {
     loop {
         {
@@ -533,10 +544,6 @@ async fn listen(weak: Weak<Inner>, mut pubsub: redis::aio::PubSub) {
                     if let Ok(outcome) = serde_json::from_str::<Outcome>(&payload) {
                         inner.deliver(outcome);
                     }
-                } else if channel.ends_with(":events") {
-                    if let Ok(change) = serde_json::from_str(&payload) {
-                        inner.publish_change(change);
-                    }
                 } else if let Ok(at) = payload.parse::<u64>() {
                     inner.due.send_replace(Some(at));
                 }
@@ -545,7 +552,7 @@ async fn listen(weak: Weak<Inner>, mut pubsub: redis::aio::PubSub) {
         loop {
             tokio::time::sleep(Duration::from_millis(200)).await;
             let Some(inner) = weak.upgrade() else { return };
-            if let Ok(fresh) = inner.subscribe().await {
+            if let Ok(fresh) = inner.subscribe(LISTENED).await {
                 pubsub = fresh;
                 break;
             }
@@ -584,6 +591,61 @@ async fn tick_loop(weak: Weak<Inner>) {
             }
         }
     }
+}
+
+/// How often the event feed checks whether anyone still receives it.
+const FEED_CHECK: Duration = Duration::from_secs(1);
+
+/// Forwards published changes to this instance's event receivers until
+/// none is left; then it unsubscribes, and the scripts stop describing
+/// changes once no instance listens.
+async fn feed_events(weak: Weak<Inner>, mut pubsub: redis::aio::PubSub) {
+    let mut check = tokio::time::interval(FEED_CHECK);
+    loop {
+        {
+            let mut messages = pubsub.on_message();
+            loop {
+                tokio::select! {
+                    message = messages.next() => {
+                        let Some(message) = message else { break };
+                        let Some(inner) = weak.upgrade() else { return };
+                        let payload: String = message.get_payload().unwrap_or_default();
+                        if let Ok(change) = serde_json::from_str(&payload) {
+                            inner.publish_change(change);
+                        }
+                    }
+                    _ = check.tick() => {
+                        let Some(inner) = weak.upgrade() else { return };
+                        if stop_feed_if_unwatched(&inner).await {
+                            return;
+                        }
+                    }
+                }
+            }
+        }
+        // The connection was lost; changes published meanwhile are missed.
+        loop {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            let Some(inner) = weak.upgrade() else { return };
+            if stop_feed_if_unwatched(&inner).await {
+                return;
+            }
+            if let Ok(fresh) = inner.subscribe(&["events"]).await {
+                pubsub = fresh;
+                break;
+            }
+        }
+    }
+}
+
+/// Marks the event feed stopped if nobody receives it; true if so.
+async fn stop_feed_if_unwatched(inner: &Inner) -> bool {
+    let mut feeding = inner.event_feed.lock().await;
+    if inner.events.receiver_count() > 0 {
+        return false;
+    }
+    *feeding = false;
+    true
 }
 
 async fn heartbeat_loop(weak: Weak<Inner>) {
@@ -729,8 +791,21 @@ impl Backend for RedisBackend {
         }
     }
 
-    fn events(&self) -> broadcast::Receiver<Event> {
-        self.inner.events.subscribe()
+    async fn events(&self) -> Result<broadcast::Receiver<Event>, Error> {
+        let inner = &self.inner;
+        let mut feeding = inner.event_feed.lock().await;
+        // Subscribed before the feed is looked at, so a feed about to stop
+        // for want of receivers sees this one.
+        let receiver = inner.events.subscribe();
+        if !*feeding {
+            let pubsub = inner.subscribe(&["events"]).await?;
+            let task = tokio::spawn(feed_events(Arc::downgrade(inner), pubsub));
+            let mut tasks = inner.tasks.lock().unwrap_or_else(|p| p.into_inner());
+            tasks.retain(|task| !task.is_finished());
+            tasks.push(task);
+            *feeding = true;
+        }
+        Ok(receiver)
     }
 
     /// Every answer is given once its script has run in Redis; how durable

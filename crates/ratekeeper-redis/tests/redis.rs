@@ -100,11 +100,53 @@ async fn an_unrenewed_lease_expires_and_its_slot_goes_to_the_next_waiter() {
     b.release(lease_of(&next)).await.unwrap();
 }
 
+/// How many connections listen to the published changes.
+async fn change_listeners(redis: &RedisServer) -> i64 {
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let (_, count): (String, i64) = redis::cmd("PUBSUB")
+        .arg("NUMSUB")
+        .arg("{ratekeeper}:events")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    count
+}
+
+#[tokio::test]
+async fn changes_are_published_only_while_someone_watches() {
+    let redis = RedisServer::start();
+    let a = instance(&redis).await;
+    assert_eq!(change_listeners(&redis).await, 0);
+    let events = a.events().await.unwrap();
+    assert_eq!(change_listeners(&redis).await, 1);
+    drop(events);
+    // The feed looks for receivers every second; wait for it to go.
+    let dropped = Instant::now();
+    while change_listeners(&redis).await > 0 {
+        assert!(
+            dropped.elapsed() < Duration::from_secs(10),
+            "still subscribed"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // A new watcher starts the feed again and sees the next change.
+    let mut events = a.events().await.unwrap();
+    a.create_limit(LimitSpec::concurrency("db", 1))
+        .await
+        .unwrap();
+    let event = tokio::time::timeout(Duration::from_secs(5), events.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(matches!(event, Event::Limit(view) if view.name == "db"));
+}
+
 #[tokio::test]
 async fn every_instance_sees_the_changes() {
     let redis = RedisServer::start();
     let (a, b) = (instance(&redis).await, instance(&redis).await);
-    let mut events = b.events();
+    let mut events = b.events().await.unwrap();
     a.create_limit(LimitSpec::concurrency("db", 2))
         .await
         .unwrap();

@@ -42,7 +42,7 @@ pub async fn events<B: Backend>(
     State(state): State<AppState<B>>,
 ) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, ApiError> {
     // Subscribe before the snapshot, so that nothing falls between them.
-    let mut changes = state.backend.events();
+    let mut changes = state.backend.events().await?;
     let limits: Vec<Limit> = state
         .backend
         .limits()

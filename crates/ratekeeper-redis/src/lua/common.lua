@@ -129,8 +129,22 @@ local function touch(name)
   end
 end
 
-local function publish(event)
-  redis.call('PUBLISH', P .. 'events', cjson.encode(event))
+-- Whether any instance listens to the changes: each subscribes to
+-- `P events` only while someone watches them live, so that the work of
+-- describing every change is skipped when nobody would read it.
+local watched
+local function is_watched()
+  if watched == nil then
+    watched = redis.call('PUBSUB', 'NUMSUB', P .. 'events')[2] > 0
+  end
+  return watched
+end
+
+-- Publishes a change, made by `describe` only if someone listens.
+local function publish(describe)
+  if is_watched() then
+    redis.call('PUBLISH', P .. 'events', cjson.encode(describe()))
+  end
 end
 
 -- The limits a lease still holds: those deleted since its grant are gone.
@@ -152,12 +166,38 @@ local function lease_view(id, lease)
   }
 end
 
-local announce_due
+-- The earliest instant this script scheduled (a lease expiry, a head
+-- fitting by decay, a tombstone to drop); announced by `finish`.
+local earliest_scheduled
+
+-- Adds `member` at instant `at` to one of the timed sets: exp, ready,
+-- revoked.
+local function schedule(set, at, member)
+  redis.call('ZADD', P .. set, at, member)
+  if not earliest_scheduled or at < earliest_scheduled then earliest_scheduled = at end
+end
+
+-- Every instance sleeps until the instant `P next` names (or an earlier
+-- one it computed itself) and then runs `tick`, which stores the next due
+-- instant there. So no instance sleeps past the instant in `P next`, and
+-- only an instant scheduled before it has to be announced; taking
+-- things off the timed sets can only make an instance wake early, which
+-- is harmless.
+local function announce_due()
+  if not earliest_scheduled then return end
+  local known = redis.call('GET', P .. 'next')
+  if not known or earliest_scheduled < tonumber(known) then
+    redis.call('SET', P .. 'next', int(earliest_scheduled))
+    redis.call('PUBLISH', P .. 'timer', int(earliest_scheduled))
+  end
+  earliest_scheduled = nil
+end
+
 local function finish(reply)
-  if announce_due then announce_due() end
+  announce_due()
   for _, name in ipairs(touched_order) do
     local limit = load_limit(name)
-    if limit then publish({ limit = view(limit) }) end
+    if limit then publish(function() return { limit = view(limit) } end) end
   end
   return cjson.encode(reply)
 end
@@ -193,7 +233,7 @@ local function drop_lease(id, lease)
   redis.call('ZREM', P .. 'exp', id)
   lease.id = id
   local names = give_back(lease)
-  publish({ lease_ended = id })
+  publish(function() return { lease_ended = id } end)
   return names
 end
 
@@ -241,10 +281,10 @@ local function grant(req, queued)
       fields[#fields + 1] = type(v) == 'number' and num(v) or v
     end
     redis.call('HSET', lease_key(req.token), unpack(fields))
-    redis.call('ZADD', P .. 'exp', expires, req.token)
+    schedule('exp', expires, req.token)
     outcome.lease = req.token
     outcome.expires = int(expires)
-    publish({ lease = lease_view(req.token, lease) })
+    publish(function() return { lease = lease_view(req.token, lease) } end)
   end
   return outcome
 end
@@ -284,7 +324,7 @@ local function eligible(token, req)
       if head(name) ~= token then return false end
       local fits, at = room(limit, req.occupy)
       if fits ~= 'now' then
-        if at then redis.call('ZADD', P .. 'ready', at, name) end
+        if at then schedule('ready', at, name) end
         return false
       end
     end
@@ -347,16 +387,4 @@ local function next_due()
     end
   end
   return best
-end
-
--- Every instance runs `tick` when something is due; one that sleeps past
--- a new, earlier instant hears of it here.
-announce_due = function()
-  local due = next_due()
-  if not due then return end
-  local known = redis.call('GET', P .. 'next')
-  if known ~= int(due) then
-    redis.call('SET', P .. 'next', int(due))
-    redis.call('PUBLISH', P .. 'timer', int(due))
-  end
 end

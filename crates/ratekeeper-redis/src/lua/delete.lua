@@ -19,7 +19,7 @@ forget(name)
 redis.call('SREM', P .. 'names', name)
 redis.call('ZREM', P .. 'ready', name)
 touched[name] = nil
-publish({ limit_deleted = name })
+publish(function() return { limit_deleted = name } end)
 -- Waiters that also named other limits left those queues too.
 promote(others)
 return finish({ ok = true })

@@ -10,6 +10,6 @@ if ARGV[4] ~= '' then ttl = tonumber(ARGV[4]) end
 lease.expires = NOW + ttl
 lease.ttl = ttl
 redis.call('HSET', lease_key(id), 'expires', int(lease.expires), 'ttl', int(ttl))
-redis.call('ZADD', P .. 'exp', lease.expires, id)
-publish({ lease = lease_view(id, lease) })
+schedule('exp', lease.expires, id)
+publish(function() return { lease = lease_view(id, lease) } end)
 return finish({ ok = { expires = int(lease.expires) } })

@@ -7,7 +7,7 @@ for _, id in ipairs(redis.call('SMEMBERS', llkey(name))) do
   local lease = hash(lease_key(id))
   if lease then
     -- Its holder hears lease_revoked until the lease would have expired.
-    redis.call('ZADD', P .. 'revoked', lease.expires, id)
+    schedule('revoked', lease.expires, id)
     for _, other in ipairs(drop_lease(id, lease)) do freed[#freed + 1] = other end
   end
 end

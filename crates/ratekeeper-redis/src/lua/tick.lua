@@ -32,5 +32,9 @@ for _, instance in ipairs(redis.call('SMEMBERS', P .. 'instances')) do
   end
 end
 promote(freed)
+-- Announce what this tick scheduled against the instant instances sleep
+-- until now, then store the full next instant for the next sleepers.
+announce_due()
 local due = next_due()
+if due then redis.call('SET', P .. 'next', int(due)) else redis.call('DEL', P .. 'next') end
 return finish({ ok = { next = due and int(due) or nil } })
