@@ -44,7 +44,7 @@ use tokio::sync::{broadcast, oneshot, watch};
 use tokio::task::JoinHandle;
 
 use crate::reply::{Outcome, Reply};
-use crate::scripts::Scripts;
+use crate::scripts::{Function, Scripts};
 
 /// How often a parked waiter looks up its outcome, in case the message
 /// announcing it was lost.
@@ -203,6 +203,7 @@ impl RedisBackend {
             tasks: Mutex::new(Vec::new()),
             clock,
         });
+        inner.load_library().await?;
         inner.heartbeat().await?;
         let subscribed = inner.subscribe(LISTENED).await?;
         let weak = Arc::downgrade(&inner);
@@ -221,40 +222,67 @@ impl Inner {
         format!("{}{suffix}", self.prefix)
     }
 
-    /// Runs a script and returns its JSON answer: the prefix and the clock
-    /// ('' for Redis's own) come first, then `args`.
+    /// Runs an operation's function and returns its JSON answer: the
+    /// prefix and the clock ('' for Redis's own) come first, then `args`.
     async fn call<T: DeserializeOwned>(
         &self,
-        script: &redis::Script,
+        function: &Function,
         args: &[&str],
     ) -> Result<T, Error> {
-        let mut invocation = script.prepare_invoke();
-        // The one declared key routes the script to the state's slot.
+        let mut call = redis::cmd("FCALL");
+        // The one declared key routes the call to the state's slot.
         let now = self.clock.as_ref().map(ManualClock::micros);
-        invocation
-            .key(self.key("seq"))
+        call.arg(function.name())
+            .arg(1)
+            .arg(self.key("seq"))
             .arg(&self.prefix)
-            .arg(now.unwrap_or_default());
-        for arg in args {
-            invocation.arg(*arg);
-        }
+            .arg(now.unwrap_or_default())
+            .arg(args);
         let mut conn = self.conn.clone();
-        let text: String = invocation
-            .invoke_async(&mut conn)
-            .await
-            .map_err(unavailable)?;
+        let text: String = match call.query_async(&mut conn).await {
+            // A Redis restarted without persistence, or flushed, lost the
+            // library: load it again. Loading is idempotent, so whichever
+            // instance gets there first does not matter.
+            Err(err)
+                if err
+                    .detail()
+                    .is_some_and(|d| d.starts_with("Function not found")) =>
+            {
+                self.load_library().await?;
+                call.query_async(&mut conn).await
+            }
+            answer => answer,
+        }
+        .map_err(unavailable)?;
         serde_json::from_str(&text).map_err(|err| Error::Unavailable {
             reason: format!("the Redis backend answered {text:?}, which does not parse: {err}"),
         })
     }
 
-    /// Runs an operation's script.
+    /// Runs an operation's function.
     async fn run<T: DeserializeOwned>(
         &self,
-        script: &redis::Script,
+        function: &Function,
         args: &[&str],
     ) -> Result<Reply<T>, Error> {
-        self.call(script, args).await
+        self.call(function, args).await
+    }
+
+    /// Loads the functions (Redis 7 or later; Valkey).
+    async fn load_library(&self) -> Result<(), Error> {
+        let mut conn = self.conn.clone();
+        redis::cmd("FUNCTION")
+            .arg("LOAD")
+            .arg("REPLACE")
+            .arg(&self.scripts.library)
+            .query_async::<String>(&mut conn)
+            .await
+            .map(drop)
+            .map_err(|err| {
+                unavailable(format!(
+                    "loading ratekeeper's functions (Redis 7 or later is needed): {err}"
+                ))
+            })
     }
 
     async fn heartbeat(&self) -> Result<(), Error> {

@@ -143,6 +143,25 @@ async fn changes_are_published_only_while_someone_watches() {
 }
 
 #[tokio::test]
+async fn functions_lost_by_redis_are_loaded_again() {
+    let redis = RedisServer::start();
+    let a = instance(&redis).await;
+    a.create_limit(LimitSpec::concurrency("db", 1))
+        .await
+        .unwrap();
+    // As a Redis restarted without persistence would have it.
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    redis::cmd("FUNCTION")
+        .arg("FLUSH")
+        .query_async::<()>(&mut conn)
+        .await
+        .unwrap();
+    let granted = a.acquire(lease_on(&["db"], 1)).await.unwrap();
+    a.release(lease_of(&granted)).await.unwrap();
+}
+
+#[tokio::test]
 async fn every_instance_sees_the_changes() {
     let redis = RedisServer::start();
     let (a, b) = (instance(&redis).await, instance(&redis).await);

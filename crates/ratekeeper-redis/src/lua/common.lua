@@ -1,6 +1,7 @@
--- Shared by every script (prepended to each). State lives under one key
--- prefix ARGV[1] (one hash tag, so one Redis Cluster slot); ARGV[2] is the
--- time in microseconds for tests, or '' to use Redis's own clock.
+-- Shared by every operation: the library's first part; each operation's
+-- file becomes one function after it (see `scripts.rs`). State lives under
+-- one key prefix ARGV[1] (one hash tag, so one Redis Cluster slot); ARGV[2]
+-- is the time in microseconds for tests, or '' to use Redis's own clock.
 --
 -- Keys, with P the prefix:
 --   P seq              request counter: the global arrival order
@@ -14,18 +15,17 @@
 --   P exp              zset: lease id -> expiry (us)
 --   P revoked          zset: revoked lease id -> when it would have expired
 --   P ready            zset: limit name -> when its head fits by decay alone
+--   P next             string: the instant instances sleep until (us)
 --   P res:TOKEN        string (expires): how a queued request ended
 --   P inst:ID          string (expires): an instance that is alive
--- Channels: P wake (how queued requests ended), P events (changes).
+-- Channels: P wake (how queued requests ended), P events (changes),
+-- P timer (an earlier instant to wake at).
+--
+-- The library is loaded once, so everything below that a call changes
+-- is set afresh by `begin` at the start of each call.
 
-local P = ARGV[1]
-local NOW
-if ARGV[2] ~= '' then
-  NOW = tonumber(ARGV[2])
-else
-  local t = redis.call('TIME')
-  NOW = tonumber(t[1]) * 1000000 + tonumber(t[2])
-end
+-- The key prefix and the call's instant (us); set by `begin`.
+local P, NOW
 local US = 1000000
 local RESULT_TTL_MS = 60000
 
@@ -56,7 +56,7 @@ end
 -- Limits read in this script, by name (false: it does not exist). Every
 -- change of a limit goes through `bump` or is followed by `forget`, so the
 -- cache always says what Redis holds.
-local cache = {}
+local cache
 
 local function load_limit(name)
   local cached = cache[name]
@@ -120,8 +120,7 @@ end
 
 -- Limits whose state changed in this script; each is published once, at
 -- the end, with `finish`.
-local touched = {}
-local touched_order = {}
+local touched, touched_order
 local function touch(name)
   if not touched[name] then
     touched[name] = true
@@ -387,4 +386,18 @@ local function next_due()
     end
   end
   return best
+end
+
+-- Starts a call: reads the prefix and the instant, and forgets whatever
+-- the previous call left behind.
+local function begin(args)
+  P = args[1]
+  if args[2] ~= '' then
+    NOW = tonumber(args[2])
+  else
+    local t = redis.call('TIME')
+    NOW = tonumber(t[1]) * US + tonumber(t[2])
+  end
+  cache, touched, touched_order = {}, {}, {}
+  watched, earliest_scheduled = nil, nil
 end
