@@ -53,24 +53,33 @@ local function hash(key)
   return t
 end
 
--- Limits read in this script, by name (false: it does not exist). Every
--- change of a limit goes through `bump` or is followed by `forget`, so the
--- cache always says what Redis holds.
+-- What deciding a request needs of a limit; its counters are only read
+-- to describe it (`view`), which reads the whole hash.
+local CORE = { 'uid', 'slots', 'decay', 'active', 'held', 'drained' }
+
+-- Limits read in this call, by name (false: it does not exist), with the
+-- CORE fields. Every change of a limit goes through `bump` or is followed
+-- by `forget`, so the cache always says what Redis holds.
 local cache
 
 local function load_limit(name)
   local cached = cache[name]
   if cached ~= nil then return cached or nil end
-  local limit = hash(lkey(name))
-  if limit then limit.name = name end
-  cache[name] = limit or false
-  return limit
+  local values = redis.call('HMGET', lkey(name), unpack(CORE))
+  local limit = false
+  if values[1] then
+    limit = { name = name }
+    for i, field in ipairs(CORE) do limit[field] = tonumber(values[i]) end
+  end
+  cache[name] = limit
+  return limit or nil
 end
 
+-- Adds `by` to a field of a limit, in Redis and in the cache.
 local function bump(name, field, by)
   redis.call('HINCRBY', lkey(name), field, by)
   local limit = cache[name]
-  if limit then limit[field] = limit[field] + by end
+  if limit and limit[field] then limit[field] = limit[field] + by end
 end
 
 local function forget(name)
@@ -106,15 +115,17 @@ local function add_decaying(limit, occupy)
   redis.call('HSET', lkey(limit.name), 'drained', num(limit.drained))
 end
 
+-- A limit as the API shows it, read afresh from Redis.
 local function view(limit)
+  local full = hash(lkey(limit.name))
   return {
-    name = limit.name, slots = int(limit.slots), decay = limit.decay,
-    active = limit.active == 1, description = limit.description,
-    held = int(limit.held), decaying = decaying(limit),
-    waiting = int(redis.call('ZCARD', qkey(limit.name))), waiting_slots = int(limit.qslots),
-    granted = int(limit.granted), granted_slots = int(limit.granted_slots),
-    waited = int(limit.waited), expired = int(limit.expired), denied = int(limit.denied),
-    created = int(limit.created), updated = int(limit.updated),
+    name = limit.name, slots = int(full.slots), decay = full.decay,
+    active = full.active == 1, description = full.description,
+    held = int(full.held), decaying = decaying(full),
+    waiting = int(redis.call('ZCARD', qkey(limit.name))), waiting_slots = int(full.qslots),
+    granted = int(full.granted), granted_slots = int(full.granted_slots),
+    waited = int(full.waited), expired = int(full.expired), denied = int(full.denied),
+    created = int(full.created), updated = int(full.updated),
   }
 end
 
@@ -274,12 +285,10 @@ local function grant(req, queued)
     -- cjson encodes an empty table as {}; a lease on no active limit holds
     -- nothing, and its name list must still read as a list.
     if #held_names == 0 then lease.names = '[]'; lease.uids = '[]' end
-    local fields = {}
-    for k, v in pairs(lease) do
-      fields[#fields + 1] = k
-      fields[#fields + 1] = type(v) == 'number' and num(v) or v
-    end
-    redis.call('HSET', lease_key(req.token), unpack(fields))
+    local key = lease_key(req.token)
+    redis.call('HSET', key, 'names', lease.names, 'uids', lease.uids, 'occupy', int(req.occupy),
+      'granted_at', int(NOW), 'expires', int(expires), 'ttl', int(req.ttl))
+    if req.holder then redis.call('HSET', key, 'holder', req.holder) end
     schedule('exp', expires, req.token)
     outcome.lease = req.token
     outcome.expires = int(expires)
