@@ -441,6 +441,27 @@ pub async fn events_report_changes<B: Backend>(backend: &B) {
     assert_eq!(seen.iter().filter(|s| *s == "lease ended").count(), 1);
 }
 
+/// Every case in turn, each on a fresh backend from `make(case name)`: one
+/// test for backends too costly to start once per case (a Redis Cluster).
+pub async fn all_cases<B: Backend, F: Future<Output = B>>(mut make: impl FnMut(&'static str) -> F) {
+    limit_lifecycle(&make("limit_lifecycle").await).await;
+    release_grants_the_next_waiter(&make("release_grants_the_next_waiter").await).await;
+    queues_are_first_come_first_served(&make("queues_are_first_come_first_served").await).await;
+    multi_limit_requests_are_all_or_nothing(&make("multi_limit_requests_are_all_or_nothing").await)
+        .await;
+    refusals_timeouts_and_withdrawals(&make("refusals_timeouts_and_withdrawals").await).await;
+    changes_to_a_limit_wake_its_waiters(&make("changes_to_a_limit_wake_its_waiters").await).await;
+    deleting_a_limit_fails_its_waiters(&make("deleting_a_limit_fails_its_waiters").await).await;
+    leases_renew_release_and_are_revoked_by_reset(
+        &make("leases_renew_release_and_are_revoked_by_reset").await,
+    )
+    .await;
+    unrenewed_leases_expire(&make("unrenewed_leases_expire").await).await;
+    rate_mode_admits_at_its_rate(&make("rate_mode_admits_at_its_rate").await).await;
+    create_if_missing_passes_through(&make("create_if_missing_passes_through").await).await;
+    events_report_changes(&make("events_report_changes").await).await;
+}
+
 /// One test per case, each with a fresh backend from `$make` (an async
 /// expression giving `(anything to keep alive, backend)`).
 #[macro_export]

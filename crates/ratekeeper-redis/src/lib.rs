@@ -22,13 +22,14 @@
 //! Cluster slot: every operation, multi-limit ones included, stays one
 //! atomic script. Spreading limits over slots is not done yet.
 
+mod connection;
 mod reply;
 mod scripts;
 #[cfg(feature = "testing")]
 pub mod testing;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -38,11 +39,11 @@ use ratekeeper_core::{
     AcquireError, LeaseError, LeaseGrant, LeaseId, LeaseView, LimitName, LimitPatch, LimitSpec,
     LimitView, MAX_LEASE_TTL, MIN_LEASE_TTL, Mode, Timestamp,
 };
-use redis::aio::ConnectionManager;
 use serde::de::DeserializeOwned;
 use tokio::sync::{broadcast, oneshot, watch};
 use tokio::task::JoinHandle;
 
+use crate::connection::Connection;
 use crate::reply::{Outcome, Reply};
 use crate::scripts::{Function, Scripts};
 
@@ -80,8 +81,12 @@ pub struct RedisBackend {
 }
 
 struct Inner {
-    client: redis::Client,
-    conn: ConnectionManager,
+    /// One per URL given, for subscriptions.
+    clients: Vec<redis::Client>,
+    /// How many subscriptions were made: each starts at the next client,
+    /// so that one lost with its node is made again on another.
+    subscriptions: AtomicUsize,
+    conn: Connection,
     scripts: Scripts,
     /// The key prefix, with the hash tag: `{PREFIX}:`.
     prefix: String,
@@ -186,12 +191,10 @@ impl RedisBackend {
             // installs one first wins; either is fine.
             let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
         }
-        let client = redis::Client::open(url).map_err(unavailable)?;
-        let conn = ConnectionManager::new(client.clone())
-            .await
-            .map_err(unavailable)?;
+        let (conn, clients) = Connection::open(url).await.map_err(unavailable)?;
         let inner = Arc::new(Inner {
-            client,
+            clients,
+            subscriptions: AtomicUsize::new(0),
             conn,
             scripts: Scripts::new(),
             prefix: format!("{{{prefix}}}:"),
@@ -238,8 +241,7 @@ impl Inner {
             .arg(&self.prefix)
             .arg(now.unwrap_or_default())
             .arg(args);
-        let mut conn = self.conn.clone();
-        let text: String = match call.query_async(&mut conn).await {
+        let text: String = match self.conn.query(&call).await {
             // A Redis restarted without persistence, or flushed, lost the
             // library: load it again. Loading is idempotent, so whichever
             // instance gets there first does not matter.
@@ -249,7 +251,7 @@ impl Inner {
                     .is_some_and(|d| d.starts_with("Function not found")) =>
             {
                 self.load_library().await?;
-                call.query_async(&mut conn).await
+                self.conn.query(&call).await
             }
             answer => answer,
         }
@@ -270,12 +272,13 @@ impl Inner {
 
     /// Loads the functions (Redis 7 or later; Valkey).
     async fn load_library(&self) -> Result<(), Error> {
-        let mut conn = self.conn.clone();
-        redis::cmd("FUNCTION")
+        let load = redis::cmd("FUNCTION")
             .arg("LOAD")
             .arg("REPLACE")
             .arg(&self.scripts.library)
-            .query_async::<String>(&mut conn)
+            .to_owned();
+        self.conn
+            .query::<String>(&load)
             .await
             .map(drop)
             .map_err(|err| {
@@ -285,29 +288,35 @@ impl Inner {
             })
     }
 
-    async fn heartbeat(&self) -> Result<(), Error> {
-        let mut conn = self.conn.clone();
-        redis::cmd("SET")
-            .arg(self.key(&format!("inst:{}", self.instance)))
+    /// Sets `key` (under the prefix) to expire after `ttl`.
+    async fn set_expiring(&self, key: &str, ttl: Duration) -> Result<(), Error> {
+        let set = redis::cmd("SET")
+            .arg(self.key(key))
             .arg(1)
             .arg("PX")
-            .arg(INSTANCE_TTL.as_millis() as u64)
-            .query_async::<()>(&mut conn)
+            .arg(ttl.as_millis() as u64)
+            .to_owned();
+        self.conn.query::<()>(&set).await.map_err(unavailable)
+    }
+
+    async fn heartbeat(&self) -> Result<(), Error> {
+        self.set_expiring(&format!("inst:{}", self.instance), INSTANCE_TTL)
             .await
-            .map_err(unavailable)
+    }
+
+    /// Tells the functions that someone watches the changes, for a while.
+    async fn mark_watched(&self) -> Result<(), Error> {
+        self.set_expiring("watched", WATCHED_TTL).await
     }
 
     /// A connection subscribed to `channels`; it returns once Redis has
     /// confirmed them.
     async fn subscribe(&self, channels: &[&str]) -> Result<redis::aio::PubSub, Error> {
-        let mut pubsub = self.client.get_async_pubsub().await.map_err(unavailable)?;
-        for channel in channels {
-            pubsub
-                .subscribe(self.key(channel))
-                .await
-                .map_err(unavailable)?;
-        }
-        Ok(pubsub)
+        let channels: Vec<String> = channels.iter().map(|c| self.key(c)).collect();
+        let first = self.subscriptions.fetch_add(1, Ordering::Relaxed);
+        connection::subscribe(&self.clients, first, &channels)
+            .await
+            .map_err(unavailable)
     }
 
     fn parked(&self) -> std::sync::MutexGuard<'_, HashMap<String, oneshot::Sender<Outcome>>> {
@@ -621,8 +630,12 @@ async fn tick_loop(weak: Weak<Inner>) {
     }
 }
 
-/// How often the event feed checks whether anyone still receives it.
+/// How often the event feed checks whether anyone still receives it, and
+/// tells the functions that someone does.
 const FEED_CHECK: Duration = Duration::from_secs(1);
+/// How long the functions keep describing changes after the last word
+/// that someone watches them.
+const WATCHED_TTL: Duration = Duration::from_secs(3);
 
 /// Forwards published changes to this instance's event receivers until
 /// none is left; then it unsubscribes, and the scripts stop describing
@@ -646,6 +659,9 @@ async fn feed_events(weak: Weak<Inner>, mut pubsub: redis::aio::PubSub) {
                         let Some(inner) = weak.upgrade() else { return };
                         if stop_feed_if_unwatched(&inner).await {
                             return;
+                        }
+                        if let Err(err) = inner.mark_watched().await {
+                            tracing::warn!(%err, "telling Redis that changes are watched failed");
                         }
                     }
                 }
@@ -825,6 +841,7 @@ impl Backend for RedisBackend {
         // Subscribed before the feed is looked at, so a feed about to stop
         // for want of receivers sees this one.
         let receiver = inner.events.subscribe();
+        inner.mark_watched().await?;
         if !*feeding {
             let pubsub = inner.subscribe(&["events"]).await?;
             let task = tokio::spawn(feed_events(Arc::downgrade(inner), pubsub));

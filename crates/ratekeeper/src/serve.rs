@@ -38,10 +38,16 @@ pub struct ServeArgs {
     #[arg(long, env = "RATEKEEPER_DURABILITY")]
     durability: Option<Durability>,
     /// Keep the state in Redis instead (`redis://host:port/db`,
-    /// `rediss://...` for TLS, `redis+unix:///path`), shared by every server
+    /// `rediss://...` for TLS, `redis+unix:///path`; a Redis Cluster by any
+    /// node's URL or several, comma-separated), shared by every server
     /// pointed at it.
     #[arg(long, env = "RATEKEEPER_STORE")]
     store: Option<String>,
+    /// With --store: the Redis keys' prefix (default `ratekeeper`). Servers
+    /// share state only with those of the same prefix; on a Redis Cluster,
+    /// each prefix is one hash slot.
+    #[arg(long, env = "RATEKEEPER_STORE_PREFIX")]
+    store_prefix: Option<String>,
     /// A TOML file with any of these settings, and `[[tokens]]`.
     #[arg(long, env = "RATEKEEPER_CONFIG")]
     config: Option<PathBuf>,
@@ -70,6 +76,7 @@ struct FileConfig {
     data_dir: Option<PathBuf>,
     durability: Option<Durability>,
     store: Option<String>,
+    store_prefix: Option<String>,
     insecure: Option<bool>,
     max_wait_seconds: Option<f64>,
     ticket_lapse_seconds: Option<f64>,
@@ -85,6 +92,8 @@ struct Settings {
     durability: Durability,
     /// A Redis URL, if the state lives in Redis.
     store: Option<String>,
+    /// The Redis keys' prefix.
+    store_prefix: String,
     insecure: bool,
     server: ServerConfig,
 }
@@ -143,6 +152,10 @@ impl ServeArgs {
                 .or(file.durability)
                 .unwrap_or(Durability::Disk),
             store: self.store.or(file.store),
+            store_prefix: self
+                .store_prefix
+                .or(file.store_prefix)
+                .unwrap_or_else(|| "ratekeeper".into()),
             insecure: self.insecure || file.insecure.unwrap_or(false),
             server,
         })
@@ -161,16 +174,26 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         );
     }
     if let Some(url) = &settings.store {
-        if !["redis://", "rediss://", "redis+unix://"]
-            .iter()
-            .any(|scheme| url.starts_with(scheme))
-        {
-            bail!("--store must be a redis://, rediss:// or redis+unix:// URL, not {url:?}");
+        let shown = redacted(url);
+        if let Some(part) = url.split(',').map(str::trim).find(|part| {
+            !["redis://", "rediss://", "redis+unix://"]
+                .iter()
+                .any(|scheme| part.starts_with(scheme))
+        }) {
+            bail!(
+                "--store must be a redis://, rediss:// or redis+unix:// URL, or several redis:// URLs \
+                 separated by commas (a cluster's nodes), not {:?}",
+                redacted(part)
+            );
         }
-        let backend = RedisBackend::connect(url)
+        let prefix = &settings.store_prefix;
+        if prefix.is_empty() || prefix.contains(['{', '}']) {
+            bail!("--store-prefix must be non-empty and without braces, not {prefix:?}");
+        }
+        let backend = RedisBackend::connect_with_prefix(url, prefix)
             .await
-            .with_context(|| format!("cannot reach Redis at {url}"))?;
-        let store = format!("state in Redis at {url}");
+            .with_context(|| format!("cannot reach Redis at {shown}"))?;
+        let store = format!("state in Redis at {shown}, prefix {prefix}");
         return serve(settings, backend, &store).await;
     }
     match settings.durability {
@@ -209,5 +232,38 @@ async fn stop_signal() {
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = terminate.recv() => {}
+    }
+}
+
+/// `url` (or comma-separated URLs) with any password masked, fit to print.
+fn redacted(url: &str) -> String {
+    let parts: Vec<String> = url
+        .split(',')
+        .map(|part| match (part.find("://"), part.rfind('@')) {
+            (Some(scheme_end), Some(at)) if at > scheme_end => {
+                let user_info = &part[scheme_end + 3..at];
+                let user = user_info.split(':').next().unwrap_or("");
+                format!("{}{user}:***{}", &part[..scheme_end + 3], &part[at..])
+            }
+            _ => part.to_owned(),
+        })
+        .collect();
+    parts.join(",")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redacted;
+
+    #[test]
+    fn passwords_in_store_urls_are_masked() {
+        assert_eq!(
+            redacted("redis://:secret@h:6379/0,rediss://me:pw@g:6380"),
+            "redis://:***@h:6379/0,rediss://me:***@g:6380"
+        );
+        assert_eq!(
+            redacted("redis+unix:///run/r.sock"),
+            "redis+unix:///run/r.sock"
+        );
     }
 }

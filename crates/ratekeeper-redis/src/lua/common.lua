@@ -16,6 +16,7 @@
 --   P revoked          zset: revoked lease id -> when it would have expired
 --   P ready            zset: limit name -> when its head fits by decay alone
 --   P next             string: the instant instances sleep until (us)
+--   P watched          string (expires): someone watches the changes
 --   P res:TOKEN        string (expires): how a queued request ended
 --   P inst:ID          string (expires): an instance that is alive
 -- Channels: P wake (how queued requests ended), P events (changes),
@@ -139,13 +140,14 @@ local function touch(name)
   end
 end
 
--- Whether any instance listens to the changes: each subscribes to
--- `P events` only while someone watches them live, so that the work of
--- describing every change is skipped when nobody would read it.
+-- Whether anyone watches the changes live: an instance with event
+-- receivers keeps `P watched` from expiring. (A key, not the channel's
+-- subscriber count, which on a cluster counts one node's subscribers.)
+-- Describing every change is skipped while nobody would read it.
 local watched
 local function is_watched()
   if watched == nil then
-    watched = redis.call('PUBSUB', 'NUMSUB', P .. 'events')[2] > 0
+    watched = redis.call('EXISTS', P .. 'watched') == 1
   end
   return watched
 end
