@@ -48,6 +48,22 @@ pub async fn until_waiting<B: Backend>(backend: &B, name: &str, count: usize) {
     }
 }
 
+/// For two instances sharing one state: `a` takes the only slot of a new
+/// limit `db`, a request on `b` queues for it, and `a` releases. Returns
+/// the grant `b` answered with and how long after the release it came.
+pub async fn hand_over<B: Backend>(a: &B, b: &B) -> (Granted, Duration) {
+    a.create_limit(LimitSpec::concurrency("db", 1))
+        .await
+        .unwrap();
+    let first = a.acquire(lease_on(&["db"], 1)).await.unwrap();
+    let waiter = tokio::spawn(b.acquire(lease_on(&["db"], 1)));
+    until_waiting(a, "db", 1).await;
+    let released = Instant::now();
+    a.release(lease_of(&first)).await.unwrap();
+    let second = waiter.await.unwrap().unwrap();
+    (second, released.elapsed())
+}
+
 /// Spawns `future` and returns its handle once `name` has `count` waiters.
 async fn queued<B, F>(
     backend: &B,

@@ -126,6 +126,52 @@ struct Client {
     inner: RustClient,
 }
 
+/// What `acquire` and `acquire_async` ask for, checked.
+struct LeaseRequest {
+    names: Vec<String>,
+    occupy: u64,
+    timeout: Option<Duration>,
+    ttl: Duration,
+    holder: Option<String>,
+    create_if_missing: bool,
+}
+
+impl LeaseRequest {
+    fn new(
+        names: Vec<String>,
+        occupy: u64,
+        timeout: Option<f64>,
+        lease_seconds: f64,
+        holder: Option<String>,
+        create_if_missing: bool,
+    ) -> PyResult<Self> {
+        Ok(LeaseRequest {
+            names,
+            occupy,
+            timeout: seconds("timeout_seconds", timeout)?,
+            ttl: seconds("lease_seconds", Some(lease_seconds))?.expect("given"),
+            holder,
+            create_if_missing,
+        })
+    }
+
+    /// The request, to await on `client`.
+    fn on(self, client: &RustClient) -> ratekeeper_client::Concurrency<'_> {
+        let mut request = client
+            .concurrency(self.names)
+            .occupy(self.occupy)
+            .lease(self.ttl)
+            .timeout(self.timeout);
+        if let Some(holder) = self.holder {
+            request = request.holder(holder);
+        }
+        if self.create_if_missing {
+            request = request.create_if_missing();
+        }
+        request
+    }
+}
+
 #[pymethods]
 impl Client {
     #[new]
@@ -148,21 +194,16 @@ impl Client {
         holder: Option<String>,
         create_if_missing: bool,
     ) -> PyResult<Lease> {
-        let timeout = seconds("timeout_seconds", timeout)?;
-        let ttl = seconds("lease_seconds", Some(lease_seconds))?.expect("given");
-        let mut request = self
-            .inner
-            .concurrency(names)
-            .occupy(occupy)
-            .lease(ttl)
-            .timeout(timeout);
-        if let Some(holder) = holder {
-            request = request.holder(holder);
-        }
-        if create_if_missing {
-            request = request.create_if_missing();
-        }
-        let guard = wait_interruptibly(py, &self.inner, request.into_future())?.map_err(to_py)?;
+        let request = LeaseRequest::new(
+            names,
+            occupy,
+            timeout,
+            lease_seconds,
+            holder,
+            create_if_missing,
+        )?;
+        let future = request.on(&self.inner).into_future();
+        let guard = wait_interruptibly(py, &self.inner, future)?.map_err(to_py)?;
         Ok(Lease {
             guard: std::sync::Mutex::new(Some(guard)),
             client: self.inner.clone(),
@@ -184,22 +225,17 @@ impl Client {
         holder: Option<String>,
         create_if_missing: bool,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let timeout = seconds("timeout_seconds", timeout)?;
-        let ttl = seconds("lease_seconds", Some(lease_seconds))?.expect("given");
+        let request = LeaseRequest::new(
+            names,
+            occupy,
+            timeout,
+            lease_seconds,
+            holder,
+            create_if_missing,
+        )?;
         let client = self.inner.clone();
         pyo3_async_runtimes::tokio::future_into_py(py, async move {
-            let mut request = client
-                .concurrency(names)
-                .occupy(occupy)
-                .lease(ttl)
-                .timeout(timeout);
-            if let Some(holder) = holder {
-                request = request.holder(holder);
-            }
-            if create_if_missing {
-                request = request.create_if_missing();
-            }
-            let guard = request.await.map_err(to_py)?;
+            let guard = request.on(&client).await.map_err(to_py)?;
             Ok(Lease {
                 guard: std::sync::Mutex::new(Some(guard)),
                 client: client.clone(),

@@ -586,13 +586,28 @@ async fn listen(weak: Weak<Inner>, mut pubsub: redis::aio::PubSub) {
                 }
             }
         }
-        loop {
-            tokio::time::sleep(Duration::from_millis(200)).await;
-            let Some(inner) = weak.upgrade() else { return };
-            if let Ok(fresh) = inner.subscribe(LISTENED).await {
-                pubsub = fresh;
-                break;
-            }
+        match resubscribe(&weak, LISTENED, async |_| true).await {
+            Some(fresh) => pubsub = fresh,
+            None => return,
+        }
+    }
+}
+
+/// After a lost connection: subscribes to `channels` again, trying every
+/// 200 ms; `None` once the backend is gone or `keep_trying` says no.
+async fn resubscribe(
+    weak: &Weak<Inner>,
+    channels: &[&str],
+    keep_trying: impl AsyncFn(&Inner) -> bool,
+) -> Option<redis::aio::PubSub> {
+    loop {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let inner = weak.upgrade()?;
+        if !keep_trying(&inner).await {
+            return None;
+        }
+        if let Ok(fresh) = inner.subscribe(channels).await {
+            return Some(fresh);
         }
     }
 }
@@ -668,16 +683,10 @@ async fn feed_events(weak: Weak<Inner>, mut pubsub: redis::aio::PubSub) {
             }
         }
         // The connection was lost; changes published meanwhile are missed.
-        loop {
-            tokio::time::sleep(Duration::from_millis(200)).await;
-            let Some(inner) = weak.upgrade() else { return };
-            if stop_feed_if_unwatched(&inner).await {
-                return;
-            }
-            if let Ok(fresh) = inner.subscribe(&["events"]).await {
-                pubsub = fresh;
-                break;
-            }
+        let watched = async |inner: &Inner| !stop_feed_if_unwatched(inner).await;
+        match resubscribe(&weak, &["events"], watched).await {
+            Some(fresh) => pubsub = fresh,
+            None => return,
         }
     }
 }

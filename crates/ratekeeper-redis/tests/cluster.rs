@@ -4,9 +4,8 @@
 
 use std::time::Duration;
 
-use ratekeeper_backend::conformance::{self, lease_of, lease_on, until_waiting};
+use ratekeeper_backend::conformance::{self, hand_over, lease_of};
 use ratekeeper_backend::{Backend, Event};
-use ratekeeper_core::LimitSpec;
 use ratekeeper_redis::RedisBackend;
 use ratekeeper_redis::testing::RedisCluster;
 
@@ -30,18 +29,11 @@ async fn instances_on_a_cluster_hand_over_and_see_the_changes() {
     // One node is enough: it says it is part of a cluster.
     let b = RedisBackend::connect(&cluster.node_url()).await.unwrap();
     let mut events = b.events().await.unwrap();
-    a.create_limit(LimitSpec::concurrency("db", 1))
-        .await
-        .unwrap();
-    let first = a.acquire(lease_on(&["db"], 1)).await.unwrap();
-    let waiter = tokio::spawn(b.acquire(lease_on(&["db"], 1)));
-    until_waiting(&a, "db", 1).await;
-    a.release(lease_of(&first)).await.unwrap();
-    let second = tokio::time::timeout(Duration::from_secs(1), waiter)
-        .await
-        .expect("the waiter on the other instance is answered at once")
-        .unwrap()
-        .unwrap();
+    let (second, handoff) = hand_over(&a, &b).await;
+    assert!(
+        handoff < Duration::from_secs(1),
+        "the waiter on the other instance is answered at once, not after {handoff:?}"
+    );
     assert_eq!(a.limit("db").await.unwrap().limit.held, 1);
     b.release(lease_of(&second)).await.unwrap();
     loop {

@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use ratekeeper_backend::conformance::{lease_of, lease_on, until_waiting};
+use ratekeeper_backend::conformance::{hand_over, lease_of, lease_on, until_waiting};
 use ratekeeper_backend::{AcquireSpec, Backend, Event};
 use ratekeeper_core::{LeaseError, LimitSpec};
 use ratekeeper_redis::RedisBackend;
@@ -19,17 +19,7 @@ async fn instance(redis: &RedisServer) -> RedisBackend {
 async fn a_release_on_one_instance_grants_a_waiter_parked_on_another() {
     let redis = RedisServer::start();
     let (a, b) = (instance(&redis).await, instance(&redis).await);
-    a.create_limit(LimitSpec::concurrency("db", 1))
-        .await
-        .unwrap();
-    let first = a.acquire(lease_on(&["db"], 1)).await.unwrap();
-    let waiter = tokio::spawn(b.acquire(lease_on(&["db"], 1)));
-    until_waiting(&a, "db", 1).await;
-
-    let released = Instant::now();
-    a.release(lease_of(&first)).await.unwrap();
-    let second = waiter.await.unwrap().unwrap();
-    let handoff = released.elapsed();
+    let (second, handoff) = hand_over(&a, &b).await;
     assert!(
         handoff < Duration::from_millis(500),
         "handoff took {handoff:?}"

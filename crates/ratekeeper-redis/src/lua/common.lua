@@ -207,9 +207,11 @@ end
 
 local function finish(reply)
   announce_due()
-  for _, name in ipairs(touched_order) do
-    local limit = load_limit(name)
-    if limit then publish(function() return { limit = view(limit) } end) end
+  if #touched_order > 0 and is_watched() then
+    for _, name in ipairs(touched_order) do
+      local limit = load_limit(name)
+      if limit then publish(function() return { limit = view(limit) } end) end
+    end
   end
   return cjson.encode(reply)
 end
