@@ -157,8 +157,9 @@ test("a limit is created, edited, toggled, reset and deleted through the page", 
     await create.getByLabel("Name").fill("vendor-api");
     await create.getByLabel("Description").fill("calls to the vendor");
     await create.getByRole("button", { name: "Create" }).click();
+    // The new row may arrive over the event stream before the form closes.
     await page.getByRole("link", { name: "vendor-api" }).waitFor();
-    assert.equal(await create.isVisible(), false);
+    await create.waitFor({ state: "hidden" });
     let limit = (await call(server, "GET", "/v1/limits/vendor-api")).body;
     assert.equal(limit.slots, 3);
     assert.equal(limit.description, "calls to the vendor");
@@ -185,7 +186,7 @@ test("a limit is created, edited, toggled, reset and deleted through the page", 
     assert.equal(await toggle.isChecked(), true);
     await toggle.click();
     await until(async () => !(await call(server, "GET", "/v1/limits/vendor-api")).body.active, "the limit is inactive");
-    assert.equal(await toggle.isChecked(), false);
+    await until(async () => !(await toggle.isChecked()), "the switch shows inactive");
     await toggle.click();
     await until(async () => (await call(server, "GET", "/v1/limits/vendor-api")).body.active, "the limit is active");
 
