@@ -32,6 +32,11 @@ impl Connection {
         Ok((connection, clients))
     }
 
+    /// Whether this is a Redis Cluster.
+    pub fn is_cluster(&self) -> bool {
+        matches!(self, Connection::Cluster(_))
+    }
+
     /// Sends one command; on a cluster, to the node its key (or, for
     /// `FUNCTION LOAD`, every primary) calls for.
     pub async fn query<T: FromRedisValue>(&self, cmd: &Cmd) -> RedisResult<T> {

@@ -18,11 +18,15 @@
 //! the queued requests of an instance that stopped (killed, cut off) are
 //! withdrawn by the others, and its clients' leases expire by their TTL.
 //!
-//! All keys share one hash tag, so the whole state lives in one Redis
-//! Cluster slot: every operation, multi-limit ones included, stays one
-//! atomic script. Spreading limits over slots is not done yet.
+//! The state is split into partitions (see [`layout`]): each is one hash
+//! tag, so one Redis Cluster slot, and each operation on it one atomic
+//! call. A single Redis keeps one partition; a cluster spreads the limits
+//! over several, one per limit name's hash. A request on limits of several
+//! partitions takes them one partition after the other (see `across`).
 
+mod across;
 mod connection;
+mod layout;
 mod reply;
 mod scripts;
 #[cfg(feature = "testing")]
@@ -44,6 +48,8 @@ use tokio::sync::{broadcast, oneshot, watch};
 use tokio::task::JoinHandle;
 
 use crate::connection::Connection;
+use crate::layout::Layout;
+pub use crate::layout::MAX_PARTITIONS;
 use crate::reply::{Outcome, Reply};
 use crate::scripts::{Function, Scripts};
 
@@ -56,6 +62,8 @@ pub const TICK_BACKSTOP: Duration = Duration::from_secs(1);
 /// How long an instance counts as alive after its last heartbeat.
 pub const INSTANCE_TTL: Duration = Duration::from_secs(3);
 const HEARTBEAT: Duration = Duration::from_secs(1);
+/// How many partitions a new store on a Redis Cluster gets unless told.
+pub const DEFAULT_CLUSTER_PARTITIONS: u32 = 16;
 
 /// A clock for tests that compare the scripts with the engine: while one
 /// is given, every script acts at its instant instead of Redis's `TIME`.
@@ -73,6 +81,23 @@ impl ManualClock {
     }
 }
 
+/// How an instance uses its store.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// The key prefix: instances share state only with those of the same
+    /// prefix. `None`: `ratekeeper`.
+    pub prefix: Option<String>,
+    /// How many partitions (1 to [`MAX_PARTITIONS`]) a new store is split
+    /// into; a store keeps the count it was first given, and an instance
+    /// asking for another is refused. `None`: whatever the store has, and
+    /// for a new store 1 on a single Redis, [`DEFAULT_CLUSTER_PARTITIONS`]
+    /// on a cluster.
+    pub partitions: Option<u32>,
+    /// The scripts' clock, for tests that compare them with the engine at
+    /// explicit instants; `None`: Redis's own.
+    pub clock: Option<ManualClock>,
+}
+
 /// A backend whose state is in Redis, shared with every other instance on
 /// the same Redis and key prefix.
 #[derive(Clone)]
@@ -88,23 +113,24 @@ struct Inner {
     subscriptions: AtomicUsize,
     conn: Connection,
     scripts: Scripts,
-    /// The key prefix, with the hash tag: `{PREFIX}:`.
-    prefix: String,
+    /// The partitions' key prefixes.
+    layout: Layout,
     /// This instance's id, for its heartbeat and the requests it parks.
     instance: String,
-    /// Requests this instance waits for, by token. A request is here from
-    /// before its acquire script runs until its outcome is delivered or it
-    /// is withdrawn, so a grant published in between is not missed.
-    parked: Mutex<HashMap<String, oneshot::Sender<Outcome>>>,
+    /// Requests this instance waits for, by partition and token. A request
+    /// is here from before its acquire script runs until its outcome is
+    /// delivered or it is withdrawn, so a grant published in between is
+    /// not missed.
+    parked: Mutex<HashMap<(usize, String), oneshot::Sender<Outcome>>>,
     events: broadcast::Sender<Event>,
     /// Whether a task forwards the published changes to `events`. It runs
     /// only while someone holds a receiver: the scripts skip describing
     /// changes that no instance subscribes to.
     event_feed: tokio::sync::Mutex<bool>,
-    /// The next instant (Redis time, microseconds) something is due, as
-    /// announced; wakes the ticker early.
-    due: watch::Sender<Option<u64>>,
-    /// The background tasks: subscriber, ticker, heartbeat, event feed.
+    /// Per partition, the next instant (Redis time, microseconds)
+    /// something is due there, as announced; wakes its ticker early.
+    due: Vec<watch::Sender<Option<u64>>>,
+    /// The background tasks: subscriber, tickers, heartbeat, event feed.
     tasks: Mutex<Vec<JoinHandle<()>>>,
     /// The scripts' clock in tests; `None`: Redis's own.
     clock: Option<ManualClock>,
@@ -130,9 +156,7 @@ fn unavailable(err: impl std::fmt::Display) -> Error {
 }
 
 fn random_id() -> String {
-    let mut bytes = [0; 16];
-    getrandom::fill(&mut bytes).expect("the OS random source is available");
-    LeaseId::from_bytes(bytes).to_string()
+    Layout::new("", 1).new_id([]).to_string()
 }
 
 fn micros(duration: Duration) -> String {
@@ -154,23 +178,27 @@ impl RedisBackend {
     /// verified against the system's roots, `redis+unix:///path`) with the
     /// key prefix `ratekeeper`.
     pub async fn connect(url: &str) -> Result<Self, Error> {
-        Self::connect_with_prefix(url, "ratekeeper").await
+        Self::connect_with(url, Options::default()).await
     }
 
-    /// Connects with the keys under `{prefix}:`; instances share state only
+    /// Connects with the keys under `prefix`; instances share state only
     /// with those of the same prefix.
     pub async fn connect_with_prefix(url: &str, prefix: &str) -> Result<Self, Error> {
-        Self::open(url, prefix, None).await
+        let options = Options {
+            prefix: Some(prefix.into()),
+            ..Options::default()
+        };
+        Self::connect_with(url, options).await
     }
 
-    /// Connects with the scripts on `clock` instead of Redis's, for tests
-    /// that compare them with the engine at explicit instants.
-    pub async fn connect_with_clock(
-        url: &str,
-        prefix: &str,
-        clock: ManualClock,
-    ) -> Result<Self, Error> {
-        Self::open(url, prefix, Some(clock)).await
+    /// How many partitions the store is split into.
+    pub fn partitions(&self) -> usize {
+        self.inner.layout.count()
+    }
+
+    /// The partition a limit of this name lives in.
+    pub fn partition_of(&self, name: &str) -> usize {
+        self.inner.layout.of(name)
     }
 
     /// Does whatever is due now (expiries, heads that decay has let in,
@@ -178,13 +206,14 @@ impl RedisBackend {
     /// when it is due; returns when the next thing is due.
     pub async fn tick(&self) -> Result<Option<Timestamp>, Error> {
         let inner = &self.inner;
-        match inner.run::<reply::Due>(&inner.scripts.tick, &[]).await? {
-            Reply::Ok { ok } => Ok(ok.next.map(reply::Int::micros)),
-            other => Err(unexpected(&other)),
-        }
+        let ticks = (0..inner.layout.count()).map(|part| inner.tick(part));
+        let due = futures_util::future::try_join_all(ticks).await?;
+        let next = due.into_iter().flatten().min();
+        Ok(next.map(|at| reply::Int(at).micros()))
     }
 
-    async fn open(url: &str, prefix: &str, clock: Option<ManualClock>) -> Result<Self, Error> {
+    /// Connects to `url` as `options` say.
+    pub async fn connect_with(url: &str, options: Options) -> Result<Self, Error> {
         if url.starts_with("rediss://") {
             // Two TLS providers are linked in (one for the HTTP client, one
             // for Redis), so rustls needs to be told which to use. Whoever
@@ -192,53 +221,110 @@ impl RedisBackend {
             let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
         }
         let (conn, clients) = Connection::open(url).await.map_err(unavailable)?;
+        let prefix = options.prefix.as_deref().unwrap_or("ratekeeper");
+        let count = partition_count(&conn, prefix, options.partitions).await?;
+        let layout = Layout::new(prefix, count);
         let inner = Arc::new(Inner {
             clients,
             subscriptions: AtomicUsize::new(0),
             conn,
             scripts: Scripts::new(),
-            prefix: format!("{{{prefix}}}:"),
+            due: (0..layout.count())
+                .map(|_| watch::channel(None).0)
+                .collect(),
+            layout,
             instance: random_id(),
             parked: Mutex::new(HashMap::new()),
             events: broadcast::channel(4096).0,
             event_feed: tokio::sync::Mutex::new(false),
-            due: watch::channel(None).0,
             tasks: Mutex::new(Vec::new()),
-            clock,
+            clock: options.clock,
         });
         inner.load_library().await?;
         inner.heartbeat().await?;
-        let subscribed = inner.subscribe(LISTENED).await?;
+        let subscribed = inner.subscribe(&inner.channels(LISTENED)).await?;
         let weak = Arc::downgrade(&inner);
-        let tasks = vec![
+        let mut tasks = vec![
             tokio::spawn(listen(Weak::clone(&weak), subscribed)),
-            tokio::spawn(tick_loop(Weak::clone(&weak))),
-            tokio::spawn(heartbeat_loop(weak)),
+            tokio::spawn(heartbeat_loop(Weak::clone(&weak))),
         ];
+        for part in 0..inner.layout.count() {
+            tasks.push(tokio::spawn(tick_loop(Weak::clone(&weak), part)));
+        }
         *inner.tasks.lock().unwrap_or_else(|p| p.into_inner()) = tasks;
         Ok(RedisBackend { inner })
     }
 }
 
+/// How many partitions the store under `prefix` has: the count recorded
+/// with it, or `wanted` (or the default) recorded now for a new store.
+async fn partition_count(
+    conn: &Connection,
+    prefix: &str,
+    wanted: Option<u32>,
+) -> Result<u32, Error> {
+    if let Some(count) = wanted
+        && !(1..=MAX_PARTITIONS).contains(&count)
+    {
+        return Err(Error::Unavailable {
+            reason: format!("a store has 1 to {MAX_PARTITIONS} partitions, not {count}"),
+        });
+    }
+    let default = if conn.is_cluster() {
+        DEFAULT_CLUSTER_PARTITIONS
+    } else {
+        1
+    };
+    // Recorded once, by whichever instance comes first; SET NX GET
+    // answers what was there before.
+    let record = redis::cmd("SET")
+        .arg(format!("{{{prefix}}}:partitions"))
+        .arg(wanted.unwrap_or(default))
+        .arg("NX")
+        .arg("GET")
+        .to_owned();
+    let recorded: Option<u32> = conn.query(&record).await.map_err(unavailable)?;
+    match (recorded, wanted) {
+        (Some(recorded), Some(wanted)) if recorded != wanted => Err(Error::Unavailable {
+            reason: format!(
+                "the store under prefix {prefix:?} is split into {recorded} partitions, not \
+                 {wanted}; a store keeps its first count (leave the count out to use it, or \
+                 choose another prefix)"
+            ),
+        }),
+        (Some(recorded), _) if !(1..=MAX_PARTITIONS).contains(&recorded) => Err(unavailable(
+            format!("the store under prefix {prefix:?} records {recorded} partitions"),
+        )),
+        (recorded, wanted) => Ok(recorded.or(wanted).unwrap_or(default)),
+    }
+}
+
 impl Inner {
-    fn key(&self, suffix: &str) -> String {
-        format!("{}{suffix}", self.prefix)
+    /// Each partition's `kind` channel.
+    fn channels(&self, kinds: &[&str]) -> Vec<String> {
+        (0..self.layout.count())
+            .flat_map(|part| kinds.iter().map(move |kind| (part, kind)))
+            .map(|(part, kind)| format!("{}{kind}", self.layout.prefix(part)))
+            .collect()
     }
 
-    /// Runs an operation's function and returns its JSON answer: the
-    /// prefix and the clock ('' for Redis's own) come first, then `args`.
+    /// Runs an operation's function in partition `part` and returns its
+    /// JSON answer: the prefix and the clock ('' for Redis's own) come
+    /// first, then `args`.
     async fn call<T: DeserializeOwned>(
         &self,
+        part: usize,
         function: &Function,
         args: &[&str],
     ) -> Result<T, Error> {
+        let prefix = self.layout.prefix(part);
         let mut call = redis::cmd("FCALL");
-        // The one declared key routes the call to the state's slot.
+        // The one declared key routes the call to the partition's slot.
         let now = self.clock.as_ref().map(ManualClock::micros);
         call.arg(function.name())
             .arg(1)
-            .arg(self.key("seq"))
-            .arg(&self.prefix)
+            .arg(format!("{prefix}seq"))
+            .arg(prefix)
             .arg(now.unwrap_or_default())
             .arg(args);
         let text: String = match self.conn.query(&call).await {
@@ -261,13 +347,26 @@ impl Inner {
         })
     }
 
-    /// Runs an operation's function.
+    /// Runs an operation's function in partition `part`.
     async fn run<T: DeserializeOwned>(
         &self,
+        part: usize,
         function: &Function,
         args: &[&str],
     ) -> Result<Reply<T>, Error> {
-        self.call(function, args).await
+        self.call(part, function, args).await
+    }
+
+    /// Does what is due in partition `part`; answers when the next thing
+    /// is due there (microseconds).
+    async fn tick(&self, part: usize) -> Result<Option<u64>, Error> {
+        match self
+            .run::<reply::Due>(part, &self.scripts.tick, &[])
+            .await?
+        {
+            Reply::Ok { ok } => Ok(ok.next.map(|at| at.0)),
+            other => Err(unexpected(&other)),
+        }
     }
 
     /// Loads the functions (Redis 7 or later; Valkey).
@@ -288,15 +387,21 @@ impl Inner {
             })
     }
 
-    /// Sets `key` (under the prefix) to expire after `ttl`.
+    /// Sets `key` in every partition to expire after `ttl`.
     async fn set_expiring(&self, key: &str, ttl: Duration) -> Result<(), Error> {
-        let set = redis::cmd("SET")
-            .arg(self.key(key))
-            .arg(1)
-            .arg("PX")
-            .arg(ttl.as_millis() as u64)
-            .to_owned();
-        self.conn.query::<()>(&set).await.map_err(unavailable)
+        let sets = (0..self.layout.count()).map(|part| {
+            let set = redis::cmd("SET")
+                .arg(format!("{}{key}", self.layout.prefix(part)))
+                .arg(1)
+                .arg("PX")
+                .arg(ttl.as_millis() as u64)
+                .to_owned();
+            async move { self.conn.query::<()>(&set).await }
+        });
+        futures_util::future::try_join_all(sets)
+            .await
+            .map(drop)
+            .map_err(unavailable)
     }
 
     async fn heartbeat(&self) -> Result<(), Error> {
@@ -311,20 +416,21 @@ impl Inner {
 
     /// A connection subscribed to `channels`; it returns once Redis has
     /// confirmed them.
-    async fn subscribe(&self, channels: &[&str]) -> Result<redis::aio::PubSub, Error> {
-        let channels: Vec<String> = channels.iter().map(|c| self.key(c)).collect();
+    async fn subscribe(&self, channels: &[String]) -> Result<redis::aio::PubSub, Error> {
         let first = self.subscriptions.fetch_add(1, Ordering::Relaxed);
-        connection::subscribe(&self.clients, first, &channels)
+        connection::subscribe(&self.clients, first, channels)
             .await
             .map_err(unavailable)
     }
 
-    fn parked(&self) -> std::sync::MutexGuard<'_, HashMap<String, oneshot::Sender<Outcome>>> {
+    fn parked(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<(usize, String), oneshot::Sender<Outcome>>> {
         self.parked.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn deliver(&self, outcome: Outcome) {
-        if let Some(waiter) = self.parked().remove(&outcome.token) {
+    fn deliver(&self, part: usize, outcome: Outcome) {
+        if let Some(waiter) = self.parked().remove(&(part, outcome.token.clone())) {
             let _ = waiter.send(outcome);
         }
     }
@@ -347,40 +453,34 @@ impl Inner {
 
     async fn acquire(self: Arc<Self>, spec: AcquireSpec) -> Result<Granted, Error> {
         check_acquire(&spec)?;
-        let token = random_id();
-        let try_once = spec.timeout == Some(Duration::ZERO);
+        let parts = self.layout.split(&spec.names);
+        let token = self.layout.new_id(parts.iter().map(|(part, _)| *part));
         let deadline = spec.timeout.map(|t| tokio::time::Instant::now() + t);
+        if let [(part, _)] = parts[..] {
+            let token = token.to_string();
+            let request = PartRequest::new(&spec, &spec.names, &token);
+            return Arc::clone(&self)
+                .acquire_part(part, request, deadline)
+                .await;
+        }
+        across::acquire(self, spec, parts, token, deadline).await
+    }
+
+    /// Takes `request` in partition `part`, waiting (if it may) until
+    /// `deadline`.
+    async fn acquire_part(
+        self: Arc<Self>,
+        part: usize,
+        request: PartRequest<'_>,
+        deadline: Option<tokio::time::Instant>,
+    ) -> Result<Granted, Error> {
         let (sender, receiver) = oneshot::channel();
-        let mut parked = ParkedRequest::new(Arc::clone(&self), token.clone(), sender);
-        let names = serde_json::to_string(&spec.names).expect("names serialize");
-        let occupy = spec.occupy.to_string();
-        let ttl = micros(spec.lease_ttl);
-        let deadline_at = spec
-            .timeout
-            .filter(|_| !try_once)
-            .map(|t| (local_micros() + t.as_micros() as u64).to_string())
-            .unwrap_or_default();
-        let mode = match spec.mode {
-            Mode::Concurrency => "lease",
-            Mode::RateLimit => "rate",
-        };
+        let token = request.token.to_owned();
+        let mut parked = ParkedRequest::new(Arc::clone(&self), part, token, sender);
+        let args = request.args(&self.instance);
+        let args: Vec<&str> = args.iter().map(AsRef::as_ref).collect();
         let reply = self
-            .run::<reply::Grant>(
-                &self.scripts.acquire,
-                &[
-                    &names,
-                    &occupy,
-                    mode,
-                    &ttl,
-                    flag(spec.holder.is_some()),
-                    spec.holder.as_deref().unwrap_or(""),
-                    flag(spec.create_if_missing),
-                    &token,
-                    flag(try_once),
-                    &self.instance,
-                    &deadline_at,
-                ],
-            )
+            .run::<reply::Grant>(part, &self.scripts.acquire, &args)
             .await;
         match reply {
             Ok(Reply::Ok { ok }) => {
@@ -399,8 +499,139 @@ impl Inner {
         }
     }
 
-    async fn cancel(&self, token: &str, reason: &str) -> Result<Reply<serde_json::Value>, Error> {
-        self.run(&self.scripts.cancel, &[token, reason]).await
+    /// Checks `request` in partition `part` as its acquire would, changing
+    /// nothing.
+    async fn check_part(&self, part: usize, mut request: PartRequest<'_>) -> Result<(), Error> {
+        request.check_only = true;
+        let args = request.args(&self.instance);
+        let args: Vec<&str> = args.iter().map(AsRef::as_ref).collect();
+        match self.run::<bool>(part, &self.scripts.acquire, &args).await? {
+            Reply::Ok { .. } => Ok(()),
+            Reply::Refused(refusal) => Err(refusal.error()),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    async fn cancel(
+        &self,
+        part: usize,
+        token: &str,
+        reason: &str,
+    ) -> Result<Reply<serde_json::Value>, Error> {
+        self.run(part, &self.scripts.cancel, &[token, reason]).await
+    }
+
+    /// Renews a lease's part in partition `part`; answers its new expiry.
+    async fn renew_part(
+        &self,
+        part: usize,
+        id: &str,
+        ttl: Option<Duration>,
+    ) -> Result<Timestamp, Error> {
+        let ttl = ttl.map(micros).unwrap_or_default();
+        match self
+            .run::<reply::Renewed>(part, &self.scripts.renew, &[id, &ttl])
+            .await?
+        {
+            Reply::Ok { ok } => Ok(ok.expires.micros()),
+            Reply::Refused(refusal) => Err(refusal.error()),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Releases a lease's part in partition `part`.
+    async fn release_part(&self, part: usize, id: &str) -> Result<(), Error> {
+        match self.run::<bool>(part, &self.scripts.release, &[id]).await? {
+            Reply::Ok { .. } => Ok(()),
+            Reply::Refused(refusal) => Err(refusal.error()),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Runs the read function in partition `part`: a limit that does not
+    /// exist is refused.
+    async fn read<T: DeserializeOwned>(&self, part: usize, args: &[&str]) -> Result<T, Error> {
+        let value: serde_json::Value = self.call(part, &self.scripts.read, args).await?;
+        if let Ok(refusal) = serde_json::from_value::<reply::Refusal>(value.clone()) {
+            return Err(refusal.limit_error());
+        }
+        serde_json::from_value(value).map_err(unavailable)
+    }
+
+    /// Reads every partition's share, concurrently.
+    async fn read_all<T: DeserializeOwned>(&self, args: &[&str]) -> Result<Vec<T>, Error> {
+        let reads = (0..self.layout.count()).map(|part| self.read(part, args));
+        futures_util::future::try_join_all(reads).await
+    }
+}
+
+/// What the acquire function is told about (a part of) a request.
+struct PartRequest<'a> {
+    spec: &'a AcquireSpec,
+    /// The names it takes in this partition.
+    names: String,
+    token: &'a str,
+    /// Try once and refuse rather than wait.
+    try_once: bool,
+    /// When its waiter gives up (local clock, microseconds); shown in views.
+    deadline_at: String,
+    /// Only check it: refuse what would be refused, change nothing.
+    check_only: bool,
+    /// For a part of a request across partitions: all of its names (JSON);
+    /// else empty.
+    whole: String,
+}
+
+impl<'a> PartRequest<'a> {
+    fn new(spec: &'a AcquireSpec, names: &[String], token: &'a str) -> Self {
+        let try_once = spec.timeout == Some(Duration::ZERO);
+        let deadline_at = spec
+            .timeout
+            .filter(|_| !try_once)
+            .map(|t| (local_micros() + t.as_micros() as u64).to_string())
+            .unwrap_or_default();
+        PartRequest {
+            spec,
+            names: serde_json::to_string(names).expect("names serialize"),
+            token,
+            try_once,
+            deadline_at,
+            check_only: false,
+            whole: String::new(),
+        }
+    }
+
+    /// The same request, on `names`.
+    fn on(&self, names: &[String]) -> PartRequest<'a> {
+        PartRequest {
+            names: serde_json::to_string(names).expect("names serialize"),
+            deadline_at: self.deadline_at.clone(),
+            whole: self.whole.clone(),
+            ..*self
+        }
+    }
+
+    fn args<'s>(&'s self, instance: &'s str) -> [std::borrow::Cow<'s, str>; 13] {
+        let spec = self.spec;
+        let mode = match spec.mode {
+            Mode::Concurrency => "lease",
+            Mode::RateLimit => "rate",
+        };
+        [
+            self.names.as_str().into(),
+            spec.occupy.to_string().into(),
+            mode.into(),
+            micros(spec.lease_ttl).into(),
+            flag(spec.holder.is_some()).into(),
+            spec.holder.as_deref().unwrap_or("").into(),
+            flag(spec.create_if_missing).into(),
+            self.token.into(),
+            flag(self.try_once).into(),
+            instance.into(),
+            self.deadline_at.as_str().into(),
+            flag(self.check_only).into(),
+            self.whole.as_str().into(),
+        ]
     }
 }
 
@@ -445,19 +676,12 @@ fn granted(grant: reply::Grant) -> Result<Granted, Error> {
 /// A queued request's outcome. A lease granted while queued is only
 /// claimed for a few seconds (so that a dead instance's grant comes back
 /// soon); renewing it to its own TTL confirms it.
-async fn settled(inner: &Inner, outcome: Outcome) -> Result<Granted, Error> {
+async fn settled(inner: &Inner, part: usize, outcome: Outcome) -> Result<Granted, Error> {
     match (outcome.ok, outcome.refusal) {
         (Some(grant), _) => {
             let mut granted = granted(grant)?;
             if let Some(lease) = &mut granted.lease {
-                let reply = inner
-                    .run::<reply::Renewed>(&inner.scripts.renew, &[&lease.id.to_string(), ""])
-                    .await?;
-                match reply {
-                    Reply::Ok { ok } => lease.expires_at = ok.expires.micros(),
-                    Reply::Refused(refusal) => return Err(refusal.error()),
-                    other => return Err(unexpected(&other)),
-                }
+                lease.expires_at = inner.renew_part(part, &lease.id.to_string(), None).await?;
             }
             Ok(granted)
         }
@@ -471,15 +695,23 @@ async fn settled(inner: &Inner, outcome: Outcome) -> Result<Granted, Error> {
 /// meanwhile.
 struct ParkedRequest {
     inner: Arc<Inner>,
+    /// The partition it waits in.
+    part: usize,
     token: String,
     settled: bool,
 }
 
 impl ParkedRequest {
-    fn new(inner: Arc<Inner>, token: String, sender: oneshot::Sender<Outcome>) -> Self {
-        inner.parked().insert(token.clone(), sender);
+    fn new(
+        inner: Arc<Inner>,
+        part: usize,
+        token: String,
+        sender: oneshot::Sender<Outcome>,
+    ) -> Self {
+        inner.parked().insert((part, token.clone()), sender);
         ParkedRequest {
             inner,
+            part,
             token,
             settled: false,
         }
@@ -487,7 +719,7 @@ impl ParkedRequest {
 
     fn settle(&mut self) {
         self.settled = true;
-        self.inner.parked().remove(&self.token);
+        self.inner.parked().remove(&(self.part, self.token.clone()));
     }
 
     async fn wait(
@@ -509,25 +741,28 @@ impl ParkedRequest {
                 outcome = &mut receiver => {
                     self.settle();
                     return match outcome {
-                        Ok(outcome) => settled(&self.inner, outcome).await,
+                        Ok(outcome) => settled(&self.inner, self.part, outcome).await,
                         Err(_) => Err(unavailable("the wake channel closed")),
                     };
                 }
                 () = &mut timeout => {
-                    let reply = self.inner.cancel(&self.token, "timeout").await?;
+                    let reply = self.inner.cancel(self.part, &self.token, "timeout").await?;
                     self.settle();
                     return match reply {
-                        Reply::Settled { settled: outcome } => settled(&self.inner, outcome).await,
+                        Reply::Settled { settled: outcome } => {
+                            settled(&self.inner, self.part, outcome).await
+                        }
                         _ => Err(AcquireError::TimedOut.into()),
                     };
                 }
                 _ = backstop.tick() => {
+                    let status = &self.inner.scripts.status;
                     let reply: Reply<serde_json::Value> =
-                        self.inner.run(&self.inner.scripts.status, &[&self.token]).await?;
+                        self.inner.run(self.part, status, &[&self.token]).await?;
                     match reply {
                         Reply::Settled { settled: outcome } => {
                             self.settle();
-                            return settled(&self.inner, outcome).await;
+                            return settled(&self.inner, self.part, outcome).await;
                         }
                         Reply::Gone { .. } => {
                             self.settle();
@@ -548,11 +783,11 @@ impl Drop for ParkedRequest {
         if self.settled {
             return;
         }
-        self.inner.parked().remove(&self.token);
-        let (inner, token) = (Arc::clone(&self.inner), self.token.clone());
+        self.inner.parked().remove(&(self.part, self.token.clone()));
+        let (inner, part, token) = (Arc::clone(&self.inner), self.part, self.token.clone());
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             runtime.spawn(async move {
-                if let Err(err) = inner.cancel(&token, "abandon").await {
+                if let Err(err) = inner.cancel(part, &token, "abandon").await {
                     tracing::warn!(%err, "withdrawing an abandoned request failed; it is withdrawn when this instance is taken for dead");
                 }
             });
@@ -577,12 +812,14 @@ async fn listen(weak: Weak<Inner>, mut pubsub: redis::aio::PubSub) {
                     continue;
                 };
                 let channel = message.get_channel_name();
-                if channel.ends_with(":wake") {
+                if let Some(part) = inner.layout.part_of_channel(channel, "wake") {
                     if let Ok(outcome) = serde_json::from_str::<Outcome>(&payload) {
-                        inner.deliver(outcome);
+                        inner.deliver(part, outcome);
                     }
-                } else if let Ok(at) = payload.parse::<u64>() {
-                    inner.due.send_replace(Some(at));
+                } else if let Some(part) = inner.layout.part_of_channel(channel, "timer")
+                    && let Ok(at) = payload.parse::<u64>()
+                {
+                    inner.due[part].send_replace(Some(at));
                 }
             }
         }
@@ -593,11 +830,12 @@ async fn listen(weak: Weak<Inner>, mut pubsub: redis::aio::PubSub) {
     }
 }
 
-/// After a lost connection: subscribes to `channels` again, trying every
-/// 200 ms; `None` once the backend is gone or `keep_trying` says no.
+/// After a lost connection: subscribes to every partition's `kinds` of
+/// channel again, trying every 200 ms; `None` once the backend is gone or
+/// `keep_trying` says no.
 async fn resubscribe(
     weak: &Weak<Inner>,
-    channels: &[&str],
+    kinds: &[&str],
     keep_trying: impl AsyncFn(&Inner) -> bool,
 ) -> Option<redis::aio::PubSub> {
     loop {
@@ -606,26 +844,24 @@ async fn resubscribe(
         if !keep_trying(&inner).await {
             return None;
         }
-        if let Ok(fresh) = inner.subscribe(channels).await {
+        if let Ok(fresh) = inner.subscribe(&inner.channels(kinds)).await {
             return Some(fresh);
         }
     }
 }
 
-/// Runs the due work when it is due: at the instant the last tick or an
-/// announcement named, and at least every [`TICK_BACKSTOP`].
-async fn tick_loop(weak: Weak<Inner>) {
+/// Runs partition `part`'s due work when it is due: at the instant the
+/// last tick or an announcement named, and at least every
+/// [`TICK_BACKSTOP`].
+async fn tick_loop(weak: Weak<Inner>, part: usize) {
     let mut due = match weak.upgrade() {
-        Some(inner) => inner.due.subscribe(),
+        Some(inner) => inner.due[part].subscribe(),
         None => return,
     };
     loop {
         let next = {
             let Some(inner) = weak.upgrade() else { return };
-            match inner.run::<reply::Due>(&inner.scripts.tick, &[]).await {
-                Ok(Reply::Ok { ok }) => ok.next.map(|at| at.0),
-                _ => None,
-            }
+            inner.tick(part).await.ok().flatten()
         };
         let mut wait = next.map_or(TICK_BACKSTOP, |at| {
             Duration::from_micros(at.saturating_sub(local_micros())).min(TICK_BACKSTOP)
@@ -729,6 +965,7 @@ impl Backend for RedisBackend {
         let inner = &self.inner;
         let reply = inner
             .run::<reply::Limit>(
+                inner.layout.of(&spec.name),
                 &inner.scripts.create,
                 &[
                     &spec.name,
@@ -753,6 +990,7 @@ impl Backend for RedisBackend {
         };
         let reply = inner
             .run::<reply::Limit>(
+                inner.layout.of(name),
                 &inner.scripts.update,
                 &[
                     name,
@@ -772,7 +1010,11 @@ impl Backend for RedisBackend {
 
     async fn delete_limit(&self, name: &str) -> Result<(), Error> {
         let inner = &self.inner;
-        match inner.run::<bool>(&inner.scripts.delete, &[name]).await? {
+        let part = inner.layout.of(name);
+        match inner
+            .run::<bool>(part, &inner.scripts.delete, &[name])
+            .await?
+        {
             Reply::Ok { .. } => Ok(()),
             Reply::Refused(refusal) => Err(refusal.limit_error()),
             other => Err(unexpected(&other)),
@@ -781,34 +1023,49 @@ impl Backend for RedisBackend {
 
     async fn reset_limit(&self, name: &str) -> Result<LimitView, Error> {
         let inner = &self.inner;
-        limit_reply(inner.run(&inner.scripts.reset, &[name]).await?)
+        let part = inner.layout.of(name);
+        limit_reply(inner.run(part, &inner.scripts.reset, &[name]).await?)
     }
 
     async fn limits(&self) -> Result<Vec<LimitView>, Error> {
-        let limits: reply::Limits = self.read(&["limits", ""]).await?;
-        Ok(limits.limits.into_iter().map(Into::into).collect())
+        let shares: Vec<reply::Limits> = self.inner.read_all(&["limits", ""]).await?;
+        let mut limits: Vec<LimitView> = shares
+            .into_iter()
+            .flat_map(|share| share.limits)
+            .map(Into::into)
+            .collect();
+        limits.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(limits)
     }
 
     async fn limit(&self, name: &str) -> Result<LimitDetail, Error> {
-        let detail: reply::Detail = self.read(&["limit", name]).await?;
+        let inner = &self.inner;
+        let part = inner.layout.of(name);
+        let detail: reply::Detail = inner.read(part, &["limit", name]).await?;
         Ok(LimitDetail {
             limit: detail.limit.into(),
-            leases: detail
-                .leases
-                .into_iter()
-                .filter_map(reply::Lease::view)
-                .collect(),
+            leases: across::whole_leases(inner, parted(part, detail.leases)).await?,
             waiters: detail.waiters.into_iter().map(Into::into).collect(),
         })
     }
 
     async fn leases(&self, on: Option<&str>) -> Result<Vec<LeaseView>, Error> {
-        let leases: reply::Leases = self.read(&["leases", on.unwrap_or("")]).await?;
-        Ok(leases
-            .leases
-            .into_iter()
-            .filter_map(reply::Lease::view)
-            .collect())
+        let inner = &self.inner;
+        let leases = match on {
+            Some(name) => {
+                let part = inner.layout.of(name);
+                let share: reply::Leases = inner.read(part, &["leases", name]).await?;
+                parted(part, share.leases)
+            }
+            None => {
+                let shares: Vec<reply::Leases> = inner.read_all(&["leases", ""]).await?;
+                let parts = shares.into_iter().enumerate();
+                parts
+                    .flat_map(|(part, share)| parted(part, share.leases))
+                    .collect()
+            }
+        };
+        across::whole_leases(inner, leases).await
     }
 
     fn acquire(&self, spec: AcquireSpec) -> Waiting {
@@ -817,31 +1074,12 @@ impl Backend for RedisBackend {
 
     async fn renew(&self, id: LeaseId, ttl: Option<Duration>) -> Result<LeaseGrant, Error> {
         check_ttl(ttl)?;
-        let inner = &self.inner;
-        let ttl = ttl.map(micros).unwrap_or_default();
-        match inner
-            .run::<reply::Renewed>(&inner.scripts.renew, &[&id.to_string(), &ttl])
-            .await?
-        {
-            Reply::Ok { ok } => Ok(LeaseGrant {
-                id,
-                expires_at: ok.expires.micros(),
-            }),
-            Reply::Refused(refusal) => Err(refusal.error()),
-            other => Err(unexpected(&other)),
-        }
+        let expires_at = across::renew(&self.inner, id, ttl).await?;
+        Ok(LeaseGrant { id, expires_at })
     }
 
     async fn release(&self, id: LeaseId) -> Result<(), Error> {
-        let inner = &self.inner;
-        match inner
-            .run::<bool>(&inner.scripts.release, &[&id.to_string()])
-            .await?
-        {
-            Reply::Ok { .. } => Ok(()),
-            Reply::Refused(refusal) => Err(refusal.error()),
-            other => Err(unexpected(&other)),
-        }
+        across::release(&self.inner, id).await
     }
 
     async fn events(&self) -> Result<broadcast::Receiver<Event>, Error> {
@@ -852,7 +1090,7 @@ impl Backend for RedisBackend {
         let receiver = inner.events.subscribe();
         inner.mark_watched().await?;
         if !*feeding {
-            let pubsub = inner.subscribe(&["events"]).await?;
+            let pubsub = inner.subscribe(&inner.channels(&["events"])).await?;
             let task = tokio::spawn(feed_events(Arc::downgrade(inner), pubsub));
             let mut tasks = inner.tasks.lock().unwrap_or_else(|p| p.into_inner());
             tasks.retain(|task| !task.is_finished());
@@ -869,16 +1107,9 @@ impl Backend for RedisBackend {
     }
 }
 
-impl RedisBackend {
-    /// Runs the read script: a limit that does not exist is refused.
-    async fn read<T: DeserializeOwned>(&self, args: &[&str]) -> Result<T, Error> {
-        let inner = &self.inner;
-        let value: serde_json::Value = inner.call(&inner.scripts.read, args).await?;
-        if let Ok(refusal) = serde_json::from_value::<reply::Refusal>(value.clone()) {
-            return Err(refusal.limit_error());
-        }
-        serde_json::from_value(value).map_err(unavailable)
-    }
+/// Leases read in partition `part`, each with it.
+fn parted(part: usize, leases: Vec<reply::Lease>) -> Vec<(usize, reply::Lease)> {
+    leases.into_iter().map(|lease| (part, lease)).collect()
 }
 
 fn limit_reply(reply: Reply<reply::Limit>) -> Result<LimitView, Error> {

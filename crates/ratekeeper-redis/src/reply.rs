@@ -116,9 +116,23 @@ pub struct Lease {
     granted_at: Int,
     expires: Int,
     ttl: Int,
+    /// For a part of a lease across partitions: every limit of the whole
+    /// request, in its order.
+    #[serde(default)]
+    whole: Option<Vec<String>>,
 }
 
 impl Lease {
+    /// Its id, as the script holds it.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// For a part of a lease across partitions: the whole request's limits.
+    pub fn whole(&self) -> Option<&[String]> {
+        self.whole.as_deref()
+    }
+
     /// As the engine's view; `None` for an id that is not a lease id.
     pub fn view(self) -> Option<LeaseView> {
         Some(LeaseView {

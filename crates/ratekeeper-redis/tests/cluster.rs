@@ -6,18 +6,32 @@ use std::time::Duration;
 
 use ratekeeper_backend::conformance::{self, hand_over, lease_of};
 use ratekeeper_backend::{Backend, Event};
-use ratekeeper_redis::RedisBackend;
 use ratekeeper_redis::testing::RedisCluster;
+use ratekeeper_redis::{Options, RedisBackend};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_backend_case_holds_on_a_cluster() {
     let cluster = RedisCluster::start();
-    // Each case under its own prefix, so its own hash slot: the cases
-    // land on different nodes.
+    // Spread over the default 16 partitions. (The multi-limit case's `a`
+    // and `b` land in different ones, `b` first: see `partitions.rs` for
+    // what differs when the first partition is the one that waits.)
     conformance::all_cases(|case| async {
         RedisBackend::connect_with_prefix(&cluster.urls(), case)
             .await
             .unwrap()
+    })
+    .await;
+    // In one partition: each case's whole state in one hash slot, the
+    // cases under their own prefixes on different nodes.
+    let urls = cluster.urls();
+    conformance::all_cases(|case| {
+        let options = Options {
+            prefix: Some(format!("{case}.whole")),
+            partitions: Some(1),
+            ..Options::default()
+        };
+        let urls = &urls;
+        async move { RedisBackend::connect_with(urls, options).await.unwrap() }
     })
     .await;
 }

@@ -16,7 +16,7 @@ use ratekeeper_core::{
     Mode, RequestId, Timestamp,
 };
 use ratekeeper_redis::testing::RedisServer;
-use ratekeeper_redis::{ManualClock, RedisBackend};
+use ratekeeper_redis::{ManualClock, Options, RedisBackend};
 use tokio::task::JoinHandle;
 
 const NAMES: [&str; 3] = ["a", "b", "c"];
@@ -345,10 +345,13 @@ proptest! {
             // One Redis per case, stopped with it.
             let server = RedisServer::start();
             let clock = ManualClock::default();
-            let prefix = "differential";
             let start = Timestamp::from_unix_millis(START_MS);
             clock.set(start);
-            let redis = RedisBackend::connect_with_clock(&server.url(), prefix, clock.clone())
+            let options = Options {
+                clock: Some(clock.clone()),
+                ..Options::default()
+            };
+            let redis = RedisBackend::connect_with(&server.url(), options)
                 .await
                 .unwrap();
             let mut pair = Pair {

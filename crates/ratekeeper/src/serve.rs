@@ -10,7 +10,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::{Args, ValueEnum};
 use ratekeeper_backend::{Backend, Embedded};
-use ratekeeper_redis::RedisBackend;
+use ratekeeper_redis::{MAX_PARTITIONS, Options, RedisBackend};
 use ratekeeper_server::{Scope, ServerConfig, Token, Tokens};
 use serde::Deserialize;
 
@@ -44,10 +44,14 @@ pub struct ServeArgs {
     #[arg(long, env = "RATEKEEPER_STORE")]
     store: Option<String>,
     /// With --store: the Redis keys' prefix (default `ratekeeper`). Servers
-    /// share state only with those of the same prefix; on a Redis Cluster,
-    /// each prefix is one hash slot.
+    /// share state only with those of the same prefix.
     #[arg(long, env = "RATEKEEPER_STORE_PREFIX")]
     store_prefix: Option<String>,
+    /// With --store, for a new store: how many partitions (hash slots) its
+    /// limits are spread over, 1 to 32 (default: 1 on a single Redis, 16
+    /// on a cluster). A store keeps the count it was first given.
+    #[arg(long, env = "RATEKEEPER_STORE_PARTITIONS")]
+    store_partitions: Option<u32>,
     /// A TOML file with any of these settings, and `[[tokens]]`.
     #[arg(long, env = "RATEKEEPER_CONFIG")]
     config: Option<PathBuf>,
@@ -77,6 +81,7 @@ struct FileConfig {
     durability: Option<Durability>,
     store: Option<String>,
     store_prefix: Option<String>,
+    store_partitions: Option<u32>,
     insecure: Option<bool>,
     max_wait_seconds: Option<f64>,
     ticket_lapse_seconds: Option<f64>,
@@ -94,6 +99,8 @@ struct Settings {
     store: Option<String>,
     /// The Redis keys' prefix.
     store_prefix: String,
+    /// How many partitions a new Redis store gets; `None`: the default.
+    store_partitions: Option<u32>,
     insecure: bool,
     server: ServerConfig,
 }
@@ -156,6 +163,7 @@ impl ServeArgs {
                 .store_prefix
                 .or(file.store_prefix)
                 .unwrap_or_else(|| "ratekeeper".into()),
+            store_partitions: self.store_partitions.or(file.store_partitions),
             insecure: self.insecure || file.insecure.unwrap_or(false),
             server,
         })
@@ -190,10 +198,23 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         if prefix.is_empty() || prefix.contains(['{', '}']) {
             bail!("--store-prefix must be non-empty and without braces, not {prefix:?}");
         }
-        let backend = RedisBackend::connect_with_prefix(url, prefix)
+        if let Some(count) = settings.store_partitions
+            && !(1..=MAX_PARTITIONS).contains(&count)
+        {
+            bail!("--store-partitions must be 1 to {MAX_PARTITIONS}, not {count}");
+        }
+        let options = Options {
+            prefix: Some(prefix.clone()),
+            partitions: settings.store_partitions,
+            ..Options::default()
+        };
+        let backend = RedisBackend::connect_with(url, options)
             .await
-            .with_context(|| format!("cannot reach Redis at {shown}"))?;
-        let store = format!("state in Redis at {shown}, prefix {prefix}");
+            .with_context(|| format!("cannot use the Redis store at {shown}"))?;
+        let store = format!(
+            "state in Redis at {shown}, prefix {prefix}, {} partition(s)",
+            backend.partitions()
+        );
         return serve(settings, backend, &store).await;
     }
     match settings.durability {

@@ -1,5 +1,7 @@
 -- acquire NAMES(json) OCCUPY MODE(lease|rate) TTL_US HAS_HOLDER HOLDER
---         CREATE_IF_MISSING TOKEN TRY_ONCE INSTANCE DEADLINE_US|''
+--         CREATE_IF_MISSING TOKEN TRY_ONCE INSTANCE DEADLINE_US|'' CHECK_ONLY
+--         WHOLE(json)|''
+-- WHOLE: for a part of a request across partitions, all of its names.
 local names = cjson.decode(ARGV[3])
 local occupy = tonumber(ARGV[4])
 local mode = ARGV[5]
@@ -21,6 +23,9 @@ for _, name in ipairs(names) do
     end
   end
 end
+-- A request across partitions is checked on every one before any part
+-- of it is taken.
+if ARGV[14] == '1' then return cjson.encode({ ok = true }) end
 -- A missing limit is created inactive, with 1 slot, and passes through.
 for _, name in ipairs(missing) do
   local uid = redis.call('INCR', P .. 'uid')
@@ -37,6 +42,7 @@ local req = {
   ttl = tonumber(ARGV[6]), enq = NOW,
 }
 if ARGV[7] == '1' then req.holder = ARGV[8] end
+if ARGV[15] ~= '' then req.whole = ARGV[15] end
 
 local fits = true
 for _, name in ipairs(names) do
@@ -64,6 +70,10 @@ end
 if ARGV[13] ~= '' then
   fields[#fields + 1] = 'deadline'
   fields[#fields + 1] = ARGV[13]
+end
+if req.whole then
+  fields[#fields + 1] = 'whole'
+  fields[#fields + 1] = req.whole
 end
 redis.call('HSET', rkey(token), unpack(fields))
 redis.call('SADD', P .. 'owned:' .. instance, token)

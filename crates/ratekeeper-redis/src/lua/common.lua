@@ -1,7 +1,8 @@
 -- Shared by every operation: the library's first part; each operation's
--- file becomes one function after it (see `scripts.rs`). State lives under
--- one key prefix ARGV[1] (one hash tag, so one Redis Cluster slot); ARGV[2]
--- is the time in microseconds for tests, or '' to use Redis's own clock.
+-- file becomes one function after it (see `scripts.rs`). A call acts on
+-- one partition, whose key prefix is ARGV[1] (one hash tag, so one Redis
+-- Cluster slot; see `layout.rs`); ARGV[2] is the time in microseconds for
+-- tests, or '' to use Redis's own clock.
 --
 -- Keys, with P the prefix:
 --   P seq              request counter: the global arrival order
@@ -170,11 +171,13 @@ local function lease_limits(lease)
   return live
 end
 
+-- A lease as the API shows it; a part of a lease across partitions also
+-- names every limit of the whole request, in the request's order.
 local function lease_view(id, lease)
   return {
     id = id, limits = lease_limits(lease), occupy = int(lease.occupy),
     holder = lease.holder, granted_at = int(lease.granted_at), expires = int(lease.expires),
-    ttl = int(lease.ttl),
+    ttl = int(lease.ttl), whole = lease.whole and cjson.decode(lease.whole) or nil,
   }
 end
 
@@ -284,7 +287,7 @@ local function grant(req, queued)
     local lease = {
       names = cjson.encode(held_names), uids = cjson.encode(held_uids),
       occupy = req.occupy, holder = req.holder, granted_at = NOW, expires = expires,
-      ttl = req.ttl,
+      ttl = req.ttl, whole = req.whole,
     }
     -- cjson encodes an empty table as {}; a lease on no active limit holds
     -- nothing, and its name list must still read as a list.
@@ -293,6 +296,7 @@ local function grant(req, queued)
     redis.call('HSET', key, 'names', lease.names, 'uids', lease.uids, 'occupy', int(req.occupy),
       'granted_at', int(NOW), 'expires', int(expires), 'ttl', int(req.ttl))
     if req.holder then redis.call('HSET', key, 'holder', req.holder) end
+    if req.whole then redis.call('HSET', key, 'whole', req.whole) end
     schedule('exp', expires, req.token)
     outcome.lease = req.token
     outcome.expires = int(expires)

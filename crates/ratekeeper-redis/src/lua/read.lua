@@ -1,4 +1,4 @@
--- read limits | limit NAME | leases [NAME]
+-- read limits | limit NAME | leases [NAME] | lease ID
 local what, name = ARGV[3], ARGV[4]
 
 local function leases_of(ids)
@@ -11,6 +11,10 @@ local function leases_of(ids)
   return views
 end
 
+if what == 'lease' then
+  local lease = hash(lease_key(name))
+  return cjson.encode({ leases = lease and { lease_view(name, lease) } or {} })
+end
 if what == 'limits' then
   local names = redis.call('SMEMBERS', P .. 'names')
   table.sort(names)
