@@ -83,6 +83,9 @@ pub enum Event {
     Lease(LeaseView),
     /// A lease was released, expired or revoked.
     LeaseEnded(LeaseId),
+    /// Changes may have been missed (the backend's own feed of changes was
+    /// cut off for a while): whoever mirrors the state reads it afresh.
+    Missed,
 }
 
 /// Why an operation failed.

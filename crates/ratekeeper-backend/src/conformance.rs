@@ -440,6 +440,7 @@ pub async fn events_report_changes<B: Backend>(backend: &B) {
                 assert_eq!(id, lease);
                 "lease ended".into()
             }
+            Event::Missed => "missed".into(),
         });
     }
     // Within one operation, backends may order a lease's event and its

@@ -1,10 +1,12 @@
-//! Where commands go: one Redis, or the node of a Redis Cluster that holds
-//! the state's slot. Either reconnects by itself.
+//! Where commands and subscriptions go: one Redis, or the nodes of a Redis
+//! Cluster that hold the partitions' slots. Either reconnects by itself.
 
+use futures_util::StreamExt;
 use redis::aio::{ConnectionManager, PubSub};
-use redis::cluster::ClusterClient;
+use redis::cluster::{ClusterClient, ClusterClientBuilder};
 use redis::cluster_async::ClusterConnection;
-use redis::{Client, Cmd, FromRedisValue, RedisResult};
+use redis::{Client, Cmd, FromRedisValue, Msg, ProtocolVersion, PushInfo, PushKind, RedisResult};
+use tokio::sync::mpsc;
 
 /// The connection for commands, cheap to clone.
 #[derive(Clone)]
@@ -16,20 +18,17 @@ pub enum Connection {
 impl Connection {
     /// Connects to `urls`: several (comma-separated) are the seed nodes of
     /// a cluster; a single one is a cluster node if it says it is one.
-    pub async fn open(urls: &str) -> RedisResult<(Connection, Vec<Client>)> {
-        let urls: Vec<&str> = urls.split(',').map(str::trim).collect();
-        let clients = urls
-            .iter()
-            .map(|url| Client::open(*url))
-            .collect::<RedisResult<Vec<_>>>()?;
-        let cluster = clients.len() > 1 || cluster_enabled(&clients[0]).await?;
-        let connection = if cluster {
-            let client = ClusterClient::new(urls)?;
-            Connection::Cluster(client.get_async_connection().await?)
-        } else {
-            Connection::Single(ConnectionManager::new(clients[0].clone()).await?)
-        };
-        Ok((connection, clients))
+    pub async fn open(urls: &str) -> RedisResult<(Connection, Subscriber)> {
+        let urls: Vec<String> = urls.split(',').map(|url| url.trim().to_owned()).collect();
+        let first = Client::open(urls[0].as_str())?;
+        if urls.len() == 1 && !cluster_enabled(&first).await? {
+            let connection = Connection::Single(ConnectionManager::new(first.clone()).await?);
+            return Ok((connection, Subscriber::Single(Box::new(first))));
+        }
+        let connection = ClusterClient::new(urls.clone())?
+            .get_async_connection()
+            .await?;
+        Ok((Connection::Cluster(connection), Subscriber::Sharded(urls)))
     }
 
     /// Whether this is a Redis Cluster.
@@ -56,29 +55,101 @@ async fn cluster_enabled(client: &Client) -> RedisResult<bool> {
     Ok(info.lines().any(|line| line.trim() == "cluster_enabled:1"))
 }
 
-/// A connection subscribed to `channels` on the first of `clients` that
-/// answers, starting at `first`; it returns once Redis has confirmed
-/// them. On a cluster, any node carries every published message.
-pub async fn subscribe(
-    clients: &[Client],
-    first: usize,
-    channels: &[String],
-) -> RedisResult<PubSub> {
-    let mut last_error = None;
-    for i in 0..clients.len() {
-        let client = &clients[(first + i) % clients.len()];
-        match subscribe_on(client, channels).await {
-            Ok(pubsub) => return Ok(pubsub),
-            Err(err) => last_error = Some(err),
-        }
-    }
-    Err(last_error.expect("at least one client"))
+/// Makes subscriptions: ordinary pub/sub on a single Redis; sharded
+/// pub/sub on a cluster, where a message goes only to the node that owns
+/// its channel's slot (the partition's) instead of to every node.
+pub enum Subscriber {
+    Single(Box<Client>),
+    /// The cluster's seed nodes.
+    Sharded(Vec<String>),
 }
 
-async fn subscribe_on(client: &Client, channels: &[String]) -> RedisResult<PubSub> {
-    let mut pubsub = client.get_async_pubsub().await?;
-    for channel in channels {
-        pubsub.subscribe(channel).await?;
+impl Subscriber {
+    /// Whether the functions must publish with `SPUBLISH`.
+    pub fn sharded(&self) -> bool {
+        matches!(self, Subscriber::Sharded(_))
     }
-    Ok(pubsub)
+
+    /// A subscription to `channels`, returned once Redis has confirmed
+    /// them.
+    pub async fn subscribe(&self, channels: &[String]) -> RedisResult<Subscription> {
+        match self {
+            Subscriber::Single(client) => {
+                let mut pubsub = client.get_async_pubsub().await?;
+                pubsub.subscribe(channels).await?;
+                Ok(Subscription::Single(pubsub))
+            }
+            Subscriber::Sharded(urls) => {
+                let (sender, pushes) = mpsc::unbounded_channel();
+                let mut conn = ClusterClientBuilder::new(urls.clone())
+                    .use_protocol(ProtocolVersion::RESP3)
+                    .push_sender(sender)
+                    .build()?
+                    .get_async_connection()
+                    .await?;
+                // One command per channel: the channels of different
+                // partitions are in different slots, maybe on other nodes.
+                for channel in channels {
+                    conn.ssubscribe(channel).await?;
+                }
+                Ok(Subscription::Sharded {
+                    _conn: conn,
+                    pushes,
+                    interrupted: false,
+                })
+            }
+        }
+    }
+}
+
+/// Subscribed channels; unsubscribed when dropped.
+pub enum Subscription {
+    Single(PubSub),
+    /// The cluster client subscribes again by itself after a lost
+    /// connection or a moved slot.
+    Sharded {
+        _conn: ClusterConnection,
+        pushes: mpsc::UnboundedReceiver<PushInfo>,
+        /// A connection was lost and its channels are not subscribed again
+        /// yet.
+        interrupted: bool,
+    },
+}
+
+/// What a subscription delivers.
+pub enum Delivery {
+    /// A message.
+    Message(Msg),
+    /// The subscription was interrupted and is back: what was published
+    /// meanwhile is missed.
+    Resumed,
+}
+
+impl Subscription {
+    /// The next delivery; `None` once the subscription is lost for good
+    /// (it must be made again).
+    pub async fn next(&mut self) -> Option<Delivery> {
+        match self {
+            Subscription::Single(pubsub) => pubsub.on_message().next().await.map(Delivery::Message),
+            Subscription::Sharded {
+                pushes,
+                interrupted,
+                ..
+            } => loop {
+                let push = pushes.recv().await?;
+                match push.kind {
+                    PushKind::Disconnection => *interrupted = true,
+                    PushKind::SSubscribe if *interrupted => {
+                        *interrupted = false;
+                        return Some(Delivery::Resumed);
+                    }
+                    _ => {
+                        if let Some(message) = Msg::from_push_info(push) {
+                            return Some(Delivery::Message(message));
+                        }
+                    }
+                }
+            },
+        }
+    }
 }

@@ -33,11 +33,10 @@ mod scripts;
 pub mod testing;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use futures_util::StreamExt;
 use ratekeeper_backend::{AcquireSpec, Backend, Error, Event, Granted, LimitDetail, Waiting};
 use ratekeeper_core::{
     AcquireError, LeaseError, LeaseGrant, LeaseId, LeaseView, LimitName, LimitPatch, LimitSpec,
@@ -47,7 +46,7 @@ use serde::de::DeserializeOwned;
 use tokio::sync::{broadcast, oneshot, watch};
 use tokio::task::JoinHandle;
 
-use crate::connection::Connection;
+use crate::connection::{Connection, Delivery, Subscriber, Subscription};
 use crate::layout::Layout;
 pub use crate::layout::MAX_PARTITIONS;
 use crate::reply::{Outcome, Reply};
@@ -106,11 +105,8 @@ pub struct RedisBackend {
 }
 
 struct Inner {
-    /// One per URL given, for subscriptions.
-    clients: Vec<redis::Client>,
-    /// How many subscriptions were made: each starts at the next client,
-    /// so that one lost with its node is made again on another.
-    subscriptions: AtomicUsize,
+    /// Makes the subscriptions to the channels.
+    subscriber: Subscriber,
     conn: Connection,
     scripts: Scripts,
     /// The partitions' key prefixes.
@@ -220,15 +216,14 @@ impl RedisBackend {
             // installs one first wins; either is fine.
             let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
         }
-        let (conn, clients) = Connection::open(url).await.map_err(unavailable)?;
+        let (conn, subscriber) = Connection::open(url).await.map_err(unavailable)?;
         let prefix = options.prefix.as_deref().unwrap_or("ratekeeper");
         let count = partition_count(&conn, prefix, options.partitions).await?;
         let layout = Layout::new(prefix, count);
         let inner = Arc::new(Inner {
-            clients,
-            subscriptions: AtomicUsize::new(0),
+            scripts: Scripts::new(subscriber.sharded()),
+            subscriber,
             conn,
-            scripts: Scripts::new(),
             due: (0..layout.count())
                 .map(|_| watch::channel(None).0)
                 .collect(),
@@ -416,9 +411,9 @@ impl Inner {
 
     /// A connection subscribed to `channels`; it returns once Redis has
     /// confirmed them.
-    async fn subscribe(&self, channels: &[String]) -> Result<redis::aio::PubSub, Error> {
-        let first = self.subscriptions.fetch_add(1, Ordering::Relaxed);
-        connection::subscribe(&self.clients, first, channels)
+    async fn subscribe(&self, channels: &[String]) -> Result<Subscription, Error> {
+        self.subscriber
+            .subscribe(channels)
             .await
             .map_err(unavailable)
     }
@@ -802,12 +797,15 @@ const LISTENED: &[&str] = &["wake", "timer"];
 /// Delivers published outcomes to parked waiters and announced instants to
 /// the ticker. Re-subscribes after a lost connection (the backstops cover
 /// what was missed meanwhile).
-async fn listen(weak: Weak<Inner>, mut pubsub: redis::aio::PubSub) {
+async fn listen(weak: Weak<Inner>, mut subscription: Subscription) {
     loop {
         {
-            let mut messages = pubsub.on_message();
-            while let Some(message) = messages.next().await {
+            while let Some(delivery) = subscription.next().await {
                 let Some(inner) = weak.upgrade() else { return };
+                // What was missed meanwhile, the backstops find.
+                let Delivery::Message(message) = delivery else {
+                    continue;
+                };
                 let Ok(payload) = message.get_payload::<String>() else {
                     continue;
                 };
@@ -824,7 +822,7 @@ async fn listen(weak: Weak<Inner>, mut pubsub: redis::aio::PubSub) {
             }
         }
         match resubscribe(&weak, LISTENED, async |_| true).await {
-            Some(fresh) => pubsub = fresh,
+            Some(fresh) => subscription = fresh,
             None => return,
         }
     }
@@ -837,7 +835,7 @@ async fn resubscribe(
     weak: &Weak<Inner>,
     kinds: &[&str],
     keep_trying: impl AsyncFn(&Inner) -> bool,
-) -> Option<redis::aio::PubSub> {
+) -> Option<Subscription> {
     loop {
         tokio::time::sleep(Duration::from_millis(200)).await;
         let inner = weak.upgrade()?;
@@ -891,19 +889,25 @@ const WATCHED_TTL: Duration = Duration::from_secs(3);
 /// Forwards published changes to this instance's event receivers until
 /// none is left; then it unsubscribes, and the scripts stop describing
 /// changes once no instance listens.
-async fn feed_events(weak: Weak<Inner>, mut pubsub: redis::aio::PubSub) {
+async fn feed_events(weak: Weak<Inner>, mut subscription: Subscription) {
     let mut check = tokio::time::interval(FEED_CHECK);
     loop {
         {
-            let mut messages = pubsub.on_message();
             loop {
                 tokio::select! {
-                    message = messages.next() => {
-                        let Some(message) = message else { break };
+                    delivery = subscription.next() => {
+                        let Some(delivery) = delivery else { break };
                         let Some(inner) = weak.upgrade() else { return };
-                        let payload: String = message.get_payload().unwrap_or_default();
-                        if let Ok(change) = serde_json::from_str(&payload) {
-                            inner.publish_change(change);
+                        match delivery {
+                            Delivery::Message(message) => {
+                                let payload: String = message.get_payload().unwrap_or_default();
+                                if let Ok(change) = serde_json::from_str(&payload) {
+                                    inner.publish_change(change);
+                                }
+                            }
+                            Delivery::Resumed => {
+                                let _ = inner.events.send(Event::Missed);
+                            }
                         }
                     }
                     _ = check.tick() => {
@@ -918,11 +922,15 @@ async fn feed_events(weak: Weak<Inner>, mut pubsub: redis::aio::PubSub) {
                 }
             }
         }
-        // The connection was lost; changes published meanwhile are missed.
+        // The connection was lost: changes published until it is back are
+        // missed, which the receivers are told once it is.
         let watched = async |inner: &Inner| !stop_feed_if_unwatched(inner).await;
         match resubscribe(&weak, &["events"], watched).await {
-            Some(fresh) => pubsub = fresh,
+            Some(fresh) => subscription = fresh,
             None => return,
+        }
+        if let Some(inner) = weak.upgrade() {
+            let _ = inner.events.send(Event::Missed);
         }
     }
 }
@@ -1090,8 +1098,8 @@ impl Backend for RedisBackend {
         let receiver = inner.events.subscribe();
         inner.mark_watched().await?;
         if !*feeding {
-            let pubsub = inner.subscribe(&inner.channels(&["events"])).await?;
-            let task = tokio::spawn(feed_events(Arc::downgrade(inner), pubsub));
+            let subscription = inner.subscribe(&inner.channels(&["events"])).await?;
+            let task = tokio::spawn(feed_events(Arc::downgrade(inner), subscription));
             let mut tasks = inner.tasks.lock().unwrap_or_else(|p| p.into_inner());
             tasks.retain(|task| !task.is_finished());
             tasks.push(task);

@@ -6,6 +6,10 @@
 //! again on every call (about 6 µs each). The library's name and its
 //! functions' names carry a digest of its code, so instances of different
 //! ratekeeper versions on one Redis each call their own.
+//!
+//! On a cluster the functions publish with `SPUBLISH` (sharded pub/sub:
+//! the message stays on the node of the partition's slot), elsewhere with
+//! `PUBLISH`.
 
 /// Every operation: its function's name suffix and body.
 const OPERATIONS: [(&str, &str); 11] = [
@@ -49,8 +53,9 @@ pub struct Scripts {
 }
 
 impl Scripts {
-    pub fn new() -> Self {
-        let body = library_body();
+    pub fn new(sharded: bool) -> Self {
+        let publish = if sharded { "SPUBLISH" } else { "PUBLISH" };
+        let body = library_body().replace("@PUBLISH@", publish);
         let digest = redis::Script::new(&body).get_hash().to_owned();
         let tag = &digest[..12];
         let function = |operation: &str| Function(format!("ratekeeper_{tag}_{operation}"));

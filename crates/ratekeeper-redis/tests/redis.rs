@@ -183,6 +183,36 @@ async fn every_instance_sees_the_changes() {
 }
 
 #[tokio::test]
+async fn changes_missed_while_redis_was_away_are_announced() {
+    let mut redis = RedisServer::start();
+    let a = instance(&redis).await;
+    let mut events = a.events().await.unwrap();
+    redis.restart();
+    loop {
+        let event = tokio::time::timeout(Duration::from_secs(10), events.recv())
+            .await
+            .expect("word of missed changes within 10 s")
+            .unwrap();
+        if matches!(event, Event::Missed) {
+            break;
+        }
+    }
+    // And the feed carries on.
+    a.create_limit(LimitSpec::concurrency("db", 1))
+        .await
+        .unwrap();
+    loop {
+        let event = tokio::time::timeout(Duration::from_secs(5), events.recv())
+            .await
+            .expect("the new limit's event")
+            .unwrap();
+        if matches!(event, Event::Limit(view) if view.name == "db") {
+            break;
+        }
+    }
+}
+
+#[tokio::test]
 async fn instances_can_reach_redis_over_tls() {
     let redis = RedisServer::start_tls();
     let backend = RedisBackend::connect(&redis.tls_url()).await.unwrap();

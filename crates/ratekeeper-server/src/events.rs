@@ -32,6 +32,7 @@ fn to_sse(event: Event) -> SseEvent {
         Event::LimitDeleted(name) => sse("limit_deleted", &serde_json::json!({ "name": name })),
         Event::Lease(view) => sse("lease", &Lease::from(view)),
         Event::LeaseEnded(id) => sse("lease_ended", &serde_json::json!({ "id": id.to_string() })),
+        Event::Missed => SseEvent::default().event("resync").data("{}"),
     }
 }
 
@@ -60,7 +61,7 @@ pub async fn events<B: Backend>(
             let event = tokio::select! {
                 change = changes.recv() => match change {
                     Ok(event) => to_sse(event),
-                    Err(RecvError::Lagged(_)) => SseEvent::default().event("resync").data("{}"),
+                    Err(RecvError::Lagged(_)) => to_sse(Event::Missed),
                     Err(RecvError::Closed) => return,
                 },
                 _ = shutdown.wait_for(|stopping| *stopping) => return,

@@ -156,7 +156,7 @@ end
 -- Publishes a change, made by `describe` only if someone listens.
 local function publish(describe)
   if is_watched() then
-    redis.call('PUBLISH', P .. 'events', cjson.encode(describe()))
+    redis.call('@PUBLISH@', P .. 'events', cjson.encode(describe()))
   end
 end
 
@@ -203,7 +203,7 @@ local function announce_due()
   local known = redis.call('GET', P .. 'next')
   if not known or earliest_scheduled < tonumber(known) then
     redis.call('SET', P .. 'next', int(earliest_scheduled))
-    redis.call('PUBLISH', P .. 'timer', int(earliest_scheduled))
+    redis.call('@PUBLISH@', P .. 'timer', int(earliest_scheduled))
   end
   earliest_scheduled = nil
 end
@@ -323,7 +323,7 @@ local function settle(token, outcome)
   outcome.token = token
   local text = cjson.encode(outcome)
   redis.call('SET', P .. 'res:' .. token, text, 'PX', RESULT_TTL_MS)
-  redis.call('PUBLISH', P .. 'wake', text)
+  redis.call('@PUBLISH@', P .. 'wake', text)
 end
 
 local function head(name)
