@@ -1,11 +1,17 @@
 //! Where commands and subscriptions go: one Redis, or the nodes of a Redis
 //! Cluster that hold the partitions' slots. Either reconnects by itself.
 
+use std::collections::VecDeque;
+use std::time::Duration;
+
 use futures_util::StreamExt;
 use redis::aio::{ConnectionManager, PubSub};
 use redis::cluster::{ClusterClient, ClusterClientBuilder};
 use redis::cluster_async::ClusterConnection;
-use redis::{Client, Cmd, FromRedisValue, Msg, ProtocolVersion, PushInfo, PushKind, RedisResult};
+use redis::{
+    Client, Cmd, ErrorKind, FromRedisValue, Msg, ProtocolVersion, PushInfo, PushKind, RedisError,
+    RedisResult,
+};
 use tokio::sync::mpsc;
 
 /// The connection for commands, cheap to clone.
@@ -92,11 +98,13 @@ impl Subscriber {
                 for channel in channels {
                     conn.ssubscribe(channel).await?;
                 }
-                Ok(Subscription::Sharded {
+                let mut subscription = Subscription::Sharded {
                     _conn: conn,
                     pushes,
-                    interrupted: false,
-                })
+                    early: VecDeque::new(),
+                };
+                subscription.until_confirmed(channels.len()).await?;
+                Ok(subscription)
             }
         }
     }
@@ -105,49 +113,63 @@ impl Subscriber {
 /// Subscribed channels; unsubscribed when dropped.
 pub enum Subscription {
     Single(PubSub),
-    /// The cluster client subscribes again by itself after a lost
-    /// connection or a moved slot.
     Sharded {
         _conn: ClusterConnection,
         pushes: mpsc::UnboundedReceiver<PushInfo>,
-        /// A connection was lost and its channels are not subscribed again
-        /// yet.
-        interrupted: bool,
+        /// Messages that came while the subscriptions were confirmed.
+        early: VecDeque<Msg>,
     },
 }
 
-/// What a subscription delivers.
-pub enum Delivery {
-    /// A message.
-    Message(Msg),
-    /// The subscription was interrupted and is back: what was published
-    /// meanwhile is missed.
-    Resumed,
-}
+/// How long a node has to confirm a sharded subscription.
+const CONFIRMATION: Duration = Duration::from_secs(1);
 
 impl Subscription {
-    /// The next delivery; `None` once the subscription is lost for good
-    /// (it must be made again).
-    pub async fn next(&mut self) -> Option<Delivery> {
+    /// Waits until the nodes have confirmed `count` sharded subscriptions.
+    /// The cluster client answers `SSUBSCRIBE` for a slot whose node is
+    /// gone (during a failover) as if it were done; only the node's
+    /// confirmation says it is.
+    async fn until_confirmed(&mut self, count: usize) -> RedisResult<()> {
+        let Subscription::Sharded { pushes, early, .. } = self else {
+            return Ok(());
+        };
+        let mut confirmed = 0;
+        let deadline = tokio::time::Instant::now() + CONFIRMATION;
+        while confirmed < count {
+            let push = tokio::time::timeout_at(deadline, pushes.recv()).await;
+            let Ok(Some(push)) = push else {
+                return Err(RedisError::from((
+                    ErrorKind::Io,
+                    "a node did not confirm a subscription",
+                )));
+            };
+            match push.kind {
+                PushKind::SSubscribe => confirmed += 1,
+                _ => early.extend(Msg::from_push_info(push)),
+            }
+        }
+        Ok(())
+    }
+
+    /// The next message; `None` once the subscription is lost, when it
+    /// must be made again.
+    pub async fn next(&mut self) -> Option<Msg> {
         match self {
-            Subscription::Single(pubsub) => pubsub.on_message().next().await.map(Delivery::Message),
-            Subscription::Sharded {
-                pushes,
-                interrupted,
-                ..
-            } => loop {
+            Subscription::Single(pubsub) => pubsub.on_message().next().await,
+            Subscription::Sharded { pushes, early, .. } => loop {
+                if let Some(message) = early.pop_front() {
+                    return Some(message);
+                }
                 let push = pushes.recv().await?;
-                match push.kind {
-                    PushKind::Disconnection => *interrupted = true,
-                    PushKind::SSubscribe if *interrupted => {
-                        *interrupted = false;
-                        return Some(Delivery::Resumed);
-                    }
-                    _ => {
-                        if let Some(message) = Msg::from_push_info(push) {
-                            return Some(Delivery::Message(message));
-                        }
-                    }
+                // A node's connection was lost. The cluster client would
+                // subscribe on that node again, but a failover moves the
+                // slots to another: a fresh subscription finds them.
+                if push.kind == PushKind::Disconnection {
+                    return None;
+                }
+                // Confirmations come this way too.
+                if let Some(message) = Msg::from_push_info(push) {
+                    return Some(message);
                 }
             },
         }

@@ -46,7 +46,7 @@ use serde::de::DeserializeOwned;
 use tokio::sync::{broadcast, oneshot, watch};
 use tokio::task::JoinHandle;
 
-use crate::connection::{Connection, Delivery, Subscriber, Subscription};
+use crate::connection::{Connection, Subscriber, Subscription};
 use crate::layout::Layout;
 pub use crate::layout::MAX_PARTITIONS;
 use crate::reply::{Outcome, Reply};
@@ -195,6 +195,13 @@ impl RedisBackend {
     /// The partition a limit of this name lives in.
     pub fn partition_of(&self, name: &str) -> usize {
         self.inner.layout.of(name)
+    }
+
+    /// The Redis key of limit `name`'s definition: on a cluster, its slot
+    /// is the one that holds the limit, its queue and its leases.
+    pub fn key_of(&self, name: &str) -> String {
+        let layout = &self.inner.layout;
+        format!("{}l:{name}", layout.prefix(layout.of(name)))
     }
 
     /// Does whatever is due now (expiries, heads that decay has let in,
@@ -427,6 +434,24 @@ impl Inner {
     fn deliver(&self, part: usize, outcome: Outcome) {
         if let Some(waiter) = self.parked().remove(&(part, outcome.token.clone())) {
             let _ = waiter.send(outcome);
+        }
+    }
+
+    /// After a gap in the subscription: looks up the outcome of every
+    /// request parked here and runs every partition's due work, rather
+    /// than leave what was published meanwhile to the backstops.
+    async fn catch_up(&self) {
+        for due in &self.due {
+            due.send_replace(Some(0));
+        }
+        let parked: Vec<(usize, String)> = self.parked().keys().cloned().collect();
+        for (part, token) in parked {
+            let status = self
+                .run::<serde_json::Value>(part, &self.scripts.status, &[&token])
+                .await;
+            if let Ok(Reply::Settled { settled }) = status {
+                self.deliver(part, settled);
+            }
         }
     }
 
@@ -800,12 +825,8 @@ const LISTENED: &[&str] = &["wake", "timer"];
 async fn listen(weak: Weak<Inner>, mut subscription: Subscription) {
     loop {
         {
-            while let Some(delivery) = subscription.next().await {
+            while let Some(message) = subscription.next().await {
                 let Some(inner) = weak.upgrade() else { return };
-                // What was missed meanwhile, the backstops find.
-                let Delivery::Message(message) = delivery else {
-                    continue;
-                };
                 let Ok(payload) = message.get_payload::<String>() else {
                     continue;
                 };
@@ -824,6 +845,9 @@ async fn listen(weak: Weak<Inner>, mut subscription: Subscription) {
         match resubscribe(&weak, LISTENED, async |_| true).await {
             Some(fresh) => subscription = fresh,
             None => return,
+        }
+        if let Some(inner) = weak.upgrade() {
+            inner.catch_up().await;
         }
     }
 }
@@ -895,19 +919,12 @@ async fn feed_events(weak: Weak<Inner>, mut subscription: Subscription) {
         {
             loop {
                 tokio::select! {
-                    delivery = subscription.next() => {
-                        let Some(delivery) = delivery else { break };
+                    message = subscription.next() => {
+                        let Some(message) = message else { break };
                         let Some(inner) = weak.upgrade() else { return };
-                        match delivery {
-                            Delivery::Message(message) => {
-                                let payload: String = message.get_payload().unwrap_or_default();
-                                if let Ok(change) = serde_json::from_str(&payload) {
-                                    inner.publish_change(change);
-                                }
-                            }
-                            Delivery::Resumed => {
-                                let _ = inner.events.send(Event::Missed);
-                            }
+                        let payload: String = message.get_payload().unwrap_or_default();
+                        if let Ok(change) = serde_json::from_str(&payload) {
+                            inner.publish_change(change);
                         }
                     }
                     _ = check.tick() => {
@@ -949,8 +966,12 @@ async fn heartbeat_loop(weak: Weak<Inner>) {
     loop {
         tokio::time::sleep(HEARTBEAT).await;
         let Some(inner) = weak.upgrade() else { return };
-        if let Err(err) = inner.heartbeat().await {
-            tracing::warn!(%err, "heartbeat to Redis failed");
+        // A heartbeat stuck on a node that died (a failover is under way)
+        // must not hold up the next one, which reaches its successor.
+        match tokio::time::timeout(HEARTBEAT, inner.heartbeat()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(err)) => tracing::warn!(%err, "heartbeat to Redis failed"),
+            Err(_) => tracing::warn!("heartbeat to Redis timed out"),
         }
     }
 }

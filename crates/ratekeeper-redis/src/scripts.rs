@@ -55,7 +55,10 @@ pub struct Scripts {
 impl Scripts {
     pub fn new(sharded: bool) -> Self {
         let publish = if sharded { "SPUBLISH" } else { "PUBLISH" };
-        let body = library_body().replace("@PUBLISH@", publish);
+        let body = library_body().replace("@PUBLISH@", publish).replace(
+            "@INSTANCE_TTL_MS@",
+            &crate::INSTANCE_TTL.as_millis().to_string(),
+        );
         let digest = redis::Script::new(&body).get_hash().to_owned();
         let tag = &digest[..12];
         let function = |operation: &str| Function(format!("ratekeeper_{tag}_{operation}"));

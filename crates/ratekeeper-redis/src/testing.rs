@@ -133,22 +133,33 @@ impl Drop for RedisServer {
     }
 }
 
-/// A Redis Cluster of three primaries (no replicas) on loopback ports, each
-/// `redis-server` in its own temporary directory. Killed when dropped.
+/// A Redis Cluster of three primaries (with or without a replica each) on
+/// loopback ports, each `redis-server` in its own temporary directory.
+/// Killed when dropped.
 pub struct RedisCluster {
-    nodes: Vec<Child>,
-    ports: Vec<u16>,
+    /// The nodes by client port; `None` once killed.
+    nodes: Vec<(u16, Option<Child>)>,
     _dir: tempfile::TempDir,
 }
 
 impl RedisCluster {
-    /// Starts the nodes and joins them with `redis-cli --cluster create`;
-    /// returns once every node reports the cluster ready.
+    /// Three primaries, no replicas; returns once every node reports the
+    /// cluster ready.
     pub fn start() -> Self {
+        Self::start_nodes(3, 0)
+    }
+
+    /// Three primaries, each with a replica that takes over within seconds
+    /// of its primary's death.
+    pub fn start_with_replicas() -> Self {
+        Self::start_nodes(6, 1)
+    }
+
+    fn start_nodes(count: usize, replicas: usize) -> Self {
         let dir = tempfile::tempdir().expect("a temporary directory");
         // A node needs two ports (clients, cluster bus) and cannot pick
         // them itself: take ones the OS hands out.
-        let held: Vec<std::net::TcpListener> = (0..6)
+        let held: Vec<std::net::TcpListener> = (0..2 * count)
             .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("a free port"))
             .collect();
         let free: Vec<u16> = held
@@ -158,56 +169,55 @@ impl RedisCluster {
         drop(held);
         let mut cluster = RedisCluster {
             nodes: Vec::new(),
-            ports: free[..3].to_vec(),
             _dir: dir,
         };
-        for (i, port) in cluster.ports.clone().into_iter().enumerate() {
+        for (i, &port) in free[..count].iter().enumerate() {
             let node_dir = cluster._dir.path().join(format!("node{i}"));
             std::fs::create_dir(&node_dir).expect("a node directory");
             let child = Command::new("redis-server")
                 .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
-                .args(["--cluster-port", &free[3 + i].to_string()])
-                .args([
-                    "--cluster-enabled",
-                    "yes",
-                    "--save",
-                    "",
-                    "--appendonly",
-                    "no",
-                ])
+                .args(["--cluster-port", &free[count + i].to_string()])
+                .args(["--cluster-enabled", "yes", "--cluster-node-timeout", "1000"])
+                .args(["--save", "", "--appendonly", "no"])
                 .arg("--dir")
                 .arg(&node_dir)
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .spawn()
                 .expect("redis-server is installed (scripts/test installs it)");
-            cluster.nodes.push(child);
-            cluster.until(port, "PING", "PONG");
+            cluster.nodes.push((port, Some(child)));
+            until(port, "PING", |answer| answer.contains("PONG"));
         }
-        let addresses: Vec<String> = cluster
-            .ports
+        let addresses: Vec<String> = free[..count]
             .iter()
             .map(|p| format!("127.0.0.1:{p}"))
             .collect();
         let created = Command::new("redis-cli")
             .args(["--cluster", "create"])
             .args(&addresses)
-            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .args(["--cluster-replicas", &replicas.to_string(), "--cluster-yes"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status()
             .expect("redis-cli is installed");
         assert!(created.success(), "redis-cli could not create the cluster");
-        for port in cluster.ports.clone() {
-            cluster.until(port, "CLUSTER INFO", "cluster_state:ok");
+        for port in cluster.live_ports() {
+            until(port, "CLUSTER INFO", |answer| {
+                answer.contains("cluster_state:ok")
+            });
         }
         cluster
+    }
+
+    fn live_ports(&self) -> Vec<u16> {
+        let live = self.nodes.iter().filter(|(_, child)| child.is_some());
+        live.map(|(port, _)| *port).collect()
     }
 
     /// The seed nodes' URLs, comma-separated, as `--store` takes them.
     pub fn urls(&self) -> String {
         let urls: Vec<String> = self
-            .ports
+            .live_ports()
             .iter()
             .map(|p| format!("redis://127.0.0.1:{p}"))
             .collect();
@@ -216,29 +226,153 @@ impl RedisCluster {
 
     /// One node's URL: enough for ratekeeper to find the whole cluster.
     pub fn node_url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.ports[0])
+        format!("redis://127.0.0.1:{}", self.live_ports()[0])
     }
 
-    /// Waits until `command` run on the node at `port` answers with
-    /// `expected` in it.
-    fn until(&self, port: u16, command: &str, expected: &str) {
-        let started = Instant::now();
-        loop {
-            let answer = Command::new("redis-cli")
-                .args(["-p", &port.to_string()])
-                .args(command.split(' '))
-                .stderr(Stdio::null())
-                .output()
-                .expect("redis-cli is installed");
-            if String::from_utf8_lossy(&answer.stdout).contains(expected) {
-                return;
-            }
-            assert!(
-                started.elapsed() < Duration::from_secs(20),
-                "node {port} never answered {command:?} with {expected:?}"
-            );
-            std::thread::sleep(Duration::from_millis(20));
+    /// Kills (SIGKILL) the primary that serves `key`, once its replicas
+    /// have everything it wrote; returns its port.
+    pub fn kill_primary_of(&mut self, key: &str) -> u16 {
+        let primary = self.primary_of(key).expect("a primary serves every slot");
+        let replicas: Vec<u16> = self
+            .cluster_nodes()
+            .into_iter()
+            .filter(|node| node.primary_id.as_deref() == Some(primary.id.as_str()))
+            .map(|node| node.port)
+            .collect();
+        for replica in replicas {
+            let written = info_field(primary.port, "replication", "master_repl_offset");
+            until(replica, "INFO replication", |answer| {
+                field(answer, "slave_repl_offset").is_some_and(|got| got >= written)
+            });
         }
+        let (_, child) = self
+            .nodes
+            .iter_mut()
+            .find(|(port, _)| *port == primary.port)
+            .expect("the primary is one of the nodes");
+        if let Some(mut child) = child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        primary.port
+    }
+
+    /// Waits until a live node serves `key` and the cluster is whole.
+    pub fn until_served(&self, key: &str) {
+        let started = Instant::now();
+        let live = self.live_ports();
+        while !self
+            .primary_of(key)
+            .is_some_and(|primary| live.contains(&primary.port))
+        {
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "no replica took over {key}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        for port in live {
+            until(port, "CLUSTER INFO", |answer| {
+                answer.contains("cluster_state:ok")
+            });
+        }
+    }
+
+    /// The primary serving `key`, as a live node sees the cluster; none
+    /// while a failover is under way.
+    fn primary_of(&self, key: &str) -> Option<ClusterNode> {
+        let port = self.live_ports()[0];
+        let slot: u16 = run(port, &["CLUSTER", "KEYSLOT", key])
+            .trim()
+            .parse()
+            .expect("CLUSTER KEYSLOT answers a number");
+        self.cluster_nodes()
+            .into_iter()
+            .find(|node| node.primary_id.is_none() && node.serves(slot))
+    }
+
+    fn cluster_nodes(&self) -> Vec<ClusterNode> {
+        let answer = run(self.live_ports()[0], &["CLUSTER", "NODES"]);
+        answer.lines().filter_map(ClusterNode::parse).collect()
+    }
+}
+
+/// One line of `CLUSTER NODES`.
+struct ClusterNode {
+    id: String,
+    port: u16,
+    /// The primary it replicates; `None` for a live primary.
+    primary_id: Option<String>,
+    /// The slot ranges it serves.
+    slots: Vec<(u16, u16)>,
+}
+
+impl ClusterNode {
+    fn parse(line: &str) -> Option<ClusterNode> {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let address = fields.get(1)?.split('@').next()?;
+        let port = address.rsplit(':').next()?.parse().ok()?;
+        let flags = fields.get(2)?;
+        if flags.contains("fail") && !flags.contains("fail?") {
+            return None;
+        }
+        let primary_id = (!flags.contains("master")).then(|| fields[3].to_owned());
+        let slots = fields[8..]
+            .iter()
+            .filter(|range| !range.starts_with('['))
+            .filter_map(|range| {
+                let (low, high) = range.split_once('-').unwrap_or((range, range));
+                Some((low.parse().ok()?, high.parse().ok()?))
+            })
+            .collect();
+        Some(ClusterNode {
+            id: fields[0].to_owned(),
+            port,
+            primary_id,
+            slots,
+        })
+    }
+
+    fn serves(&self, slot: u16) -> bool {
+        self.slots
+            .iter()
+            .any(|&(low, high)| (low..=high).contains(&slot))
+    }
+}
+
+/// What `redis-cli` run on the node at `port` answers.
+fn run(port: u16, args: &[&str]) -> String {
+    let answer = Command::new("redis-cli")
+        .args(["-p", &port.to_string()])
+        .args(args)
+        .stderr(Stdio::null())
+        .output()
+        .expect("redis-cli is installed");
+    String::from_utf8_lossy(&answer.stdout).into_owned()
+}
+
+/// A number from an `INFO` answer.
+fn field(answer: &str, name: &str) -> Option<u64> {
+    let prefix = format!("{name}:");
+    let line = answer.lines().find(|line| line.starts_with(&prefix))?;
+    line[prefix.len()..].trim().parse().ok()
+}
+
+fn info_field(port: u16, section: &str, name: &str) -> u64 {
+    field(&run(port, &["INFO", section]), name).expect("INFO has the field")
+}
+
+/// Waits until `command` run on the node at `port` gives an answer that
+/// `done` accepts.
+fn until(port: u16, command: &str, done: impl Fn(&str) -> bool) {
+    let started = Instant::now();
+    let args: Vec<&str> = command.split(' ').collect();
+    while !done(&run(port, &args)) {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "node {port} never gave the answer wanted to {command:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
@@ -251,9 +385,11 @@ fn free_port() -> u16 {
 
 impl Drop for RedisCluster {
     fn drop(&mut self) {
-        for node in &mut self.nodes {
-            let _ = node.kill();
-            let _ = node.wait();
+        for (_, child) in &mut self.nodes {
+            if let Some(mut child) = child.take() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
         }
     }
 }

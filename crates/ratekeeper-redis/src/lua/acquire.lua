@@ -77,6 +77,9 @@ if req.whole then
 end
 redis.call('HSET', rkey(token), unpack(fields))
 redis.call('SADD', P .. 'owned:' .. instance, token)
+-- Its instance is alive now, whatever became of its last heartbeat here
+-- (lost to a failover, say): the request is not withdrawn as a dead one's.
+redis.call('SET', P .. 'inst:' .. instance, 1, 'PX', INSTANCE_TTL_MS)
 redis.call('SADD', P .. 'instances', instance)
 for _, name in ipairs(names) do
   redis.call('ZADD', qkey(name), seq, token)

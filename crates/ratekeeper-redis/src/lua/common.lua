@@ -30,6 +30,8 @@
 local P, NOW
 local US = 1000000
 local RESULT_TTL_MS = 60000
+-- How long an instance counts as alive after its heartbeat (`INSTANCE_TTL`).
+local INSTANCE_TTL_MS = @INSTANCE_TTL_MS@
 
 local function lkey(name) return P .. 'l:' .. name end
 local function qkey(name) return P .. 'q:' .. name end
