@@ -18,11 +18,13 @@
 //! the queued requests of an instance that stopped (killed, cut off) are
 //! withdrawn by the others, and its clients' leases expire by their TTL.
 //!
-//! The state is split into partitions (see [`layout`]): each is one hash
+//! The state is split into partitions (see `layout.rs`): each is one hash
 //! tag, so one Redis Cluster slot, and each operation on it one atomic
-//! call. A single Redis keeps one partition; a cluster spreads the limits
-//! over several, one per limit name's hash. A request on limits of several
-//! partitions takes them one partition after the other (see `across`).
+//! call. A single Redis keeps one partition; on a cluster each limit lives
+//! in the partition its name hashes to, and the channels are sharded
+//! (`SPUBLISH`), so a message stays on the node of its partition. A
+//! request on limits of several partitions takes them one partition after
+//! the other (see `across.rs`).
 
 mod across;
 mod connection;
