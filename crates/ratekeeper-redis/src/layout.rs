@@ -77,8 +77,7 @@ impl Layout {
 
     /// A fresh lease id (and request token) for a request on `parts`.
     pub fn new_id(&self, parts: impl IntoIterator<Item = usize>) -> LeaseId {
-        let mut bytes = [0; 16];
-        getrandom::fill(&mut bytes).expect("the OS random source is available");
+        let mut bytes = random_id().to_bytes();
         if self.count() > 1 {
             let mask = parts.into_iter().fold(0u32, |mask, part| mask | 1 << part);
             bytes[..4].copy_from_slice(&mask.to_be_bytes());
@@ -101,6 +100,13 @@ impl Layout {
             .filter(|part| mask & 1 << part != 0)
             .collect()
     }
+}
+
+/// An id of 16 random bytes.
+pub fn random_id() -> LeaseId {
+    let mut bytes = [0; 16];
+    getrandom::fill(&mut bytes).expect("the OS random source is available");
+    LeaseId::from_bytes(bytes)
 }
 
 /// The Redis Cluster slot of `key` (no hash tag in it).

@@ -154,7 +154,7 @@ fn unavailable(err: impl std::fmt::Display) -> Error {
 }
 
 fn random_id() -> String {
-    Layout::new("", 1).new_id([]).to_string()
+    layout::random_id().to_string()
 }
 
 fn micros(duration: Duration) -> String {
