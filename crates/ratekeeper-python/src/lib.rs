@@ -204,10 +204,7 @@ impl Client {
         )?;
         let future = request.on(&self.inner).into_future();
         let guard = wait_interruptibly(py, &self.inner, future)?.map_err(to_py)?;
-        Ok(Lease {
-            guard: std::sync::Mutex::new(Some(guard)),
-            client: self.inner.clone(),
-        })
+        Ok(Lease::holding(guard, self.inner.clone()))
     }
 
     /// Like `acquire`, as an awaitable for asyncio: the wait runs on
@@ -236,10 +233,7 @@ impl Client {
         let client = self.inner.clone();
         pyo3_async_runtimes::tokio::future_into_py(py, async move {
             let guard = request.on(&client).await.map_err(to_py)?;
-            Ok(Lease {
-                guard: std::sync::Mutex::new(Some(guard)),
-                client: client.clone(),
-            })
+            Ok(Lease::holding(guard, client.clone()))
         })
     }
 
@@ -399,6 +393,13 @@ impl Lease {
 }
 
 impl Lease {
+    fn holding(guard: LeaseGuard, client: RustClient) -> Self {
+        Lease {
+            guard: std::sync::Mutex::new(Some(guard)),
+            client,
+        }
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Option<LeaseGuard>> {
         self.guard
             .lock()

@@ -34,15 +34,15 @@ use crate::{Inner, PartRequest, reply};
 /// its names), as lease `id`.
 pub(crate) async fn acquire(
     inner: Arc<Inner>,
-    spec: AcquireSpec,
-    parts: Vec<(usize, Vec<String>)>,
+    spec: &AcquireSpec,
+    parts: &[(usize, Vec<&str>)],
     id: LeaseId,
     deadline: Option<Instant>,
 ) -> Result<Granted, Error> {
     let token = id.to_string();
-    let mut request = PartRequest::new(&spec, &[], &token);
-    request.whole = serde_json::to_string(&spec.names).expect("names serialize");
-    for (part, names) in &parts {
+    let mut request = PartRequest::new(spec, &spec.names, &token);
+    request.whole = request.names.clone();
+    for (part, names) in parts {
         inner.check_part(*part, request.on(names)).await?;
     }
     let mut taken = TakenParts {
@@ -52,7 +52,7 @@ pub(crate) async fn acquire(
         lease_ttl: (spec.mode == Mode::Concurrency).then_some(spec.lease_ttl),
         grants: Vec::new(),
     };
-    for (part, names) in &parts {
+    for (part, names) in parts {
         let waiting = Arc::clone(&inner).acquire_part(*part, request.on(names), deadline);
         match taken.keep_alive_while(waiting).await {
             Ok(granted) => {
@@ -117,14 +117,10 @@ impl TakenParts {
 
     /// Gives back the parts taken (in lease mode).
     async fn give_back(&mut self) {
+        let parts = std::mem::take(&mut self.parts);
         if self.lease_ttl.is_some() {
-            for part in std::mem::take(&mut self.parts) {
-                if let Err(err) = self.inner.release_part(part, &self.token).await {
-                    tracing::warn!(%err, "giving back part of a request failed; it expires by its TTL");
-                }
-            }
+            release_parts(&self.inner, &self.token, parts).await;
         }
-        self.parts.clear();
     }
 
     /// The whole request's grant: the lease expires with its first part;
@@ -159,13 +155,17 @@ impl Drop for TakenParts {
         let (inner, token) = (Arc::clone(&self.inner), self.token.clone());
         let parts = std::mem::take(&mut self.parts);
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn(async move {
-                for part in parts {
-                    if let Err(err) = inner.release_part(part, &token).await {
-                        tracing::warn!(%err, "giving back part of an abandoned request failed; it expires by its TTL");
-                    }
-                }
-            });
+            runtime.spawn(async move { release_parts(&inner, &token, parts).await });
+        }
+    }
+}
+
+/// Releases the parts of `token` taken in `parts`; a part that cannot be
+/// released expires by its TTL.
+async fn release_parts(inner: &Inner, token: &str, parts: Vec<usize>) {
+    for part in parts {
+        if let Err(err) = inner.release_part(part, token).await {
+            tracing::warn!(%err, "giving back part of a request failed; it expires by its TTL");
         }
     }
 }
@@ -183,22 +183,18 @@ pub(crate) async fn renew(
     let renewals = parts
         .iter()
         .map(|&part| inner.renew_part(part, &token, ttl));
-    let renewed = futures_util::future::join_all(renewals).await;
-    if renewed.iter().any(|r| matches!(r, Err(Error::Lease(_)))) {
-        for (&part, renewal) in parts.iter().zip(&renewed) {
-            if renewal.is_ok() {
-                let _ = inner.release_part(part, &token).await;
-            }
-        }
-    }
-    let mut expiries = Vec::with_capacity(renewed.len());
+    let mut renewed = futures_util::future::join_all(renewals).await;
     // A lease's being gone says more than a part's being unreachable.
-    let (gone, rest): (Vec<_>, Vec<_>) = renewed
-        .into_iter()
-        .partition(|r| matches!(r, Err(Error::Lease(_))));
-    for renewal in gone.into_iter().chain(rest) {
-        expiries.push(renewal?);
+    if let Some(gone) = renewed
+        .iter()
+        .position(|r| matches!(r, Err(Error::Lease(_))))
+    {
+        let alive = parts.iter().zip(&renewed).filter(|(_, r)| r.is_ok());
+        let alive: Vec<usize> = alive.map(|(&part, _)| part).collect();
+        release_parts(inner, &token, alive).await;
+        return renewed.swap_remove(gone);
     }
+    let expiries = renewed.into_iter().collect::<Result<Vec<_>, _>>()?;
     expiries
         .into_iter()
         .min()

@@ -62,13 +62,13 @@ impl Layout {
     /// `names` grouped by partition, in partition order (the order in
     /// which a request across partitions takes them); within a partition
     /// they keep the caller's order.
-    pub fn split(&self, names: &[String]) -> Vec<(usize, Vec<String>)> {
-        let mut parts: Vec<(usize, Vec<String>)> = Vec::new();
+    pub fn split<'n>(&self, names: &'n [String]) -> Vec<(usize, Vec<&'n str>)> {
+        let mut parts: Vec<(usize, Vec<&str>)> = Vec::new();
         for name in names {
             let part = self.of(name);
             match parts.iter_mut().find(|(p, _)| *p == part) {
-                Some((_, group)) => group.push(name.clone()),
-                None => parts.push((part, vec![name.clone()])),
+                Some((_, group)) => group.push(name),
+                None => parts.push((part, vec![name])),
             }
         }
         parts.sort_by_key(|(part, _)| *part);

@@ -153,10 +153,6 @@ fn unavailable(err: impl std::fmt::Display) -> Error {
     }
 }
 
-fn random_id() -> String {
-    layout::random_id().to_string()
-}
-
 fn micros(duration: Duration) -> String {
     duration.as_micros().to_string()
 }
@@ -237,7 +233,7 @@ impl RedisBackend {
                 .map(|_| watch::channel(None).0)
                 .collect(),
             layout,
-            instance: random_id(),
+            instance: layout::random_id().to_string(),
             parked: Mutex::new(HashMap::new()),
             events: broadcast::channel(4096).0,
             event_feed: tokio::sync::Mutex::new(false),
@@ -485,7 +481,7 @@ impl Inner {
                 .acquire_part(part, request, deadline)
                 .await;
         }
-        across::acquire(self, spec, parts, token, deadline).await
+        across::acquire(self, &spec, &parts, token, deadline).await
     }
 
     /// Takes `request` in partition `part`, waiting (if it may) until
@@ -499,11 +495,7 @@ impl Inner {
         let (sender, receiver) = oneshot::channel();
         let token = request.token.to_owned();
         let mut parked = ParkedRequest::new(Arc::clone(&self), part, token, sender);
-        let args = request.args(&self.instance);
-        let args: Vec<&str> = args.iter().map(AsRef::as_ref).collect();
-        let reply = self
-            .run::<reply::Grant>(part, &self.scripts.acquire, &args)
-            .await;
+        let reply = self.run_acquire::<reply::Grant>(part, &request).await;
         match reply {
             Ok(Reply::Ok { ok }) => {
                 parked.settle();
@@ -521,13 +513,22 @@ impl Inner {
         }
     }
 
+    /// Runs the acquire function for `request` in partition `part`.
+    async fn run_acquire<T: DeserializeOwned>(
+        &self,
+        part: usize,
+        request: &PartRequest<'_>,
+    ) -> Result<Reply<T>, Error> {
+        let args = request.args(&self.instance);
+        let args: Vec<&str> = args.iter().map(AsRef::as_ref).collect();
+        self.run(part, &self.scripts.acquire, &args).await
+    }
+
     /// Checks `request` in partition `part` as its acquire would, changing
     /// nothing.
     async fn check_part(&self, part: usize, mut request: PartRequest<'_>) -> Result<(), Error> {
         request.check_only = true;
-        let args = request.args(&self.instance);
-        let args: Vec<&str> = args.iter().map(AsRef::as_ref).collect();
-        match self.run::<bool>(part, &self.scripts.acquire, &args).await? {
+        match self.run_acquire::<bool>(part, &request).await? {
             Reply::Ok { .. } => Ok(()),
             Reply::Refused(refusal) => Err(refusal.error()),
             other => Err(unexpected(&other)),
@@ -605,7 +606,7 @@ struct PartRequest<'a> {
 }
 
 impl<'a> PartRequest<'a> {
-    fn new(spec: &'a AcquireSpec, names: &[String], token: &'a str) -> Self {
+    fn new(spec: &'a AcquireSpec, names: &[impl serde::Serialize], token: &'a str) -> Self {
         let try_once = spec.timeout == Some(Duration::ZERO);
         let deadline_at = spec
             .timeout
@@ -624,7 +625,7 @@ impl<'a> PartRequest<'a> {
     }
 
     /// The same request, on `names`.
-    fn on(&self, names: &[String]) -> PartRequest<'a> {
+    fn on(&self, names: &[impl serde::Serialize]) -> PartRequest<'a> {
         PartRequest {
             names: serde_json::to_string(names).expect("names serialize"),
             deadline_at: self.deadline_at.clone(),
