@@ -118,6 +118,14 @@ impl Error {
             Error::Unavailable { .. } => "unavailable",
         }
     }
+
+    /// The request field at fault, if one is: a limit definition's.
+    pub fn field(&self) -> Option<&'static str> {
+        match self {
+            Error::Limit(limit) => limit.field(),
+            _ => None,
+        }
+    }
 }
 
 /// The answer to an acquire: a future that resolves once the request is

@@ -12,7 +12,7 @@ use tracing::Instrument;
 
 use crate::error::Error;
 use crate::guard::LeaseGuard;
-use crate::transport::{LimitState, Transport};
+use crate::transport::{LeaseState, LimitState, Transport};
 
 /// What every clone of a client, and every guard it handed out, shares.
 pub(crate) struct Shared {
@@ -130,6 +130,22 @@ impl Client {
     /// A limit's current state.
     pub async fn limit(&self, name: &str) -> Result<LimitState, Error> {
         self.shared.transport.limit(name).await
+    }
+
+    /// Every limit, ordered by name.
+    pub async fn limits(&self) -> Result<Vec<LimitState>, Error> {
+        self.shared.transport.limits().await
+    }
+
+    /// Live leases: all of them, or those on one limit.
+    pub async fn leases(&self, on: Option<&str>) -> Result<Vec<LeaseState>, Error> {
+        self.shared.transport.leases(on).await
+    }
+
+    /// The runtime the client's background work (renewals, releases on
+    /// drop) runs on; spawn on it to wait without a blocking call.
+    pub fn runtime(&self) -> &Handle {
+        &self.shared.runtime
     }
 
     /// Runs `future` to completion from a plain thread, on the client's

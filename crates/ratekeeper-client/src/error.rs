@@ -32,6 +32,8 @@ pub enum Error {
         code: String,
         /// What the server said.
         message: String,
+        /// The request field at fault, if the server named one.
+        field: Option<String>,
     },
     /// The server wants a (different) token (`unauthorized`,
     /// `invalid_token`, `forbidden`).
@@ -84,8 +86,18 @@ impl Error {
             _ => Error::Invalid {
                 code: code.into(),
                 message,
+                field: None,
             },
         }
+    }
+
+    /// The same error, naming the request field at fault (for
+    /// [`Error::Invalid`]; other errors are about no field).
+    pub fn in_field(mut self, at: Option<&str>) -> Self {
+        if let Error::Invalid { field, .. } = &mut self {
+            *field = at.map(str::to_owned);
+        }
+        self
     }
 
     /// Whether retrying the same call later may succeed: the server was
@@ -97,6 +109,6 @@ impl Error {
 
 impl From<ratekeeper_backend::Error> for Error {
     fn from(err: ratekeeper_backend::Error) -> Self {
-        Error::from_code(err.code(), err.to_string())
+        Error::from_code(err.code(), err.to_string()).in_field(err.field())
     }
 }

@@ -38,4 +38,4 @@ pub use client::{Client, Concurrency, Names, RateLimit};
 pub use error::Error;
 pub use guard::LeaseGuard;
 pub use layer::{BoxError, LimitLayer, Limited};
-pub use transport::{LimitState, RECONNECT_WINDOW};
+pub use transport::{LeaseState, LimitState, RECONNECT_WINDOW, encoded_name};

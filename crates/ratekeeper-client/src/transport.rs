@@ -30,12 +30,83 @@ pub struct LimitState {
     pub slot_decay_per_second: f64,
     /// Whether it enforces.
     pub active: bool,
+    /// What it is for.
+    #[serde(default)]
+    pub description: Option<String>,
     /// Slots held by leases.
     pub held: u64,
     /// Rate-mode slots not yet decayed.
     pub decaying: f64,
     /// Requests queued.
     pub waiting: u64,
+}
+
+/// A live lease, as the client sees it.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct LeaseState {
+    /// Its id.
+    pub id: String,
+    /// The limits it holds slots on.
+    pub limits: Vec<String>,
+    /// Slots held on each.
+    pub occupy: u64,
+    /// The holder's label.
+    pub holder: Option<String>,
+    /// When it was granted (Unix ms).
+    pub granted_at: u64,
+    /// When it expires unless renewed (Unix ms).
+    pub expires_at: u64,
+    /// What each renewal extends it by.
+    pub lease_seconds: f64,
+}
+
+impl From<ratekeeper_core::LeaseView> for LeaseState {
+    fn from(v: ratekeeper_core::LeaseView) -> Self {
+        LeaseState {
+            id: v.id.to_string(),
+            limits: v.limits,
+            occupy: v.occupy,
+            holder: v.holder,
+            granted_at: v.granted_at.as_unix_millis(),
+            expires_at: v.expires_at.as_unix_millis(),
+            lease_seconds: v.ttl.as_secs_f64(),
+        }
+    }
+}
+
+impl From<ratekeeper_core::LimitView> for LimitState {
+    fn from(view: ratekeeper_core::LimitView) -> Self {
+        LimitState {
+            name: view.name,
+            slots: view.slots,
+            slot_decay_per_second: view.slot_decay_per_second,
+            active: view.active,
+            description: view.description,
+            held: view.held,
+            decaying: view.decaying,
+            waiting: view.waiting,
+        }
+    }
+}
+
+/// A limit name as a URL path segment or query value. Names are validated
+/// by the server; anything outside the allowed characters is
+/// percent-encoded so that it reaches the server intact and is refused
+/// with a clear message, rather than read as another path.
+pub fn encoded_name(name: &str) -> String {
+    name.bytes()
+        .map(|byte| {
+            if byte.is_ascii_alphanumeric() || b"._-:".contains(&byte) {
+                char::from(byte).to_string()
+            } else {
+                format!("%{byte:02X}")
+            }
+        })
+        .collect()
+}
+
+fn limit_path(name: &str) -> String {
+    format!("/v1/limits/{}", encoded_name(name))
 }
 
 #[derive(Clone)]
@@ -159,13 +230,9 @@ impl Transport {
                 if let Some(description) = patch.description {
                     body.insert("description".into(), description.unwrap_or_default().into());
                 }
-                http.call(
-                    Method::PATCH,
-                    &format!("/v1/limits/{name}"),
-                    Some(body.into()),
-                )
-                .await
-                .map(drop)
+                http.call(Method::PATCH, &limit_path(name), Some(body.into()))
+                    .await
+                    .map(drop)
             }
         }
     }
@@ -174,7 +241,7 @@ impl Transport {
         match self {
             Transport::Memory(backend) => Ok(backend.delete_limit(name).await?),
             Transport::Http(http) => http
-                .call(Method::DELETE, &format!("/v1/limits/{name}"), None)
+                .call(Method::DELETE, &limit_path(name), None)
                 .await
                 .map(drop),
         }
@@ -188,7 +255,7 @@ impl Transport {
                 .map(drop)
                 .map_err(Into::into),
             Transport::Http(http) => http
-                .call(Method::POST, &format!("/v1/limits/{name}/reset"), None)
+                .call(Method::POST, &format!("{}/reset", limit_path(name)), None)
                 .await
                 .map(drop),
         }
@@ -196,22 +263,43 @@ impl Transport {
 
     pub async fn limit(&self, name: &str) -> Result<LimitState, Error> {
         match self {
-            Transport::Memory(backend) => {
-                let view = backend.limit(name).await?.limit;
-                Ok(LimitState {
-                    name: view.name,
-                    slots: view.slots,
-                    slot_decay_per_second: view.slot_decay_per_second,
-                    active: view.active,
-                    held: view.held,
-                    decaying: view.decaying,
-                    waiting: view.waiting,
-                })
-            }
+            Transport::Memory(backend) => Ok(backend.limit(name).await?.limit.into()),
             Transport::Http(http) => {
-                let answer = http
-                    .call(Method::GET, &format!("/v1/limits/{name}"), None)
-                    .await?;
+                let answer = http.call(Method::GET, &limit_path(name), None).await?;
+                serde_json::from_value(answer).map_err(|e| Error::Protocol(e.to_string()))
+            }
+        }
+    }
+
+    pub async fn limits(&self) -> Result<Vec<LimitState>, Error> {
+        match self {
+            Transport::Memory(backend) => Ok(backend
+                .limits()
+                .await?
+                .into_iter()
+                .map(Into::into)
+                .collect()),
+            Transport::Http(http) => {
+                let answer = http.call(Method::GET, "/v1/limits", None).await?;
+                serde_json::from_value(answer).map_err(|e| Error::Protocol(e.to_string()))
+            }
+        }
+    }
+
+    pub async fn leases(&self, on: Option<&str>) -> Result<Vec<LeaseState>, Error> {
+        match self {
+            Transport::Memory(backend) => Ok(backend
+                .leases(on)
+                .await?
+                .into_iter()
+                .map(Into::into)
+                .collect()),
+            Transport::Http(http) => {
+                let path = match on {
+                    Some(name) => format!("/v1/leases?limit={}", encoded_name(name)),
+                    None => "/v1/leases".to_owned(),
+                };
+                let answer = http.call(Method::GET, &path, None).await?;
                 serde_json::from_value(answer).map_err(|e| Error::Protocol(e.to_string()))
             }
         }
@@ -260,7 +348,8 @@ impl Http {
         }
         let code = value["error"]["code"].as_str().unwrap_or("unknown");
         let message = value["error"]["message"].as_str().unwrap_or("").to_owned();
-        Err(Error::from_code(code, message))
+        let field = value["error"]["field"].as_str();
+        Err(Error::from_code(code, message).in_field(field))
     }
 
     fn connect_error(&self, err: &reqwest::Error) -> Error {

@@ -844,10 +844,10 @@ impl Engine {
     fn count(&mut self, limits: &[LimitId], update: impl Fn(&mut crate::Counters)) {
         self.touch_limits(limits);
         for id in limits {
-            if let Some(limit) = self.limits.get_mut(id) {
-                if limit.active {
-                    update(&mut limit.counters);
-                }
+            if let Some(limit) = self.limits.get_mut(id)
+                && limit.active
+            {
+                update(&mut limit.counters);
             }
         }
     }

@@ -86,6 +86,17 @@ impl LimitError {
             LimitError::AlreadyExists { .. } => "limit_exists",
         }
     }
+
+    /// The field of a limit definition this refusal is about, if one is.
+    pub fn field(&self) -> Option<&'static str> {
+        match self {
+            LimitError::InvalidName(_) | LimitError::AlreadyExists { .. } => Some("name"),
+            LimitError::InvalidSlots { .. } => Some("slots"),
+            LimitError::InvalidDecay { .. } => Some("slot_decay_per_second"),
+            LimitError::DescriptionTooLong { .. } => Some("description"),
+            LimitError::NotFound { .. } => None,
+        }
+    }
 }
 
 /// Why an acquire was refused or ended without a grant.

@@ -2,62 +2,119 @@
 //! with every wait made outside the GIL.
 //!
 //! The Python layer (`python/ratekeeper`) builds the public API on these
-//! few classes: context managers, configuration, typed exceptions.
+//! few classes: context managers, configuration, typed exceptions and
+//! objects.
+//!
+//! - [`bridge`]: how asyncio waits get their answers, without ever touching
+//!   Python from ratekeeper's own threads;
+//! - [`local`]: the local limiters (the engine in this process);
+//! - this file: the client, its leases, errors and blocking waits.
 
+mod bridge;
 mod local;
 
 use std::future::{Future, IntoFuture};
 use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
-use pyo3::types::PyType;
-use ratekeeper_client::{Client as RustClient, Error, LeaseGuard};
+use pyo3::sync::PyOnceLock;
+use pyo3::types::{PyDict, PyType};
+use ratekeeper_client::{Client as RustClient, Error, LeaseGuard, LeaseState, LimitState};
 use ratekeeper_core::{LimitPatch, LimitSpec};
+
+use bridge::{Mailbox, Pending};
 
 /// The exception classes, defined in Python (`ratekeeper/errors.py`) so
 /// that they can also be `TimeoutError`, `LookupError`, ... and registered
-/// here once at import.
+/// here once at import, by the error code each stands for.
 static ERRORS: OnceLock<Vec<(String, Py<PyType>)>> = OnceLock::new();
 
-/// Registers the Python exception classes, by name.
+/// Registers the Python exception classes, by error code.
 #[pyfunction]
 fn register_errors(classes: Vec<(String, Py<PyType>)>) {
     let _ = ERRORS.set(classes);
 }
 
-/// The Python exception for a client error, with its message.
-fn to_py(err: Error) -> PyErr {
-    let class = match &err {
-        Error::Timeout => "AcquireTimeout",
-        Error::WouldBlock => "WouldBlock",
-        Error::LimitNotFound(_) => "LimitNotFound",
-        Error::LimitDeleted(_) => "LimitDeleted",
-        Error::LeaseLost { .. } => "LeaseLost",
-        Error::Invalid { .. } | Error::InvalidUrl(_) => "InvalidRequest",
-        Error::Unauthorized { .. } => "Unauthorized",
-        Error::Unavailable(_) | Error::Connect { .. } | Error::Protocol(_) => "Unavailable",
-    };
-    error(class, err.to_string())
-}
-
-fn error(class: &str, message: String) -> PyErr {
-    let registered = ERRORS
-        .get()
-        .and_then(|errors| errors.iter().find(|(name, _)| name == class));
-    match registered {
-        Some((_, class)) => Python::attach(|py| PyErr::from_type(class.bind(py).clone(), message)),
-        None => PyRuntimeError::new_err(message),
+/// The code whose Python class a client error raises: the server's code
+/// where it has one, else the family's.
+fn class_code(err: &Error) -> &str {
+    match err {
+        Error::Timeout => "timeout",
+        Error::WouldBlock => "would_block",
+        Error::LimitNotFound(_) => "limit_not_found",
+        Error::LimitDeleted(_) => "limit_deleted",
+        Error::LeaseLost { .. } => "lease_lost",
+        Error::Invalid { code, .. } => code,
+        Error::InvalidUrl(_) => "invalid_url",
+        Error::Unauthorized { .. } => "unauthorized",
+        Error::Unavailable(_) | Error::Connect { .. } | Error::Protocol(_) => "unavailable",
     }
 }
 
-fn seconds(name: &str, value: Option<f64>) -> PyResult<Option<Duration>> {
+/// The Python exception for a client error: its message, with `code` (the
+/// server's stable code) and `field` (the request field at fault, or
+/// `None`) as attributes.
+fn to_py(py: Python<'_>, err: Error) -> PyErr {
+    let code = match &err {
+        Error::Invalid { code, .. } | Error::LeaseLost { code, .. } => code.clone(),
+        Error::Unauthorized { code, .. } => code.clone(),
+        other => class_code(other).to_owned(),
+    };
+    let field = match &err {
+        Error::Invalid { field, .. } => field.clone(),
+        _ => None,
+    };
+    error(py, class_code(&err), err.to_string(), &code, field)
+}
+
+/// A Python exception of the class registered for `class_code` (the
+/// `InvalidRequest` class for codes without one of their own).
+fn error(
+    py: Python<'_>,
+    class_code: &str,
+    message: String,
+    code: &str,
+    field: Option<String>,
+) -> PyErr {
+    let classes = ERRORS.get();
+    let find = |wanted: &str| {
+        classes.and_then(|classes| classes.iter().find(|(c, _)| c == wanted).map(|(_, k)| k))
+    };
+    let Some(class) = find(class_code).or_else(|| find("invalid")) else {
+        return PyRuntimeError::new_err(message);
+    };
+    let made = class.bind(py).call1((message.clone(),)).and_then(|exc| {
+        exc.setattr("code", code)?;
+        exc.setattr("field", field)?;
+        Ok(exc)
+    });
+    match made {
+        Ok(exc) => PyErr::from_value(exc),
+        Err(_) => PyRuntimeError::new_err(message),
+    }
+}
+
+/// An `InvalidRequest` about argument `field`, in the caller's words.
+fn invalid(py: Python<'_>, field: &str, message: String) -> PyErr {
+    error(
+        py,
+        "invalid",
+        message,
+        "invalid_argument",
+        Some(field.to_owned()),
+    )
+}
+
+fn seconds(py: Python<'_>, name: &str, value: Option<f64>) -> PyResult<Option<Duration>> {
     value
         .map(|s| {
             Duration::try_from_secs_f64(s).map_err(|_| {
-                error(
-                    "InvalidRequest",
+                invalid(
+                    py,
+                    name,
                     format!("{name} must be a non-negative number of seconds, not {s}"),
                 )
             })
@@ -86,19 +143,45 @@ impl BlockOn for tokio::runtime::Runtime {
     }
 }
 
+/// Refuses a blocking call on a thread that runs an asyncio event loop: it
+/// would stall every task of that loop. `instead` names the call to await.
+fn refuse_in_event_loop(py: Python<'_>, instead: &str) -> PyResult<()> {
+    static RUNNING_LOOP: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+    let running = RUNNING_LOOP
+        .get_or_try_init(py, || {
+            Ok::<_, PyErr>(py.import("asyncio")?.getattr("_get_running_loop")?.unbind())
+        })?
+        .call0(py)?;
+    if running.is_none(py) {
+        return Ok(());
+    }
+    Err(error(
+        py,
+        "blocking_call_in_event_loop",
+        format!(
+            "this call would block the running asyncio event loop while it waits; \
+             use `{instead}` instead"
+        ),
+        "blocking_call_in_event_loop",
+        None,
+    ))
+}
+
 /// Waits for `future` without the GIL, looking up every [`SIGNAL_CHECK`]
 /// to run Python's signal handlers. If one raises (`KeyboardInterrupt`),
 /// the future is dropped, which withdraws a queued request, and the
-/// exception propagates.
+/// exception propagates. Refused on a thread running an event loop.
 fn wait_interruptibly<F>(
     py: Python<'_>,
     runtime: &(impl BlockOn + Sync),
+    instead: &str,
     future: F,
 ) -> PyResult<F::Output>
 where
     F: Future + Send,
     F::Output: Send,
 {
+    refuse_in_event_loop(py, instead)?;
     let mut future = Box::pin(future);
     loop {
         let slice = py.detach(|| {
@@ -120,8 +203,18 @@ where
     }
 }
 
+/// Bumped in a forked child (see `after_fork`): runtimes made before the
+/// fork have no threads there and are replaced.
+static FORKS: AtomicU64 = AtomicU64::new(0);
+
+/// Called by `os.register_at_fork(after_in_child=...)`.
+#[pyfunction]
+fn after_fork() {
+    FORKS.fetch_add(1, Ordering::SeqCst);
+}
+
 /// A connection to ratekeeper: `http://host:port` or `memory://`.
-#[pyclass(frozen)]
+#[pyclass(frozen, module = "ratekeeper._native")]
 struct Client {
     inner: RustClient,
 }
@@ -138,9 +231,10 @@ struct LeaseRequest {
 
 impl LeaseRequest {
     fn new(
+        py: Python<'_>,
         names: Vec<String>,
         occupy: u64,
-        timeout: Option<f64>,
+        timeout_seconds: Option<f64>,
         lease_seconds: f64,
         holder: Option<String>,
         create_if_missing: bool,
@@ -148,8 +242,8 @@ impl LeaseRequest {
         Ok(LeaseRequest {
             names,
             occupy,
-            timeout: seconds("timeout_seconds", timeout)?,
-            ttl: seconds("lease_seconds", Some(lease_seconds))?.expect("given"),
+            timeout: seconds(py, "timeout_seconds", timeout_seconds)?,
+            ttl: seconds(py, "lease_seconds", Some(lease_seconds))?.expect("given"),
             holder,
             create_if_missing,
         })
@@ -172,109 +266,160 @@ impl LeaseRequest {
     }
 }
 
+fn limit_dict(py: Python<'_>, state: LimitState) -> PyResult<Py<PyAny>> {
+    let dict = PyDict::new(py);
+    dict.set_item("name", state.name)?;
+    dict.set_item("slots", state.slots)?;
+    dict.set_item("slot_decay_per_second", state.slot_decay_per_second)?;
+    dict.set_item("active", state.active)?;
+    dict.set_item("description", state.description)?;
+    dict.set_item("held", state.held)?;
+    dict.set_item("decaying", state.decaying)?;
+    dict.set_item("waiting", state.waiting)?;
+    Ok(dict.into_any().unbind())
+}
+
+fn lease_dict(py: Python<'_>, state: LeaseState) -> PyResult<Py<PyAny>> {
+    let dict = PyDict::new(py);
+    dict.set_item("id", state.id)?;
+    dict.set_item("limits", state.limits)?;
+    dict.set_item("occupy", state.occupy)?;
+    dict.set_item("holder", state.holder)?;
+    dict.set_item("granted_at", state.granted_at as f64 / 1e3)?;
+    dict.set_item("expires_at", state.expires_at as f64 / 1e3)?;
+    dict.set_item("lease_seconds", state.lease_seconds)?;
+    Ok(dict.into_any().unbind())
+}
+
+impl Client {
+    /// Runs an admin call to completion without the GIL.
+    fn call<T: Send>(
+        &self,
+        py: Python<'_>,
+        call: impl Future<Output = Result<T, Error>> + Send,
+    ) -> PyResult<T> {
+        py.detach(|| self.inner.block_on(call))
+            .map_err(|e| to_py(py, e))
+    }
+}
+
 #[pymethods]
 impl Client {
     #[new]
     #[pyo3(signature = (url, token=None))]
-    fn new(url: &str, token: Option<&str>) -> PyResult<Self> {
-        let inner = RustClient::connect_blocking(url, token).map_err(to_py)?;
+    fn new(py: Python<'_>, url: &str, token: Option<&str>) -> PyResult<Self> {
+        let inner = RustClient::connect_blocking(url, token).map_err(|e| to_py(py, e))?;
         Ok(Client { inner })
     }
 
     /// Waits (without the GIL) for a lease on every named limit.
-    #[pyo3(signature = (names, occupy=1, timeout=None, lease_seconds=30.0, holder=None, create_if_missing=false))]
+    #[pyo3(signature = (names, occupy=1, timeout_seconds=None, lease_seconds=30.0, holder=None, create_if_missing=false))]
     #[allow(clippy::too_many_arguments)]
     fn acquire(
         &self,
         py: Python<'_>,
         names: Vec<String>,
         occupy: u64,
-        timeout: Option<f64>,
+        timeout_seconds: Option<f64>,
         lease_seconds: f64,
         holder: Option<String>,
         create_if_missing: bool,
     ) -> PyResult<Lease> {
         let request = LeaseRequest::new(
+            py,
             names,
             occupy,
-            timeout,
+            timeout_seconds,
             lease_seconds,
             holder,
             create_if_missing,
         )?;
         let future = request.on(&self.inner).into_future();
-        let guard = wait_interruptibly(py, &self.inner, future)?.map_err(to_py)?;
+        let instead = "async with ratekeeper.asyncio.concurrency(...)";
+        let guard =
+            wait_interruptibly(py, &self.inner, instead, future)?.map_err(|e| to_py(py, e))?;
         Ok(Lease::holding(guard, self.inner.clone()))
     }
 
-    /// Like `acquire`, as an awaitable for asyncio: the wait runs on
-    /// ratekeeper's own threads, never on the event loop. Cancelling the
-    /// awaiting task withdraws the request from the queue.
-    #[pyo3(signature = (names, occupy=1, timeout=None, lease_seconds=30.0, holder=None, create_if_missing=false))]
+    /// Like `acquire`, for asyncio: the wait runs on ratekeeper's own
+    /// threads and its outcome arrives in `mailbox` under the returned
+    /// `Pending`'s id. Cancelling it withdraws the request.
+    #[pyo3(signature = (mailbox, names, occupy=1, timeout_seconds=None, lease_seconds=30.0, holder=None, create_if_missing=false))]
     #[allow(clippy::too_many_arguments)]
-    fn acquire_async<'py>(
+    fn acquire_async(
         &self,
-        py: Python<'py>,
+        py: Python<'_>,
+        mailbox: &Mailbox,
         names: Vec<String>,
         occupy: u64,
-        timeout: Option<f64>,
+        timeout_seconds: Option<f64>,
         lease_seconds: f64,
         holder: Option<String>,
         create_if_missing: bool,
-    ) -> PyResult<Bound<'py, PyAny>> {
+    ) -> PyResult<Pending> {
         let request = LeaseRequest::new(
+            py,
             names,
             occupy,
-            timeout,
+            timeout_seconds,
             lease_seconds,
             holder,
             create_if_missing,
         )?;
         let client = self.inner.clone();
-        pyo3_async_runtimes::tokio::future_into_py(py, async move {
-            let guard = request.on(&client).await.map_err(to_py)?;
-            Ok(Lease::holding(guard, client.clone()))
-        })
-    }
-
-    /// Like `rate_limit`, as an awaitable for asyncio.
-    #[pyo3(signature = (names, occupy=1, timeout=None))]
-    fn rate_limit_async<'py>(
-        &self,
-        py: Python<'py>,
-        names: Vec<String>,
-        occupy: u64,
-        timeout: Option<f64>,
-    ) -> PyResult<Bound<'py, PyAny>> {
-        let timeout = seconds("timeout_seconds", timeout)?;
-        let client = self.inner.clone();
-        pyo3_async_runtimes::tokio::future_into_py(py, async move {
-            let request = client.rate_limit(names).occupy(occupy).timeout(timeout);
-            request
-                .await
-                .map(|waited| waited.as_secs_f64())
-                .map_err(to_py)
-        })
+        let wait = async move {
+            let granted = request.on(&client).await;
+            (granted, client)
+        };
+        Ok(
+            mailbox.spawn(self.inner.runtime(), wait, |py, (granted, client)| {
+                let guard = granted.map_err(|e| to_py(py, e))?;
+                Ok(Py::new(py, Lease::holding(guard, client))?.into_any())
+            }),
+        )
     }
 
     /// Waits (without the GIL) for a rate-limited turn; returns the seconds
     /// waited.
-    #[pyo3(signature = (names, occupy=1, timeout=None))]
+    #[pyo3(signature = (names, occupy=1, timeout_seconds=None))]
     fn rate_limit(
         &self,
         py: Python<'_>,
         names: Vec<String>,
         occupy: u64,
-        timeout: Option<f64>,
+        timeout_seconds: Option<f64>,
     ) -> PyResult<f64> {
-        let timeout = seconds("timeout_seconds", timeout)?;
+        let timeout = seconds(py, "timeout_seconds", timeout_seconds)?;
         let request = self.inner.rate_limit(names).occupy(occupy).timeout(timeout);
-        wait_interruptibly(py, &self.inner, request.into_future())?
+        let instead = "await ratekeeper.asyncio.rate_limit(...)";
+        wait_interruptibly(py, &self.inner, instead, request.into_future())?
             .map(|waited| waited.as_secs_f64())
-            .map_err(to_py)
+            .map_err(|e| to_py(py, e))
     }
 
-    /// Creates a limit.
+    /// Like `rate_limit`, for asyncio (see `acquire_async`).
+    #[pyo3(signature = (mailbox, names, occupy=1, timeout_seconds=None))]
+    fn rate_limit_async(
+        &self,
+        py: Python<'_>,
+        mailbox: &Mailbox,
+        names: Vec<String>,
+        occupy: u64,
+        timeout_seconds: Option<f64>,
+    ) -> PyResult<Pending> {
+        let timeout = seconds(py, "timeout_seconds", timeout_seconds)?;
+        let client = self.inner.clone();
+        let wait = async move {
+            let request = client.rate_limit(names).occupy(occupy).timeout(timeout);
+            request.await
+        };
+        Ok(mailbox.spawn(self.inner.runtime(), wait, |py, waited| {
+            let waited = waited.map_err(|e| to_py(py, e))?;
+            Ok(waited.as_secs_f64().into_pyobject(py)?.into_any().unbind())
+        }))
+    }
+
+    /// Creates a limit; returns its state as a dict.
     #[pyo3(signature = (name, slots, slot_decay_per_second=0.0, active=true, description=None))]
     fn create_limit(
         &self,
@@ -284,65 +429,72 @@ impl Client {
         slot_decay_per_second: f64,
         active: bool,
         description: Option<String>,
-    ) -> PyResult<()> {
+    ) -> PyResult<Py<PyAny>> {
         let spec = LimitSpec {
-            name,
+            name: name.clone(),
             slots,
             slot_decay_per_second,
             active,
             description,
         };
-        py.detach(|| self.inner.block_on(self.inner.create_limit(spec)))
-            .map_err(to_py)
+        self.call(py, self.inner.create_limit(spec))?;
+        self.limit(py, &name)
     }
 
-    /// Changes a limit's slots or activity.
-    #[pyo3(signature = (name, slots=None, active=None))]
+    /// Changes any of a limit's fields; `description=""` clears it.
+    #[pyo3(signature = (name, slots=None, slot_decay_per_second=None, active=None, description=None))]
     fn update_limit(
         &self,
         py: Python<'_>,
         name: &str,
         slots: Option<u64>,
+        slot_decay_per_second: Option<f64>,
         active: Option<bool>,
-    ) -> PyResult<()> {
+        description: Option<String>,
+    ) -> PyResult<Py<PyAny>> {
         let patch = LimitPatch {
             slots,
+            slot_decay_per_second,
             active,
-            ..LimitPatch::default()
+            description: description.map(|d| Some(d).filter(|d| !d.is_empty())),
         };
-        py.detach(|| self.inner.block_on(self.inner.update_limit(name, patch)))
-            .map_err(to_py)
+        self.call(py, self.inner.update_limit(name, patch))?;
+        self.limit(py, name)
     }
 
     /// Deletes a limit.
     fn delete_limit(&self, py: Python<'_>, name: &str) -> PyResult<()> {
-        py.detach(|| self.inner.block_on(self.inner.delete_limit(name)))
-            .map_err(to_py)
+        self.call(py, self.inner.delete_limit(name))
     }
 
-    /// Revokes every lease on a limit.
-    fn reset_limit(&self, py: Python<'_>, name: &str) -> PyResult<()> {
-        py.detach(|| self.inner.block_on(self.inner.reset_limit(name)))
-            .map_err(to_py)
+    /// Revokes every lease on a limit and clears its decaying slots.
+    fn reset_limit(&self, py: Python<'_>, name: &str) -> PyResult<Py<PyAny>> {
+        self.call(py, self.inner.reset_limit(name))?;
+        self.limit(py, name)
     }
 
-    /// A limit's state: `(slots, held, decaying, waiting, active)`.
-    fn limit(&self, py: Python<'_>, name: &str) -> PyResult<(u64, u64, f64, u64, bool)> {
-        let state = py
-            .detach(|| self.inner.block_on(self.inner.limit(name)))
-            .map_err(to_py)?;
-        Ok((
-            state.slots,
-            state.held,
-            state.decaying,
-            state.waiting,
-            state.active,
-        ))
+    /// A limit's state, as a dict.
+    fn limit(&self, py: Python<'_>, name: &str) -> PyResult<Py<PyAny>> {
+        let state = self.call(py, self.inner.limit(name))?;
+        limit_dict(py, state)
+    }
+
+    /// Every limit's state, ordered by name.
+    fn limits(&self, py: Python<'_>) -> PyResult<Vec<Py<PyAny>>> {
+        let states = self.call(py, self.inner.limits())?;
+        states.into_iter().map(|s| limit_dict(py, s)).collect()
+    }
+
+    /// Live leases, all or those on one limit.
+    #[pyo3(signature = (limit=None))]
+    fn leases(&self, py: Python<'_>, limit: Option<&str>) -> PyResult<Vec<Py<PyAny>>> {
+        let states = self.call(py, self.inner.leases(limit))?;
+        states.into_iter().map(|s| lease_dict(py, s)).collect()
     }
 }
 
 /// Slots held until released; renewed in the background meanwhile.
-#[pyclass(frozen)]
+#[pyclass(frozen, module = "ratekeeper._native")]
 struct Lease {
     guard: std::sync::Mutex<Option<LeaseGuard>>,
     client: RustClient,
@@ -370,14 +522,18 @@ impl Lease {
             .map_or(0.0, |g| g.waited().as_secs_f64())
     }
 
-    /// Like `release`, as an awaitable for asyncio.
-    fn release_async<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+    /// Like `release`, for asyncio (see `Client.acquire_async`).
+    fn release_async(&self, mailbox: &Mailbox) -> Pending {
         let guard = self.lock().take();
-        pyo3_async_runtimes::tokio::future_into_py(py, async move {
+        let release = async move {
             match guard {
-                Some(guard) => guard.release().await.map_err(to_py),
+                Some(guard) => guard.release().await,
                 None => Ok(()),
             }
+        };
+        mailbox.spawn(self.client.runtime(), release, |py, released| {
+            released.map_err(|e| to_py(py, e))?;
+            Ok(py.None())
         })
     }
 
@@ -388,7 +544,7 @@ impl Lease {
             return Ok(());
         };
         py.detach(|| self.client.block_on(guard.release()))
-            .map_err(to_py)
+            .map_err(|e| to_py(py, e))
     }
 }
 
@@ -407,14 +563,35 @@ impl Lease {
     }
 }
 
+impl Drop for Lease {
+    /// A lease dropped unreleased (its future was cancelled after the
+    /// grant, say) is released in the background rather than by a blocking
+    /// call on whichever Python thread drops it.
+    fn drop(&mut self) {
+        let guard = self
+            .guard
+            .get_mut()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .take();
+        if let Some(guard) = guard {
+            let _inside = self.client.runtime().enter();
+            drop(guard);
+        }
+    }
+}
+
 /// The native module.
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Client>()?;
     m.add_class::<Lease>()?;
+    m.add_class::<Mailbox>()?;
+    m.add_class::<Pending>()?;
     m.add_class::<local::RateLimiter>()?;
     m.add_class::<local::ConcurrencyLimiter>()?;
     m.add_class::<local::Permit>()?;
     m.add_function(wrap_pyfunction!(register_errors, m)?)?;
+    m.add_function(wrap_pyfunction!(after_fork, m)?)?;
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

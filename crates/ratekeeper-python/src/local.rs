@@ -1,49 +1,84 @@
 //! Local limiters: the engine in this process, for single-process code
 //! that would otherwise hand-roll a token bucket or a semaphore. Exact:
 //! the rate is kept by the same engine and timer as everything else.
+//!
+//! Arguments are checked, in the caller's words, by the Python classes
+//! (`ratekeeper/local.py`, `ratekeeper/aiolimiter.py`) that wrap these.
 
 use std::future::IntoFuture;
-use std::sync::Mutex;
+use std::sync::atomic::Ordering;
+use std::sync::{Mutex, OnceLock};
 
 use pyo3::prelude::*;
 use ratekeeper_core::{AcquireError, LimitSpec};
 use ratekeeper_driver::{Limiter, SlotGuard};
+use tokio::runtime::Runtime;
 
-use crate::{error, seconds, wait_interruptibly};
+use crate::bridge::{Mailbox, Pending};
+use crate::{FORKS, error, invalid, seconds, wait_interruptibly};
 
-/// The runtime that runs the local limiters' blocking waits (and every
-/// asyncio wait).
-fn runtime() -> &'static tokio::runtime::Runtime {
-    pyo3_async_runtimes::tokio::get_runtime()
+/// The runtime that runs the local limiters' waits: made again in a forked
+/// child, where the parent's has no threads (the old one is leaked: it
+/// cannot be shut down from there).
+fn runtime() -> &'static Runtime {
+    static RUNTIME: OnceLock<Mutex<(u64, &'static Runtime)>> = OnceLock::new();
+    let make = || -> &'static Runtime {
+        Box::leak(Box::new(
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .thread_name("ratekeeper-local")
+                .enable_all()
+                .build()
+                .expect("the local limiters' runtime starts"),
+        ))
+    };
+    let forks = FORKS.load(Ordering::SeqCst);
+    let cell = RUNTIME.get_or_init(|| Mutex::new((forks, make())));
+    let mut current = cell.lock().unwrap_or_else(|p| p.into_inner());
+    if current.0 != forks {
+        *current = (forks, make());
+    }
+    current.1
 }
 
 /// The one limit of a local limiter.
 const NAME: &str = "local";
 
-fn to_py(err: AcquireError) -> PyErr {
-    let class = match err {
-        AcquireError::TimedOut => "AcquireTimeout",
-        AcquireError::WouldBlock => "WouldBlock",
-        _ => "InvalidRequest",
-    };
-    error(class, err.to_string())
+fn to_py(py: Python<'_>, err: AcquireError) -> PyErr {
+    let code = err.code();
+    match err {
+        AcquireError::TimedOut | AcquireError::WouldBlock => {
+            error(py, code, err.to_string(), code, None)
+        }
+        AcquireError::OccupyExceedsSlots { occupy, slots, .. } => invalid(
+            py,
+            "occupy",
+            format!(
+                "occupy {occupy} is more than this limiter admits at once ({slots}); \
+                 it could never be admitted"
+            ),
+        ),
+        AcquireError::InvalidOccupy => invalid(py, "occupy", "occupy must be at least 1".into()),
+        other => invalid(py, "occupy", other.to_string()),
+    }
 }
 
-fn limiter(spec: LimitSpec) -> PyResult<Limiter> {
+fn limiter(py: Python<'_>, spec: LimitSpec) -> PyResult<Limiter> {
     let limiter = Limiter::new();
     limiter
         .create(spec)
-        .map_err(|e| error("InvalidRequest", e.to_string()))?;
+        .map_err(|e| invalid(py, e.field().unwrap_or("slots"), e.to_string()))?;
     Ok(limiter)
 }
 
-/// Whether `weight` more slots fit now, with nobody waiting ahead.
-fn has_capacity(limiter: &Limiter, weight: u64) -> bool {
+/// Whether `occupy` more slots fit now, with nobody waiting ahead.
+fn has_capacity(limiter: &Limiter, occupy: u64) -> bool {
     let view = limiter.limit(NAME).expect("the local limit exists");
-    view.waiting == 0 && view.held as f64 + view.decaying + weight as f64 <= view.slots as f64
+    view.waiting == 0 && view.held as f64 + view.decaying + occupy as f64 <= view.slots as f64
 }
 
-/// At most `rate` admissions per `period` seconds, with bursts of `burst`.
+/// At most `slots` admissions at once, decaying at `per_second`: a bucket
+/// of `slots` that drains at `per_second`.
 #[pyclass(frozen, module = "ratekeeper._native")]
 pub struct RateLimiter {
     limiter: Limiter,
@@ -52,69 +87,63 @@ pub struct RateLimiter {
 #[pymethods]
 impl RateLimiter {
     #[new]
-    #[pyo3(signature = (rate, period=1.0, burst=1))]
-    fn new(rate: f64, period: f64, burst: u64) -> PyResult<Self> {
-        if !(period.is_finite() && period > 0.0) {
-            return Err(error(
-                "InvalidRequest",
-                format!("period must be a positive number of seconds, not {period}"),
-            ));
-        }
+    fn new(py: Python<'_>, slots: u64, per_second: f64) -> PyResult<Self> {
         Ok(RateLimiter {
-            limiter: limiter(LimitSpec::rate(NAME, rate / period, burst))?,
+            limiter: limiter(py, LimitSpec::rate(NAME, per_second, slots))?,
         })
     }
 
-    /// Waits (without the GIL) until `weight` more admissions are allowed;
+    /// Waits (without the GIL) until `occupy` more admissions are allowed;
     /// returns the seconds waited.
-    #[pyo3(signature = (weight=1, timeout=None))]
-    fn acquire(&self, py: Python<'_>, weight: u64, timeout: Option<f64>) -> PyResult<f64> {
-        let timeout = seconds("timeout", timeout)?;
+    #[pyo3(signature = (occupy=1, timeout_seconds=None))]
+    fn acquire(&self, py: Python<'_>, occupy: u64, timeout_seconds: Option<f64>) -> PyResult<f64> {
+        let timeout = seconds(py, "timeout_seconds", timeout_seconds)?;
         let request = self
             .limiter
             .rate_limit(NAME)
-            .occupy(weight)
+            .occupy(occupy)
             .timeout(timeout);
-        wait_interruptibly(py, runtime(), request.into_future())?
+        let instead = "await limiter.acquire_async(...)` or `async with limiter";
+        wait_interruptibly(py, runtime(), instead, request.into_future())?
             .map(|admitted| admitted.waited.as_secs_f64())
-            .map_err(to_py)
+            .map_err(|e| to_py(py, e))
     }
 
-    /// Like `acquire`, as an awaitable for asyncio.
-    #[pyo3(signature = (weight=1, timeout=None))]
-    fn acquire_async<'py>(
+    /// Like `acquire`, for asyncio (see `Client.acquire_async`).
+    #[pyo3(signature = (mailbox, occupy=1, timeout_seconds=None))]
+    fn acquire_async(
         &self,
-        py: Python<'py>,
-        weight: u64,
-        timeout: Option<f64>,
-    ) -> PyResult<Bound<'py, PyAny>> {
-        let timeout = seconds("timeout", timeout)?;
+        py: Python<'_>,
+        mailbox: &Mailbox,
+        occupy: u64,
+        timeout_seconds: Option<f64>,
+    ) -> PyResult<Pending> {
+        let timeout = seconds(py, "timeout_seconds", timeout_seconds)?;
         let limiter = self.limiter.clone();
-        pyo3_async_runtimes::tokio::future_into_py(py, async move {
-            limiter
-                .rate_limit(NAME)
-                .occupy(weight)
-                .timeout(timeout)
-                .await
-                .map(|a| a.waited.as_secs_f64())
-                .map_err(to_py)
-        })
+        let wait = async move {
+            let request = limiter.rate_limit(NAME).occupy(occupy).timeout(timeout);
+            request.await.map(|admitted| admitted.waited.as_secs_f64())
+        };
+        Ok(mailbox.spawn(runtime().handle(), wait, |py, waited| {
+            let waited = waited.map_err(|e| to_py(py, e))?;
+            Ok(waited.into_pyobject(py)?.into_any().unbind())
+        }))
     }
 
-    /// Takes `weight` admissions if allowed now; never waits.
-    #[pyo3(signature = (weight=1))]
-    fn try_acquire(&self, weight: u64) -> PyResult<bool> {
-        match self.limiter.rate_limit(NAME).occupy(weight).try_acquire() {
+    /// Takes `occupy` admissions if allowed now; never waits.
+    #[pyo3(signature = (occupy=1))]
+    fn try_acquire(&self, py: Python<'_>, occupy: u64) -> PyResult<bool> {
+        match self.limiter.rate_limit(NAME).occupy(occupy).try_acquire() {
             Ok(_) => Ok(true),
             Err(AcquireError::WouldBlock) => Ok(false),
-            Err(err) => Err(to_py(err)),
+            Err(err) => Err(to_py(py, err)),
         }
     }
 
-    /// Whether `weight` admissions would be allowed now.
-    #[pyo3(signature = (weight=1))]
-    fn has_capacity(&self, weight: u64) -> bool {
-        has_capacity(&self.limiter, weight)
+    /// Whether `occupy` admissions would be allowed now.
+    #[pyo3(signature = (occupy=1))]
+    fn has_capacity(&self, occupy: u64) -> bool {
+        has_capacity(&self.limiter, occupy)
     }
 }
 
@@ -148,60 +177,66 @@ fn permit(guard: SlotGuard) -> Permit {
 #[pymethods]
 impl ConcurrencyLimiter {
     #[new]
-    fn new(slots: u64) -> PyResult<Self> {
+    fn new(py: Python<'_>, slots: u64) -> PyResult<Self> {
         Ok(ConcurrencyLimiter {
-            limiter: limiter(LimitSpec::concurrency(NAME, slots))?,
+            limiter: limiter(py, LimitSpec::concurrency(NAME, slots))?,
         })
     }
 
-    /// Waits (without the GIL) for `weight` slots.
-    #[pyo3(signature = (weight=1, timeout=None))]
-    fn acquire(&self, py: Python<'_>, weight: u64, timeout: Option<f64>) -> PyResult<Permit> {
-        let timeout = seconds("timeout", timeout)?;
+    /// Waits (without the GIL) for `occupy` slots.
+    #[pyo3(signature = (occupy=1, timeout_seconds=None))]
+    fn acquire(
+        &self,
+        py: Python<'_>,
+        occupy: u64,
+        timeout_seconds: Option<f64>,
+    ) -> PyResult<Permit> {
+        let timeout = seconds(py, "timeout_seconds", timeout_seconds)?;
         let request = self
             .limiter
             .concurrency(NAME)
-            .occupy(weight)
+            .occupy(occupy)
             .timeout(timeout);
-        wait_interruptibly(py, runtime(), request.into_future())?
+        let instead = "await limiter.acquire_async(...)` or `async with limiter";
+        wait_interruptibly(py, runtime(), instead, request.into_future())?
             .map(permit)
-            .map_err(to_py)
+            .map_err(|e| to_py(py, e))
     }
 
-    /// Like `acquire`, as an awaitable for asyncio.
-    #[pyo3(signature = (weight=1, timeout=None))]
-    fn acquire_async<'py>(
+    /// Like `acquire`, for asyncio (see `Client.acquire_async`).
+    #[pyo3(signature = (mailbox, occupy=1, timeout_seconds=None))]
+    fn acquire_async(
         &self,
-        py: Python<'py>,
-        weight: u64,
-        timeout: Option<f64>,
-    ) -> PyResult<Bound<'py, PyAny>> {
-        let timeout = seconds("timeout", timeout)?;
+        py: Python<'_>,
+        mailbox: &Mailbox,
+        occupy: u64,
+        timeout_seconds: Option<f64>,
+    ) -> PyResult<Pending> {
+        let timeout = seconds(py, "timeout_seconds", timeout_seconds)?;
         let limiter = self.limiter.clone();
-        pyo3_async_runtimes::tokio::future_into_py(py, async move {
-            limiter
-                .concurrency(NAME)
-                .occupy(weight)
-                .timeout(timeout)
-                .await
-                .map(permit)
-                .map_err(to_py)
-        })
+        let wait = async move {
+            let request = limiter.concurrency(NAME).occupy(occupy).timeout(timeout);
+            request.await
+        };
+        Ok(mailbox.spawn(runtime().handle(), wait, |py, granted| {
+            let guard = granted.map_err(|e| to_py(py, e))?;
+            Ok(Py::new(py, permit(guard))?.into_any())
+        }))
     }
 
-    /// Takes `weight` slots if free now; `None` otherwise. Never waits.
-    #[pyo3(signature = (weight=1))]
-    fn try_acquire(&self, weight: u64) -> PyResult<Option<Permit>> {
-        match self.limiter.concurrency(NAME).occupy(weight).try_acquire() {
+    /// Takes `occupy` slots if free now; `None` otherwise. Never waits.
+    #[pyo3(signature = (occupy=1))]
+    fn try_acquire(&self, py: Python<'_>, occupy: u64) -> PyResult<Option<Permit>> {
+        match self.limiter.concurrency(NAME).occupy(occupy).try_acquire() {
             Ok(guard) => Ok(Some(permit(guard))),
             Err(AcquireError::WouldBlock) => Ok(None),
-            Err(err) => Err(to_py(err)),
+            Err(err) => Err(to_py(py, err)),
         }
     }
 
-    /// Whether `weight` slots are free now.
-    #[pyo3(signature = (weight=1))]
-    fn has_capacity(&self, weight: u64) -> bool {
-        has_capacity(&self.limiter, weight)
+    /// Whether `occupy` slots are free now.
+    #[pyo3(signature = (occupy=1))]
+    fn has_capacity(&self, occupy: u64) -> bool {
+        has_capacity(&self.limiter, occupy)
     }
 }

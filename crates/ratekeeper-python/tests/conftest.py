@@ -52,11 +52,11 @@ def new_limit(rk, slots, decay=0.0):
 
 
 def held(rk, name):
-    return rk.limit(name)[1]
+    return rk.limit(name).held
 
 
 def waiting(rk, name):
-    return rk.limit(name)[3]
+    return rk.limit(name).waiting
 
 
 def eventually(condition, seconds=5.0):

@@ -31,10 +31,10 @@ def test_bursts_then_the_rate_over_a_period():
     assert not limiter.has_capacity()
     assert not limiter.try_acquire()
     assert time.monotonic() - started < 0.05
-    limiter.acquire(weight=2)  # 2 more at 20/s: 100 ms
+    limiter.acquire(occupy=2)  # 2 more at 20/s: 100 ms
     assert time.monotonic() - started >= 0.095
     with pytest.raises(AcquireTimeout):
-        limiter.acquire(weight=5, timeout=0.01)
+        limiter.acquire(occupy=5, timeout_seconds=0.01)
 
 
 def test_rate_limiter_in_asyncio_and_threads_together():
@@ -90,7 +90,7 @@ def test_concurrency_limiter_permits_and_async_with():
     assert permit is not None
     assert pool.try_acquire() is None
     with pytest.raises(AcquireTimeout):
-        pool.acquire(timeout=0.02)
+        pool.acquire(timeout_seconds=0.02)
     permit.release()
     permit.release()  # twice is harmless
     assert pool.has_capacity(2)
@@ -103,6 +103,6 @@ def test_concurrency_limiter_permits_and_async_with():
 
     asyncio.run(main())
     with pytest.raises(InvalidRequest):
-        pool.acquire(weight=3)
+        pool.acquire(occupy=3)
     with pytest.raises(InvalidRequest):
         RateLimiter(10, period=0)

@@ -106,7 +106,7 @@ def test_a_signal_interrupts_a_blocked_wait_and_leaves_the_queue(rk, kind):
     else:
         local = ratekeeper.ConcurrencyLimiter(1)
         holding = local.acquire()
-        wait = lambda: local.acquire(timeout=3)  # noqa: E731
+        wait = lambda: local.acquire(timeout_seconds=3)  # noqa: E731
 
     def interrupt(signum, frame):
         raise Interrupted

@@ -8,7 +8,6 @@ use axum::extract::rejection::JsonRejection;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use ratekeeper_backend::Error;
-use ratekeeper_core::LimitError;
 
 use crate::api::{ErrorBody, ErrorDetail};
 
@@ -75,24 +74,10 @@ fn status_of(code: &str) -> StatusCode {
     }
 }
 
-/// The field of a limit definition that a refusal is about.
-fn limit_field(err: &LimitError) -> Option<&'static str> {
-    match err {
-        LimitError::InvalidName(_) | LimitError::AlreadyExists { .. } => Some("name"),
-        LimitError::InvalidSlots { .. } => Some("slots"),
-        LimitError::InvalidDecay { .. } => Some("slot_decay_per_second"),
-        LimitError::DescriptionTooLong { .. } => Some("description"),
-        _ => None,
-    }
-}
-
 impl From<Error> for ApiError {
     fn from(err: Error) -> Self {
         let code = err.code();
-        let field = match &err {
-            Error::Limit(limit) => limit_field(limit),
-            _ => None,
-        };
+        let field = err.field();
         ApiError {
             status: status_of(code),
             code,

@@ -181,23 +181,7 @@ fn root_cause(err: &dyn std::error::Error) -> String {
 }
 
 fn path_of(name: &str) -> String {
-    format!("/v1/limits/{}", encoded(name))
-}
-
-/// A limit name as a URL path segment or query value. Names are validated
-/// by the server; anything outside the allowed characters is
-/// percent-encoded so that it reaches the server intact and is refused
-/// with a clear message.
-fn encoded(name: &str) -> String {
-    name.bytes()
-        .map(|byte| {
-            if byte.is_ascii_alphanumeric() || b"._-:".contains(&byte) {
-                char::from(byte).to_string()
-            } else {
-                format!("%{byte:02X}")
-            }
-        })
-        .collect()
+    format!("/v1/limits/{}", ratekeeper_client::encoded_name(name))
 }
 
 fn confirm(question: &str) -> Result<(), Failure> {
@@ -327,7 +311,7 @@ pub async fn leases(connection: Connection, limit: Option<String>) -> Result<(),
         connection,
     };
     let path = match &limit {
-        Some(name) => format!("/v1/leases?limit={}", encoded(name)),
+        Some(name) => format!("/v1/leases?limit={}", ratekeeper_client::encoded_name(name)),
         None => "/v1/leases".into(),
     };
     let leases: Vec<Lease> = api

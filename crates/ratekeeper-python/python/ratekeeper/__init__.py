@@ -1,16 +1,28 @@
 """ratekeeper: global concurrency limits and rate limits, shared by every
 thread, process and machine that asks.
 
+    import ratekeeper
     from ratekeeper import concurrency, rate_limit
 
+    rk = ratekeeper.client()
+    rk.ensure_limit("database", slots=3)                      # at most 3 at once
+    rk.ensure_limit("vendor-api", slots=5, slot_decay_per_second=5)  # 5 per second
+
     with concurrency("database", occupy=1, timeout_seconds=30):
-        ...                      # at most `slots` of these at once, everywhere
+        ...                      # at most 3 of these at once, everywhere
     rate_limit("vendor-api")     # blocks until this call's turn
 
 The server is found with ``configure(url=..., token=...)`` or the
 ``RATEKEEPER_URL`` / ``RATEKEEPER_TOKEN`` environment variables (default
 ``http://127.0.0.1:7171``); ``memory://`` keeps the limits in this process.
-Waiting never holds the GIL, and leases are renewed in the background.
+Waiting never holds the GIL, leases are renewed in the background, and the
+asyncio twins (``ratekeeper.asyncio``) never block the event loop.
+
+Drop-in modules for code written against other limiters:
+``ratekeeper.prefect`` (Prefect's global concurrency limits),
+``ratekeeper.aiolimiter`` (``AsyncLimiter``), ``ratekeeper.aiohttp``,
+``ratekeeper.httpx`` and ``ratekeeper.celery``. ``ratekeeper.admin`` manages
+limits.
 """
 
 from __future__ import annotations
@@ -20,45 +32,56 @@ import functools
 import inspect
 import os
 import threading
-from typing import Callable, Iterator, Optional, Sequence, TypeVar, Union
+from typing import Any, Callable, Iterator, Optional, TypeVar
 
 from . import _native
+from ._client import Client, Lease, LeaseInfo, Limit, Names, _holder, _names
 from .errors import (
     AcquireTimeout,
+    BlockingCallInEventLoop,
     InvalidRequest,
     LeaseLost,
     LimitDeleted,
+    LimitExists,
     LimitNotFound,
     RatekeeperError,
     Unauthorized,
     Unavailable,
     WouldBlock,
 )
-from .errors import ALL as _ALL_ERRORS
+from .errors import BY_CODE as _BY_CODE
 
-_native.register_errors([(cls.__name__, cls) for cls in _ALL_ERRORS])
+_native.register_errors(list(_BY_CODE.items()))
+# Threads do not survive fork: the native core makes its runtimes again in
+# a forked child, and `client()` makes a new client there.
+os.register_at_fork(after_in_child=_native.after_fork)
 
-from .local import ConcurrencyLimiter, RateLimiter  # noqa: E402  (needs the errors registered)
+from .local import ConcurrencyLimiter, RateLimiter  # noqa: E402
 
-Client = _native.Client
-Lease = _native.Lease
-Names = Union[str, Sequence[str]]
+#: The package's version.
+__version__: str = _native.__version__
+
 F = TypeVar("F", bound=Callable)
 
 __all__ = [
     "AcquireTimeout",
+    "BlockingCallInEventLoop",
     "Client",
     "ConcurrencyLimiter",
     "InvalidRequest",
     "Lease",
+    "LeaseInfo",
     "LeaseLost",
+    "Limit",
     "LimitDeleted",
+    "LimitExists",
     "LimitNotFound",
     "RateLimiter",
     "RatekeeperError",
     "Unauthorized",
     "Unavailable",
     "WouldBlock",
+    "__version__",
     "athrottled_map",
     "client",
     "concurrency",
@@ -91,15 +114,9 @@ def client() -> Client:
     global _client, _client_pid
     with _lock:
         if _client is None or _client_pid != os.getpid():
-            url = _settings["url"] or os.environ.get("RATEKEEPER_URL", "http://127.0.0.1:7171")
-            token = _settings["token"] or os.environ.get("RATEKEEPER_TOKEN")
-            _client = Client(url, token)
+            _client = Client(_settings["url"], _settings["token"])
             _client_pid = os.getpid()
         return _client
-
-
-def _names(names: Names) -> list:
-    return [names] if isinstance(names, str) else list(names)
 
 
 @contextlib.contextmanager
@@ -108,7 +125,7 @@ def concurrency(
     occupy: int = 1,
     timeout_seconds: Optional[float] = None,
     lease_seconds: float = 30.0,
-    holder: Optional[str] = None,
+    holder: Any = None,
     create_if_missing: bool = False,
 ) -> Iterator[Lease]:
     """Holds ``occupy`` slots on every named limit for the ``with`` block.
@@ -116,10 +133,10 @@ def concurrency(
     Waits for them first (at most ``timeout_seconds``: ``AcquireTimeout``;
     0 tries once: ``WouldBlock``). The lease is renewed in the background
     and released when the block ends. If it was lost meanwhile and the block
-    itself succeeded, ``LeaseLost`` is raised: its work ran unprotected."""
-    lease = client().acquire(
-        _names(names), occupy, timeout_seconds, lease_seconds, holder, create_if_missing
-    )
+    itself succeeded, ``LeaseLost`` is raised: its work ran unprotected.
+    On a thread running an event loop it raises ``BlockingCallInEventLoop``:
+    use ``ratekeeper.asyncio.concurrency`` there."""
+    lease = client().acquire(names, occupy, timeout_seconds, lease_seconds, holder, create_if_missing)
     try:
         yield lease
     except BaseException:
@@ -132,10 +149,10 @@ def concurrency(
 def rate_limit(names: Names, occupy: int = 1, timeout_seconds: Optional[float] = None) -> float:
     """Blocks until this call's turn on every named rate limit; returns the
     seconds it waited."""
-    return client().rate_limit(_names(names), occupy, timeout_seconds)
+    return client().rate_limit(names, occupy, timeout_seconds)
 
 
-def limit_concurrency(names: Names, **options) -> Callable[[F], F]:
+def limit_concurrency(names: Names, **options: Any) -> Callable[[F], F]:
     """Decorates a function so that every call holds slots, as
     ``concurrency(names, **options)`` does. Coroutine functions hold them
     with ``ratekeeper.asyncio.concurrency``, without blocking the loop."""

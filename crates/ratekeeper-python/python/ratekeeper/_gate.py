@@ -62,14 +62,14 @@ class Gate:
         held: List[Held] = []
         try:
             if self.local_slots:
-                held.append(self.local_slots.acquire(timeout=self.timeout))
+                held.append(self.local_slots.acquire(timeout_seconds=self.timeout))
             limit = self._route(self.limit, method, url)
             if limit:
                 held.append(
                     client().acquire(limit, self.occupy, self.timeout, self.lease_seconds, self.holder)
                 )
             if self.local_pace:
-                self.local_pace.acquire(timeout=self.timeout)
+                self.local_pace.acquire(timeout_seconds=self.timeout)
             rate = self._route(self.rate, method, url)
             if rate:
                 rate_limit(rate, self.occupy, self.timeout)
@@ -85,7 +85,7 @@ class Gate:
         held: List[Held] = []
         try:
             if self.local_slots:
-                held.append(await self.local_slots.acquire_async(timeout=self.timeout))
+                held.append(await self.local_slots.acquire_async(timeout_seconds=self.timeout))
             limit = self._route(self.limit, method, url)
             if limit:
                 held.append(
@@ -94,7 +94,7 @@ class Gate:
                     )
                 )
             if self.local_pace:
-                await self.local_pace.acquire_async(timeout=self.timeout)
+                await self.local_pace.acquire_async(timeout_seconds=self.timeout)
             rate = self._route(self.rate, method, url)
             if rate:
                 await rate_limit_async(rate, self.occupy, self.timeout)

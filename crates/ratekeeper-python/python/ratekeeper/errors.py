@@ -1,42 +1,85 @@
 """The exceptions ratekeeper raises. Each is a ``RatekeeperError`` and also
 the built-in exception it resembles, so existing ``except TimeoutError``
-handlers keep working."""
+handlers keep working.
+
+Every exception carries ``code``, the stable error code (the server's, such
+as ``"occupy_exceeds_slots"``), and ``field``, the request field at fault
+(``"slots"``, say) or ``None``. Which class a code raises is decided by one
+table, ``BY_CODE``, that the native core looks classes up in."""
+
+from typing import Dict, Optional, Type
 
 
 class RatekeeperError(Exception):
     """Any ratekeeper error."""
 
+    #: The stable error code.
+    code: str = "error"
+    #: The request field at fault, if any.
+    field: Optional[str] = None
+
 
 class AcquireTimeout(RatekeeperError, TimeoutError):
     """The wait for slots took longer than ``timeout_seconds``."""
+
+    code = "timeout"
 
 
 class WouldBlock(AcquireTimeout):
     """The limit is full and the call asked not to wait (``timeout_seconds=0``)."""
 
+    code = "would_block"
+
 
 class LimitNotFound(RatekeeperError, LookupError):
-    """A named limit does not exist (pass ``create_if_missing=True`` to create it inactive)."""
+    """A named limit does not exist (create it first, or pass ``create_if_missing=True``)."""
+
+    code = "limit_not_found"
 
 
 class LimitDeleted(RatekeeperError):
     """A limit was deleted while the call waited for it."""
 
+    code = "limit_deleted"
+
 
 class LeaseLost(RatekeeperError):
     """A lease expired or was revoked: its slots were no longer held."""
 
+    code = "lease_lost"
+
 
 class InvalidRequest(RatekeeperError, ValueError):
-    """The request can never be granted as asked: a bad name, more slots than the limit has, ..."""
+    """The request can never be granted as asked: a bad name, more slots
+    than the limit has, a negative timeout, ... ``field`` names the
+    argument at fault."""
+
+    code = "invalid"
+
+
+class LimitExists(InvalidRequest):
+    """A limit with that name exists already."""
+
+    code = "limit_exists"
 
 
 class Unauthorized(RatekeeperError, PermissionError):
     """The server wants a (different) token."""
 
+    code = "unauthorized"
+
 
 class Unavailable(RatekeeperError, ConnectionError):
     """The server cannot be reached, or cannot serve now."""
+
+    code = "unavailable"
+
+
+class BlockingCallInEventLoop(RatekeeperError, RuntimeError):
+    """A call that waits was made on a thread running an asyncio event
+    loop, where it would stall every task: await its async twin instead."""
+
+    code = "blocking_call_in_event_loop"
 
 
 ALL = [
@@ -47,6 +90,19 @@ ALL = [
     LimitDeleted,
     LeaseLost,
     InvalidRequest,
+    LimitExists,
     Unauthorized,
     Unavailable,
+    BlockingCallInEventLoop,
 ]
+
+#: The class each error code raises; codes not listed raise ``InvalidRequest``.
+BY_CODE: Dict[str, Type[RatekeeperError]] = {cls.code: cls for cls in ALL}
+
+
+def invalid(field: str, message: str) -> InvalidRequest:
+    """An ``InvalidRequest`` about argument ``field``, in the caller's words."""
+    err = InvalidRequest(message)
+    err.code = "invalid_argument"
+    err.field = field
+    return err

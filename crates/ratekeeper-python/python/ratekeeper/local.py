@@ -7,53 +7,85 @@ the GIL or blocks an event loop.
 
     limiter = RateLimiter(100)            # 100 per second
     with limiter: ...                     # or: async with limiter: ...
-    limiter.acquire(weight=5)             # a heavier call
+    limiter.acquire(occupy=5)             # a heavier call
     if limiter.try_acquire(): ...         # never waits
 
     pool = ConcurrencyLimiter(3)          # at most 3 at once
     with pool: ...                        # or: async with pool: ...
+
+For code written against aiolimiter, ``ratekeeper.aiolimiter.AsyncLimiter``
+keeps its signature and semantics.
 """
 
 from __future__ import annotations
 
 import contextvars
+import math
 from typing import Optional
 
-from . import _native
+from . import _aio, _native
+from .errors import invalid
 
 __all__ = ["ConcurrencyLimiter", "Permit", "RateLimiter"]
 
 Permit = _native.Permit
 
 
+def positive_number(name: str, value: object) -> float:
+    """``value`` as a positive finite float, or ``InvalidRequest`` naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise invalid(name, f"{name} must be a number, not {type(value).__name__}")
+    if not (math.isfinite(value) and value > 0):
+        raise invalid(name, f"{name} must be a positive finite number, not {value!r}")
+    return float(value)
+
+
+def whole_number(name: str, value: object, at_least: int = 1) -> int:
+    """``value`` as an int of at least ``at_least``, or ``InvalidRequest``."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise invalid(name, f"{name} must be a whole number, not {value!r}")
+    if value < at_least:
+        raise invalid(name, f"{name} must be at least {at_least}, not {value}")
+    return value
+
+
 class RateLimiter:
     """At most ``rate`` admissions per ``period`` seconds, with bursts of up
-    to ``burst``."""
+    to ``burst`` (a bucket of ``burst`` that drains at ``rate / period`` per
+    second)."""
 
     def __init__(self, rate: float, period: float = 1.0, burst: int = 1):
-        self._native = _native.RateLimiter(rate, period, burst)
+        rate = positive_number("rate", rate)
+        period = positive_number("period", period)
+        burst = whole_number("burst", burst)
+        self.rate, self.period, self.burst = rate, period, burst
+        self._native = _native.RateLimiter(burst, rate / period)
 
-    def acquire(self, weight: int = 1, timeout: Optional[float] = None) -> float:
-        """Waits until ``weight`` admissions are allowed; returns the seconds
-        waited. ``AcquireTimeout`` after ``timeout`` seconds."""
-        return self._native.acquire(weight, timeout)
+    def __repr__(self) -> str:
+        return f"RateLimiter(rate={self.rate:g}, period={self.period:g}, burst={self.burst})"
 
-    async def acquire_async(self, weight: int = 1, timeout: Optional[float] = None) -> float:
+    def acquire(self, occupy: int = 1, timeout_seconds: Optional[float] = None) -> float:
+        """Waits until ``occupy`` admissions are allowed; returns the seconds
+        waited. ``AcquireTimeout`` after ``timeout_seconds``."""
+        return self._native.acquire(occupy, timeout_seconds)
+
+    async def acquire_async(self, occupy: int = 1, timeout_seconds: Optional[float] = None) -> float:
         """``acquire`` for asyncio."""
         # Admitted at once is the common case: answer it without a trip
         # through ratekeeper's threads. `try_acquire` keeps first come, first
         # served: it admits nobody while others wait.
-        if self._native.try_acquire(weight):
+        if self._native.try_acquire(occupy):
             return 0.0
-        return await self._native.acquire_async(weight, timeout)
+        native = self._native
+        return await _aio.wait(lambda mailbox: native.acquire_async(mailbox, occupy, timeout_seconds))
 
-    def try_acquire(self, weight: int = 1) -> bool:
-        """Takes ``weight`` admissions if allowed now; never waits."""
-        return self._native.try_acquire(weight)
+    def try_acquire(self, occupy: int = 1) -> bool:
+        """Takes ``occupy`` admissions if allowed now; never waits."""
+        return self._native.try_acquire(occupy)
 
-    def has_capacity(self, weight: int = 1) -> bool:
-        """Whether ``weight`` admissions would be allowed now."""
-        return self._native.has_capacity(weight)
+    def has_capacity(self, occupy: int = 1) -> bool:
+        """Whether ``occupy`` admissions would be allowed now."""
+        return self._native.has_capacity(occupy)
 
     def __enter__(self) -> "RateLimiter":
         self.acquire()
@@ -74,6 +106,7 @@ class ConcurrencyLimiter:
     """At most ``slots`` holders at once."""
 
     def __init__(self, slots: int):
+        self.slots = whole_number("slots", slots)
         self._native = _native.ConcurrencyLimiter(slots)
         # The permits taken by `with`/`async with` blocks, innermost last,
         # per thread and per task.
@@ -81,24 +114,28 @@ class ConcurrencyLimiter:
             f"ratekeeper-permits-{id(self)}", default=()
         )
 
-    def acquire(self, weight: int = 1, timeout: Optional[float] = None) -> Permit:
-        """Waits for ``weight`` slots; call ``release()`` on the permit."""
-        return self._native.acquire(weight, timeout)
+    def __repr__(self) -> str:
+        return f"ConcurrencyLimiter(slots={self.slots})"
 
-    async def acquire_async(self, weight: int = 1, timeout: Optional[float] = None) -> Permit:
+    def acquire(self, occupy: int = 1, timeout_seconds: Optional[float] = None) -> Permit:
+        """Waits for ``occupy`` slots; call ``release()`` on the permit."""
+        return self._native.acquire(occupy, timeout_seconds)
+
+    async def acquire_async(self, occupy: int = 1, timeout_seconds: Optional[float] = None) -> Permit:
         """``acquire`` for asyncio."""
-        permit = self._native.try_acquire(weight)  # see RateLimiter.acquire_async
+        permit = self._native.try_acquire(occupy)  # see RateLimiter.acquire_async
         if permit is not None:
             return permit
-        return await self._native.acquire_async(weight, timeout)
+        native = self._native
+        return await _aio.wait(lambda mailbox: native.acquire_async(mailbox, occupy, timeout_seconds))
 
-    def try_acquire(self, weight: int = 1) -> Optional[Permit]:
-        """Takes ``weight`` slots if free now, else returns ``None``."""
-        return self._native.try_acquire(weight)
+    def try_acquire(self, occupy: int = 1) -> Optional[Permit]:
+        """Takes ``occupy`` slots if free now, else returns ``None``."""
+        return self._native.try_acquire(occupy)
 
-    def has_capacity(self, weight: int = 1) -> bool:
-        """Whether ``weight`` slots are free now."""
-        return self._native.has_capacity(weight)
+    def has_capacity(self, occupy: int = 1) -> bool:
+        """Whether ``occupy`` slots are free now."""
+        return self._native.has_capacity(occupy)
 
     def _push(self, permit: Permit) -> None:
         self._held.set(self._held.get() + (permit,))

@@ -1,0 +1,264 @@
+"""``Client``, ``Lease`` and the typed views of limits and leases."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Any, List, Optional, Sequence, Union
+
+from . import _aio, _native
+from .errors import invalid
+
+#: One limit name or several.
+Names = Union[str, Sequence[str]]
+
+#: Where the module-level functions look when nothing is configured.
+DEFAULT_URL = "http://127.0.0.1:7171"
+
+_UNSET: Any = object()
+
+
+def _names(names: Names) -> List[str]:
+    if isinstance(names, str):
+        return [names]
+    names = list(names)
+    for name in names:
+        if not isinstance(name, str):
+            raise invalid("names", f"limit names must be strings, not {type(name).__name__}")
+    return names
+
+
+def _holder(holder: Any) -> Optional[str]:
+    """A holder label from a string, or from Prefect's holder shape (a dict
+    or object with ``type`` and ``id``), or anything else by ``str()``."""
+    if holder is None or isinstance(holder, str):
+        return holder
+    if isinstance(holder, dict) and "id" in holder:
+        return f"{holder.get('type', 'holder')}:{holder['id']}"
+    if hasattr(holder, "id"):
+        return f"{getattr(holder, 'type', 'holder')}:{holder.id}"
+    return str(holder)
+
+
+@dataclasses.dataclass(frozen=True)
+class Limit:
+    """A limit's definition and current state."""
+
+    name: str
+    slots: int
+    slot_decay_per_second: float
+    active: bool
+    description: Optional[str]
+    #: Slots held by leases now.
+    held: int
+    #: Rate-mode slots not yet decayed.
+    decaying: float
+    #: Requests queued now.
+    waiting: int
+
+    @property
+    def is_rate_limit(self) -> bool:
+        """Whether its slots decay (a rate limit)."""
+        return self.slot_decay_per_second > 0
+
+
+@dataclasses.dataclass(frozen=True)
+class LeaseInfo:
+    """A live lease, as listed by ``Client.leases``."""
+
+    id: str
+    limits: List[str]
+    occupy: int
+    holder: Optional[str]
+    #: When it was granted (Unix seconds).
+    granted_at: float
+    #: When it expires unless renewed (Unix seconds).
+    expires_at: float
+    lease_seconds: float
+
+
+class Lease:
+    """Slots held until released; renewed in the background meanwhile."""
+
+    __slots__ = ("_native",)
+
+    def __init__(self, native: Any):
+        self._native = native
+
+    @property
+    def id(self) -> Optional[str]:
+        """The lease's id (``None`` once released)."""
+        return self._native.id
+
+    @property
+    def lost(self) -> bool:
+        """Whether the lease was lost: expired unrenewed, or revoked."""
+        return self._native.lost
+
+    @property
+    def waited(self) -> float:
+        """Seconds the acquire waited for its turn."""
+        return self._native.waited
+
+    def release(self) -> None:
+        """Releases the slots; raises ``LeaseLost`` if they were lost
+        meanwhile. Releasing twice does nothing."""
+        self._native.release()
+
+    async def release_async(self) -> None:
+        """``release`` for asyncio."""
+        await _aio.wait(self._native.release_async)
+
+    def __repr__(self) -> str:
+        return f"<ratekeeper.Lease id={self.id!r} lost={self.lost}>"
+
+
+class Client:
+    """A connection to ratekeeper: ``http://host:port``, ``https://...`` or
+    ``memory://`` (an engine in this process; ``memory://NAME`` for a
+    separate one). ``url`` defaults to ``RATEKEEPER_URL``, ``token`` to
+    ``RATEKEEPER_TOKEN``.
+
+    Waiting (``acquire``, ``rate_limit``) never holds the GIL; the
+    ``*_async`` twins never block the event loop. Admin calls
+    (``create_limit``, ``limits``, ...) are short blocking calls."""
+
+    def __init__(self, url: Optional[str] = None, token: Optional[str] = None):
+        self.url = url or os.environ.get("RATEKEEPER_URL") or DEFAULT_URL
+        token = token if token is not None else os.environ.get("RATEKEEPER_TOKEN")
+        self._native = _native.Client(self.url, token)
+
+    def __repr__(self) -> str:
+        return f"<ratekeeper.Client {self.url}>"
+
+    # -- waiting -----------------------------------------------------------
+
+    def acquire(
+        self,
+        names: Names,
+        occupy: int = 1,
+        timeout_seconds: Optional[float] = None,
+        lease_seconds: float = 30.0,
+        holder: Any = None,
+        create_if_missing: bool = False,
+    ) -> Lease:
+        """Waits for ``occupy`` slots on every named limit at once and
+        returns the lease holding them; ``release()`` it when done."""
+        return Lease(
+            self._native.acquire(
+                _names(names), occupy, timeout_seconds, lease_seconds, _holder(holder), create_if_missing
+            )
+        )
+
+    async def acquire_async(
+        self,
+        names: Names,
+        occupy: int = 1,
+        timeout_seconds: Optional[float] = None,
+        lease_seconds: float = 30.0,
+        holder: Any = None,
+        create_if_missing: bool = False,
+    ) -> Lease:
+        """``acquire`` for asyncio. Cancelling the awaiting task withdraws
+        the request from the queue."""
+        native, names, holder = self._native, _names(names), _holder(holder)
+        lease = await _aio.wait(
+            lambda mailbox: native.acquire_async(
+                mailbox, names, occupy, timeout_seconds, lease_seconds, holder, create_if_missing
+            )
+        )
+        return Lease(lease)
+
+    def rate_limit(self, names: Names, occupy: int = 1, timeout_seconds: Optional[float] = None) -> float:
+        """Waits for this call's turn on every named rate limit; returns the
+        seconds waited."""
+        return self._native.rate_limit(_names(names), occupy, timeout_seconds)
+
+    async def rate_limit_async(
+        self, names: Names, occupy: int = 1, timeout_seconds: Optional[float] = None
+    ) -> float:
+        """``rate_limit`` for asyncio."""
+        native, names = self._native, _names(names)
+        return await _aio.wait(lambda mailbox: native.rate_limit_async(mailbox, names, occupy, timeout_seconds))
+
+    # -- admin ---------------------------------------------------------------
+
+    def create_limit(
+        self,
+        name: str,
+        slots: int,
+        slot_decay_per_second: float = 0.0,
+        active: bool = True,
+        description: Optional[str] = None,
+    ) -> Limit:
+        """Creates a limit: at most ``slots`` at once, or, with
+        ``slot_decay_per_second``, a rate limit (``slots`` is then the
+        burst). ``LimitExists`` if the name is taken."""
+        return Limit(**self._native.create_limit(name, slots, slot_decay_per_second, active, description))
+
+    def ensure_limit(
+        self,
+        name: str,
+        slots: int,
+        slot_decay_per_second: float = 0.0,
+        active: bool = True,
+        description: Optional[str] = None,
+    ) -> Limit:
+        """Creates the limit unless it exists; returns it either way (an
+        existing limit is left as it is)."""
+        from .errors import LimitExists
+
+        try:
+            return self.create_limit(name, slots, slot_decay_per_second, active, description)
+        except LimitExists:
+            return self.limit(name)
+
+    def limit(self, name: str) -> Limit:
+        """A limit's definition and current state; ``LimitNotFound`` if none."""
+        return Limit(**self._native.limit(name))
+
+    get_limit = limit
+
+    def limits(self) -> List[Limit]:
+        """Every limit, ordered by name."""
+        return [Limit(**state) for state in self._native.limits()]
+
+    def update_limit(
+        self,
+        name: str,
+        *,
+        slots: Optional[int] = None,
+        slot_decay_per_second: Optional[float] = None,
+        active: Optional[bool] = None,
+        description: Optional[str] = _UNSET,
+    ) -> Limit:
+        """Changes any of a limit's fields (``description=None`` clears
+        it); the rest stay as they are. Raising slots or deactivating wakes
+        waiters at once."""
+        if description is _UNSET:
+            description_arg = None
+        else:
+            description_arg = description or ""
+        return Limit(
+            **self._native.update_limit(name, slots, slot_decay_per_second, active, description_arg)
+        )
+
+    def enable_limit(self, name: str) -> Limit:
+        """Makes a limit enforce again."""
+        return self.update_limit(name, active=True)
+
+    def disable_limit(self, name: str) -> Limit:
+        """Stops a limit from enforcing: everything is admitted at once."""
+        return self.update_limit(name, active=False)
+
+    def reset_limit(self, name: str) -> Limit:
+        """Revokes every lease on a limit and clears its decaying slots."""
+        return Limit(**self._native.reset_limit(name))
+
+    def delete_limit(self, name: str) -> None:
+        """Deletes a limit; requests waiting for it fail with ``LimitDeleted``."""
+        self._native.delete_limit(name)
+
+    def leases(self, limit: Optional[str] = None) -> List[LeaseInfo]:
+        """Live leases: all of them, or those on ``limit``."""
+        return [LeaseInfo(**lease) for lease in self._native.leases(limit)]
