@@ -537,6 +537,14 @@ impl Lease {
         })
     }
 
+    /// Releases the slots in the background, without waiting for the
+    /// server's answer (nor reporting a lost lease): for code that cannot
+    /// wait, such as a callback.
+    fn release_nowait(&self) {
+        let guard = self.lock().take();
+        self.release_in_background(guard);
+    }
+
     /// Releases the slots; raises `LeaseLost` if they were lost meanwhile.
     /// Releasing twice does nothing.
     fn release(&self, py: Python<'_>) -> PyResult<()> {
@@ -563,20 +571,24 @@ impl Lease {
     }
 }
 
+impl Lease {
+    /// Drops `guard` inside the client's runtime, where a guard's drop
+    /// releases its lease in the background.
+    fn release_in_background(&self, guard: Option<LeaseGuard>) {
+        if let Some(guard) = guard {
+            let _inside = self.client.runtime().enter();
+            drop(guard);
+        }
+    }
+}
+
 impl Drop for Lease {
     /// A lease dropped unreleased (its future was cancelled after the
     /// grant, say) is released in the background rather than by a blocking
     /// call on whichever Python thread drops it.
     fn drop(&mut self) {
-        let guard = self
-            .guard
-            .get_mut()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .take();
-        if let Some(guard) = guard {
-            let _inside = self.client.runtime().enter();
-            drop(guard);
-        }
+        let guard = self.lock().take();
+        self.release_in_background(guard);
     }
 }
 

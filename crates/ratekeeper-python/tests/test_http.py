@@ -11,8 +11,8 @@ import httpx
 import pytest
 
 import ratekeeper
-from conftest import held, new_limit
-from ratekeeper.aiohttp import LimitedSession
+from conftest import eventually, held, new_limit
+from ratekeeper.aiohttp import LimitedSession, middleware
 from ratekeeper.httpx import AsyncLimitedTransport, LimitedTransport
 
 
@@ -129,6 +129,7 @@ def test_aiohttp_session_in_both_forms(rk, upstream):
 
     async def main():
         async with LimitedSession(limit=name) as session:
+            assert isinstance(session, aiohttp.ClientSession)
 
             async def with_block(i):
                 async with session.get(f"{upstream.url}/{i}") as response:
@@ -136,28 +137,58 @@ def test_aiohttp_session_in_both_forms(rk, upstream):
 
             async def awaited(i):
                 response = await session.get(f"{upstream.url}/{i}")
-                return await response.text()  # the body was read already
+                return await response.text()  # read to the end: the slots go back
 
             texts = await asyncio.gather(*(with_block(i) for i in range(5)), *(awaited(i) for i in range(5, 10)))
-            assert held(rk, name) == 0
+            assert eventually(lambda: held(rk, name) == 0)
             async with session.get(f"{upstream.url}/x"):
                 assert held(rk, name) == 1
             return texts
 
     assert asyncio.run(main()) == [f"/{i}" for i in range(10)]
     assert upstream.most == 2
-    assert held(rk, name) == 0
+    assert eventually(lambda: held(rk, name) == 0)
 
 
-def test_aiohttp_wraps_an_existing_session_and_leaves_it_open(rk, upstream):
+def test_an_unread_response_holds_its_slot_until_released(rk, upstream):
     name = new_limit(rk, 1)
 
     async def main():
-        async with aiohttp.ClientSession() as plain:
-            limited = LimitedSession(plain, limit=name)
-            response = await limited.get(upstream.url)
-            await limited.close()
-            assert not plain.closed
-            return response.status
+        async with LimitedSession(limit=name) as session:
+            response = await session.get(upstream.url)
+            assert held(rk, name) == 1
+            response.release()
+            assert eventually(lambda: held(rk, name) == 0)
 
-    assert asyncio.run(main()) == 200
+    asyncio.run(main())
+
+
+def test_the_middleware_limits_a_session_you_make_yourself(rk, upstream):
+    name = new_limit(rk, 1)
+
+    async def main():
+        async with aiohttp.ClientSession(middlewares=[middleware(limit=name)]) as session:
+            texts = await asyncio.gather(*(fetch(session, f"{upstream.url}/{i}") for i in range(4)))
+        return texts
+
+    async def fetch(session, url):
+        async with session.get(url) as response:
+            return await response.text()
+
+    assert asyncio.run(main()) == [f"/{i}" for i in range(4)]
+    assert upstream.most == 1
+
+
+def test_a_throttled_client_session_ports_by_one_line(upstream):
+    # The usual hand-made ThrottledClientSession(rate_limit=N) becomes
+    # LimitedSession(per_second=N, ...), here with a limit per host.
+    async def main():
+        started = time.monotonic()
+        async with LimitedSession(per_second=50, max_in_flight=2) as session:
+            for i in range(10):
+                async with session.get(f"{upstream.url}/{i}") as response:
+                    assert response.status == 200
+        return time.monotonic() - started
+
+    assert asyncio.run(main()) >= 9 / 50 * 0.95
+    assert upstream.most <= 2

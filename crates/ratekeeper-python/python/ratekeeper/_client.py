@@ -109,6 +109,11 @@ class Lease:
         """``release`` for asyncio."""
         await _aio.wait(self._native.release_async)
 
+    def release_nowait(self) -> None:
+        """Releases the slots in the background, without waiting for the
+        server (nor reporting a lost lease): for callbacks that cannot wait."""
+        self._native.release_nowait()
+
     def __repr__(self) -> str:
         return f"<ratekeeper.Lease id={self.id!r} lost={self.lost}>"
 

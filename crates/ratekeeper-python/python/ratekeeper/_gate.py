@@ -108,6 +108,16 @@ class Gate:
         for item in reversed(held):
             _release(item.release)
 
+    @staticmethod
+    def exit_nowait(held: List[Held]) -> None:
+        """``exit`` for code that cannot wait: leases are released in the
+        background."""
+        for item in reversed(held):
+            if isinstance(item, Lease):
+                item.release_nowait()
+            else:
+                item.release()
+
     async def exit_async(self, held: List[Held]) -> None:
         """``exit`` for asyncio."""
         for item in reversed(held):

@@ -1,118 +1,110 @@
-"""An aiohttp session whose every request goes through limits.
+"""aiohttp sessions whose every request goes through limits.
 
     from ratekeeper.aiohttp import LimitedSession
 
-    async with LimitedSession(limit="vendor-api", rate="vendor-rate") as session:
+    # was: session = ThrottledClientSession(rate_limit=15)
+    async with LimitedSession(per_second=15, max_in_flight=4) as session:
         async with session.get("https://api.example.com/items") as response:
             items = await response.json()
-        response = await session.get(url)     # body read, slots given back
 
-The keyword options are the limits (see ``ratekeeper._gate.Gate``):
-``limit`` and ``rate`` name global limits, or are functions of ``(method,
-url)`` returning names; ``max_in_flight`` and ``per_second`` are limits local
-to this session; ``occupy``, ``timeout_seconds``, ``lease_seconds`` and
-``holder`` are as for ``ratekeeper.concurrency``. In ``async with``, a
-request holds its slots until the block ends; awaited directly, until its
-body has been read. Wrap an existing ``aiohttp.ClientSession`` with
-``session=``, or let the wrapper create (and close) its own.
+``LimitedSession(...)`` *is* an ``aiohttp.ClientSession`` (made with a
+client middleware, aiohttp 3.12 or later), so code and libraries that take a
+session use it unchanged. Its keyword options are the limits, and every
+other argument goes to ``ClientSession``:
+
+- ``limit`` / ``rate``: global concurrency / rate limit names, or a function
+  of ``(method, url)`` returning them (a limit per host, say);
+- ``max_in_flight`` / ``per_second``: limits local to this session;
+- ``occupy``, ``timeout_seconds``, ``lease_seconds``, ``holder``: as for
+  ``ratekeeper.concurrency``.
+
+A request holds its slots until its response is done with: its body read
+(``read``, ``text``, ``json``), or the response released or closed (the end
+of ``async with``); a body streamed from ``response.content`` holds them
+until the response is released.
+To limit a session you make yourself, add ``middleware(...)`` to its
+``middlewares``.
 """
 
 from __future__ import annotations
 
-from typing import Any, List, Optional
+from typing import Any, Callable, List
 
 import aiohttp
 
 from ._gate import Gate, Held
 
-__all__ = ["LimitedSession"]
+__all__ = ["LimitedSession", "middleware"]
+
+_LIMIT_OPTIONS = (
+    "limit",
+    "rate",
+    "occupy",
+    "timeout_seconds",
+    "lease_seconds",
+    "holder",
+    "max_in_flight",
+    "per_second",
+)
 
 
-class LimitedSession:
-    """Sends requests through an ``aiohttp.ClientSession`` once the limits
-    let them in. Create it inside a coroutine, as a ``ClientSession``."""
+def middleware(**limits: Any) -> Callable:
+    """An aiohttp client middleware that puts each request through
+    ``limits`` (the options above)."""
+    if not hasattr(aiohttp, "ClientHandlerType"):
+        raise RuntimeError(
+            f"ratekeeper.aiohttp needs aiohttp 3.12 or later (client middlewares); this is {aiohttp.__version__}"
+        )
+    gate = Gate(**limits)
 
-    def __init__(self, session: Optional[aiohttp.ClientSession] = None, **limits: Any):
-        self._owns_session = session is None
-        self.session = session or aiohttp.ClientSession()
-        self._gate = Gate(**limits)
-
-    def request(self, method: str, url: Any, **kwargs: Any) -> "LimitedRequest":
-        """A request to ``await`` or to use with ``async with``; ``kwargs``
-        are those of ``aiohttp.ClientSession.request``."""
-        return LimitedRequest(self, method, url, kwargs)
-
-    def get(self, url: Any, **kwargs: Any) -> "LimitedRequest":
-        return self.request("GET", url, **kwargs)
-
-    def post(self, url: Any, **kwargs: Any) -> "LimitedRequest":
-        return self.request("POST", url, **kwargs)
-
-    def put(self, url: Any, **kwargs: Any) -> "LimitedRequest":
-        return self.request("PUT", url, **kwargs)
-
-    def patch(self, url: Any, **kwargs: Any) -> "LimitedRequest":
-        return self.request("PATCH", url, **kwargs)
-
-    def delete(self, url: Any, **kwargs: Any) -> "LimitedRequest":
-        return self.request("DELETE", url, **kwargs)
-
-    def head(self, url: Any, **kwargs: Any) -> "LimitedRequest":
-        return self.request("HEAD", url, **kwargs)
-
-    async def close(self) -> None:
-        """Closes the session if this wrapper created it."""
-        if self._owns_session:
-            await self.session.close()
-
-    async def __aenter__(self) -> "LimitedSession":
-        return self
-
-    async def __aexit__(self, *exc: Any) -> None:
-        await self.close()
-
-
-class LimitedRequest:
-    """One request of a ``LimitedSession``: ``await`` it for a response
-    whose body is already read, or ``async with`` it to read it yourself."""
-
-    def __init__(self, owner: LimitedSession, method: str, url: Any, kwargs: dict):
-        self._owner, self._method, self._url, self._kwargs = owner, method, url, kwargs
-        self._held: List[Held] = []
-        self._response: Optional[aiohttp.ClientResponse] = None
-
-    async def _send(self) -> aiohttp.ClientResponse:
-        gate = self._owner._gate
-        self._held = await gate.enter_async(self._method, str(self._url))
+    async def limits_middleware(request: aiohttp.ClientRequest, handler: Any) -> aiohttp.ClientResponse:
+        held = await gate.enter_async(request.method, str(request.url))
         try:
-            return await self._owner.session.request(self._method, self._url, **self._kwargs)
+            response = await handler(request)
         except BaseException:
-            await self._give_back()
+            await gate.exit_async(held)
             raise
+        _hold_until_done(response, held)
+        return response
 
-    async def _give_back(self) -> None:
-        held, self._held = self._held, []
-        await self._owner._gate.exit_async(held)
+    return limits_middleware
 
-    async def _send_and_read(self) -> aiohttp.ClientResponse:
+
+def _hold_until_done(response: aiohttp.ClientResponse, held: List[Held]) -> None:
+    """Gives ``held`` back once, when the response's body has been read
+    (``read``, and so ``text`` and ``json``) or the response is released or
+    closed, whichever is first."""
+
+    def done() -> None:
+        nonlocal held
+        if held:
+            given, held = held, []
+            Gate.exit_nowait(given)
+
+    original_read = response.read
+
+    async def read() -> bytes:
         try:
-            response = await self._send()
-            async with response:
-                await response.read()
-            return response
+            return await original_read()
         finally:
-            await self._give_back()
+            done()
 
-    def __await__(self):
-        return self._send_and_read().__await__()
+    response.read = read  # type: ignore[method-assign]
+    for name in ("release", "close"):
+        original = getattr(response, name)
 
-    async def __aenter__(self) -> aiohttp.ClientResponse:
-        self._response = await self._send()
-        return self._response
+        def wrapped(*args: Any, _original: Any = original, **kwargs: Any) -> Any:
+            try:
+                return _original(*args, **kwargs)
+            finally:
+                done()
 
-    async def __aexit__(self, *exc: Any) -> None:
-        try:
-            if self._response is not None:
-                await self._response.__aexit__(*exc)
-        finally:
-            await self._give_back()
+        setattr(response, name, wrapped)
+
+
+def LimitedSession(*args: Any, middlewares: Any = (), **kwargs: Any) -> aiohttp.ClientSession:
+    """An ``aiohttp.ClientSession`` whose requests go through the limits
+    given as keyword options (see the module); other arguments are the
+    session's own. Create it inside a coroutine, as a ``ClientSession``."""
+    limits = {name: kwargs.pop(name) for name in _LIMIT_OPTIONS if name in kwargs}
+    return aiohttp.ClientSession(*args, middlewares=(middleware(**limits), *middlewares), **kwargs)
