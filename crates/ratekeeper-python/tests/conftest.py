@@ -12,6 +12,7 @@ import pytest
 import ratekeeper
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", ".."))
+HERE = os.path.dirname(os.path.abspath(__file__))
 BINARY = os.path.join(ROOT, "target", "debug", "ratekeeper")
 _names = itertools.count()
 
