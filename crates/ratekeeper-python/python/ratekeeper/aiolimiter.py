@@ -37,6 +37,8 @@ __all__ = ["AsyncLimiter"]
 
 #: Fractional amounts are kept exactly to this many parts of one.
 _UNITS = 1000
+#: The fastest rate: the engine's decay bound, in whole units.
+_MAX_PER_SECOND = 1e6
 
 
 class AsyncLimiter:
@@ -46,6 +48,12 @@ class AsyncLimiter:
         self.max_rate = positive_number("max_rate", max_rate)
         self.time_period = positive_number("time_period", time_period)
         self.name = name
+        if self.max_rate / self.time_period > _MAX_PER_SECOND:
+            raise invalid(
+                "max_rate",
+                f"max_rate / time_period must be at most {_MAX_PER_SECOND:g} per second, "
+                f"not {self.max_rate / self.time_period:g}",
+            )
         if name is None:
             slots = round(self.max_rate * _UNITS)
             self._native = _native.RateLimiter(slots, self.max_rate * _UNITS / self.time_period)
