@@ -8,16 +8,24 @@
 //! on the loop's own thread, turning outcomes into Python objects and
 //! settling futures: many outcomes per wake-up when they come together.
 //!
+//! A wait that needs no runtime (a local limiter's, woken by the engine's
+//! own timer) is not spawned at all: its waker only puts its id in the
+//! mailbox, and the loop polls it on its own thread, so an admission costs
+//! one wake-up of the loop and no other thread hop.
+//!
 //! So no foreign thread ever attaches to the interpreter, takes the GIL or
 //! drops a Python object. That is what makes exit safe: the interpreter may
 //! finalise while tasks are still running, and a task that ends afterwards
 //! only writes to a pipe that it keeps open itself.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::io::{ErrorKind, PipeReader, PipeWriter, Read, Write};
 use std::os::fd::{AsFd, AsRawFd};
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Wake, Waker};
 
 use nix::fcntl::{FcntlArg, OFlag, fcntl};
 use pyo3::prelude::*;
@@ -28,18 +36,37 @@ use tokio::task::AbortHandle;
 /// exception) of its future; called on the event loop's thread.
 type Settle = Box<dyn FnOnce(Python<'_>) -> PyResult<Py<PyAny>> + Send>;
 
-/// What tasks share with the loop: finished outcomes, and the pipe's
-/// writing end to wake the loop with.
+/// A wait the loop polls itself, resolving to its settling step.
+type Polled = Pin<Box<dyn Future<Output = Settle> + Send>>;
+
+/// The waits the loop polls itself, by id.
+type PolledWaits = Arc<Mutex<HashMap<u64, Polled>>>;
+
+/// What the loop has to do when it wakes.
+#[derive(Default)]
+struct Ready {
+    /// Finished waits.
+    settled: Vec<(u64, Settle)>,
+    /// Polled waits whose wakers fired: poll them again.
+    woken: Vec<u64>,
+}
+
+/// What tasks share with the loop: work for it, and the pipe's writing
+/// end to wake it with.
 struct Shared {
-    ready: Mutex<Vec<(u64, Settle)>>,
+    ready: Mutex<Ready>,
     wake: PipeWriter,
 }
 
 impl Shared {
     fn deliver(&self, id: u64, settle: Settle) {
+        self.notify(|ready| ready.settled.push((id, settle)));
+    }
+
+    fn notify(&self, add: impl FnOnce(&mut Ready)) {
         let mut ready = self.ready.lock().unwrap_or_else(|p| p.into_inner());
-        let was_empty = ready.is_empty();
-        ready.push((id, settle));
+        let was_empty = ready.settled.is_empty() && ready.woken.is_empty();
+        add(&mut ready);
         drop(ready);
         if was_empty {
             // One byte per batch: the loop drains everything that is ready
@@ -50,12 +77,30 @@ impl Shared {
     }
 }
 
+/// Wakes the loop to poll wait `id` again.
+struct WakeLoop {
+    id: u64,
+    shared: Arc<Shared>,
+}
+
+impl Wake for WakeLoop {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        let id = self.id;
+        self.shared.notify(|ready| ready.woken.push(id));
+    }
+}
+
 /// One event loop's inbox of finished waits.
 #[pyclass(frozen, module = "ratekeeper._native")]
 pub struct Mailbox {
     shared: Arc<Shared>,
     reader: PipeReader,
     next_id: AtomicU64,
+    polled: PolledWaits,
 }
 
 fn non_blocking(fd: impl AsFd) -> std::io::Result<()> {
@@ -72,11 +117,12 @@ impl Mailbox {
         non_blocking(&wake)?;
         Ok(Mailbox {
             shared: Arc::new(Shared {
-                ready: Mutex::new(Vec::new()),
+                ready: Mutex::new(Ready::default()),
                 wake,
             }),
             reader,
             next_id: AtomicU64::new(0),
+            polled: PolledWaits::default(),
         })
     }
 
@@ -98,9 +144,14 @@ impl Mailbox {
                 Err(_) => break, // WouldBlock: the pipe is empty.
             }
         }
-        let ready =
+        let Ready { mut settled, woken } =
             std::mem::take(&mut *self.shared.ready.lock().unwrap_or_else(|p| p.into_inner()));
-        ready
+        for id in woken {
+            if let Some(settle) = self.poll(id) {
+                settled.push((id, settle));
+            }
+        }
+        settled
             .into_iter()
             .map(|(id, settle)| match settle(py) {
                 Ok(value) => (id, true, value),
@@ -111,6 +162,53 @@ impl Mailbox {
 }
 
 impl Mailbox {
+    /// Polls wait `id` once, if it is still waiting; its settling step if
+    /// it finished. Not under the lock: a poll may wake itself.
+    fn poll(&self, id: u64) -> Option<Settle> {
+        let mut wait = self.polled.lock().unwrap_or_else(|p| p.into_inner()).remove(&id)?;
+        let waker = Waker::from(Arc::new(WakeLoop {
+            id,
+            shared: self.shared.clone(),
+        }));
+        match wait.as_mut().poll(&mut Context::from_waker(&waker)) {
+            Poll::Ready(settle) => Some(settle),
+            Poll::Pending => {
+                self.polled
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(id, wait);
+                None
+            }
+        }
+    }
+
+    /// Waits for `future` on the loop's own thread: it needs no runtime,
+    /// only a waker (an engine's wait, woken by the engine's timer). Its
+    /// outcome arrives as a spawned one's does.
+    pub fn poll_here<T, F, S>(&self, future: F, settle: S) -> Pending
+    where
+        F: Future<Output = T> + Send + 'static,
+        T: Send + 'static,
+        S: FnOnce(Python<'_>, T) -> PyResult<Py<PyAny>> + Send + 'static,
+    {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let wait: Polled = Box::pin(async move {
+            let outcome = future.await;
+            Box::new(move |py: Python<'_>| settle(py, outcome)) as Settle
+        });
+        self.polled
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id, wait);
+        if let Some(settle) = self.poll(id) {
+            self.shared.deliver(id, settle);
+        }
+        Pending {
+            id,
+            cancel: Cancel::Poll(self.polled.clone()),
+        }
+    }
+
     /// Runs `future` on `runtime`; its outcome, turned into Python by
     /// `settle` on the loop's thread, arrives in this mailbox under the
     /// returned [`Pending`]'s id.
@@ -128,9 +226,17 @@ impl Mailbox {
         });
         Pending {
             id,
-            abort: task.abort_handle(),
+            cancel: Cancel::Abort(task.abort_handle()),
         }
     }
+}
+
+/// How a wait is given up.
+enum Cancel {
+    /// A spawned task: abort it (its future is dropped in the runtime).
+    Abort(AbortHandle),
+    /// A wait the loop polls: drop it.
+    Poll(PolledWaits),
 }
 
 /// A wait in progress: cancelling it drops its future inside the runtime,
@@ -138,7 +244,7 @@ impl Mailbox {
 #[pyclass(frozen, module = "ratekeeper._native")]
 pub struct Pending {
     id: u64,
-    abort: AbortHandle,
+    cancel: Cancel,
 }
 
 #[pymethods]
@@ -152,6 +258,15 @@ impl Pending {
     /// Gives up the wait. An outcome already in the mailbox is dropped
     /// there (a lease is then released in the background).
     fn cancel(&self) {
-        self.abort.abort();
+        match &self.cancel {
+            Cancel::Abort(task) => task.abort(),
+            Cancel::Poll(polled) => {
+                let wait = polled
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&self.id);
+                drop(wait); // outside the lock: dropping withdraws the request
+            }
+        }
     }
 }

@@ -124,7 +124,7 @@ impl RateLimiter {
             let request = limiter.rate_limit(NAME).occupy(occupy).timeout(timeout);
             request.await.map(|admitted| admitted.waited.as_secs_f64())
         };
-        Ok(mailbox.spawn(runtime().handle(), wait, |py, waited| {
+        Ok(mailbox.poll_here(wait, |py, waited| {
             let waited = waited.map_err(|e| to_py(py, e))?;
             Ok(waited.into_pyobject(py)?.into_any().unbind())
         }))
@@ -218,7 +218,7 @@ impl ConcurrencyLimiter {
             let request = limiter.concurrency(NAME).occupy(occupy).timeout(timeout);
             request.await
         };
-        Ok(mailbox.spawn(runtime().handle(), wait, |py, granted| {
+        Ok(mailbox.poll_here(wait, |py, granted| {
             let guard = granted.map_err(|e| to_py(py, e))?;
             Ok(Py::new(py, permit(guard))?.into_any())
         }))
