@@ -165,7 +165,11 @@ impl Mailbox {
     /// Polls wait `id` once, if it is still waiting; its settling step if
     /// it finished. Not under the lock: a poll may wake itself.
     fn poll(&self, id: u64) -> Option<Settle> {
-        let mut wait = self.polled.lock().unwrap_or_else(|p| p.into_inner()).remove(&id)?;
+        let mut wait = self
+            .polled
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&id)?;
         let waker = Waker::from(Arc::new(WakeLoop {
             id,
             shared: self.shared.clone(),

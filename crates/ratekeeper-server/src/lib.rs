@@ -13,6 +13,7 @@ pub mod auth;
 pub mod error;
 pub mod events;
 pub mod metrics;
+pub mod origin;
 pub mod routes;
 pub mod tickets;
 pub mod ui;
@@ -30,6 +31,7 @@ use tokio::sync::watch;
 use utoipa::OpenApi;
 
 pub use auth::{Scope, Token, Tokens};
+pub use origin::HostPolicy;
 
 use crate::routes::AppState;
 
@@ -44,6 +46,8 @@ pub struct ServerConfig {
     pub ticket_lapse: Duration,
     /// The largest request body accepted, in bytes.
     pub body_limit: usize,
+    /// The host names answered to, and the sites whose pages may call.
+    pub hosts: HostPolicy,
 }
 
 impl Default for ServerConfig {
@@ -53,6 +57,7 @@ impl Default for ServerConfig {
             max_wait: Duration::from_secs(20),
             ticket_lapse: Duration::from_secs(10),
             body_limit: 64 * 1024,
+            hosts: HostPolicy::default(),
         }
     }
 }
@@ -106,7 +111,10 @@ pub fn router<B: Backend>(
         max_wait: config.max_wait,
         shutdown,
     };
-    let openapi = ApiDoc::openapi();
+    // Serialised once and shared: the router is cloned per connection.
+    let openapi = axum::body::Bytes::from(
+        serde_json::to_vec(&ApiDoc::openapi()).expect("the API description serialises"),
+    );
     let router = Router::new()
         .route(
             "/v1/limits",
@@ -133,7 +141,12 @@ pub fn router<B: Backend>(
         .route("/ui/style.css", get(ui::style))
         .route(
             "/openapi.json",
-            get(move || async move { axum::Json(openapi) }),
+            get(move || async move {
+                (
+                    [(axum::http::header::CONTENT_TYPE, "application/json")],
+                    openapi,
+                )
+            }),
         )
         .fallback(routes::not_found)
         .with_state(state)
@@ -141,6 +154,10 @@ pub fn router<B: Backend>(
         .layer(axum::middleware::from_fn_with_state(
             Arc::new(config.tokens.clone()),
             auth::check,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::new(config.hosts.clone()),
+            origin::check,
         ))
         .layer(axum::middleware::from_fn_with_state(
             metrics,

@@ -11,7 +11,7 @@ use anyhow::{Context, bail};
 use clap::{Args, ValueEnum};
 use ratekeeper_backend::{Backend, Embedded};
 use ratekeeper_redis::{MAX_PARTITIONS, Options, RedisBackend};
-use ratekeeper_server::{Scope, ServerConfig, Token, Tokens};
+use ratekeeper_server::{HostPolicy, Scope, ServerConfig, Token, Tokens};
 use serde::Deserialize;
 
 /// Where the state lives.
@@ -64,6 +64,12 @@ pub struct ServeArgs {
     /// Allow a non-loopback address without any token.
     #[arg(long, env = "RATEKEEPER_INSECURE")]
     insecure: bool,
+    /// Host names this server is reached by besides localhost, 127.0.0.1
+    /// and ::1 (comma-separated), e.g. a reverse proxy's. On a loopback
+    /// address other names are refused (DNS rebinding); web pages of other
+    /// sites than these and the server itself are refused everywhere.
+    #[arg(long, env = "RATEKEEPER_ALLOWED_HOSTS", value_delimiter = ',')]
+    allowed_hosts: Vec<String>,
     /// The longest one HTTP request waits before answering with a ticket.
     #[arg(long, env = "RATEKEEPER_MAX_WAIT_SECONDS")]
     max_wait_seconds: Option<f64>,
@@ -86,6 +92,8 @@ struct FileConfig {
     max_wait_seconds: Option<f64>,
     ticket_lapse_seconds: Option<f64>,
     body_limit_bytes: Option<usize>,
+    #[serde(default)]
+    allowed_hosts: Vec<String>,
     #[serde(default)]
     tokens: Vec<Token>,
 }
@@ -133,6 +141,17 @@ impl ServeArgs {
         tokens.extend(flag_tokens(self.admin_token, Scope::Admin));
         tokens.extend(flag_tokens(self.client_token, Scope::Client));
         let defaults = ServerConfig::default();
+        let addr = self
+            .addr
+            .or(file.addr)
+            .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 7171)));
+        let mut allowed_hosts = file.allowed_hosts;
+        allowed_hosts.extend(self.allowed_hosts);
+        let hosts = if addr.ip().is_loopback() {
+            HostPolicy::loopback(&allowed_hosts)
+        } else {
+            HostPolicy::any(&allowed_hosts)
+        };
         let server = ServerConfig {
             tokens: Tokens::new(tokens).map_err(anyhow::Error::msg)?,
             max_wait: match self.max_wait_seconds.or(file.max_wait_seconds) {
@@ -144,12 +163,10 @@ impl ServeArgs {
                 None => defaults.ticket_lapse,
             },
             body_limit: file.body_limit_bytes.unwrap_or(defaults.body_limit),
+            hosts,
         };
         Ok(Settings {
-            addr: self
-                .addr
-                .or(file.addr)
-                .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 7171))),
+            addr,
             data_dir: self
                 .data_dir
                 .or(file.data_dir)
