@@ -312,8 +312,8 @@ test("a rate limit's page shows the admitted rate against the configured one", a
 });
 
 test("a server that needs a token gets one from the user, kept for the tab", async () => {
-  const server = await startServer("--admin-token", "admin-secret");
-  await call(server, "POST", "/v1/limits", { name: "guarded", slots: 1 }, "admin-secret");
+  const server = await startServer("--admin-token", "admin-secret-for-tests");
+  await call(server, "POST", "/v1/limits", { name: "guarded", slots: 1 }, "admin-secret-for-tests");
   const { page, close } = await open(server.url);
   try {
     const dialog = page.getByRole("dialog", { name: "This server needs a token" });
@@ -322,7 +322,7 @@ test("a server that needs a token gets one from the user, kept for the tab", asy
     await dialog.getByLabel("Access token").fill("wrong");
     await dialog.getByRole("button", { name: "Use token" }).click();
     await dialog.getByText("the token is not one this server accepts").waitFor();
-    await dialog.getByLabel("Access token").fill("admin-secret");
+    await dialog.getByLabel("Access token").fill("admin-secret-for-tests");
     await dialog.getByRole("button", { name: "Use token" }).click();
     await page.getByRole("link", { name: "guarded" }).waitFor();
     await page.getByRole("status").filter({ hasText: "live" }).waitFor();

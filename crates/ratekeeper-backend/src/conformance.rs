@@ -403,6 +403,68 @@ pub async fn rate_mode_admits_at_its_rate<B: Backend>(backend: &B) {
     );
 }
 
+/// A rate limit's full load must decay within 100 years: slower ones are
+/// refused, on creation and on change, changing nothing; and at the
+/// extremes that are allowed, try-once requests never get more than the
+/// burst (the drain instant once saturated and admitted everyone).
+pub async fn slow_decay_is_bounded_and_never_over_admits<B: Backend>(backend: &B) {
+    let too_slow = |answer: Result<ratekeeper_core::LimitView, Error>| {
+        matches!(answer, Err(Error::Limit(LimitError::DecayTooSlow { .. })))
+    };
+    assert!(too_slow(
+        backend
+            .create_limit(LimitSpec::rate("slow", 1e-12, 2))
+            .await
+    ));
+    assert!(too_slow(
+        backend
+            .create_limit(LimitSpec::rate("huge", 1.0, 1_000_000_000_000_000))
+            .await
+    ));
+    assert!(backend.limits().await.unwrap().is_empty());
+    let slowest = 2.0 / ratekeeper_core::MAX_DRAIN_SECONDS * 1.000_001;
+    backend
+        .create_limit(LimitSpec::rate("slow", slowest, 2))
+        .await
+        .unwrap();
+    let raise = LimitPatch {
+        slots: Some(1_000),
+        ..LimitPatch::default()
+    };
+    assert!(too_slow(backend.update_limit("slow", raise).await));
+    let slower = LimitPatch {
+        slot_decay_per_second: Some(slowest / 2.0),
+        ..LimitPatch::default()
+    };
+    assert!(too_slow(backend.update_limit("slow", slower).await));
+    let limit = backend.limit("slow").await.unwrap().limit;
+    assert_eq!(limit.slots, 2);
+    assert!(
+        (limit.slot_decay_per_second / slowest - 1.0).abs() < 1e-12,
+        "{limit:?}"
+    );
+    backend
+        .create_limit(LimitSpec::rate("huge", 1e7, 1_000_000_000_000_000))
+        .await
+        .unwrap();
+    let try_once = |name: &str, occupy| AcquireSpec {
+        mode: Mode::RateLimit,
+        timeout: Some(Duration::ZERO),
+        ..lease_on(&[name], occupy)
+    };
+    let mut granted = 0;
+    for _ in 0..20 {
+        granted += u32::from(backend.acquire(try_once("slow", 1)).await.is_ok());
+    }
+    assert_eq!(granted, 2);
+    let mut granted = 0;
+    for _ in 0..3 {
+        let answer = backend.acquire(try_once("huge", 999_980_000_000_000)).await;
+        granted += u32::from(answer.is_ok());
+    }
+    assert_eq!(granted, 1);
+}
+
 /// A missing limit named with `create_if_missing` is created inactive and
 /// passes through.
 pub async fn create_if_missing_passes_through<B: Backend>(backend: &B) {
@@ -475,6 +537,10 @@ pub async fn all_cases<B: Backend, F: Future<Output = B>>(mut make: impl FnMut(&
     .await;
     unrenewed_leases_expire(&make("unrenewed_leases_expire").await).await;
     rate_mode_admits_at_its_rate(&make("rate_mode_admits_at_its_rate").await).await;
+    slow_decay_is_bounded_and_never_over_admits(
+        &make("slow_decay_is_bounded_and_never_over_admits").await,
+    )
+    .await;
     create_if_missing_passes_through(&make("create_if_missing_passes_through").await).await;
     events_report_changes(&make("events_report_changes").await).await;
 }
@@ -495,6 +561,7 @@ macro_rules! conformance_tests {
             leases_renew_release_and_are_revoked_by_reset,
             unrenewed_leases_expire,
             rate_mode_admits_at_its_rate,
+            slow_decay_is_bounded_and_never_over_admits,
             create_if_missing_passes_through,
             events_report_changes,
         );

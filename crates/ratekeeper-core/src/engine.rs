@@ -23,7 +23,7 @@ use smallvec::SmallVec;
 use crate::error::{AcquireError, LeaseError, LimitError};
 use crate::journal::{Change, LimitRecord, Records, RestoreError};
 use crate::lease::{Lease, LeaseGrant, LeaseId, LeaseView, Permit, check_ttl};
-use crate::limit::{Limit, LimitId, LimitPatch, LimitSpec, LimitView, Room};
+use crate::limit::{Limit, LimitId, LimitPatch, LimitSpec, LimitView, Room, check_drain};
 use crate::name::{self, LimitName};
 use crate::request::{
     AcquireRequest, Admission, Grant, Held, Mode, PendingClaim, RequestId, Waiter, WaiterView, Wake,
@@ -259,6 +259,11 @@ impl Engine {
     ) -> Result<LimitView, LimitError> {
         patch.check()?;
         let id = self.limit_id(name)?;
+        let current = &self.limits[&id];
+        check_drain(
+            patch.slots.unwrap_or(current.slots),
+            patch.slot_decay_per_second.unwrap_or(current.decay),
+        )?;
         self.advance(now);
         let now = self.now;
         self.touch_limits(&[id]);

@@ -31,6 +31,13 @@ pub enum NameError {
         /// Its position, counted in characters from 0.
         position: usize,
     },
+    /// The name is `.` or `..`, which URL paths treat as steps, so no
+    /// HTTP client could name the limit.
+    #[error("limit name {name:?} is reserved: URLs read it as a path step")]
+    PathStep {
+        /// The name given.
+        name: String,
+    },
 }
 
 /// Why creating, changing or looking up a limit failed.
@@ -52,6 +59,19 @@ pub enum LimitError {
     )]
     InvalidDecay {
         /// The value given.
+        value: f64,
+    },
+    /// `slot_decay_per_second` is so slow that `slots` would take more than
+    /// [`crate::MAX_DRAIN_SECONDS`] to decay.
+    #[error(
+        "slot_decay_per_second {value} is too slow for {slots} slots: they would take more than \
+         100 years to decay; use at least {min} per second",
+        min = *slots as f64 / crate::MAX_DRAIN_SECONDS
+    )]
+    DecayTooSlow {
+        /// The limit's slots.
+        slots: u64,
+        /// The decay given.
         value: f64,
     },
     /// The description is longer than [`crate::MAX_DESCRIPTION_LEN`].
@@ -80,7 +100,7 @@ impl LimitError {
         match self {
             LimitError::InvalidName(_) => "invalid_name",
             LimitError::InvalidSlots { .. } => "invalid_slots",
-            LimitError::InvalidDecay { .. } => "invalid_decay",
+            LimitError::InvalidDecay { .. } | LimitError::DecayTooSlow { .. } => "invalid_decay",
             LimitError::DescriptionTooLong { .. } => "invalid_description",
             LimitError::NotFound { .. } => "limit_not_found",
             LimitError::AlreadyExists { .. } => "limit_exists",
@@ -92,7 +112,9 @@ impl LimitError {
         match self {
             LimitError::InvalidName(_) | LimitError::AlreadyExists { .. } => Some("name"),
             LimitError::InvalidSlots { .. } => Some("slots"),
-            LimitError::InvalidDecay { .. } => Some("slot_decay_per_second"),
+            LimitError::InvalidDecay { .. } | LimitError::DecayTooSlow { .. } => {
+                Some("slot_decay_per_second")
+            }
             LimitError::DescriptionTooLong { .. } => Some("description"),
             LimitError::NotFound { .. } => None,
         }

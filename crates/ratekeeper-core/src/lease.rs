@@ -56,7 +56,10 @@ impl FromStr for LeaseId {
     type Err = ParseLeaseIdError;
 
     fn from_str(text: &str) -> Result<Self, Self::Err> {
-        if text.len() != 32 || !text.is_ascii() {
+        // Canonical only: exactly 32 lowercase hexadecimal digits, as
+        // `Display` writes them (no sign, no upper case).
+        let canonical = |b: &u8| b.is_ascii_digit() || (b'a'..=b'f').contains(b);
+        if text.len() != 32 || !text.as_bytes().iter().all(canonical) {
             return Err(ParseLeaseIdError);
         }
         let mut bytes = [0; 16];

@@ -86,7 +86,8 @@ pub use lease::{
     ParseLeaseIdError, Permit,
 };
 pub use limit::{
-    Counters, LimitPatch, LimitSpec, LimitView, MAX_DECAY, MAX_DESCRIPTION_LEN, MAX_SLOTS,
+    Counters, LimitPatch, LimitSpec, LimitView, MAX_DECAY, MAX_DESCRIPTION_LEN, MAX_DRAIN_SECONDS,
+    MAX_SLOTS, check_drain,
 };
 pub use name::{LimitName, MAX_NAME_LEN};
 pub use request::{

@@ -14,6 +14,11 @@ use crate::time::Timestamp;
 pub const MAX_SLOTS: u64 = 1_000_000_000_000_000;
 /// The fastest decay allowed, in slots per second: one slot per nanosecond.
 pub const MAX_DECAY: f64 = 1e9;
+/// The longest a rate limit's full load may take to decay, in seconds (100
+/// years): `slots / slot_decay_per_second` may be at most this. Instants
+/// are nanoseconds in a `u64`, which a slower drain would run past (a
+/// decaying level that can no longer be told apart would admit too much).
+pub const MAX_DRAIN_SECONDS: f64 = 100.0 * 365.0 * 86_400.0;
 /// The longest description allowed, in characters.
 pub const MAX_DESCRIPTION_LEN: usize = 1024;
 
@@ -64,6 +69,7 @@ impl LimitSpec {
         LimitName::new(&self.name)?;
         check_slots(self.slots)?;
         check_decay(self.slot_decay_per_second)?;
+        check_drain(self.slots, self.slot_decay_per_second)?;
         check_description(self.description.as_deref())
     }
 }
@@ -191,14 +197,13 @@ pub(crate) struct Limit {
 
 impl Limit {
     pub fn new(spec: &LimitSpec, now: Timestamp) -> Result<Self, LimitError> {
+        spec.check()?;
         let name = LimitName::new(&spec.name)?;
-        check_slots(spec.slots)?;
-        check_decay(spec.slot_decay_per_second)?;
-        check_description(spec.description.as_deref())?;
         Ok(Limit {
             name,
             slots: spec.slots,
-            decay: spec.slot_decay_per_second,
+            decay: spec.slot_decay_per_second + 0.0, // -0.0 is stored as 0
+
             active: spec.active,
             description: spec.description.clone(),
             held: 0,
@@ -252,7 +257,7 @@ impl Limit {
     /// of 0 nothing would ever decay again, so decaying slots are dropped.
     pub fn set_decay(&mut self, decay: f64, now: Timestamp) {
         let level = self.decaying(now);
-        self.decay = decay;
+        self.decay = decay + 0.0; // -0.0 is stored as 0
         self.drained_at = if decay > 0.0 {
             now.add_nanos(nanos_for(level, decay, f64::ceil))
         } else {
@@ -313,6 +318,19 @@ pub(crate) fn check_slots(slots: u64) -> Result<(), LimitError> {
 pub(crate) fn check_decay(value: f64) -> Result<(), LimitError> {
     if !(value.is_finite() && (0.0..=MAX_DECAY).contains(&value)) {
         return Err(LimitError::InvalidDecay { value });
+    }
+    Ok(())
+}
+
+/// Whether a rate limit of `slots` decaying at `decay` per second drains
+/// within [`MAX_DRAIN_SECONDS`]: the rule for every combination of the two,
+/// on creation and on every change.
+pub fn check_drain(slots: u64, decay: f64) -> Result<(), LimitError> {
+    if decay > 0.0 && slots as f64 / decay > MAX_DRAIN_SECONDS {
+        return Err(LimitError::DecayTooSlow {
+            slots,
+            value: decay,
+        });
     }
     Ok(())
 }

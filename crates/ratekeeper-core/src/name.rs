@@ -8,7 +8,8 @@ use crate::error::NameError;
 /// The longest name a limit may have, in characters.
 pub const MAX_NAME_LEN: usize = 128;
 
-/// A validated limit name: 1–128 characters of `A-Z a-z 0-9 . _ - :`.
+/// A validated limit name: 1–128 characters of `A-Z a-z 0-9 . _ - :`,
+/// other than `.` and `..`.
 ///
 /// The colon is allowed so that users can namespace their limits
 /// (`vendor:stripe`, `tag:db`); everything that would need escaping in a URL
@@ -37,6 +38,9 @@ pub(crate) fn validate(name: &str) -> Result<(), NameError> {
     let len = name.chars().count();
     if len > MAX_NAME_LEN {
         return Err(NameError::TooLong { len });
+    }
+    if name == "." || name == ".." {
+        return Err(NameError::PathStep { name: name.into() });
     }
     match name.chars().enumerate().find(|&(_, ch)| !is_name_char(ch)) {
         Some((position, ch)) => Err(NameError::BadChar {

@@ -200,6 +200,7 @@ pub struct Refusal {
     pub name: Option<String>,
     pub occupy: Option<Int>,
     pub slots: Option<Int>,
+    pub decay: Option<f64>,
 }
 
 impl Refusal {
@@ -221,6 +222,11 @@ impl Refusal {
             "rate_mode_needs_decay" => {
                 AcquireError::RateModeNeedsDecay { name: self.name() }.into()
             }
+            "decay_too_slow" => LimitError::DecayTooSlow {
+                slots: self.slots.unwrap_or_default().0,
+                value: self.decay.unwrap_or_default(),
+            }
+            .into(),
             "would_block" => AcquireError::WouldBlock.into(),
             "limit_deleted" => AcquireError::LimitDeleted { name: self.name() }.into(),
             "lease_revoked" => LeaseError::Revoked.into(),

@@ -37,15 +37,26 @@ impl std::fmt::Debug for Token {
     }
 }
 
+/// The shortest secret a token may have, in characters.
+pub const MIN_TOKEN_LEN: usize = 16;
+
 /// The tokens a server accepts. With none, every request is allowed.
 #[derive(Debug, Clone, Default)]
 pub struct Tokens(Vec<Token>);
 
 impl Tokens {
-    /// These tokens; empty secrets are refused.
+    /// These tokens. Each secret must be at least [`MIN_TOKEN_LEN`]
+    /// characters, none of them blank: a short token can be guessed.
     pub fn new(tokens: Vec<Token>) -> Result<Self, String> {
-        if tokens.iter().any(|t| t.secret.is_empty()) {
-            return Err("a token must not be empty".into());
+        for token in &tokens {
+            let len = token.secret.chars().count();
+            if len < MIN_TOKEN_LEN || token.secret.chars().any(char::is_whitespace) {
+                return Err(format!(
+                    "a token must be at least {MIN_TOKEN_LEN} characters without spaces \
+                     (a {:?} token has {len}); make one with `openssl rand -hex 16`",
+                    token.scope
+                ));
+            }
         }
         Ok(Tokens(tokens))
     }
@@ -79,9 +90,14 @@ fn needed(method: &Method, path: &str) -> Option<Scope> {
     }
 }
 
+/// The token of an `Authorization: Bearer <token>` header; the scheme's
+/// name is case-insensitive, as HTTP says.
 fn bearer(request: &Request) -> Option<&str> {
     let header = request.headers().get(axum::http::header::AUTHORIZATION)?;
-    header.to_str().ok()?.strip_prefix("Bearer ").map(str::trim)
+    let (scheme, token) = header.to_str().ok()?.trim().split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then_some(token.trim())
 }
 
 /// A browser's `EventSource` cannot send headers, so the event stream also

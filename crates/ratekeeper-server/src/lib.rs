@@ -149,6 +149,7 @@ pub fn router<B: Backend>(
             }),
         )
         .fallback(routes::not_found)
+        .method_not_allowed_fallback(routes::method_not_allowed)
         .with_state(state)
         .layer(DefaultBodyLimit::max(config.body_limit))
         .layer(axum::middleware::from_fn_with_state(
@@ -156,7 +157,10 @@ pub fn router<B: Backend>(
             auth::check,
         ))
         .layer(axum::middleware::from_fn_with_state(
-            Arc::new(config.hosts.clone()),
+            Arc::new(origin::Screen {
+                hosts: config.hosts.clone(),
+                body_limit: config.body_limit,
+            }),
             origin::check,
         ))
         .layer(axum::middleware::from_fn_with_state(

@@ -94,12 +94,24 @@ fn header_str(headers: &HeaderMap, name: header::HeaderName) -> Option<&str> {
     headers.get(name).and_then(|v| v.to_str().ok())
 }
 
-/// Refuses requests for another host name, and cross-site browser requests.
+/// What every request is screened for before it is routed.
+#[derive(Debug, Clone)]
+pub struct Screen {
+    /// The host names answered to, and the sites whose pages may call.
+    pub hosts: HostPolicy,
+    /// The largest body accepted: a longer declared `Content-Length` is
+    /// refused at once, without waiting for the body.
+    pub body_limit: usize,
+}
+
+/// Refuses requests for another host name, cross-site browser requests,
+/// bodies that are not JSON and bodies declared too large.
 pub async fn check(
-    State(policy): State<std::sync::Arc<HostPolicy>>,
+    State(screen): State<std::sync::Arc<Screen>>,
     request: Request,
     next: Next,
 ) -> Response {
+    let policy = &screen.hosts;
     let headers = request.headers();
     let host = header_str(headers, header::HOST)
         .or_else(|| request.uri().authority().map(|a| a.as_str()))
@@ -145,6 +157,16 @@ pub async fn check(
         let essence = kind.split(';').next().unwrap_or("").trim();
         essence.eq_ignore_ascii_case("application/json")
     });
+    let declared =
+        header_str(headers, header::CONTENT_LENGTH).and_then(|len| len.trim().parse::<u64>().ok());
+    if declared.is_some_and(|len| len > screen.body_limit as u64) {
+        return ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            format!("a request body may be at most {} bytes", screen.body_limit),
+        )
+        .into_response();
+    }
     if has_body && !json {
         return ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,

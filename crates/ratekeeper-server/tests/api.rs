@@ -363,11 +363,11 @@ async fn tokens_guard_every_route_by_scope() {
     let config = ServerConfig {
         tokens: Tokens::new(vec![
             Token {
-                secret: "admin-secret".into(),
+                secret: "admin-secret-for-tests".into(),
                 scope: Scope::Admin,
             },
             Token {
-                secret: "client-secret".into(),
+                secret: "client-secret-for-tests".into(),
                 scope: Scope::Client,
             },
         ])
@@ -389,17 +389,17 @@ async fn tokens_guard_every_route_by_scope() {
         (StatusCode::UNAUTHORIZED, "invalid_token")
     );
 
-    server.token = Some("client-secret".into());
+    server.token = Some("client-secret-for-tests".into());
     let (status, body) = server.post("/v1/limits", create.clone()).await;
     assert_eq!((status, code(&body)), (StatusCode::FORBIDDEN, "forbidden"));
 
-    server.token = Some("admin-secret".into());
+    server.token = Some("admin-secret-for-tests".into());
     assert_eq!(
         server.post("/v1/limits", create).await.0,
         StatusCode::CREATED
     );
 
-    server.token = Some("client-secret".into());
+    server.token = Some("client-secret-for-tests".into());
     let lease = server.lease("db").await;
     assert_eq!(server.get("/v1/limits").await.0, StatusCode::OK);
     assert_eq!(server.get("/v1/leases").await.0, StatusCode::OK);

@@ -24,7 +24,7 @@ async fn fetch(
 fn guarded() -> ServerConfig {
     ServerConfig {
         tokens: Tokens::new(vec![Token {
-            secret: "admin-secret".into(),
+            secret: "admin-secret-for-tests".into(),
             scope: Scope::Admin,
         }])
         .unwrap(),
@@ -82,6 +82,6 @@ async fn the_ui_loads_without_a_token_while_the_api_needs_one() {
         fetch(&server, "/ui/secret").await.0,
         StatusCode::UNAUTHORIZED
     );
-    server.token = Some("admin-secret".into());
+    server.token = Some("admin-secret-for-tests".into());
     assert_eq!(server.get("/ui/secret").await.0, StatusCode::NOT_FOUND);
 }

@@ -145,7 +145,7 @@ fn tokens_from_the_config_file_and_environment_are_enforced() {
     let config = dir.path().join("ratekeeper.toml");
     std::fs::write(
         &config,
-        "max_wait_seconds = 5\n[[tokens]]\nsecret = \"from-file\"\nscope = \"admin\"\n",
+        "max_wait_seconds = 5\n[[tokens]]\nsecret = \"from-the-config-file\"\nscope = \"admin\"\n",
     )
     .unwrap();
     let server = ServerProcess::start(
@@ -163,7 +163,7 @@ fn tokens_from_the_config_file_and_environment_are_enforced() {
     let with = Command::new(BIN)
         .args(["limit", "create", "db", "--slots", "1"])
         .env("RATEKEEPER_URL", url)
-        .env("RATEKEEPER_TOKEN", "from-file")
+        .env("RATEKEEPER_TOKEN", "from-the-config-file")
         .output()
         .unwrap();
     assert!(with.status.success(), "{}", stderr(&with));

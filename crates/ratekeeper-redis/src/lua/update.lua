@@ -2,6 +2,15 @@
 local name = ARGV[3]
 local limit = load_limit(name)
 if not limit then return cjson.encode({ err = 'limit_not_found', name = name }) end
+-- Core's check_drain, on the limit as it would be: a full load must decay
+-- within MAX_DRAIN_SECONDS (100 years; the differential and conformance
+-- tests hold the two rules together).
+local new_slots, new_decay = limit.slots, limit.decay
+if ARGV[4] ~= '' then new_slots = tonumber(ARGV[4]) end
+if ARGV[5] ~= '' then new_decay = tonumber(ARGV[5]) end
+if new_decay > 0 and new_slots / new_decay > 100 * 365 * 86400 then
+  return cjson.encode({ err = 'decay_too_slow', slots = int(new_slots), decay = new_decay })
+end
 if ARGV[4] ~= '' then redis.call('HSET', lkey(name), 'slots', ARGV[4]) end
 if ARGV[5] ~= '' then
   -- Keep the decaying level; at a rate of 0 nothing would ever decay, so

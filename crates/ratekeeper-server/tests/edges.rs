@@ -1,0 +1,194 @@
+//! Input at the edges, each of which an adversary once got through: every
+//! one is refused with a JSON error naming the problem, and changes nothing.
+
+mod common;
+
+use std::time::Duration;
+
+use common::TestServer;
+use ratekeeper_server::{Scope, ServerConfig, Token, Tokens};
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+fn code(body: &Value) -> &str {
+    body["error"]["code"].as_str().unwrap_or("")
+}
+
+async fn raw(
+    server: &TestServer,
+    method: Method,
+    path: &str,
+    body: &'static str,
+) -> (StatusCode, Value) {
+    let response = server
+        .http
+        .request(method, format!("{}{path}", server.url))
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn a_body_must_be_a_json_object_not_an_array_of_fields() {
+    let server = TestServer::start().await;
+    server
+        .post("/v1/limits", json!({"name": "x", "slots": 3}))
+        .await;
+    for body in ["[0]", "[\"x\", 1]", "3", "\"x\"", ""] {
+        let (status, answer) = raw(&server, Method::PATCH, "/v1/limits/x", body).await;
+        assert_eq!(
+            (status, code(&answer)),
+            (StatusCode::UNPROCESSABLE_ENTITY, "invalid_body"),
+            "{body:?}"
+        );
+    }
+    assert_eq!(server.get("/v1/limits/x").await.1["slots"], 3);
+}
+
+#[tokio::test]
+async fn lease_ids_are_read_only_in_their_canonical_form() {
+    let server = TestServer::start().await;
+    for id in [
+        "+0000000000000000000000000000000",
+        "ABCDEF0123456789ABCDEF0123456789",
+        "0x000000000000000000000000000000",
+    ] {
+        let (status, answer) = server
+            .call(Method::DELETE, &format!("/v1/leases/{id}"), None)
+            .await;
+        assert_eq!(code(&answer), "invalid_lease_id", "{id} gave {status}");
+    }
+}
+
+#[tokio::test]
+async fn a_negative_zero_decay_is_stored_as_zero() {
+    let server = TestServer::start().await;
+    let (status, answer) = raw(
+        &server,
+        Method::POST,
+        "/v1/limits",
+        r#"{"name": "z", "slots": 1, "slot_decay_per_second": -0.0}"#,
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED);
+    assert!(
+        answer["slot_decay_per_second"]
+            .as_f64()
+            .unwrap()
+            .is_sign_positive()
+    );
+    let (_, answer) = raw(
+        &server,
+        Method::PATCH,
+        "/v1/limits/z",
+        r#"{"slot_decay_per_second": -0.0}"#,
+    )
+    .await;
+    assert!(
+        answer["slot_decay_per_second"]
+            .as_f64()
+            .unwrap()
+            .is_sign_positive()
+    );
+}
+
+#[tokio::test]
+async fn every_error_is_json_even_a_wrong_method() {
+    let server = TestServer::start().await;
+    let (status, answer) = server.call(Method::PUT, "/v1/limits", None).await;
+    assert_eq!(
+        (status, code(&answer)),
+        (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed")
+    );
+}
+
+#[tokio::test]
+async fn dot_names_are_refused_as_no_url_can_reach_them() {
+    let server = TestServer::start().await;
+    for name in [".", ".."] {
+        let (status, answer) = server
+            .post("/v1/limits", json!({"name": name, "slots": 1}))
+            .await;
+        assert_eq!(
+            (status, code(&answer)),
+            (StatusCode::UNPROCESSABLE_ENTITY, "invalid_name"),
+            "{name}"
+        );
+    }
+    assert_eq!(server.get("/v1/limits").await.1, json!([]));
+}
+
+#[tokio::test]
+async fn the_bearer_scheme_is_case_insensitive() {
+    let secret = "a-token-of-sixteen-chars";
+    let server = TestServer::with_config(ServerConfig {
+        tokens: Tokens::new(vec![Token {
+            secret: secret.into(),
+            scope: Scope::Admin,
+        }])
+        .unwrap(),
+        ..ServerConfig::default()
+    })
+    .await;
+    for scheme in ["Bearer", "bearer", "BEARER"] {
+        let response = server
+            .http
+            .get(format!("{}/v1/limits", server.url))
+            .header("authorization", format!("{scheme} {secret}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "{scheme}");
+    }
+}
+
+#[test]
+fn short_or_blank_tokens_are_refused() {
+    for secret in [
+        "x",
+        "fifteen-chars!!",
+        "                    ",
+        "has a space in it ok",
+    ] {
+        let tokens = Tokens::new(vec![Token {
+            secret: secret.into(),
+            scope: Scope::Client,
+        }]);
+        let err = tokens.expect_err(secret);
+        assert!(err.contains("at least 16"), "{err}");
+    }
+    assert!(
+        Tokens::new(vec![Token {
+            secret: "0123456789abcdef".into(),
+            scope: Scope::Client
+        }])
+        .is_ok()
+    );
+}
+
+#[tokio::test]
+async fn a_declared_huge_body_is_refused_at_once_without_waiting_for_it() {
+    let server = TestServer::start().await;
+    let address = server.url.trim_start_matches("http://").to_owned();
+    let (answer, read) = tokio::task::spawn_blocking(move || {
+        use std::io::{Read, Write};
+        let mut socket = std::net::TcpStream::connect(&address).unwrap();
+        socket.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let head = format!(
+            "POST /v1/limits HTTP/1.1\r\nHost: {address}\r\ncontent-type: application/json\r\ncontent-length: 1000000000\r\n\r\n"
+        );
+        socket.write_all(head.as_bytes()).unwrap();
+        let mut answer = vec![0; 512];
+        let read = socket.read(&mut answer).expect("the server answers without waiting for the body");
+        (answer, read)
+    })
+    .await
+    .unwrap();
+    let answer = String::from_utf8_lossy(&answer[..read]);
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    assert!(answer.contains("body_too_large"), "{answer}");
+}
