@@ -12,6 +12,7 @@ pub mod api;
 pub mod auth;
 pub mod error;
 pub mod events;
+pub mod listen;
 pub mod metrics;
 pub mod origin;
 pub mod routes;
@@ -31,6 +32,7 @@ use tokio::sync::watch;
 use utoipa::OpenApi;
 
 pub use auth::{Scope, Token, Tokens};
+pub use listen::Budget;
 pub use origin::HostPolicy;
 
 use crate::routes::AppState;
@@ -48,6 +50,8 @@ pub struct ServerConfig {
     pub body_limit: usize,
     /// The host names answered to, and the sites whose pages may call.
     pub hosts: HostPolicy,
+    /// What connections may cost: how many, and how long they may dawdle.
+    pub budget: Budget,
 }
 
 impl Default for ServerConfig {
@@ -58,6 +62,7 @@ impl Default for ServerConfig {
             ticket_lapse: Duration::from_secs(10),
             body_limit: 64 * 1024,
             hosts: HostPolicy::default(),
+            budget: Budget::default(),
         }
     }
 }
@@ -187,11 +192,10 @@ pub async fn serve<B: Backend>(
         tickets.clear();
         stop.send_replace(true);
     });
-    axum::serve(listener, router)
-        .with_graceful_shutdown(async move {
-            let _ = stopped.wait_for(|stopping| *stopping).await;
-        })
-        .await?;
+    listen::serve(listener, router, config.budget, async move {
+        let _ = stopped.wait_for(|stopping| *stopping).await;
+    })
+    .await;
     backend
         .flush()
         .await

@@ -11,7 +11,7 @@ use anyhow::{Context, bail};
 use clap::{Args, ValueEnum};
 use ratekeeper_backend::{Backend, Embedded};
 use ratekeeper_redis::{MAX_PARTITIONS, Options, RedisBackend};
-use ratekeeper_server::{HostPolicy, Scope, ServerConfig, Token, Tokens};
+use ratekeeper_server::{Budget, HostPolicy, Scope, ServerConfig, Token, Tokens};
 use serde::Deserialize;
 
 /// Where the state lives.
@@ -76,6 +76,14 @@ pub struct ServeArgs {
     /// How long a ticket keeps its place without anyone waiting on it.
     #[arg(long, env = "RATEKEEPER_TICKET_LAPSE_SECONDS")]
     ticket_lapse_seconds: Option<f64>,
+    /// Connections open at once (default 10 000); one more is answered 503
+    /// and closed. Keep it below the process's file descriptor limit.
+    #[arg(long, env = "RATEKEEPER_MAX_CONNECTIONS")]
+    max_connections: Option<usize>,
+    /// How long a connection may take to send a request's headers, or sit
+    /// idle between requests, before it is closed (default 30).
+    #[arg(long, env = "RATEKEEPER_HEADER_TIMEOUT_SECONDS")]
+    header_timeout_seconds: Option<f64>,
 }
 
 /// The config file. Every field is optional.
@@ -92,6 +100,9 @@ struct FileConfig {
     max_wait_seconds: Option<f64>,
     ticket_lapse_seconds: Option<f64>,
     body_limit_bytes: Option<usize>,
+    max_connections: Option<usize>,
+    header_timeout_seconds: Option<f64>,
+    body_timeout_seconds: Option<f64>,
     #[serde(default)]
     allowed_hosts: Vec<String>,
     #[serde(default)]
@@ -164,6 +175,22 @@ impl ServeArgs {
             },
             body_limit: file.body_limit_bytes.unwrap_or(defaults.body_limit),
             hosts,
+            budget: Budget {
+                max_connections: match self.max_connections.or(file.max_connections) {
+                    Some(0) => bail!("max_connections must be at least 1"),
+                    Some(n) => n,
+                    None => defaults.budget.max_connections,
+                },
+                header_timeout: match self.header_timeout_seconds.or(file.header_timeout_seconds) {
+                    Some(s) => duration("header_timeout_seconds", s)?,
+                    None => defaults.budget.header_timeout,
+                },
+                body_timeout: match file.body_timeout_seconds {
+                    Some(s) => duration("body_timeout_seconds", s)?,
+                    None => defaults.budget.body_timeout,
+                },
+                ..defaults.budget
+            },
         };
         Ok(Settings {
             addr,
