@@ -82,7 +82,7 @@ impl Error {
                 code: code.into(),
                 message,
             },
-            "unavailable" | "shutting_down" => Error::Unavailable(message),
+            "unavailable" | "shutting_down" | "grant_expired" => Error::Unavailable(message),
             _ => Error::Invalid {
                 code: code.into(),
                 message,

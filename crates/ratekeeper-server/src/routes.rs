@@ -258,7 +258,7 @@ fn request_wait<B>(state: &AppState<B>, wait_seconds: Option<f64>) -> Result<Dur
 /// once, since its client never learnt a ticket; a ticket's wait is parked
 /// again, so that a client whose connection failed can come back to its
 /// place until the ticket lapses.
-async fn wait_on<B>(
+async fn wait_on<B: Backend>(
     state: &AppState<B>,
     waiting: Waiting,
     wait: Duration,
@@ -271,25 +271,58 @@ async fn wait_on<B>(
     };
     let mut shutdown = state.shutdown.clone();
     let waiting = parking.waiting.as_mut().expect("set above");
-    tokio::select! {
+    let outcome = tokio::select! {
         biased;
-        outcome = waiting => {
-            parking.waiting = None;
-            state.metrics.acquired(outcome.as_ref().map(|g| g.waited).map_err(|e| e.code()));
-            let answer: AcquireAnswer = outcome?.into();
-            Ok(Json(answer).into_response())
-        }
+        outcome = waiting => outcome,
         _ = shutdown.wait_for(|stopping| *stopping) => {
             parking.waiting = None;
-            Err(ApiError::shutting_down())
+            return Err(ApiError::shutting_down());
         }
         () = tokio::time::sleep(wait) => {
             let answer = AcquireAnswer::Waiting {
                 ticket: parking.park(),
                 lapse_seconds: state.tickets.lapse().as_secs_f64(),
             };
-            Ok((StatusCode::ACCEPTED, Json(answer)).into_response())
+            return Ok((StatusCode::ACCEPTED, Json(answer)).into_response());
         }
+    };
+    parking.waiting = None;
+    drop(parking);
+    state
+        .metrics
+        .acquired(outcome.as_ref().map(|g| g.waited).map_err(|e| e.code()));
+    let granted = still_held(state, outcome?).await?;
+    let answer: AcquireAnswer = granted.into();
+    Ok(Json(answer).into_response())
+}
+
+/// A grant as it may be answered: a lease whose expiry has already passed
+/// (the server was paused, or starved, between the grant and the answer)
+/// would tell the holder it holds what it may no longer hold, so it is
+/// renewed first; if it is gone already, the client is told to retry.
+async fn still_held<B: Backend>(
+    state: &AppState<B>,
+    mut granted: ratekeeper_backend::Granted,
+) -> Result<ratekeeper_backend::Granted, ApiError> {
+    let Some(lease) = granted.lease else {
+        return Ok(granted);
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| since.as_millis() as u64);
+    if lease.expires_at.as_unix_millis() > now {
+        return Ok(granted);
+    }
+    match state.backend.renew(lease.id, None).await {
+        Ok(renewed) => {
+            granted.lease = Some(renewed);
+            Ok(granted)
+        }
+        Err(_) => Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "grant_expired",
+            "the grant expired before it could be answered (the server was held up); retry",
+        )),
     }
 }
 
