@@ -704,7 +704,19 @@ async fn settled(inner: &Inner, part: usize, outcome: Outcome) -> Result<Granted
         (Some(grant), _) => {
             let mut granted = granted(grant)?;
             if let Some(lease) = &mut granted.lease {
-                lease.expires_at = inner.renew_part(part, &lease.id.to_string(), None).await?;
+                // A claim that lapsed (this instance was held up past it)
+                // gave the slots back: for the caller that is a request to
+                // make again, not a lease it held and lost.
+                lease.expires_at = inner
+                    .renew_part(part, &lease.id.to_string(), None)
+                    .await
+                    .map_err(|err| match err {
+                        Error::Lease(_) => unavailable(
+                            "the grant lapsed before this instance could claim it \
+                             (it was held up for longer than the claim); ask again",
+                        ),
+                        other => other,
+                    })?;
             }
             Ok(granted)
         }

@@ -343,3 +343,54 @@ async fn a_redis_restart_is_survived_without_over_admission() {
     .await;
     assert_eq!(status, StatusCode::OK, "{body}");
 }
+
+/// An instance held up (SIGSTOP) past the few seconds a queued request's
+/// grant is claimed for: the grant goes back, and the waiting client is
+/// told to ask again (503), not that it lost a lease it never had (410).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grant_an_instance_was_too_slow_to_claim_is_a_request_to_retry() {
+    use nix::sys::signal::{Signal, kill};
+    use nix::unistd::Pid;
+
+    let redis = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (instance(&redis, &dir), instance(&redis, &dir));
+    let http = reqwest::Client::new();
+    let (status, _) = post(
+        &http,
+        &format!("{}/v1/limits", a.url),
+        json!({"name": "db", "slots": 1}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let (_, held) = acquire(&http, &a, json!({"names": ["db"]})).await;
+    let waiter = {
+        let (http, url) = (http.clone(), b.url.clone());
+        tokio::spawn(async move {
+            post(
+                &http,
+                &format!("{url}/v1/acquire"),
+                json!({"names": ["db"]}),
+            )
+            .await
+        })
+    };
+    until(&http, &a, "db", |state| state["waiting"] == 1).await;
+    let paused = Pid::from_raw(b.child.id() as i32);
+    kill(paused, Signal::SIGSTOP).unwrap();
+    assert_eq!(
+        release(&http, &a, held["lease_id"].as_str().unwrap()).await,
+        StatusCode::NO_CONTENT
+    );
+    // Longer than the claim (3 s): the grant is given back meanwhile.
+    tokio::time::sleep(Duration::from_millis(4_500)).await;
+    until(&http, &a, "db", |state| state["held"] == 0).await;
+    kill(paused, Signal::SIGCONT).unwrap();
+    let (status, answer) = waiter.await.unwrap();
+    assert_ne!(status, StatusCode::GONE, "{answer}");
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{answer}");
+    assert_eq!(answer["error"]["code"], "unavailable");
+    // Asked again, it is granted.
+    let (status, _) = acquire(&http, &b, json!({"names": ["db"], "timeout_seconds": 5})).await;
+    assert_eq!(status, StatusCode::OK);
+}
