@@ -30,6 +30,7 @@ def server_url(tmp_path_factory):
     yield url
     process.terminate()
     process.wait()
+    process.stdout.close()
 
 
 @pytest.fixture(params=["server", "memory"])

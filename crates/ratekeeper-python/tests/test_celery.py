@@ -49,6 +49,7 @@ def fleet(server_url, tmp_path_factory):
         RATEKEEPER_URL=server_url,
         PYTHONPATH=os.path.join(HERE, "programs"),
     )
+    logs = [open(work / f"worker{i}.log", "w") for i in range(2)]
     workers = [
         subprocess.Popen(
             [sys.executable, "-m", "celery", "-A", "celery_app", "worker", "--concurrency", "2",
@@ -57,7 +58,7 @@ def fleet(server_url, tmp_path_factory):
             env=env,
             cwd=str(work),
             stdout=subprocess.DEVNULL,
-            stderr=open(work / f"worker{i}.log", "w"),
+            stderr=logs[i],
         )
         for i in range(2)
     ]
@@ -72,6 +73,8 @@ def fleet(server_url, tmp_path_factory):
         worker.terminate()
     for worker in workers:
         worker.wait(30)
+    for log in logs:
+        log.close()
     redis.terminate()
     redis.wait()
 

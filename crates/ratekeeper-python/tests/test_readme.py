@@ -12,7 +12,8 @@ import pytest
 from conftest import ROOT
 
 README = os.path.join(ROOT, "README.md")
-BLOCKS = re.findall(r"^```python\n(.*?)^```", open(README, encoding="utf-8").read(), re.M | re.S)
+with open(README, encoding="utf-8") as readme:
+    BLOCKS = re.findall(r"^```python\n(.*?)^```", readme.read(), re.M | re.S)
 
 
 def test_the_readme_has_python_blocks():
