@@ -22,4 +22,9 @@ mod store;
 
 pub use backend::{AcquireSpec, Backend, Error, Event, Granted, LimitDetail, Waiting};
 pub use embedded::Embedded;
-pub use store::{CHECKPOINT_BYTES, DB_FILE, LOG_FILE, StoreError};
+pub use store::{CHECKPOINT_BYTES, DB_FILE, FORMAT, LOG_FILE, StoreError};
+
+/// Checking and recovering a damaged store (`ratekeeper store`).
+pub mod repair {
+    pub use crate::store::{check, recover};
+}

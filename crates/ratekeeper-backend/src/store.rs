@@ -22,6 +22,18 @@
 //!
 //! Batches are made durable whole and in order, so whatever a durable grant
 //! depended on (the release that made room for it) is durable too.
+//!
+//! **Opening fails closed.** The database records its format
+//! ([`FORMAT`]) and the epoch the log is being written in, in the same
+//! transaction as each checkpoint. A torn frame at the end of the log is
+//! the only damage passed over (it was never acknowledged). Anything else
+//! is refused with a message naming the file, the offset and what to do: a
+//! damaged frame with acknowledged ones after it, a log missing or cut
+//! short beside a database that expects it, a database missing beside a
+//! log that holds changes, a database older than its log (it lost a
+//! checkpoint), a format this version does not know, an unreadable record.
+//! `ratekeeper store check` says what is wrong; `ratekeeper store recover
+//! --accept-loss` keeps what can be read and says what is lost.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -32,7 +44,13 @@ use ratekeeper_core::{Change, LeaseId, LeaseView, LimitRecord, Records};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use tokio::sync::watch;
 
-use crate::log::Log;
+use crate::log::{Anchor, Log};
+
+/// The store's own facts: its format, and the log's epoch.
+const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+/// The store format this version writes: 2 since the database anchors the
+/// log's epoch (0.1.0 wrote format 1, without a `meta` table).
+pub const FORMAT: u32 = 2;
 
 /// Limit records as JSON, by name.
 const LIMITS: TableDefinition<&str, &[u8]> = TableDefinition::new("limits");
@@ -60,13 +78,31 @@ pub enum StoreError {
         /// What went wrong.
         reason: String,
     },
-    /// A stored record is unreadable or breaks the engine's rules.
-    #[error("the store at {path} holds an invalid record: {reason}")]
+    /// A stored record is unreadable or breaks the engine's rules, or a
+    /// file of the store is damaged or missing.
+    #[error(
+        "the store at {path} is damaged: {reason}. Nothing was changed. \
+         `ratekeeper store check` says what is wrong; restore the data directory \
+         from a backup, or run `ratekeeper store recover --accept-loss` to keep \
+         what can be read"
+    )]
     Corrupt {
-        /// The database file.
+        /// The file at fault.
         path: PathBuf,
         /// What is wrong.
         reason: String,
+    },
+    /// The store was written by a version of ratekeeper that this one
+    /// cannot read.
+    #[error(
+        "the store at {path} has format {found}, written by a newer ratekeeper; \
+         this one reads formats 1 to {FORMAT}. Run the newer version, or restore a backup"
+    )]
+    Format {
+        /// The database file.
+        path: PathBuf,
+        /// The format it records.
+        found: u32,
     },
 }
 
@@ -88,6 +124,28 @@ pub struct Store {
     /// journal that feeds it must be `Send`, and `mpsc::Sender` is not `Sync`.
     queue: Mutex<mpsc::Sender<(u64, Vec<Change>)>>,
     progress: watch::Receiver<Progress>,
+    /// The writer thread, which holds the files until it ends.
+    writer: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+impl Drop for Store {
+    /// Ends the writer (it finishes what was queued) and waits for it, so
+    /// that the files are closed when the store is gone.
+    fn drop(&mut self) {
+        let (closed, _) = mpsc::channel();
+        drop(std::mem::replace(
+            self.queue.get_mut().unwrap_or_else(|p| p.into_inner()),
+            closed,
+        ));
+        if let Some(writer) = self
+            .writer
+            .get_mut()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+        {
+            let _ = writer.join();
+        }
+    }
 }
 
 impl Store {
@@ -98,33 +156,58 @@ impl Store {
     }
 
     fn open_with(dir: &Path, checkpoint_bytes: u64) -> Result<(Arc<Store>, Records), StoreError> {
+        let writer = Writer::open(dir, checkpoint_bytes, Repair::Refuse)?.0;
+        Store::start(dir, writer)
+    }
+}
+
+/// Opens the store in `dir` keeping whatever can be read, as `ratekeeper
+/// store recover --accept-loss` does: damaged files are moved or copied
+/// aside (`*.damaged-<unix seconds>`) and what was lost is described, one
+/// line each. The store is sound afterwards.
+pub fn recover(dir: &Path) -> Result<Vec<String>, StoreError> {
+    let (writer, lost) = Writer::open(dir, CHECKPOINT_BYTES, Repair::AcceptLoss)?;
+    drop(writer);
+    Ok(lost)
+}
+
+/// What `ratekeeper store check` reports: what the store in `dir` holds,
+/// or what is wrong with it. Reads a scratch copy, so not a byte of the
+/// store changes.
+pub fn check(dir: &Path) -> Result<Records, StoreError> {
+    let copy = tempfile_dir(dir)?;
+    for file in [DB_FILE, LOG_FILE] {
+        if dir.join(file).exists() {
+            std::fs::copy(dir.join(file), copy.join(file)).map_err(|e| StoreError::Open {
+                path: dir.join(file),
+                reason: e.to_string(),
+            })?;
+        }
+    }
+    let outcome = Writer::open(&copy, CHECKPOINT_BYTES, Repair::Refuse).and_then(|(writer, _)| {
+        read_records(&writer.db).map_err(|reason| StoreError::Corrupt {
+            path: dir.join(DB_FILE),
+            reason,
+        })
+    });
+    let _ = std::fs::remove_dir_all(&copy);
+    outcome.map_err(|err| relocate(err, &copy, dir))
+}
+
+impl Store {
+    fn start(dir: &Path, writer: Writer) -> Result<(Arc<Store>, Records), StoreError> {
         let path = dir.join(DB_FILE);
         let open_error = |reason: String| StoreError::Open {
             path: path.clone(),
             reason,
         };
-        let corrupt = |reason: String| StoreError::Corrupt {
+        let records = read_records(&writer.db).map_err(|reason| StoreError::Corrupt {
             path: path.clone(),
             reason,
-        };
-        std::fs::create_dir_all(dir).map_err(|e| open_error(e.to_string()))?;
-        let db = Database::create(&path).map_err(|e| open_error(e.to_string()))?;
-        let (log, batches) = Log::open(&dir.join(LOG_FILE), LOG_PREALLOCATE.min(checkpoint_bytes))
-            .map_err(|e| open_error(e.to_string()))?;
-        let mut writer = Writer {
-            db,
-            log,
-            pending: Fold::default(),
-            checkpoint_bytes,
-        };
-        batches
-            .into_iter()
-            .for_each(|batch| writer.pending.add(batch));
-        writer.checkpoint().map_err(corrupt)?;
-        let records = read_records(&writer.db).map_err(corrupt)?;
+        })?;
         let (sender, receiver) = mpsc::channel();
         let (progress_tx, progress) = watch::channel(Progress::default());
-        std::thread::Builder::new()
+        let writer = std::thread::Builder::new()
             .name("ratekeeper-store".into())
             .spawn(move || writer.run(receiver, progress_tx))
             .map_err(|e| open_error(e.to_string()))?;
@@ -132,6 +215,7 @@ impl Store {
             recorded: AtomicU64::new(0),
             queue: Mutex::new(sender),
             progress,
+            writer: Mutex::new(Some(writer)),
         };
         Ok((Arc::new(store), records))
     }
@@ -222,12 +306,19 @@ impl Fold {
         }
     }
 
-    fn is_empty(&self) -> bool {
-        self.limits.is_empty() && self.leases.is_empty()
-    }
-
-    fn write(self, db: &Database) -> Result<(), String> {
+    /// Writes the folded changes, and that the log (of `log_size` bytes)
+    /// is now written in `epoch`, in one transaction.
+    fn write(self, db: &Database, epoch: u32, log_size: u64) -> Result<(), String> {
         let txn = db.begin_write().map_err(|e| e.to_string())?;
+        {
+            let mut meta = txn.open_table(META).map_err(|e| e.to_string())?;
+            meta.insert("format", FORMAT.to_le_bytes().as_slice())
+                .map_err(|e| e.to_string())?;
+            meta.insert("log_epoch", epoch.to_le_bytes().as_slice())
+                .map_err(|e| e.to_string())?;
+            meta.insert("log_size", log_size.to_le_bytes().as_slice())
+                .map_err(|e| e.to_string())?;
+        }
         {
             let mut limits = txn.open_table(LIMITS).map_err(|e| e.to_string())?;
             for (name, record) in self.limits {
@@ -262,6 +353,8 @@ struct Writer {
     /// Every change in the log, folded: what the next checkpoint writes.
     pending: Fold,
     checkpoint_bytes: u64,
+    /// The size the log file is made with (and must keep).
+    log_size: u64,
 }
 
 impl Writer {
@@ -294,11 +387,345 @@ impl Writer {
 
     /// Writes the log's changes into the database, then empties the log.
     fn checkpoint(&mut self) -> Result<(), String> {
-        if !self.pending.is_empty() {
-            std::mem::take(&mut self.pending).write(&self.db)?;
-        }
-        self.log.clear();
+        self.checkpoint_to(self.log.epoch().wrapping_add(1))
+    }
+
+    /// Writes the log's changes into the database with `epoch` as the
+    /// log's new epoch, then starts the log afresh in it.
+    fn checkpoint_to(&mut self, epoch: u32) -> Result<(), String> {
+        std::mem::take(&mut self.pending).write(&self.db, epoch, self.log_size)?;
+        self.log.start(epoch);
         Ok(())
+    }
+
+    /// Opens the store's files, checks them (see the module) and
+    /// checkpoints the log. With [`Repair::AcceptLoss`], what cannot be
+    /// kept is moved aside or dropped, and described.
+    fn open(
+        dir: &Path,
+        checkpoint_bytes: u64,
+        repair: Repair,
+    ) -> Result<(Writer, Vec<String>), StoreError> {
+        let db_path = dir.join(DB_FILE);
+        let log_path = dir.join(LOG_FILE);
+        let open_error = |path: &Path, reason: String| StoreError::Open {
+            path: path.to_owned(),
+            reason,
+        };
+        let mut findings = Findings {
+            repair,
+            lost: Vec::new(),
+        };
+        std::fs::create_dir_all(dir).map_err(|e| open_error(dir, e.to_string()))?;
+        let preallocate = LOG_PREALLOCATE.min(checkpoint_bytes);
+        let log_bytes = match std::fs::read(&log_path) {
+            Ok(bytes) => Some(bytes),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(open_error(&log_path, e.to_string())),
+        };
+        let log_written = log_bytes
+            .as_ref()
+            .is_some_and(|b| b.iter().any(|&x| x != 0));
+        if !db_path.exists() && log_written {
+            findings.fault(
+                &db_path,
+                "the database is missing, yet the change log beside it holds changes \
+                 (starting afresh would forget every limit and lease)"
+                    .into(),
+            )?;
+        }
+        let db = match Database::create(&db_path) {
+            Ok(db) => db,
+            Err(e) if repair == Repair::AcceptLoss => {
+                let aside = move_aside(&db_path).map_err(|e| open_error(&db_path, e))?;
+                findings.fault(
+                    &db_path,
+                    format!(
+                        "the database could not be opened ({e}); moved to {}",
+                        aside.display()
+                    ),
+                )?;
+                Database::create(&db_path).map_err(|e| open_error(&db_path, e.to_string()))?
+            }
+            Err(e) => return Err(open_error(&db_path, e.to_string())),
+        };
+        let Meta {
+            format,
+            epoch,
+            log_size,
+        } = read_meta(&db).map_err(|reason| StoreError::Corrupt {
+            path: db_path.clone(),
+            reason,
+        })?;
+        if let Some(found) = format.filter(|f| *f > FORMAT) {
+            return Err(StoreError::Format {
+                path: db_path,
+                found,
+            });
+        }
+        let anchored = format == Some(FORMAT);
+        if anchored {
+            match &log_bytes {
+                None => findings.fault(
+                    &log_path,
+                    "the change log is missing beside a database that expects it \
+                     (the changes since the last checkpoint would be lost)"
+                        .into(),
+                )?,
+                Some(bytes) if (bytes.len() as u64) < log_size.unwrap_or(0) => findings.fault(
+                    &log_path,
+                    format!(
+                        "the change log is {} bytes, shorter than the {} it was made with: \
+                         it was cut short",
+                        bytes.len(),
+                        log_size.unwrap_or(0)
+                    ),
+                )?,
+                Some(_) => {}
+            }
+        }
+        let anchor = if anchored {
+            Anchor::Epoch(epoch.unwrap_or(0))
+        } else {
+            Anchor::FirstFrame
+        };
+        let (log, replay) = Log::open(&log_path, preallocate, anchor)
+            .map_err(|e| open_error(&log_path, e.to_string()))?;
+        if let Some(damage) = &replay.damage {
+            if repair == Repair::AcceptLoss {
+                let aside = copy_aside(&log_path).map_err(|e| open_error(&log_path, e))?;
+                findings.lost.push(format!(
+                    "(the damaged change log was copied to {})",
+                    aside.display()
+                ));
+            }
+            findings.fault(
+                &log_path,
+                format!(
+                    "at offset {}: {}; the changes from there on",
+                    damage.offset, damage.what
+                ),
+            )?;
+        }
+        if anchored && epoch.is_some_and(|e| replay.newest_epoch > e) {
+            findings.fault(
+                &db_path,
+                format!(
+                    "the database is older than its change log (the log holds epoch {}, the database \
+                     names {}): it lost a checkpoint, so changes it held are gone",
+                    replay.newest_epoch,
+                    epoch.unwrap_or(0)
+                ),
+            )?;
+        }
+        let next = replay.newest_epoch.max(epoch.unwrap_or(0)).wrapping_add(1);
+        let mut writer = Writer {
+            db,
+            log,
+            pending: Fold::default(),
+            checkpoint_bytes,
+            log_size: preallocate.max(log_bytes.as_ref().map_or(0, |b| b.len() as u64)),
+        };
+        replay
+            .batches
+            .into_iter()
+            .for_each(|batch| writer.pending.add(batch));
+        writer
+            .checkpoint_to(next)
+            .map_err(|reason| StoreError::Corrupt {
+                path: db_path.clone(),
+                reason,
+            })?;
+        if repair == Repair::AcceptLoss {
+            for skipped in drop_unreadable(&writer.db).map_err(|reason| StoreError::Corrupt {
+                path: db_path.clone(),
+                reason,
+            })? {
+                findings
+                    .lost
+                    .push(format!("{}: {skipped}", db_path.display()));
+            }
+        }
+        Ok((writer, findings.lost))
+    }
+}
+
+/// Whether opening refuses damage or passes over it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Repair {
+    Refuse,
+    AcceptLoss,
+}
+
+/// What opening found wrong, as it goes.
+struct Findings {
+    repair: Repair,
+    /// What was passed over, described.
+    lost: Vec<String>,
+}
+
+impl Findings {
+    /// Damage in `path`: refused, or passed over and described.
+    fn fault(&mut self, path: &Path, reason: String) -> Result<(), StoreError> {
+        match self.repair {
+            Repair::Refuse => Err(StoreError::Corrupt {
+                path: path.to_owned(),
+                reason,
+            }),
+            Repair::AcceptLoss => {
+                self.lost.push(format!("{}: {reason}", path.display()));
+                Ok(())
+            }
+        }
+    }
+}
+
+/// What a database records about the store (all `None` in 0.1.0's
+/// format 1, which had no `meta` table).
+#[derive(Debug, Default)]
+struct Meta {
+    format: Option<u32>,
+    /// The epoch the log is written in.
+    epoch: Option<u32>,
+    /// The size the log file was made with.
+    log_size: Option<u64>,
+}
+
+fn read_meta(db: &Database) -> Result<Meta, String> {
+    let txn = db.begin_read().map_err(|e| e.to_string())?;
+    let table = match txn.open_table(META) {
+        Ok(table) => table,
+        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Meta::default()),
+        Err(e) => return Err(e.to_string()),
+    };
+    let bytes = |key: &str| -> Result<Option<Vec<u8>>, String> {
+        Ok(table
+            .get(key)
+            .map_err(|e| e.to_string())?
+            .map(|v| v.value().to_vec()))
+    };
+    let bad = |key: &str| format!("the stored {key} is not a number");
+    let u32_of = |key: &str| -> Result<Option<u32>, String> {
+        bytes(key)?
+            .map(|b| b.try_into().map(u32::from_le_bytes).map_err(|_| bad(key)))
+            .transpose()
+    };
+    let log_size = bytes("log_size")?
+        .map(|b| {
+            b.try_into()
+                .map(u64::from_le_bytes)
+                .map_err(|_| bad("log_size"))
+        })
+        .transpose()?;
+    Ok(Meta {
+        format: u32_of("format")?,
+        epoch: u32_of("log_epoch")?,
+        log_size,
+    })
+}
+
+/// Deletes records that cannot be read; says which.
+fn drop_unreadable(db: &Database) -> Result<Vec<String>, String> {
+    let mut bad_limits = Vec::new();
+    let mut bad_leases = Vec::new();
+    {
+        let txn = db.begin_read().map_err(|e| e.to_string())?;
+        let limits = txn.open_table(LIMITS).map_err(|e| e.to_string())?;
+        for entry in limits.iter().map_err(|e| e.to_string())? {
+            let (name, value) = entry.map_err(|e| e.to_string())?;
+            if serde_json::from_slice::<LimitRecord>(value.value()).is_err() {
+                bad_limits.push(name.value().to_owned());
+            }
+        }
+        let leases = txn.open_table(LEASES).map_err(|e| e.to_string())?;
+        for entry in leases.iter().map_err(|e| e.to_string())? {
+            let (key, value) = entry.map_err(|e| e.to_string())?;
+            if serde_json::from_slice::<LeaseView>(value.value()).is_err() {
+                bad_leases.push(key.value().to_vec());
+            }
+        }
+    }
+    let txn = db.begin_write().map_err(|e| e.to_string())?;
+    {
+        let mut limits = txn.open_table(LIMITS).map_err(|e| e.to_string())?;
+        for name in &bad_limits {
+            limits.remove(name.as_str()).map_err(|e| e.to_string())?;
+        }
+        let mut leases = txn.open_table(LEASES).map_err(|e| e.to_string())?;
+        for key in &bad_leases {
+            leases.remove(key.as_slice()).map_err(|e| e.to_string())?;
+        }
+    }
+    txn.commit().map_err(|e| e.to_string())?;
+    let mut described: Vec<String> = bad_limits
+        .iter()
+        .map(|name| format!("the unreadable record of limit {name:?} was dropped"))
+        .collect();
+    described.extend(bad_leases.iter().map(|key| {
+        let hex: String = key.iter().map(|b| format!("{b:02x}")).collect();
+        format!("the unreadable record of lease {hex} was dropped (its slots are free)")
+    }));
+    Ok(described)
+}
+
+fn aside_name(path: &Path) -> PathBuf {
+    let seconds = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let mut name = path.as_os_str().to_owned();
+    name.push(format!(".damaged-{seconds}"));
+    PathBuf::from(name)
+}
+
+/// Moves a damaged file out of the way; where it went.
+fn move_aside(path: &Path) -> Result<PathBuf, String> {
+    let aside = aside_name(path);
+    std::fs::rename(path, &aside).map_err(|e| e.to_string())?;
+    Ok(aside)
+}
+
+/// Copies a damaged file for the record; where the copy is.
+fn copy_aside(path: &Path) -> Result<PathBuf, String> {
+    let aside = aside_name(path);
+    std::fs::copy(path, &aside).map_err(|e| e.to_string())?;
+    Ok(aside)
+}
+
+/// A fresh directory beside `dir` for a copy of the store.
+fn tempfile_dir(dir: &Path) -> Result<PathBuf, StoreError> {
+    let seconds = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let copy =
+        std::env::temp_dir().join(format!("ratekeeper-check-{}-{seconds}", std::process::id()));
+    std::fs::create_dir_all(&copy).map_err(|e| StoreError::Open {
+        path: dir.to_owned(),
+        reason: format!("cannot make a scratch copy in {}: {e}", copy.display()),
+    })?;
+    Ok(copy)
+}
+
+/// An error about the scratch copy `from`, told about `to` instead.
+fn relocate(err: StoreError, from: &Path, to: &Path) -> StoreError {
+    let fix = |path: PathBuf| match path.strip_prefix(from) {
+        Ok(rest) => to.join(rest),
+        Err(_) => path,
+    };
+    let text =
+        |reason: String| reason.replace(&from.display().to_string(), &to.display().to_string());
+    match err {
+        StoreError::Open { path, reason } => StoreError::Open {
+            path: fix(path),
+            reason: text(reason),
+        },
+        StoreError::Corrupt { path, reason } => StoreError::Corrupt {
+            path: fix(path),
+            reason: text(reason),
+        },
+        StoreError::Format { path, found } => StoreError::Format {
+            path: fix(path),
+            found,
+        },
     }
 }
 
@@ -329,8 +756,11 @@ mod tests {
         for file in [DB_FILE, LOG_FILE] {
             std::fs::copy(dir.join(file), copy.path().join(file)).unwrap();
         }
-        let (log, batches) = Log::open(&copy.path().join(LOG_FILE), 0).unwrap();
-        drop(log);
+        let db = Database::create(copy.path().join(DB_FILE)).unwrap();
+        let epoch = read_meta(&db).unwrap().epoch;
+        drop(db);
+        let bytes = std::fs::read(copy.path().join(LOG_FILE)).unwrap();
+        let batches = crate::log::read(&bytes, Anchor::Epoch(epoch.unwrap())).batches;
         let (_, records) = Store::open(copy.path()).unwrap();
         (records, batches.len())
     }
@@ -356,6 +786,125 @@ mod tests {
             "below the threshold the changes are only in the log"
         );
         assert_eq!(names(&records), [("a", 3)]);
+    }
+
+    /// Opens the store in `dir`, records `changes` durably and closes it.
+    async fn lifetime(dir: &Path, changes: Vec<Change>) -> Records {
+        let (store, records) = Store::open(dir).unwrap();
+        store.record(changes);
+        store.durable().await.unwrap();
+        records
+    }
+
+    fn slots_of(records: &Records, name: &str) -> Option<u64> {
+        records
+            .limits
+            .iter()
+            .find(|l| l.name == name)
+            .map(|l| l.slots)
+    }
+
+    #[tokio::test]
+    async fn a_torn_first_frame_never_brings_back_an_earlier_lifetime() {
+        let dir = tempfile::tempdir().unwrap();
+        lifetime(dir.path(), vec![limit("x", 10)]).await;
+        lifetime(dir.path(), vec![limit("x", 1)]).await;
+        lifetime(dir.path(), vec![limit("y", 5)]).await;
+        // What a power loss can leave: the first frame's first 22 bytes
+        // overwritten with a piece of another frame.
+        let log = dir.path().join(LOG_FILE);
+        let mut bytes = std::fs::read(&log).unwrap();
+        let piece: Vec<u8> = bytes[40..62].to_vec();
+        bytes[..22].copy_from_slice(&piece);
+        std::fs::write(&log, bytes).unwrap();
+        let records = lifetime(dir.path(), vec![limit("z", 2)]).await;
+        assert_eq!(slots_of(&records, "x"), Some(1));
+        let (_, records) = Store::open(dir.path()).unwrap();
+        assert_eq!(
+            slots_of(&records, "x"),
+            Some(1),
+            "an old lifetime's frame was replayed"
+        );
+        assert_eq!(slots_of(&records, "z"), Some(2));
+    }
+
+    fn refused(dir: &Path) -> String {
+        match Store::open(dir) {
+            Ok(_) => panic!("a damaged store was opened"),
+            Err(err) => err.to_string(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_damaged_frame_with_acknowledged_ones_after_it_is_refused_naming_the_file_and_offset()
+    {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _) = Store::open(dir.path()).unwrap();
+        for i in 0..3 {
+            store.record(vec![limit(&format!("l{i}"), 1)]);
+            store.durable().await.unwrap();
+        }
+        drop(store);
+        let log = dir.path().join(LOG_FILE);
+        let mut bytes = std::fs::read(&log).unwrap();
+        bytes[30] ^= 0x04; // inside the first frame's payload
+        std::fs::write(&log, &bytes).unwrap();
+        let message = refused(dir.path());
+        assert!(
+            message.contains(LOG_FILE) && message.contains("offset 0"),
+            "{message}"
+        );
+        assert!(message.contains("store recover --accept-loss"), "{message}");
+        // Refusing changed nothing.
+        assert_eq!(std::fs::read(&log).unwrap(), bytes);
+        // Recovery keeps what is before the damage and says what is lost.
+        let lost = recover(dir.path()).unwrap();
+        assert!(lost.iter().any(|l| l.contains("offset 0")), "{lost:?}");
+        let (_, records) = Store::open(dir.path()).unwrap();
+        assert!(records.limits.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_missing_or_cut_log_and_a_missing_database_are_refused() {
+        for damage in ["log deleted", "log truncated", "database deleted"] {
+            let dir = tempfile::tempdir().unwrap();
+            lifetime(dir.path(), vec![limit("x", 1)]).await;
+            let (log, db) = (dir.path().join(LOG_FILE), dir.path().join(DB_FILE));
+            match damage {
+                "log deleted" => std::fs::remove_file(&log).unwrap(),
+                "log truncated" => std::fs::File::options()
+                    .write(true)
+                    .open(&log)
+                    .unwrap()
+                    .set_len(100)
+                    .unwrap(),
+                _ => std::fs::remove_file(&db).unwrap(),
+            }
+            let message = refused(dir.path());
+            assert!(message.contains("damaged"), "{damage}: {message}");
+            let lost = recover(dir.path()).unwrap();
+            assert!(!lost.is_empty(), "{damage}: recovery said nothing was lost");
+            Store::open(dir.path()).unwrap();
+        }
+    }
+
+    #[tokio::test]
+    async fn a_store_of_a_newer_format_is_refused_not_misread() {
+        let dir = tempfile::tempdir().unwrap();
+        lifetime(dir.path(), vec![limit("x", 1)]).await;
+        let db = Database::create(dir.path().join(DB_FILE)).unwrap();
+        let txn = db.begin_write().unwrap();
+        txn.open_table(META)
+            .unwrap()
+            .insert("format", (FORMAT + 1).to_le_bytes().as_slice())
+            .unwrap();
+        txn.commit().unwrap();
+        drop(db);
+        let message = refused(dir.path());
+        assert!(
+            message.contains(&format!("format {}", FORMAT + 1)),
+            "{message}"
+        );
     }
 
     #[tokio::test]

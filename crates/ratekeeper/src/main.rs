@@ -4,6 +4,7 @@ mod admin;
 mod bench;
 mod run;
 mod serve;
+mod store;
 
 use std::process::ExitCode;
 
@@ -39,6 +40,8 @@ enum Command {
     Run(run::RunArgs),
     /// Measures a server (or `memory://`): seed, handoff, churn, rate.
     Bench(bench::BenchArgs),
+    /// Checks or recovers the embedded store's files (no server running).
+    Store(store::StoreArgs),
     /// Lists live leases: who holds what.
     Leases {
         #[command(flatten)]
@@ -71,6 +74,7 @@ fn main() -> ExitCode {
             } => admin::limit(connection, command).await,
             Command::Leases { connection, limit } => admin::leases(connection, limit).await,
             Command::Run(args) => return run::run(args).await,
+            Command::Store(args) => store::run(args),
             Command::Bench(args) => bench::run(args).await,
         }
         .map(|()| 0)
