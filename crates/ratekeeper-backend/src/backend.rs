@@ -177,4 +177,7 @@ pub trait Backend: Send + Sync + 'static {
     fn events(&self) -> impl Future<Output = Result<broadcast::Receiver<Event>, Error>> + Send;
     /// Waits until every change made so far is durable.
     fn flush(&self) -> impl Future<Output = Result<(), Error>> + Send;
+    /// Whether the backend can serve now, checked for real: its store
+    /// writable, its Redis answering. `Unavailable` says why not.
+    fn health(&self) -> impl Future<Output = Result<(), Error>> + Send;
 }

@@ -196,6 +196,15 @@ impl Backend for Embedded {
     async fn flush(&self) -> Result<(), Error> {
         self.durable().await
     }
+
+    async fn health(&self) -> Result<(), Error> {
+        match &self.store {
+            Some(store) => store
+                .health()
+                .map_err(|reason| Error::Unavailable { reason }),
+            None => Ok(()),
+        }
+    }
 }
 
 struct GiveBackOnDrop<'a> {

@@ -39,6 +39,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
+use std::time::Duration;
 
 use ratekeeper_core::{Change, LeaseId, LeaseView, LimitRecord, Records};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
@@ -111,8 +112,12 @@ pub enum StoreError {
 struct Progress {
     /// Every batch numbered up to this one is durable.
     committed: u64,
-    /// Set once a commit failed; nothing is durable after that.
+    /// Set while the log cannot be written: why. Nothing recorded after
+    /// `committed` is durable meanwhile.
     failed: Option<String>,
+    /// Set while a checkpoint cannot be written (the log keeps the
+    /// changes): why.
+    checkpoint: Option<String>,
 }
 
 /// The durable store of one server.
@@ -231,6 +236,16 @@ impl Store {
             .lock()
             .expect("the store queue lock is never poisoned")
             .send((seq, changes));
+    }
+
+    /// Whether the store can write: why not, if it cannot.
+    pub fn health(&self) -> Result<(), String> {
+        let progress = self.progress.borrow();
+        match (&progress.failed, &progress.checkpoint) {
+            (Some(reason), _) => Err(reason.clone()),
+            (None, Some(reason)) => Err(format!("a checkpoint cannot be written: {reason}")),
+            (None, None) => Ok(()),
+        }
     }
 
     /// Waits until everything recorded so far is durable.
@@ -359,30 +374,60 @@ struct Writer {
 
 impl Writer {
     /// Makes everything queued durable, one log frame at a time.
+    ///
+    /// A frame that cannot be written (a full disk, say) is not given up:
+    /// it is tried again, with what was queued meanwhile, until it can be,
+    /// and the store reports itself failed until then (waiters get the
+    /// reason, `health` says it). A checkpoint that cannot be written is
+    /// tried again at the next frame: its changes are safe in the log.
     fn run(mut self, queue: mpsc::Receiver<(u64, Vec<Change>)>, progress: watch::Sender<Progress>) {
+        let mut retry = Duration::from_millis(50);
         while let Ok((mut last, mut batch)) = queue.recv() {
-            while let Ok((seq, changes)) = queue.try_recv() {
-                batch.extend(changes);
-                last = seq;
+            loop {
+                let mut closing = false;
+                loop {
+                    match queue.try_recv() {
+                        Ok((seq, changes)) => {
+                            batch.extend(changes);
+                            last = seq;
+                        }
+                        Err(mpsc::TryRecvError::Empty) => break,
+                        Err(mpsc::TryRecvError::Disconnected) => {
+                            closing = true;
+                            break;
+                        }
+                    }
+                }
+                match self.log.append(&batch) {
+                    Ok(()) => break,
+                    Err(err) if closing => {
+                        tracing::error!(%err, "the store is closing and its last changes cannot be written");
+                        return;
+                    }
+                    Err(err) => {
+                        let reason = format!("the change log cannot be written: {err}");
+                        if progress.borrow().failed.as_deref() != Some(reason.as_str()) {
+                            tracing::error!(%reason, "changes are refused until it can be");
+                        }
+                        progress.send_modify(|p| p.failed = Some(reason));
+                        std::thread::sleep(retry);
+                        retry = (retry * 2).min(Duration::from_secs(1));
+                    }
+                }
             }
-            if let Err(reason) = self.write(batch) {
-                tracing::error!(%reason, "writing the store failed; refusing further changes");
-                progress.send_modify(|p| {
-                    p.failed = Some(format!("the store cannot be written: {reason}"));
-                });
-                return;
-            }
-            progress.send_modify(|p| p.committed = last);
+            retry = Duration::from_millis(50);
+            self.pending.add(batch);
+            let checkpoint = if self.log.len() >= self.checkpoint_bytes {
+                self.checkpoint()
+            } else {
+                Ok(())
+            };
+            progress.send_modify(|p| {
+                p.committed = last;
+                p.failed = None;
+                p.checkpoint = checkpoint.err();
+            });
         }
-    }
-
-    fn write(&mut self, batch: Vec<Change>) -> Result<(), String> {
-        self.log.append(&batch).map_err(|e| e.to_string())?;
-        self.pending.add(batch);
-        if self.log.len() >= self.checkpoint_bytes {
-            self.checkpoint()?;
-        }
-        Ok(())
     }
 
     /// Writes the log's changes into the database, then empties the log.

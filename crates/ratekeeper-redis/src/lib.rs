@@ -1149,6 +1149,18 @@ impl Backend for RedisBackend {
     async fn flush(&self) -> Result<(), Error> {
         Ok(())
     }
+
+    /// A round trip to Redis (every primary's partitions, by touching the
+    /// first partition: one `PING` through the same connection).
+    async fn health(&self) -> Result<(), Error> {
+        let command = redis::cmd("PING");
+        let ping = self.inner.conn.query::<String>(&command);
+        match tokio::time::timeout(Duration::from_secs(2), ping).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(err)) => Err(unavailable(format!("Redis does not answer: {err}"))),
+            Err(_) => Err(unavailable("Redis did not answer a PING within 2 s")),
+        }
+    }
 }
 
 /// Leases read in partition `part`, each with it.

@@ -83,7 +83,7 @@ impl Tokens {
 /// to use limits, `admin` to change them.
 fn needed(method: &Method, path: &str) -> Option<Scope> {
     match path {
-        "/healthz" | "/openapi.json" => None,
+        "/healthz" | "/livez" | "/readyz" | "/openapi.json" => None,
         _ if crate::ui::is_ui_path(path) => None,
         _ if path.starts_with("/v1/limits") && method != Method::GET => Some(Scope::Admin),
         _ => Some(Scope::Client),

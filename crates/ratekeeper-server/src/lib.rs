@@ -75,7 +75,7 @@ impl Default for ServerConfig {
         routes::create_limit, routes::list_limits, routes::get_limit, routes::update_limit,
         routes::delete_limit, routes::reset_limit, routes::acquire, routes::wait_ticket,
         routes::cancel_ticket, routes::list_leases, routes::renew_lease, routes::release_lease,
-        events::events, routes::healthz, routes::metrics,
+        events::events, routes::livez, routes::readyz, routes::metrics,
     ),
     modifiers(&BearerAuth),
 )]
@@ -140,7 +140,9 @@ pub fn router<B: Backend>(
         .route("/v1/leases/{id}", delete(routes::release_lease::<B>))
         .route("/v1/events", get(events::events::<B>))
         .route("/metrics", get(routes::metrics::<B>))
-        .route("/healthz", get(routes::healthz))
+        .route("/healthz", get(routes::livez))
+        .route("/livez", get(routes::livez))
+        .route("/readyz", get(routes::readyz::<B>))
         .route("/", get(ui::index))
         .route("/ui/app.js", get(ui::script))
         .route("/ui/style.css", get(ui::style))

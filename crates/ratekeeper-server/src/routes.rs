@@ -406,10 +406,31 @@ pub async fn release_lease<B: Backend>(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// Liveness: answers while the server serves.
-#[utoipa::path(get, path = "/healthz", tag = "service", responses((status = 200, description = "serving")))]
-pub async fn healthz() -> Json<serde_json::Value> {
+/// Liveness: the process serves HTTP (`/healthz` is the same).
+#[utoipa::path(get, path = "/livez", tag = "service", responses((status = 200, description = "serving")))]
+pub async fn livez() -> Json<serde_json::Value> {
     Json(serde_json::json!({ "status": "ok" }))
+}
+
+/// Readiness: the store answers, checked for real (the embedded store's
+/// writer can write; Redis answers a round trip). 503 with the reason
+/// otherwise, so that a load balancer sends traffic elsewhere.
+#[utoipa::path(get, path = "/readyz", tag = "service", responses((status = 200, description = "ready"),
+    (status = 503, body = ErrorBody, description = "not_ready: the store cannot serve")))]
+pub async fn readyz<B: Backend>(
+    State(state): State<AppState<B>>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    if *state.shutdown.borrow() {
+        return Err(ApiError::shutting_down());
+    }
+    match state.backend.health().await {
+        Ok(()) => Ok(Json(serde_json::json!({ "status": "ready" }))),
+        Err(err) => Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not_ready",
+            err.to_string(),
+        )),
+    }
 }
 
 /// Prometheus metrics in the OpenMetrics text format.

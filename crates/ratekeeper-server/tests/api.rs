@@ -491,3 +491,21 @@ async fn events_stream_a_snapshot_then_changes() {
     assert!(text.contains("event: limit\n"), "{text}");
     assert!(text.contains("\"held\":1"), "{text}");
 }
+
+#[tokio::test]
+async fn liveness_and_readiness_answer_without_a_token() {
+    let server = TestServer::with_config(ServerConfig {
+        tokens: Tokens::new(vec![Token {
+            secret: "admin-secret-for-tests".into(),
+            scope: Scope::Admin,
+        }])
+        .unwrap(),
+        ..ServerConfig::default()
+    })
+    .await;
+    for path in ["/livez", "/healthz", "/readyz"] {
+        let (status, body) = server.get(path).await;
+        assert_eq!(status, StatusCode::OK, "{path}: {body}");
+    }
+    assert_eq!(server.get("/readyz").await.1["status"], "ready");
+}

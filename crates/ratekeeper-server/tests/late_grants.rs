@@ -71,6 +71,9 @@ impl Backend for Late {
     async fn flush(&self) -> Result<(), Error> {
         self.inner.flush().await
     }
+    async fn health(&self) -> Result<(), Error> {
+        self.inner.health().await
+    }
 }
 
 async fn serve(lose: bool) -> String {

@@ -394,3 +394,52 @@ async fn a_grant_an_instance_was_too_slow_to_claim_is_a_request_to_retry() {
     let (status, _) = acquire(&http, &b, json!({"names": ["db"], "timeout_seconds": 5})).await;
     assert_eq!(status, StatusCode::OK);
 }
+
+async fn status_of(http: &reqwest::Client, server: &ServerProcess, path: &str) -> StatusCode {
+    http.get(format!("{}{path}", server.url))
+        .send()
+        .await
+        .map_or(StatusCode::BAD_GATEWAY, |r| r.status())
+}
+
+async fn until_status(
+    http: &reqwest::Client,
+    server: &ServerProcess,
+    path: &str,
+    wanted: StatusCode,
+) {
+    let started = Instant::now();
+    while status_of(http, server, path).await != wanted {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "{path} never answered {wanted}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// `/readyz` makes a real round trip to Redis: with Redis down it answers
+/// 503 (so a load balancer looks elsewhere) while `/livez` and `/healthz`
+/// still answer, and it is ready again once Redis is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_follows_redis_and_liveness_does_not() {
+    let mut redis = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let server = instance(&redis, &dir);
+    let http = reqwest::Client::new();
+    assert_eq!(status_of(&http, &server, "/readyz").await, StatusCode::OK);
+    redis.kill();
+    until_status(&http, &server, "/readyz", StatusCode::SERVICE_UNAVAILABLE).await;
+    let (_, body) = call(
+        &http,
+        reqwest::Method::GET,
+        &format!("{}/readyz", server.url),
+        None,
+    )
+    .await;
+    assert_eq!(body["error"]["code"], "not_ready");
+    assert_eq!(status_of(&http, &server, "/livez").await, StatusCode::OK);
+    assert_eq!(status_of(&http, &server, "/healthz").await, StatusCode::OK);
+    redis.restart();
+    until_status(&http, &server, "/readyz", StatusCode::OK).await;
+}
