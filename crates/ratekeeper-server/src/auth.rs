@@ -113,13 +113,20 @@ fn query_token(request: &Request) -> Option<&str> {
         .find_map(|pair| pair.strip_prefix("access_token="))
 }
 
-/// Refuses requests whose token is missing (401) or lacks the scope (403).
+/// What the caller may do, for handlers that decide by it: the scope of
+/// its token (`Admin` on a server without tokens).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Caller(pub Scope);
+
+/// Refuses requests whose token is missing (401) or lacks the scope (403),
+/// and tells handlers the caller's scope ([`Caller`]).
 pub async fn check(
     State(tokens): State<std::sync::Arc<Tokens>>,
-    request: Request,
+    mut request: Request,
     next: Next,
 ) -> Response {
     if !tokens.required() {
+        request.extensions_mut().insert(Caller(Scope::Admin));
         return next.run(request).await;
     }
     let Some(needed) = needed(request.method(), request.uri().path()) else {
@@ -146,6 +153,9 @@ pub async fn check(
             "this needs an admin token; a client token may acquire, renew, release and read",
         )
         .into_response(),
-        Some(_) => next.run(request).await,
+        Some(scope) => {
+            request.extensions_mut().insert(Caller(scope));
+            next.run(request).await
+        }
     }
 }

@@ -181,8 +181,22 @@ pub async fn reset_limit<B: Backend>(
         (status = 503, body = ErrorBody, description = "shutting down; retry")))]
 pub async fn acquire<B: Backend>(
     State(state): State<AppState<B>>,
+    caller: Option<axum::Extension<crate::auth::Caller>>,
     Body(body): Body<AcquireBody>,
 ) -> Result<Response, ApiError> {
+    // Creating a limit is an admin's change, whichever way it is asked
+    // for: a client token could otherwise make limits without end and
+    // squat names.
+    let scope = caller.map_or(crate::Scope::Admin, |c| c.0.0);
+    if body.create_if_missing && scope < crate::Scope::Admin {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "create_if_missing creates limits, which needs an admin token; \
+             a client token may only use limits that exist",
+        )
+        .in_field("create_if_missing"));
+    }
     let spec = AcquireSpec {
         occupy: body.occupy,
         mode: body.mode.into(),

@@ -408,6 +408,27 @@ async fn tokens_guard_every_route_by_scope() {
     assert_eq!(status, StatusCode::FORBIDDEN);
     let (status, _) = server.post("/v1/limits/db/reset", json!({})).await;
     assert_eq!(status, StatusCode::FORBIDDEN);
+    // Nor may it create limits by acquiring on missing ones.
+    let (status, body) = server
+        .post(
+            "/v1/acquire",
+            json!({"names": ["squatted"], "create_if_missing": true}),
+        )
+        .await;
+    assert_eq!((status, code(&body)), (StatusCode::FORBIDDEN, "forbidden"));
+    assert_eq!(body["error"]["field"], "create_if_missing");
+    server.token = Some("admin-secret-for-tests".into());
+    assert_eq!(
+        server.get("/v1/limits/squatted").await.0,
+        StatusCode::NOT_FOUND
+    );
+    let (status, _) = server
+        .post(
+            "/v1/acquire",
+            json!({"names": ["created"], "create_if_missing": true}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
 
     server.token = None;
     assert_eq!(server.get("/healthz").await.0, StatusCode::OK);
