@@ -15,7 +15,14 @@ Names = Union[str, Sequence[str]]
 #: Where the module-level functions look when nothing is configured.
 DEFAULT_URL = "http://127.0.0.1:7171"
 
-_UNSET: Any = object()
+class _Unchanged:
+    """The default of an argument that is left as it is when not given."""
+
+    def __repr__(self) -> str:
+        return "unchanged"
+
+
+_UNSET: Any = _Unchanged()
 
 
 def _names(names: Names) -> List[str]:

@@ -18,10 +18,12 @@ Errors: ``LimitExists``, ``LimitNotFound``, and ``InvalidRequest`` whose
 
 from __future__ import annotations
 
-from typing import Any, List, Optional
+import functools
+import inspect
+from typing import Any, Callable
 
 from . import client
-from ._client import _UNSET, LeaseInfo, Limit
+from ._client import Client, LeaseInfo, Limit
 
 __all__ = [
     "LeaseInfo",
@@ -39,72 +41,26 @@ __all__ = [
 ]
 
 
-def create_limit(
-    name: str,
-    slots: int,
-    slot_decay_per_second: float = 0.0,
-    active: bool = True,
-    description: Optional[str] = None,
-) -> Limit:
-    """See ``Client.create_limit``."""
-    return client().create_limit(name, slots, slot_decay_per_second, active, description)
+def _on_shared_client(method: Callable[..., Any]) -> Callable[..., Any]:
+    """``Client.method`` as a function of the shared client, with the
+    method's own signature and documentation."""
+
+    @functools.wraps(method)
+    def call(*args: Any, **kwargs: Any) -> Any:
+        return method(client(), *args, **kwargs)
+
+    signature = inspect.signature(method)
+    call.__signature__ = signature.replace(parameters=list(signature.parameters.values())[1:])  # type: ignore[attr-defined]
+    return call
 
 
-def ensure_limit(
-    name: str,
-    slots: int,
-    slot_decay_per_second: float = 0.0,
-    active: bool = True,
-    description: Optional[str] = None,
-) -> Limit:
-    """See ``Client.ensure_limit``."""
-    return client().ensure_limit(name, slots, slot_decay_per_second, active, description)
-
-
-def get_limit(name: str) -> Limit:
-    """See ``Client.limit``."""
-    return client().limit(name)
-
-
-def limits() -> List[Limit]:
-    """See ``Client.limits``."""
-    return client().limits()
-
-
-def update_limit(
-    name: str,
-    *,
-    slots: Optional[int] = None,
-    slot_decay_per_second: Optional[float] = None,
-    active: Optional[bool] = None,
-    description: Any = _UNSET,
-) -> Limit:
-    """See ``Client.update_limit``."""
-    return client().update_limit(
-        name, slots=slots, slot_decay_per_second=slot_decay_per_second, active=active, description=description
-    )
-
-
-def enable_limit(name: str) -> Limit:
-    """See ``Client.enable_limit``."""
-    return client().enable_limit(name)
-
-
-def disable_limit(name: str) -> Limit:
-    """See ``Client.disable_limit``."""
-    return client().disable_limit(name)
-
-
-def reset_limit(name: str) -> Limit:
-    """See ``Client.reset_limit``."""
-    return client().reset_limit(name)
-
-
-def delete_limit(name: str) -> None:
-    """See ``Client.delete_limit``."""
-    client().delete_limit(name)
-
-
-def leases(limit: Optional[str] = None) -> List[LeaseInfo]:
-    """See ``Client.leases``."""
-    return client().leases(limit)
+create_limit = _on_shared_client(Client.create_limit)
+ensure_limit = _on_shared_client(Client.ensure_limit)
+get_limit = _on_shared_client(Client.limit)
+limits = _on_shared_client(Client.limits)
+update_limit = _on_shared_client(Client.update_limit)
+enable_limit = _on_shared_client(Client.enable_limit)
+disable_limit = _on_shared_client(Client.disable_limit)
+reset_limit = _on_shared_client(Client.reset_limit)
+delete_limit = _on_shared_client(Client.delete_limit)
+leases = _on_shared_client(Client.leases)
