@@ -62,6 +62,9 @@ struct State {
 #[derive(Default)]
 struct TimerState {
     started: bool,
+    /// The timer thread, once started: joined when the driver is dropped,
+    /// so that whatever it holds (a store's files) is released by then.
+    thread: Option<std::thread::JoinHandle<()>>,
     /// When the timer thread will wake by itself; `None` while it is awake
     /// (it looks at the engine again before sleeping) or already signalled.
     sleeping_until: Option<Timestamp>,
@@ -189,6 +192,13 @@ impl Drop for Inner {
         let mut state = self.shared.lock();
         state.timer.shutdown = true;
         self.shared.timer_changed.notify_one();
+        let thread = state.timer.thread.take();
+        drop(state);
+        if let Some(thread) = thread
+            && thread.thread().id() != std::thread::current().id()
+        {
+            let _ = thread.join();
+        }
     }
 }
 
@@ -245,10 +255,11 @@ impl Shared {
         if !state.timer.started {
             state.timer.started = true;
             let shared = Arc::clone(self);
-            std::thread::Builder::new()
+            let thread = std::thread::Builder::new()
                 .name("ratekeeper-timer".into())
                 .spawn(move || shared.run_timer())
                 .expect("the timer thread can be started");
+            state.timer.thread = Some(thread);
         } else if state.timer.sleeping_until.is_some_and(|until| next < until) {
             state.timer.sleeping_until = None;
             self.timer_changed.notify_one();
