@@ -45,9 +45,11 @@ async fn make_store(dir: &Path) -> Records {
     repair::check(dir).unwrap()
 }
 
-/// The state as a comparable summary: limits with their slots, leases
-/// with their limits and occupancy.
-fn summary(records: &Records) -> (Vec<(String, u64)>, Vec<(Vec<String>, u64)>) {
+/// Limits with their slots, and leases with their limits and occupancy.
+type Summary = (Vec<(String, u64)>, Vec<(Vec<String>, u64)>);
+
+/// The state as a comparable summary.
+fn summary(records: &Records) -> Summary {
     let mut limits: Vec<_> = records
         .limits
         .iter()
