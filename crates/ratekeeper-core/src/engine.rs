@@ -108,9 +108,18 @@ impl Engine {
     }
 
     /// Rebuilds an engine from stored records at `now`, journaling from the
-    /// start. Leases that expired while nothing ran expire at once, so the
-    /// first [`take_changes`](Self::take_changes) records their removal.
-    /// Lease limits no longer stored are dropped from the lease.
+    /// start. Lease limits no longer stored are dropped from the lease.
+    ///
+    /// Stored instants are wall-clock time, and the wall clock may have
+    /// been stepped while nothing ran; a step must not decide who holds
+    /// what. So every lease comes back with at most one TTL left from
+    /// `now` (a step back cannot stretch a dead holder's lease), and a
+    /// lease whose expiry has passed by `now` gets one TTL from `now` to be
+    /// renewed (a step forward cannot take a live holder's slots; if its
+    /// holder is gone, it lapses a TTL later). What this costs: after a
+    /// real outage longer than a TTL, dead holders' slots stay taken for
+    /// one TTL more. (Decaying slots are left as stored: a step back makes
+    /// a bucket drain later, which admits less, never more.)
     pub fn restore(seed: [u8; 32], records: Records, now: Timestamp) -> Result<Self, RestoreError> {
         let mut engine = Engine::new(seed);
         engine.now = now;
@@ -118,7 +127,13 @@ impl Engine {
         for record in records.limits {
             engine.restore_limit(record)?;
         }
-        for record in records.leases {
+        for mut record in records.leases {
+            let renewable = now.saturating_add(record.ttl);
+            record.expires_at = if record.expires_at <= now {
+                renewable
+            } else {
+                record.expires_at.min(renewable)
+            };
             engine.restore_lease(record)?;
         }
         engine.advance(now);

@@ -916,3 +916,58 @@ fn waited_time_is_reported_with_the_grant() {
     let wake = sim.engine.take_wakes().pop().unwrap();
     assert_eq!(wake.outcome.unwrap().waited, Duration::from_millis(1_500));
 }
+
+// ----- clock steps across a restart --------------------------------------
+
+/// The engine restored from `sim`'s records at `at`.
+fn restored_at(sim: &Sim, at: Timestamp) -> ratekeeper_core::Engine {
+    ratekeeper_core::Engine::restore([9; 32], sim.engine.records(), at).unwrap()
+}
+
+fn held_on(engine: &ratekeeper_core::Engine, name: &str) -> u64 {
+    engine
+        .limits()
+        .iter()
+        .find(|l| l.name == name)
+        .unwrap()
+        .held
+}
+
+#[test]
+fn a_clock_stepped_forward_across_a_restart_does_not_take_a_live_holders_slots() {
+    let mut sim = Sim::new();
+    sim.concurrency("db", 1);
+    sim.lease(&["db"], 1);
+    // Restarted with the wall clock two hours ahead: the lease looks long
+    // expired, but its holder may be alive and renewing.
+    let stepped = sim.now.saturating_add(Duration::from_secs(7_200));
+    let mut engine = restored_at(&sim, stepped);
+    assert_eq!(held_on(&engine, "db"), 1);
+    let request = AcquireRequest {
+        timeout: Some(Duration::ZERO),
+        ..AcquireRequest::new(&["db"], Sim::lease_claim())
+    };
+    assert_eq!(
+        engine.acquire(stepped, &request),
+        Err(AcquireError::WouldBlock)
+    );
+    // Not renewed, it lapses one TTL later.
+    engine.advance(stepped.saturating_add(TTL));
+    assert_eq!(held_on(&engine, "db"), 0);
+}
+
+#[test]
+fn a_clock_stepped_back_across_a_restart_holds_a_dead_lease_at_most_one_ttl() {
+    let mut sim = Sim::new();
+    sim.concurrency("db", 1);
+    sim.lease(&["db"], 1);
+    let back = Timestamp::from_unix_millis(sim.now.as_unix_millis() - 3_600_000);
+    let mut engine = restored_at(&sim, back);
+    assert_eq!(held_on(&engine, "db"), 1);
+    engine.advance(back.saturating_add(TTL));
+    assert_eq!(
+        held_on(&engine, "db"),
+        0,
+        "held for the hour the clock went back"
+    );
+}
