@@ -12,18 +12,24 @@ use utoipa::ToSchema;
 #[derive(Debug, Clone, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateLimit {
-    /// 1–128 characters of `A-Z a-z 0-9 . _ - :`.
+    /// 1–128 characters of `A-Z a-z 0-9 . _ - :`, other than `.` and `..`.
+    #[schema(pattern = r"^[A-Za-z0-9._:-]{1,128}$")]
     pub name: String,
     /// How many slots may be occupied at once; 0 closes the limit.
+    #[schema(maximum = 1_000_000_000_000_000_u64)]
     pub slots: u64,
     /// Slots freed per second in rate mode; 0 for a pure concurrency limit.
+    /// A full load must decay within 100 years (`slots / this` at most
+    /// 3 153 600 000).
     #[serde(default)]
+    #[schema(minimum = 0, maximum = 1_000_000_000)]
     pub slot_decay_per_second: f64,
     /// Whether it enforces (default true).
     #[serde(default = "yes")]
     pub active: bool,
     /// Free text for people.
     #[serde(default)]
+    #[schema(max_length = 1024)]
     pub description: Option<String>,
 }
 
@@ -274,6 +280,7 @@ pub struct AcquireBody {
     pub names: Vec<String>,
     /// Slots to occupy on each (default 1).
     #[serde(default = "one")]
+    #[schema(minimum = 1)]
     pub occupy: u64,
     /// `concurrency` (default) or `rate_limit`.
     #[serde(default)]
@@ -283,6 +290,7 @@ pub struct AcquireBody {
     pub timeout_seconds: Option<f64>,
     /// The lease's TTL, 1–86400 (default 30); concurrency mode only.
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 86400)]
     pub lease_seconds: Option<f64>,
     /// A label for people (host, pid, task); concurrency mode only.
     #[serde(default)]

@@ -77,9 +77,86 @@ impl Default for ServerConfig {
         routes::cancel_ticket, routes::list_leases, routes::renew_lease, routes::release_lease,
         events::events, routes::livez, routes::readyz, routes::metrics,
     ),
-    modifiers(&BearerAuth),
+    modifiers(&BearerAuth, &CommonAnswers),
 )]
 pub struct ApiDoc;
+
+/// What every operation may answer besides its own statuses, and the
+/// shape of a limit name in paths: one place rather than on each route.
+struct CommonAnswers;
+
+impl utoipa::Modify for CommonAnswers {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::schema::{ObjectBuilder, Type};
+        use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
+        let error = |description: &str| {
+            RefOr::T(
+                ResponseBuilder::new()
+                    .description(description)
+                    .content(
+                        "application/json",
+                        ContentBuilder::new()
+                            .schema(Some(Ref::from_schema_name("ErrorBody")))
+                            .build(),
+                    )
+                    .build(),
+            )
+        };
+        let open = ["/healthz", "/livez", "/readyz", "/openapi.json"];
+        for (path, item) in openapi.paths.paths.iter_mut() {
+            let operations = [
+                &mut item.get,
+                &mut item.post,
+                &mut item.put,
+                &mut item.patch,
+                &mut item.delete,
+            ];
+            for operation in operations.into_iter().flatten() {
+                let answers = &mut operation.responses.responses;
+                let mut add = |status: &str, description: &str| {
+                    answers
+                        .entry(status.into())
+                        .or_insert_with(|| error(description));
+                };
+                if !open.contains(&path.as_str()) {
+                    add("401", "unauthorized or invalid_token: a token is needed");
+                    add(
+                        "403",
+                        "forbidden (the token's scope), host_not_allowed, origin_not_allowed",
+                    );
+                }
+                add("405", "method_not_allowed");
+                add("408", "the request body stopped arriving");
+                add("503", "too_many_connections, shutting_down, unavailable");
+                if operation.request_body.is_some()
+                    || path.ends_with("/reset")
+                    || path.ends_with("/wait")
+                {
+                    add("413", "body_too_large");
+                    add(
+                        "415",
+                        "unsupported_media_type: a body must be application/json",
+                    );
+                    add(
+                        "422",
+                        "invalid_body, invalid_field and the refusals of the operation",
+                    );
+                }
+                for parameter in operation.parameters.iter_mut().flatten() {
+                    if parameter.name == "name" {
+                        parameter.schema = Some(RefOr::T(
+                            ObjectBuilder::new()
+                                .schema_type(Type::String)
+                                .pattern(Some(r"^[A-Za-z0-9._:-]{1,128}$"))
+                                .description(Some("a limit name, other than `.` and `..`"))
+                                .into(),
+                        ));
+                    }
+                }
+            }
+        }
+    }
+}
 
 struct BearerAuth;
 

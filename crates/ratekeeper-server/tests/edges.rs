@@ -192,3 +192,32 @@ async fn a_declared_huge_body_is_refused_at_once_without_waiting_for_it() {
     assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
     assert!(answer.contains("body_too_large"), "{answer}");
 }
+
+#[tokio::test]
+async fn the_api_description_lists_every_status_the_pattern_and_the_bounds() {
+    let server = TestServer::start().await;
+    let (status, doc) = server.get("/openapi.json").await;
+    assert_eq!(status, StatusCode::OK);
+    let create = &doc["paths"]["/v1/limits"]["post"]["responses"];
+    for code in ["201", "401", "403", "409", "413", "415", "422", "503"] {
+        assert!(create.get(code).is_some(), "POST /v1/limits lacks {code}");
+    }
+    let reset = &doc["paths"]["/v1/limits/{name}/reset"]["post"];
+    assert!(reset["responses"].get("415").is_some());
+    let name = reset["parameters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "name")
+        .unwrap();
+    assert_eq!(name["schema"]["pattern"], r"^[A-Za-z0-9._:-]{1,128}$");
+    assert!(
+        doc["paths"]["/healthz"]["get"]["responses"]
+            .get("401")
+            .is_none()
+    );
+    let limit = &doc["components"]["schemas"]["CreateLimit"]["properties"];
+    assert_eq!(limit["slots"]["maximum"], 1_000_000_000_000_000_u64);
+    assert_eq!(limit["slot_decay_per_second"]["maximum"], 1_000_000_000);
+    assert_eq!(limit["description"]["maxLength"], 1024);
+}
