@@ -4,35 +4,150 @@
 //! (a limit's new state), `limit_deleted`, `lease` (granted or renewed) and
 //! `lease_ended` events. A client too slow to keep up gets `resync` and
 //! should read `/v1/limits` afresh. The stream ends when the server stops.
+//!
+//! Every change is serialized once, however many watch: one [`Feed`] task
+//! reads the backend's changes while anyone watches, turns each into its
+//! event text, and broadcasts that to every subscriber. A subscriber that
+//! does not read falls behind by at most [`BACKLOG`] events, then is told
+//! to resync. Each subscriber still costs a wake-up and a write per change
+//! until its connection's buffers fill (about 1 µs), so their number is
+//! capped (`max_event_subscribers`, 256 by default): one more is answered
+//! `503 too_many_subscribers`.
 
 use std::convert::Infallible;
+use std::sync::Arc;
 
 use axum::extract::State;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use ratekeeper_backend::{Backend, Event};
-use tokio::sync::broadcast::error::RecvError;
-use tokio::sync::mpsc;
-use tokio_stream::Stream;
-use tokio_stream::wrappers::ReceiverStream;
+use tokio::sync::broadcast::{self, error::RecvError};
+use tokio::sync::{Mutex, watch};
+use tokio_stream::wrappers::BroadcastStream;
+use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
+use tokio_stream::{Stream, StreamExt};
 
 use crate::api::{Lease, Limit};
 use crate::error::ApiError;
 use crate::routes::AppState;
 
-fn sse(kind: &str, data: &impl serde::Serialize) -> SseEvent {
-    SseEvent::default()
-        .event(kind)
-        .json_data(data)
-        .expect("API types always serialize")
+/// How many events a subscriber may fall behind before it is told to
+/// resync.
+pub const BACKLOG: usize = 256;
+
+/// One change, serialized: its event name and JSON data.
+#[derive(Debug)]
+pub struct Serialized {
+    kind: &'static str,
+    data: String,
 }
 
-fn to_sse(event: Event) -> SseEvent {
+impl Serialized {
+    fn of(kind: &'static str, data: &impl serde::Serialize) -> Arc<Self> {
+        Arc::new(Serialized {
+            kind,
+            data: serde_json::to_string(data).expect("API types always serialize"),
+        })
+    }
+
+    fn event(&self) -> SseEvent {
+        SseEvent::default().event(self.kind).data(&self.data)
+    }
+}
+
+fn serialize(event: Event) -> Arc<Serialized> {
     match event {
-        Event::Limit(view) => sse("limit", &Limit::from(view)),
-        Event::LimitDeleted(name) => sse("limit_deleted", &serde_json::json!({ "name": name })),
-        Event::Lease(view) => sse("lease", &Lease::from(view)),
-        Event::LeaseEnded(id) => sse("lease_ended", &serde_json::json!({ "id": id.to_string() })),
-        Event::Missed => SseEvent::default().event("resync").data("{}"),
+        Event::Limit(view) => Serialized::of("limit", &Limit::from(view)),
+        Event::LimitDeleted(name) => {
+            Serialized::of("limit_deleted", &serde_json::json!({ "name": name }))
+        }
+        Event::Lease(view) => Serialized::of("lease", &Lease::from(view)),
+        Event::LeaseEnded(id) => {
+            Serialized::of("lease_ended", &serde_json::json!({ "id": id.to_string() }))
+        }
+        Event::Missed => resync(),
+    }
+}
+
+fn resync() -> Arc<Serialized> {
+    Arc::new(Serialized {
+        kind: "resync",
+        data: "{}".into(),
+    })
+}
+
+/// The serialized changes, broadcast to every subscriber; running only
+/// while someone subscribes (a backend may do work for each receiver of
+/// its changes: Redis describes changes only while someone listens).
+pub struct Feed {
+    sender: Mutex<Option<broadcast::Sender<Arc<Serialized>>>>,
+    /// The most subscribers at once.
+    max_subscribers: usize,
+}
+
+impl Feed {
+    /// A feed for at most `max_subscribers` at once.
+    pub fn new(max_subscribers: usize) -> Self {
+        Feed {
+            sender: Mutex::new(None),
+            max_subscribers,
+        }
+    }
+
+    /// A receiver of every change from now on.
+    async fn subscribe<B: Backend>(
+        self: &Arc<Self>,
+        backend: &Arc<B>,
+        shutdown: &watch::Receiver<bool>,
+    ) -> Result<broadcast::Receiver<Arc<Serialized>>, ApiError> {
+        let mut sender = self.sender.lock().await;
+        if let Some(sender) = sender.as_ref() {
+            if sender.receiver_count() >= self.max_subscribers {
+                return Err(ApiError::new(
+                    axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                    "too_many_subscribers",
+                    format!(
+                        "the event stream has its {} subscribers already; try again later",
+                        self.max_subscribers
+                    ),
+                ));
+            }
+            return Ok(sender.subscribe());
+        }
+        let changes = backend.events().await?;
+        let (tx, rx) = broadcast::channel(BACKLOG);
+        *sender = Some(tx.clone());
+        tokio::spawn(Arc::clone(self).forward(changes, tx, shutdown.clone()));
+        Ok(rx)
+    }
+
+    /// Serializes each change once and passes it on, until nobody listens
+    /// or the server stops.
+    async fn forward(
+        self: Arc<Self>,
+        mut changes: broadcast::Receiver<Event>,
+        tx: broadcast::Sender<Arc<Serialized>>,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
+        loop {
+            let serialized = tokio::select! {
+                change = changes.recv() => match change {
+                    Ok(event) => serialize(event),
+                    Err(RecvError::Lagged(_)) => resync(),
+                    Err(RecvError::Closed) => break,
+                },
+                _ = shutdown.wait_for(|stopping| *stopping) => break,
+            };
+            if tx.send(serialized).is_err() {
+                // Nobody listens: stop, unless someone subscribed meanwhile
+                // (they do so under the lock).
+                let mut sender = self.sender.lock().await;
+                if tx.receiver_count() == 0 {
+                    *sender = None;
+                    return;
+                }
+            }
+        }
+        *self.sender.lock().await = None;
     }
 }
 
@@ -43,7 +158,10 @@ pub async fn events<B: Backend>(
     State(state): State<AppState<B>>,
 ) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, ApiError> {
     // Subscribe before the snapshot, so that nothing falls between them.
-    let mut changes = state.backend.events().await?;
+    let changes = state
+        .feed
+        .subscribe(&state.backend, &state.shutdown)
+        .await?;
     let limits: Vec<Limit> = state
         .backend
         .limits()
@@ -51,26 +169,13 @@ pub async fn events<B: Backend>(
         .into_iter()
         .map(Into::into)
         .collect();
-    let (sender, receiver) = mpsc::channel(64);
-    let mut shutdown = state.shutdown.clone();
-    tokio::spawn(async move {
-        if sender.send(Ok(sse("snapshot", &limits))).await.is_err() {
-            return;
-        }
-        loop {
-            let event = tokio::select! {
-                change = changes.recv() => match change {
-                    Ok(event) => to_sse(event),
-                    Err(RecvError::Lagged(_)) => to_sse(Event::Missed),
-                    Err(RecvError::Closed) => return,
-                },
-                _ = shutdown.wait_for(|stopping| *stopping) => return,
-            };
-            // The client went away.
-            if sender.send(Ok(event)).await.is_err() {
-                return;
-            }
-        }
-    });
-    Ok(Sse::new(ReceiverStream::new(receiver)).keep_alive(KeepAlive::default()))
+    let snapshot = Serialized::of("snapshot", &limits);
+    // The feed closes when the server stops, which ends the stream.
+    let stream = tokio_stream::once(snapshot)
+        .chain(BroadcastStream::new(changes).map(|change| match change {
+            Ok(serialized) => serialized,
+            Err(BroadcastStreamRecvError::Lagged(_)) => resync(),
+        }))
+        .map(|serialized| Ok(serialized.event()));
+    Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
 }

@@ -52,6 +52,8 @@ pub struct ServerConfig {
     pub hosts: HostPolicy,
     /// What connections may cost: how many, and how long they may dawdle.
     pub budget: Budget,
+    /// How many may watch `/v1/events` at once.
+    pub max_event_subscribers: usize,
 }
 
 impl Default for ServerConfig {
@@ -63,6 +65,7 @@ impl Default for ServerConfig {
             body_limit: 64 * 1024,
             hosts: HostPolicy::default(),
             budget: Budget::default(),
+            max_event_subscribers: 256,
         }
     }
 }
@@ -192,6 +195,7 @@ pub fn router<B: Backend>(
         metrics: Arc::clone(&metrics),
         max_wait: config.max_wait,
         shutdown,
+        feed: Arc::new(events::Feed::new(config.max_event_subscribers)),
     };
     // Serialised once and shared: the router is cloned per connection.
     let openapi = axum::body::Bytes::from(

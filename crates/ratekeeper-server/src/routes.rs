@@ -33,6 +33,8 @@ pub struct AppState<B> {
     pub max_wait: Duration,
     /// Becomes true when the server starts shutting down.
     pub shutdown: watch::Receiver<bool>,
+    /// The changes, serialized once for every event-stream subscriber.
+    pub feed: Arc<crate::events::Feed>,
 }
 
 impl<B> Clone for AppState<B> {
@@ -43,6 +45,7 @@ impl<B> Clone for AppState<B> {
             metrics: Arc::clone(&self.metrics),
             max_wait: self.max_wait,
             shutdown: self.shutdown.clone(),
+            feed: Arc::clone(&self.feed),
         }
     }
 }

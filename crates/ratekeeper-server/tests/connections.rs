@@ -158,3 +158,40 @@ async fn a_connection_over_the_cap_is_refused_at_once_and_the_rest_are_served() 
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn event_stream_subscribers_are_capped_and_their_places_come_back() {
+    let server = TestServer::with_config(ServerConfig {
+        max_event_subscribers: 2,
+        ..ServerConfig::default()
+    })
+    .await;
+    let subscribe = || server.http.get(format!("{}/v1/events", server.url)).send();
+    let first = subscribe().await.unwrap();
+    let second = subscribe().await.unwrap();
+    assert_eq!(
+        (first.status().as_u16(), second.status().as_u16()),
+        (200, 200)
+    );
+    let third = subscribe().await.unwrap();
+    assert_eq!(third.status(), 503);
+    let body: serde_json::Value = third.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "too_many_subscribers");
+    drop(first);
+    // Its place comes back once the server has seen it go (at the next
+    // change it would have been sent).
+    let started = Instant::now();
+    loop {
+        server.post("/v1/limits", serde_json::json!({"name": format!("n{}", started.elapsed().as_micros()), "slots": 1})).await;
+        let again = subscribe().await.unwrap();
+        if again.status() == 200 {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the place never came back"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    drop(second);
+}

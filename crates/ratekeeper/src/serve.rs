@@ -84,6 +84,10 @@ pub struct ServeArgs {
     /// idle between requests, before it is closed (default 30).
     #[arg(long, env = "RATEKEEPER_HEADER_TIMEOUT_SECONDS")]
     header_timeout_seconds: Option<f64>,
+    /// How many may watch /v1/events at once (default 256): each costs
+    /// about a microsecond per change.
+    #[arg(long, env = "RATEKEEPER_MAX_EVENT_SUBSCRIBERS")]
+    max_event_subscribers: Option<usize>,
 }
 
 /// The config file. Every field is optional.
@@ -103,6 +107,7 @@ struct FileConfig {
     max_connections: Option<usize>,
     header_timeout_seconds: Option<f64>,
     body_timeout_seconds: Option<f64>,
+    max_event_subscribers: Option<usize>,
     #[serde(default)]
     allowed_hosts: Vec<String>,
     #[serde(default)]
@@ -191,6 +196,10 @@ impl ServeArgs {
                 },
                 ..defaults.budget
             },
+            max_event_subscribers: self
+                .max_event_subscribers
+                .or(file.max_event_subscribers)
+                .unwrap_or(defaults.max_event_subscribers),
         };
         Ok(Settings {
             addr,
