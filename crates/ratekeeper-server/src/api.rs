@@ -158,7 +158,9 @@ impl From<LimitView> for Limit {
 /// A live lease.
 #[derive(Debug, Clone, Deserialize, Serialize, ToSchema)]
 pub struct Lease {
-    /// Its id: 32 hexadecimal digits.
+    /// Its id: 32 hexadecimal digits. Shown to a client token as its first
+    /// 8 digits and `…` only: an id is what releases and renews a lease,
+    /// so only its holder (who was answered it) and admins know it whole.
     pub id: String,
     /// The limits it holds slots on.
     pub limits: Vec<String>,
@@ -260,6 +262,15 @@ pub struct LimitDetails {
     pub leases: Vec<Lease>,
     /// Queued requests, in queue order.
     pub waiters: Vec<Waiter>,
+}
+
+impl Lease {
+    /// The lease as a client token sees it: its id cut to 8 digits.
+    pub fn redacted(mut self) -> Self {
+        self.id.truncate(8);
+        self.id.push('…');
+        self
+    }
 }
 
 impl From<LimitDetail> for LimitDetails {

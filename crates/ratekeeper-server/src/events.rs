@@ -34,23 +34,34 @@ use crate::routes::AppState;
 /// resync.
 pub const BACKLOG: usize = 256;
 
-/// One change, serialized: its event name and JSON data.
+/// One change, serialized: its event name and JSON data, and the data a
+/// client token sees where that differs (a lease's id, cut short).
 #[derive(Debug)]
 pub struct Serialized {
     kind: &'static str,
     data: String,
+    for_clients: Option<String>,
+}
+
+fn json(data: &impl serde::Serialize) -> String {
+    serde_json::to_string(data).expect("API types always serialize")
 }
 
 impl Serialized {
     fn of(kind: &'static str, data: &impl serde::Serialize) -> Arc<Self> {
         Arc::new(Serialized {
             kind,
-            data: serde_json::to_string(data).expect("API types always serialize"),
+            data: json(data),
+            for_clients: None,
         })
     }
 
-    fn event(&self) -> SseEvent {
-        SseEvent::default().event(self.kind).data(&self.data)
+    fn event(&self, whole: bool) -> SseEvent {
+        let data = match (&self.for_clients, whole) {
+            (Some(redacted), false) => redacted,
+            _ => &self.data,
+        };
+        SseEvent::default().event(self.kind).data(data)
     }
 }
 
@@ -60,9 +71,23 @@ fn serialize(event: Event) -> Arc<Serialized> {
         Event::LimitDeleted(name) => {
             Serialized::of("limit_deleted", &serde_json::json!({ "name": name }))
         }
-        Event::Lease(view) => Serialized::of("lease", &Lease::from(view)),
+        Event::Lease(view) => {
+            let lease = Lease::from(view);
+            Arc::new(Serialized {
+                kind: "lease",
+                data: json(&lease),
+                for_clients: Some(json(&lease.redacted())),
+            })
+        }
         Event::LeaseEnded(id) => {
-            Serialized::of("lease_ended", &serde_json::json!({ "id": id.to_string() }))
+            let whole = id.to_string();
+            Arc::new(Serialized {
+                kind: "lease_ended",
+                data: json(&serde_json::json!({ "id": whole })),
+                for_clients: Some(json(
+                    &serde_json::json!({ "id": format!("{}…", &whole[..8]) }),
+                )),
+            })
         }
         Event::Missed => resync(),
     }
@@ -72,6 +97,7 @@ fn resync() -> Arc<Serialized> {
     Arc::new(Serialized {
         kind: "resync",
         data: "{}".into(),
+        for_clients: None,
     })
 }
 
@@ -156,7 +182,9 @@ impl Feed {
     responses((status = 200, description = "text/event-stream of snapshot, limit, limit_deleted, lease, lease_ended and resync events")))]
 pub async fn events<B: Backend>(
     State(state): State<AppState<B>>,
+    caller: Option<axum::Extension<crate::auth::Caller>>,
 ) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, ApiError> {
+    let whole = crate::routes::sees_lease_ids(caller);
     // Subscribe before the snapshot, so that nothing falls between them.
     let changes = state
         .feed
@@ -176,6 +204,6 @@ pub async fn events<B: Backend>(
             Ok(serialized) => serialized,
             Err(BroadcastStreamRecvError::Lagged(_)) => resync(),
         }))
-        .map(|serialized| Ok(serialized.event()));
+        .map(move |serialized| Ok(serialized.event(whole)));
     Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
 }

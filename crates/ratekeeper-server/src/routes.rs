@@ -133,9 +133,21 @@ pub async fn list_limits<B: Backend>(
     responses((status = 200, body = LimitDetails), (status = 404, body = ErrorBody)))]
 pub async fn get_limit<B: Backend>(
     State(state): State<AppState<B>>,
+    caller: Option<axum::Extension<crate::auth::Caller>>,
     Path(name): Path<String>,
 ) -> Result<Json<LimitDetails>, ApiError> {
-    Ok(Json(state.backend.limit(&name).await?.into()))
+    let mut detail: LimitDetails = state.backend.limit(&name).await?.into();
+    if !sees_lease_ids(caller) {
+        detail.leases = detail.leases.into_iter().map(Lease::redacted).collect();
+    }
+    Ok(Json(detail))
+}
+
+/// Whether the caller may see whole lease ids: an admin (or anyone on a
+/// server without tokens). A client token sees only the ids it was
+/// answered, so it can release and renew only its own leases.
+pub fn sees_lease_ids(caller: Option<axum::Extension<crate::auth::Caller>>) -> bool {
+    caller.is_none_or(|c| c.0.0 == crate::Scope::Admin)
 }
 
 /// Changes a limit. Raising slots or deactivating wakes waiters at once.
@@ -385,10 +397,18 @@ pub struct LeaseFilter {
     responses((status = 200, body = Vec<Lease>), (status = 404, body = ErrorBody)))]
 pub async fn list_leases<B: Backend>(
     State(state): State<AppState<B>>,
+    caller: Option<axum::Extension<crate::auth::Caller>>,
     Query(filter): Query<LeaseFilter>,
 ) -> Result<Json<Vec<Lease>>, ApiError> {
     let leases = state.backend.leases(filter.limit.as_deref()).await?;
-    Ok(Json(leases.into_iter().map(Into::into).collect()))
+    let whole = sees_lease_ids(caller);
+    Ok(Json(
+        leases
+            .into_iter()
+            .map(Lease::from)
+            .map(|lease| if whole { lease } else { lease.redacted() })
+            .collect(),
+    ))
 }
 
 /// Extends a lease.

@@ -402,7 +402,24 @@ async fn tokens_guard_every_route_by_scope() {
     server.token = Some("client-secret-for-tests".into());
     let lease = server.lease("db").await;
     assert_eq!(server.get("/v1/limits").await.0, StatusCode::OK);
-    assert_eq!(server.get("/v1/leases").await.0, StatusCode::OK);
+    // Lease ids are what release and renew leases: a client token sees
+    // only the ones it was answered, and others cut short.
+    let (status, listed) = server.get("/v1/leases").await;
+    assert_eq!(status, StatusCode::OK);
+    let shown = listed[0]["id"].as_str().unwrap().to_owned();
+    assert_eq!(shown, format!("{}…", &lease[..8]));
+    let (_, detail) = server.get("/v1/limits/db").await;
+    assert_eq!(detail["leases"][0]["id"], shown.as_str());
+    let (status, body) = server
+        .call(Method::DELETE, &format!("/v1/leases/{shown}"), None)
+        .await;
+    assert_eq!(
+        (status, code(&body)),
+        (StatusCode::UNPROCESSABLE_ENTITY, "invalid_lease_id")
+    );
+    server.token = Some("admin-secret-for-tests".into());
+    assert_eq!(server.get("/v1/leases").await.1[0]["id"], lease.as_str());
+    server.token = Some("client-secret-for-tests".into());
     server.release(&lease).await;
     let (status, _) = server.call(Method::DELETE, "/v1/limits/db", None).await;
     assert_eq!(status, StatusCode::FORBIDDEN);
