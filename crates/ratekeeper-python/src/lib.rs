@@ -219,7 +219,9 @@ struct Client {
     inner: RustClient,
 }
 
-/// What `acquire` and `acquire_async` ask for, checked.
+/// What `acquire` and `acquire_async` ask for, checked once where it is
+/// made.
+#[pyclass(frozen, module = "ratekeeper._native")]
 struct LeaseRequest {
     names: Vec<String>,
     occupy: u64,
@@ -229,7 +231,10 @@ struct LeaseRequest {
     create_if_missing: bool,
 }
 
+#[pymethods]
 impl LeaseRequest {
+    #[new]
+    #[pyo3(signature = (names, occupy=1, timeout_seconds=None, lease_seconds=30.0, holder=None, create_if_missing=false))]
     fn new(
         py: Python<'_>,
         names: Vec<String>,
@@ -248,16 +253,18 @@ impl LeaseRequest {
             create_if_missing,
         })
     }
+}
 
+impl LeaseRequest {
     /// The request, to await on `client`.
-    fn on(self, client: &RustClient) -> ratekeeper_client::Concurrency<'_> {
+    fn on<'c>(&self, client: &'c RustClient) -> ratekeeper_client::Concurrency<'c> {
         let mut request = client
-            .concurrency(self.names)
+            .concurrency(self.names.clone())
             .occupy(self.occupy)
             .lease(self.ttl)
             .timeout(self.timeout);
-        if let Some(holder) = self.holder {
-            request = request.holder(holder);
+        if let Some(holder) = &self.holder {
+            request = request.holder(holder.clone());
         }
         if self.create_if_missing {
             request = request.create_if_missing();
@@ -313,27 +320,7 @@ impl Client {
     }
 
     /// Waits (without the GIL) for a lease on every named limit.
-    #[pyo3(signature = (names, occupy=1, timeout_seconds=None, lease_seconds=30.0, holder=None, create_if_missing=false))]
-    #[allow(clippy::too_many_arguments)]
-    fn acquire(
-        &self,
-        py: Python<'_>,
-        names: Vec<String>,
-        occupy: u64,
-        timeout_seconds: Option<f64>,
-        lease_seconds: f64,
-        holder: Option<String>,
-        create_if_missing: bool,
-    ) -> PyResult<Lease> {
-        let request = LeaseRequest::new(
-            py,
-            names,
-            occupy,
-            timeout_seconds,
-            lease_seconds,
-            holder,
-            create_if_missing,
-        )?;
+    fn acquire(&self, py: Python<'_>, request: &LeaseRequest) -> PyResult<Lease> {
         let future = request.on(&self.inner).into_future();
         let instead = "async with ratekeeper.asyncio.concurrency(...)";
         let guard =
@@ -344,39 +331,16 @@ impl Client {
     /// Like `acquire`, for asyncio: the wait runs on ratekeeper's own
     /// threads and its outcome arrives in `mailbox` under the returned
     /// `Pending`'s id. Cancelling it withdraws the request.
-    #[pyo3(signature = (mailbox, names, occupy=1, timeout_seconds=None, lease_seconds=30.0, holder=None, create_if_missing=false))]
-    #[allow(clippy::too_many_arguments)]
-    fn acquire_async(
-        &self,
-        py: Python<'_>,
-        mailbox: &Mailbox,
-        names: Vec<String>,
-        occupy: u64,
-        timeout_seconds: Option<f64>,
-        lease_seconds: f64,
-        holder: Option<String>,
-        create_if_missing: bool,
-    ) -> PyResult<Pending> {
-        let request = LeaseRequest::new(
-            py,
-            names,
-            occupy,
-            timeout_seconds,
-            lease_seconds,
-            holder,
-            create_if_missing,
-        )?;
+    fn acquire_async(&self, mailbox: &Mailbox, request: Py<LeaseRequest>) -> Pending {
         let client = self.inner.clone();
         let wait = async move {
-            let granted = request.on(&client).await;
+            let granted = request.get().on(&client).await;
             (granted, client)
         };
-        Ok(
-            mailbox.spawn(self.inner.runtime(), wait, |py, (granted, client)| {
-                let guard = granted.map_err(|e| to_py(py, e))?;
-                Ok(Py::new(py, Lease::holding(guard, client))?.into_any())
-            }),
-        )
+        mailbox.spawn(self.inner.runtime(), wait, |py, (granted, client)| {
+            let guard = granted.map_err(|e| to_py(py, e))?;
+            Ok(Py::new(py, Lease::holding(guard, client))?.into_any())
+        })
     }
 
     /// Waits (without the GIL) for a rate-limited turn; returns the seconds
@@ -597,6 +561,7 @@ impl Drop for Lease {
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Client>()?;
     m.add_class::<Lease>()?;
+    m.add_class::<LeaseRequest>()?;
     m.add_class::<Mailbox>()?;
     m.add_class::<Pending>()?;
     m.add_class::<local::RateLimiter>()?;

@@ -156,11 +156,10 @@ class Client:
     ) -> Lease:
         """Waits for ``occupy`` slots on every named limit at once and
         returns the lease holding them; ``release()`` it when done."""
-        return Lease(
-            self._native.acquire(
-                _names(names), occupy, timeout_seconds, lease_seconds, _holder(holder), create_if_missing
-            )
+        request = _native.LeaseRequest(
+            _names(names), occupy, timeout_seconds, lease_seconds, _holder(holder), create_if_missing
         )
+        return Lease(self._native.acquire(request))
 
     async def acquire_async(
         self,
@@ -173,13 +172,11 @@ class Client:
     ) -> Lease:
         """``acquire`` for asyncio. Cancelling the awaiting task withdraws
         the request from the queue."""
-        native, names, holder = self._native, _names(names), _holder(holder)
-        lease = await _aio.wait(
-            lambda mailbox: native.acquire_async(
-                mailbox, names, occupy, timeout_seconds, lease_seconds, holder, create_if_missing
-            )
+        request = _native.LeaseRequest(
+            _names(names), occupy, timeout_seconds, lease_seconds, _holder(holder), create_if_missing
         )
-        return Lease(lease)
+        native = self._native
+        return Lease(await _aio.wait(lambda mailbox: native.acquire_async(mailbox, request)))
 
     def rate_limit(self, names: Names, occupy: int = 1, timeout_seconds: Optional[float] = None) -> float:
         """Waits for this call's turn on every named rate limit; returns the

@@ -32,27 +32,23 @@ class Lease:
     def release_nowait(self) -> None: ...
     def release_async(self, mailbox: Mailbox) -> Pending: ...
 
+class LeaseRequest:
+    """What an acquire asks for, checked where it is made."""
+
+    def __init__(
+        self,
+        names: List[str],
+        occupy: int = 1,
+        timeout_seconds: Optional[float] = None,
+        lease_seconds: float = 30.0,
+        holder: Optional[str] = None,
+        create_if_missing: bool = False,
+    ) -> None: ...
+
 class Client:
     def __init__(self, url: str, token: Optional[str] = None) -> None: ...
-    def acquire(
-        self,
-        names: List[str],
-        occupy: int = 1,
-        timeout_seconds: Optional[float] = None,
-        lease_seconds: float = 30.0,
-        holder: Optional[str] = None,
-        create_if_missing: bool = False,
-    ) -> Lease: ...
-    def acquire_async(
-        self,
-        mailbox: Mailbox,
-        names: List[str],
-        occupy: int = 1,
-        timeout_seconds: Optional[float] = None,
-        lease_seconds: float = 30.0,
-        holder: Optional[str] = None,
-        create_if_missing: bool = False,
-    ) -> Pending: ...
+    def acquire(self, request: LeaseRequest) -> Lease: ...
+    def acquire_async(self, mailbox: Mailbox, request: LeaseRequest) -> Pending: ...
     def rate_limit(self, names: List[str], occupy: int = 1, timeout_seconds: Optional[float] = None) -> float: ...
     def rate_limit_async(
         self, mailbox: Mailbox, names: List[str], occupy: int = 1, timeout_seconds: Optional[float] = None
