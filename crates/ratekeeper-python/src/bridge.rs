@@ -165,11 +165,18 @@ impl Mailbox {
     /// Polls wait `id` once, if it is still waiting; its settling step if
     /// it finished. Not under the lock: a poll may wake itself.
     fn poll(&self, id: u64) -> Option<Settle> {
-        let mut wait = self
+        let wait = self
             .polled
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(&id)?;
+        self.poll_wait(id, wait)
+    }
+
+    /// Polls `wait` once; keeps it under `id` if it is still waiting.
+    /// Runs on the loop's thread, so its waker cannot be drained before
+    /// the wait is back in the map.
+    fn poll_wait(&self, id: u64, mut wait: Polled) -> Option<Settle> {
         let waker = Waker::from(Arc::new(WakeLoop {
             id,
             shared: self.shared.clone(),
@@ -200,11 +207,7 @@ impl Mailbox {
             let outcome = future.await;
             Box::new(move |py: Python<'_>| settle(py, outcome)) as Settle
         });
-        self.polled
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(id, wait);
-        if let Some(settle) = self.poll(id) {
+        if let Some(settle) = self.poll_wait(id, wait) {
             self.shared.deliver(id, settle);
         }
         Pending {

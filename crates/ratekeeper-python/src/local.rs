@@ -11,7 +11,7 @@ use std::sync::{Mutex, OnceLock};
 
 use pyo3::prelude::*;
 use ratekeeper_core::{AcquireError, LimitSpec};
-use ratekeeper_driver::{Limiter, SlotGuard};
+use ratekeeper_driver::{Acquire, Admitted, Kind, Limiter, Rate, SlotGuard, Slots};
 use tokio::runtime::Runtime;
 
 use crate::bridge::{Mailbox, Pending};
@@ -77,6 +77,88 @@ fn has_capacity(limiter: &Limiter, occupy: u64) -> bool {
     view.waiting == 0 && view.held as f64 + view.decaying + occupy as f64 <= view.slots as f64
 }
 
+/// How a local limiter asks its one limit: rate turns or held slots.
+trait Local: Kind + Sized + 'static
+where
+    Self::Output: Send,
+{
+    fn ask(limiter: &Limiter) -> Acquire<'_, Self>;
+}
+
+impl Local for Rate {
+    fn ask(limiter: &Limiter) -> Acquire<'_, Self> {
+        limiter.rate_limit(NAME)
+    }
+}
+
+impl Local for Slots {
+    fn ask(limiter: &Limiter) -> Acquire<'_, Self> {
+        limiter.concurrency(NAME)
+    }
+}
+
+/// Waits (without the GIL) for `occupy` on `limiter`'s limit.
+fn wait<K: Local>(
+    py: Python<'_>,
+    limiter: &Limiter,
+    occupy: u64,
+    timeout_seconds: Option<f64>,
+) -> PyResult<K::Output>
+where
+    K::Output: Send,
+{
+    let timeout = seconds(py, "timeout_seconds", timeout_seconds)?;
+    let request = K::ask(limiter).occupy(occupy).timeout(timeout);
+    let instead = "await limiter.acquire_async(...)` or `async with limiter";
+    wait_interruptibly(py, runtime(), instead, request.into_future())?.map_err(|e| to_py(py, e))
+}
+
+/// `wait` for asyncio: polled on the event loop's own thread (see the
+/// bridge), its outcome turned into Python by `settle`.
+fn wait_async<K: Local>(
+    py: Python<'_>,
+    mailbox: &Mailbox,
+    limiter: &Limiter,
+    occupy: u64,
+    timeout_seconds: Option<f64>,
+    settle: fn(Python<'_>, K::Output) -> PyResult<Py<PyAny>>,
+) -> PyResult<Pending>
+where
+    K::Output: Send,
+{
+    let timeout = seconds(py, "timeout_seconds", timeout_seconds)?;
+    let limiter = limiter.clone();
+    let wait = async move { K::ask(&limiter).occupy(occupy).timeout(timeout).await };
+    Ok(mailbox.poll_here(wait, move |py, outcome| {
+        settle(py, outcome.map_err(|e| to_py(py, e))?)
+    }))
+}
+
+/// Takes `occupy` now if it fits; `None` if it would have to wait.
+fn try_take<K: Local>(py: Python<'_>, limiter: &Limiter, occupy: u64) -> PyResult<Option<K::Output>>
+where
+    K::Output: Send,
+{
+    match K::ask(limiter).occupy(occupy).try_acquire() {
+        Ok(output) => Ok(Some(output)),
+        Err(AcquireError::WouldBlock) => Ok(None),
+        Err(err) => Err(to_py(py, err)),
+    }
+}
+
+fn waited(py: Python<'_>, admitted: Admitted) -> PyResult<Py<PyAny>> {
+    Ok(admitted
+        .waited
+        .as_secs_f64()
+        .into_pyobject(py)?
+        .into_any()
+        .unbind())
+}
+
+fn held(py: Python<'_>, guard: SlotGuard) -> PyResult<Py<PyAny>> {
+    Ok(Py::new(py, permit(guard))?.into_any())
+}
+
 /// At most `slots` admissions at once, decaying at `per_second`: a bucket
 /// of `slots` that drains at `per_second`.
 #[pyclass(frozen, module = "ratekeeper._native")]
@@ -97,16 +179,7 @@ impl RateLimiter {
     /// returns the seconds waited.
     #[pyo3(signature = (occupy=1, timeout_seconds=None))]
     fn acquire(&self, py: Python<'_>, occupy: u64, timeout_seconds: Option<f64>) -> PyResult<f64> {
-        let timeout = seconds(py, "timeout_seconds", timeout_seconds)?;
-        let request = self
-            .limiter
-            .rate_limit(NAME)
-            .occupy(occupy)
-            .timeout(timeout);
-        let instead = "await limiter.acquire_async(...)` or `async with limiter";
-        wait_interruptibly(py, runtime(), instead, request.into_future())?
-            .map(|admitted| admitted.waited.as_secs_f64())
-            .map_err(|e| to_py(py, e))
+        wait::<Rate>(py, &self.limiter, occupy, timeout_seconds).map(|a| a.waited.as_secs_f64())
     }
 
     /// Like `acquire`, for asyncio (see `Client.acquire_async`).
@@ -118,26 +191,13 @@ impl RateLimiter {
         occupy: u64,
         timeout_seconds: Option<f64>,
     ) -> PyResult<Pending> {
-        let timeout = seconds(py, "timeout_seconds", timeout_seconds)?;
-        let limiter = self.limiter.clone();
-        let wait = async move {
-            let request = limiter.rate_limit(NAME).occupy(occupy).timeout(timeout);
-            request.await.map(|admitted| admitted.waited.as_secs_f64())
-        };
-        Ok(mailbox.poll_here(wait, |py, waited| {
-            let waited = waited.map_err(|e| to_py(py, e))?;
-            Ok(waited.into_pyobject(py)?.into_any().unbind())
-        }))
+        wait_async::<Rate>(py, mailbox, &self.limiter, occupy, timeout_seconds, waited)
     }
 
     /// Takes `occupy` admissions if allowed now; never waits.
     #[pyo3(signature = (occupy=1))]
     fn try_acquire(&self, py: Python<'_>, occupy: u64) -> PyResult<bool> {
-        match self.limiter.rate_limit(NAME).occupy(occupy).try_acquire() {
-            Ok(_) => Ok(true),
-            Err(AcquireError::WouldBlock) => Ok(false),
-            Err(err) => Err(to_py(py, err)),
-        }
+        Ok(try_take::<Rate>(py, &self.limiter, occupy)?.is_some())
     }
 
     /// Whether `occupy` admissions would be allowed now.
@@ -191,16 +251,7 @@ impl ConcurrencyLimiter {
         occupy: u64,
         timeout_seconds: Option<f64>,
     ) -> PyResult<Permit> {
-        let timeout = seconds(py, "timeout_seconds", timeout_seconds)?;
-        let request = self
-            .limiter
-            .concurrency(NAME)
-            .occupy(occupy)
-            .timeout(timeout);
-        let instead = "await limiter.acquire_async(...)` or `async with limiter";
-        wait_interruptibly(py, runtime(), instead, request.into_future())?
-            .map(permit)
-            .map_err(|e| to_py(py, e))
+        wait::<Slots>(py, &self.limiter, occupy, timeout_seconds).map(permit)
     }
 
     /// Like `acquire`, for asyncio (see `Client.acquire_async`).
@@ -212,26 +263,13 @@ impl ConcurrencyLimiter {
         occupy: u64,
         timeout_seconds: Option<f64>,
     ) -> PyResult<Pending> {
-        let timeout = seconds(py, "timeout_seconds", timeout_seconds)?;
-        let limiter = self.limiter.clone();
-        let wait = async move {
-            let request = limiter.concurrency(NAME).occupy(occupy).timeout(timeout);
-            request.await
-        };
-        Ok(mailbox.poll_here(wait, |py, granted| {
-            let guard = granted.map_err(|e| to_py(py, e))?;
-            Ok(Py::new(py, permit(guard))?.into_any())
-        }))
+        wait_async::<Slots>(py, mailbox, &self.limiter, occupy, timeout_seconds, held)
     }
 
     /// Takes `occupy` slots if free now; `None` otherwise. Never waits.
     #[pyo3(signature = (occupy=1))]
     fn try_acquire(&self, py: Python<'_>, occupy: u64) -> PyResult<Option<Permit>> {
-        match self.limiter.concurrency(NAME).occupy(occupy).try_acquire() {
-            Ok(guard) => Ok(Some(permit(guard))),
-            Err(AcquireError::WouldBlock) => Ok(None),
-            Err(err) => Err(to_py(py, err)),
-        }
+        Ok(try_take::<Slots>(py, &self.limiter, occupy)?.map(permit))
     }
 
     /// Whether `occupy` slots are free now.

@@ -265,12 +265,16 @@ pub struct LimitDetails {
 }
 
 impl Lease {
-    /// The lease as a client token sees it: its id cut to 8 digits.
+    /// The lease as a client token sees it: its id cut short.
     pub fn redacted(mut self) -> Self {
-        self.id.truncate(8);
-        self.id.push('…');
+        self.id = redacted_id(&self.id);
         self
     }
+}
+
+/// A lease id as a client token sees it: its first 8 digits and `…`.
+pub fn redacted_id(id: &str) -> String {
+    format!("{}…", id.get(..8).unwrap_or(id))
 }
 
 impl From<LimitDetail> for LimitDetails {

@@ -118,6 +118,14 @@ fn query_token(request: &Request) -> Option<&str> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Caller(pub Scope);
 
+impl Caller {
+    /// The scope of a handler's caller, as the auth layer set it (`Admin`
+    /// on a router without that layer).
+    pub fn scope(caller: Option<axum::Extension<Caller>>) -> Scope {
+        caller.map_or(Scope::Admin, |axum::Extension(Caller(scope))| scope)
+    }
+}
+
 /// Refuses requests whose token is missing (401) or lacks the scope (403),
 /// and tells handlers the caller's scope ([`Caller`]).
 pub async fn check(

@@ -26,7 +26,7 @@ use tokio_stream::wrappers::BroadcastStream;
 use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 use tokio_stream::{Stream, StreamExt};
 
-use crate::api::{Lease, Limit};
+use crate::api::{Lease, Limit, redacted_id};
 use crate::error::ApiError;
 use crate::routes::AppState;
 
@@ -84,9 +84,7 @@ fn serialize(event: Event) -> Arc<Serialized> {
             Arc::new(Serialized {
                 kind: "lease_ended",
                 data: json(&serde_json::json!({ "id": whole })),
-                for_clients: Some(json(
-                    &serde_json::json!({ "id": format!("{}…", &whole[..8]) }),
-                )),
+                for_clients: Some(json(&serde_json::json!({ "id": redacted_id(&whole) }))),
             })
         }
         Event::Missed => resync(),
@@ -184,7 +182,7 @@ pub async fn events<B: Backend>(
     State(state): State<AppState<B>>,
     caller: Option<axum::Extension<crate::auth::Caller>>,
 ) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, ApiError> {
-    let whole = crate::routes::sees_lease_ids(caller);
+    let whole = crate::auth::Caller::scope(caller) == crate::Scope::Admin;
     // Subscribe before the snapshot, so that nothing falls between them.
     let changes = state
         .feed

@@ -17,6 +17,7 @@ use crate::api::{
     AcquireAnswer, AcquireBody, CreateLimit, ErrorBody, Lease, Limit, LimitDetails, RenewBody,
     Renewed, UpdateLimit, WaitBody, seconds,
 };
+use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::metrics::Metrics;
 use crate::tickets::Tickets;
@@ -133,21 +134,16 @@ pub async fn list_limits<B: Backend>(
     responses((status = 200, body = LimitDetails), (status = 404, body = ErrorBody)))]
 pub async fn get_limit<B: Backend>(
     State(state): State<AppState<B>>,
-    caller: Option<axum::Extension<crate::auth::Caller>>,
+    caller: Option<axum::Extension<Caller>>,
     Path(name): Path<String>,
 ) -> Result<Json<LimitDetails>, ApiError> {
     let mut detail: LimitDetails = state.backend.limit(&name).await?.into();
-    if !sees_lease_ids(caller) {
+    if Caller::scope(caller) < crate::Scope::Admin {
+        // An id releases and renews a lease: a client token sees whole
+        // only the ids it was answered.
         detail.leases = detail.leases.into_iter().map(Lease::redacted).collect();
     }
     Ok(Json(detail))
-}
-
-/// Whether the caller may see whole lease ids: an admin (or anyone on a
-/// server without tokens). A client token sees only the ids it was
-/// answered, so it can release and renew only its own leases.
-pub fn sees_lease_ids(caller: Option<axum::Extension<crate::auth::Caller>>) -> bool {
-    caller.is_none_or(|c| c.0.0 == crate::Scope::Admin)
 }
 
 /// Changes a limit. Raising slots or deactivating wakes waiters at once.
@@ -196,14 +192,13 @@ pub async fn reset_limit<B: Backend>(
         (status = 503, body = ErrorBody, description = "shutting down; retry")))]
 pub async fn acquire<B: Backend>(
     State(state): State<AppState<B>>,
-    caller: Option<axum::Extension<crate::auth::Caller>>,
+    caller: Option<axum::Extension<Caller>>,
     Body(body): Body<AcquireBody>,
 ) -> Result<Response, ApiError> {
     // Creating a limit is an admin's change, whichever way it is asked
     // for: a client token could otherwise make limits without end and
     // squat names.
-    let scope = caller.map_or(crate::Scope::Admin, |c| c.0.0);
-    if body.create_if_missing && scope < crate::Scope::Admin {
+    if body.create_if_missing && Caller::scope(caller) < crate::Scope::Admin {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
             "forbidden",
@@ -397,11 +392,11 @@ pub struct LeaseFilter {
     responses((status = 200, body = Vec<Lease>), (status = 404, body = ErrorBody)))]
 pub async fn list_leases<B: Backend>(
     State(state): State<AppState<B>>,
-    caller: Option<axum::Extension<crate::auth::Caller>>,
+    caller: Option<axum::Extension<Caller>>,
     Query(filter): Query<LeaseFilter>,
 ) -> Result<Json<Vec<Lease>>, ApiError> {
     let leases = state.backend.leases(filter.limit.as_deref()).await?;
-    let whole = sees_lease_ids(caller);
+    let whole = Caller::scope(caller) == crate::Scope::Admin;
     Ok(Json(
         leases
             .into_iter()
