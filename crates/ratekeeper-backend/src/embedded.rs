@@ -74,12 +74,29 @@ impl Embedded {
         }
     }
 
+    /// Waits until every change made so far is durable. A change that the
+    /// store failed to write is not undone: it stays in memory and is
+    /// written once the store can write again (lost if the server stops
+    /// first), and its caller is told so.
     async fn durable(&self) -> Result<(), Error> {
         match &self.store {
-            Some(store) => store
-                .durable()
-                .await
-                .map_err(|reason| Error::Unavailable { reason }),
+            Some(store) => store.durable().await.map_err(|reason| Error::Unavailable {
+                reason: format!(
+                    "{reason}; the change is not stored yet: it is written once the store \
+                     can write again, and lost if the server stops first"
+                ),
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// Refuses a change before it is made while the store cannot write, so
+    /// that being refused means nothing changed.
+    fn writable(&self) -> Result<(), Error> {
+        match &self.store {
+            Some(store) => store.writable().map_err(|reason| Error::Unavailable {
+                reason: format!("{reason}; nothing was changed"),
+            }),
             None => Ok(()),
         }
     }
@@ -92,6 +109,7 @@ impl Embedded {
     where
         Error: From<E>,
     {
+        self.writable()?;
         let value = self.driver.apply(operation)?;
         self.durable().await?;
         Ok(value)
@@ -150,6 +168,9 @@ impl Backend for Embedded {
     }
 
     fn acquire(&self, spec: AcquireSpec) -> Waiting {
+        if let Err(refused) = self.writable() {
+            return Box::pin(std::future::ready(Err(refused)));
+        }
         let names: Vec<&str> = spec.names.iter().map(String::as_str).collect();
         let request = spec.request(&names);
         let pending = self.driver.acquire(&request);

@@ -248,6 +248,16 @@ impl Store {
         }
     }
 
+    /// Whether a change made now can be written: why not, if the change
+    /// log cannot be written at the moment (a failed checkpoint does not
+    /// count: the log still keeps every change).
+    pub fn writable(&self) -> Result<(), String> {
+        match &self.progress.borrow().failed {
+            Some(reason) => Err(reason.clone()),
+            None => Ok(()),
+        }
+    }
+
     /// Waits until everything recorded so far is durable.
     pub async fn durable(&self) -> Result<(), String> {
         let target = self.recorded.load(Ordering::SeqCst);

@@ -1,5 +1,5 @@
 //! A full disk under a running durable server: changes the store cannot
-//! write are refused with 503 and `/readyz` says why; once there is room
+//! write are refused with 503 before they are made, and `/readyz` says why; once there is room
 //! again the server takes changes again by itself, without a restart.
 //!
 //! Needs a small tmpfs, which takes root (CI runs as root); elsewhere the
@@ -82,6 +82,23 @@ async fn a_full_disk_refuses_changes_and_the_server_recovers_when_there_is_room(
         );
     }
     assert!(refused.is_some());
+    // While the store cannot write, a change is refused before it is made:
+    // the 503 means nothing changed, now and after the disk has room.
+    let refused = http
+        .post(format!("{}/v1/limits", server.url))
+        .json(&json!({"name": "while-full", "slots": 1}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let message = refused.text().await.unwrap();
+    assert!(message.contains("nothing was changed"), "{message}");
+    let unseen = http
+        .get(format!("{}/v1/limits/while-full", server.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unseen.status(), StatusCode::NOT_FOUND);
     let ready = http
         .get(format!("{}/readyz", server.url))
         .send()
@@ -127,5 +144,11 @@ async fn a_full_disk_refuses_changes_and_the_server_recovers_when_there_is_room(
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    let still_unseen = http
+        .get(format!("{}/v1/limits/while-full", server.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(still_unseen.status(), StatusCode::NOT_FOUND);
     drop(server);
 }
