@@ -44,6 +44,10 @@ pub enum Error {
         /// What the server said.
         message: String,
     },
+    /// The token holds as many leases or parked tickets as its quota
+    /// allows (`quota_exceeded`): release or give some up first.
+    #[error("{0}")]
+    QuotaExceeded(String),
     /// The server cannot serve now (shutting down, store failure); retrying
     /// later may succeed.
     #[error("the server is unavailable: {0}")]
@@ -82,7 +86,10 @@ impl Error {
                 code: code.into(),
                 message,
             },
-            "unavailable" | "shutting_down" | "grant_expired" => Error::Unavailable(message),
+            "quota_exceeded" => Error::QuotaExceeded(message),
+            "unavailable" | "shutting_down" | "grant_expired" | "too_many_tickets" => {
+                Error::Unavailable(message)
+            }
             _ => Error::Invalid {
                 code: code.into(),
                 message,

@@ -50,6 +50,7 @@ fn class_code(err: &Error) -> &str {
         Error::Invalid { code, .. } => code,
         Error::InvalidUrl(_) => "invalid_url",
         Error::Unauthorized { .. } => "unauthorized",
+        Error::QuotaExceeded(_) => "quota_exceeded",
         Error::Unavailable(_) | Error::Connect { .. } | Error::Protocol(_) => "unavailable",
     }
 }

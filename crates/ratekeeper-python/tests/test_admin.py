@@ -84,3 +84,35 @@ def test_module_functions_use_the_shared_client(rk):
 
 def test_version_is_the_package_version():
     assert ratekeeper.__version__.count(".") == 2
+
+
+def test_a_token_over_its_lease_quota_raises_quota_exceeded(tmp_path):
+    import re
+    import subprocess
+
+    from conftest import BINARY
+
+    admin_token, client_token = "admin-token-for-quota-tests", "client-token-for-quota-tests"
+    process = subprocess.Popen(
+        [BINARY, "serve", "--addr", "127.0.0.1:0", "--data-dir", str(tmp_path),
+         "--admin-token", admin_token, "--client-token", client_token,
+         "--max-leases-per-token", "1"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        url = re.search(r"http://[0-9.:]+", process.stdout.readline()).group(0)
+        ratekeeper.Client(url, token=admin_token).create_limit("quota", slots=5)
+        client = ratekeeper.Client(url, token=client_token)
+        lease = client.acquire("quota")
+        with pytest.raises(ratekeeper.QuotaExceeded) as raised:
+            client.acquire("quota")
+        assert raised.value.code == "quota_exceeded"
+        assert "max_leases" in str(raised.value)
+        lease.release()
+        # Released: the quota has room again.
+        client.acquire("quota").release()
+    finally:
+        process.terminate()
+        process.wait()
+        process.stdout.close()

@@ -6,9 +6,12 @@ use axum::http::{Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
+use std::sync::Arc;
+
 use subtle::ConstantTimeEq;
 
 use crate::error::ApiError;
+use crate::quota::{Quota, QuotaLimits};
 
 /// What a token may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
@@ -22,11 +25,44 @@ pub enum Scope {
 
 /// A configured token.
 #[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Token {
     /// The secret, sent as `Authorization: Bearer <secret>`.
     pub secret: String,
     /// What it may do.
     pub scope: Scope,
+    /// Tickets it may have parked at once (default: 10 000 for a client
+    /// token, no bound but the server's for an admin token).
+    #[serde(default)]
+    pub max_tickets: Option<usize>,
+    /// Leases it may hold at once (default: 100 000 for a client token,
+    /// no bound for an admin token).
+    #[serde(default)]
+    pub max_leases: Option<usize>,
+}
+
+impl Token {
+    /// A token with its scope's default quotas.
+    pub fn new(secret: impl Into<String>, scope: Scope) -> Self {
+        Token {
+            secret: secret.into(),
+            scope,
+            max_tickets: None,
+            max_leases: None,
+        }
+    }
+
+    /// What it may hold at once.
+    fn quota(&self) -> QuotaLimits {
+        let default = match self.scope {
+            Scope::Client => QuotaLimits::default(),
+            Scope::Admin => QuotaLimits::UNBOUNDED,
+        };
+        QuotaLimits {
+            max_tickets: self.max_tickets.unwrap_or(default.max_tickets),
+            max_leases: self.max_leases.unwrap_or(default.max_leases),
+        }
+    }
 }
 
 impl std::fmt::Debug for Token {
@@ -40,9 +76,10 @@ impl std::fmt::Debug for Token {
 /// The shortest secret a token may have, in characters.
 pub const MIN_TOKEN_LEN: usize = 16;
 
-/// The tokens a server accepts. With none, every request is allowed.
+/// The tokens a server accepts, each with what it holds against its
+/// quota. With none, every request is allowed.
 #[derive(Debug, Clone, Default)]
-pub struct Tokens(Vec<Token>);
+pub struct Tokens(Vec<(Token, Arc<Quota>)>);
 
 impl Tokens {
     /// These tokens. Each secret must be at least [`MIN_TOKEN_LEN`]
@@ -57,8 +94,22 @@ impl Tokens {
                     token.scope
                 ));
             }
+            if token.max_tickets == Some(0) || token.max_leases == Some(0) {
+                return Err(format!(
+                    "a {:?} token's max_tickets and max_leases must be at least 1",
+                    token.scope
+                ));
+            }
         }
-        Ok(Tokens(tokens))
+        Ok(Tokens(
+            tokens
+                .into_iter()
+                .map(|token| {
+                    let quota = Quota::new(token.quota());
+                    (token, quota)
+                })
+                .collect(),
+        ))
     }
 
     /// Whether any token is configured.
@@ -66,12 +117,17 @@ impl Tokens {
         !self.0.is_empty()
     }
 
-    /// The scope of `secret`, comparing every token in constant time.
-    fn scope_of(&self, secret: &str) -> Option<Scope> {
-        let mut found = None;
-        for token in &self.0 {
-            if bool::from(token.secret.as_bytes().ct_eq(secret.as_bytes())) {
-                found = found.max(Some(token.scope));
+    /// The caller with `secret`, comparing every token in constant time
+    /// (of two tokens with one secret, the wider scope wins).
+    fn caller(&self, secret: &str) -> Option<Caller> {
+        let mut found: Option<Caller> = None;
+        for (token, quota) in &self.0 {
+            let matches = bool::from(token.secret.as_bytes().ct_eq(secret.as_bytes()));
+            if matches && found.as_ref().is_none_or(|f| f.scope < token.scope) {
+                found = Some(Caller {
+                    scope: token.scope,
+                    quota: Some(Arc::clone(quota)),
+                });
             }
         }
         found
@@ -113,16 +169,27 @@ fn query_token(request: &Request) -> Option<&str> {
         .find_map(|pair| pair.strip_prefix("access_token="))
 }
 
-/// What the caller may do, for handlers that decide by it: the scope of
-/// its token (`Admin` on a server without tokens).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Caller(pub Scope);
+/// Who calls, for handlers that decide by it: the scope of its token
+/// (`Admin` on a server without tokens) and what the token holds against
+/// its quota (`None` without tokens).
+#[derive(Debug, Clone)]
+pub struct Caller {
+    /// What the caller may do.
+    pub scope: Scope,
+    /// What its token holds against its quota.
+    pub quota: Option<Arc<Quota>>,
+}
 
 impl Caller {
     /// The scope of a handler's caller, as the auth layer set it (`Admin`
     /// on a router without that layer).
-    pub fn scope(caller: Option<axum::Extension<Caller>>) -> Scope {
-        caller.map_or(Scope::Admin, |axum::Extension(Caller(scope))| scope)
+    pub fn scope(caller: &Option<axum::Extension<Caller>>) -> Scope {
+        caller.as_ref().map_or(Scope::Admin, |caller| caller.scope)
+    }
+
+    /// What a handler's caller holds against its token's quota.
+    pub fn quota(caller: &Option<axum::Extension<Caller>>) -> Option<Arc<Quota>> {
+        caller.as_ref().and_then(|caller| caller.quota.clone())
     }
 }
 
@@ -134,7 +201,10 @@ pub async fn check(
     next: Next,
 ) -> Response {
     if !tokens.required() {
-        request.extensions_mut().insert(Caller(Scope::Admin));
+        request.extensions_mut().insert(Caller {
+            scope: Scope::Admin,
+            quota: None,
+        });
         return next.run(request).await;
     }
     let Some(needed) = needed(request.method(), request.uri().path()) else {
@@ -148,21 +218,21 @@ pub async fn check(
         )
         .into_response();
     };
-    match tokens.scope_of(secret) {
+    match tokens.caller(secret) {
         None => ApiError::new(
             StatusCode::UNAUTHORIZED,
             "invalid_token",
             "the token is not one this server accepts",
         )
         .into_response(),
-        Some(scope) if scope < needed => ApiError::new(
+        Some(caller) if caller.scope < needed => ApiError::new(
             StatusCode::FORBIDDEN,
             "forbidden",
             "this needs an admin token; a client token may acquire, renew, release and read",
         )
         .into_response(),
-        Some(scope) => {
-            request.extensions_mut().insert(Caller(scope));
+        Some(caller) => {
+            request.extensions_mut().insert(caller);
             next.run(request).await
         }
     }

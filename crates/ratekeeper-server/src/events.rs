@@ -182,7 +182,7 @@ pub async fn events<B: Backend>(
     State(state): State<AppState<B>>,
     caller: Option<axum::Extension<crate::auth::Caller>>,
 ) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, ApiError> {
-    let whole = crate::auth::Caller::scope(caller) == crate::Scope::Admin;
+    let whole = crate::auth::Caller::scope(&caller) == crate::Scope::Admin;
     // Subscribe before the snapshot, so that nothing falls between them.
     let changes = state
         .feed

@@ -15,6 +15,7 @@ pub mod events;
 pub mod listen;
 pub mod metrics;
 pub mod origin;
+pub mod quota;
 pub mod routes;
 pub mod tickets;
 pub mod ui;
@@ -34,6 +35,7 @@ use utoipa::OpenApi;
 pub use auth::{Scope, Token, Tokens};
 pub use listen::Budget;
 pub use origin::HostPolicy;
+pub use quota::QuotaLimits;
 
 use crate::routes::AppState;
 
@@ -54,6 +56,9 @@ pub struct ServerConfig {
     pub budget: Budget,
     /// How many may watch `/v1/events` at once.
     pub max_event_subscribers: usize,
+    /// How many tickets may be parked at once, whoever asked; each token
+    /// is also bounded by its own quota.
+    pub max_tickets: usize,
 }
 
 impl Default for ServerConfig {
@@ -66,6 +71,7 @@ impl Default for ServerConfig {
             hosts: HostPolicy::default(),
             budget: Budget::default(),
             max_event_subscribers: 256,
+            max_tickets: 100_000,
         }
     }
 }
@@ -187,7 +193,7 @@ pub fn router<B: Backend>(
     config: &ServerConfig,
     shutdown: watch::Receiver<bool>,
 ) -> (Router, Arc<tickets::Tickets>) {
-    let tickets = tickets::Tickets::new(config.ticket_lapse);
+    let tickets = tickets::Tickets::new(config.ticket_lapse, config.max_tickets);
     let metrics = metrics::Metrics::new();
     let state = AppState {
         backend,

@@ -138,7 +138,7 @@ pub async fn get_limit<B: Backend>(
     Path(name): Path<String>,
 ) -> Result<Json<LimitDetails>, ApiError> {
     let mut detail: LimitDetails = state.backend.limit(&name).await?.into();
-    if Caller::scope(caller) < crate::Scope::Admin {
+    if Caller::scope(&caller) < crate::Scope::Admin {
         // An id releases and renews a lease: a client token sees whole
         // only the ids it was answered.
         detail.leases = detail.leases.into_iter().map(Lease::redacted).collect();
@@ -198,7 +198,11 @@ pub async fn acquire<B: Backend>(
     // Creating a limit is an admin's change, whichever way it is asked
     // for: a client token could otherwise make limits without end and
     // squat names.
-    if body.create_if_missing && Caller::scope(caller) < crate::Scope::Admin {
+    let quota = Caller::quota(&caller);
+    if let Some(quota) = &quota {
+        quota.check(unix_millis())?;
+    }
+    if body.create_if_missing && Caller::scope(&caller) < crate::Scope::Admin {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
             "forbidden",
@@ -225,7 +229,14 @@ pub async fn acquire<B: Backend>(
     };
     let wait = request_wait(&state, body.wait_seconds)?;
     let waiting = state.backend.acquire(spec);
-    wait_on(&state, waiting, wait, None).await
+    let parking = Parking {
+        tickets: &state.tickets,
+        ticket: None,
+        waiting: Some(waiting),
+        hold: None,
+        quota,
+    };
+    wait_on(&state, parking, wait).await
 }
 
 /// Continues waiting on a ticket; answers as `POST /v1/acquire` does.
@@ -238,11 +249,20 @@ pub async fn wait_ticket<B: Backend>(
     OptionalBody(body): OptionalBody<WaitBody>,
 ) -> Result<Response, ApiError> {
     let wait = request_wait(&state, body.wait_seconds)?;
-    let waiting = state
+    let parked = state
         .tickets
         .take(&ticket)
         .ok_or_else(|| ticket_not_found(&ticket))?;
-    wait_on(&state, waiting, wait, Some(ticket)).await
+    // A grant counts against the quota of the token that asked for it.
+    let quota = parked.hold.as_ref().map(|hold| Arc::clone(hold.quota()));
+    let parking = Parking {
+        tickets: &state.tickets,
+        ticket: Some(ticket),
+        waiting: Some(parked.waiting),
+        hold: parked.hold,
+        quota,
+    };
+    wait_on(&state, parking, wait).await
 }
 
 /// Gives up a ticket's place in the queue.
@@ -252,11 +272,11 @@ pub async fn cancel_ticket<B: Backend>(
     State(state): State<AppState<B>>,
     Path(ticket): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    let waiting = state
+    let parked = state
         .tickets
         .take(&ticket)
         .ok_or_else(|| ticket_not_found(&ticket))?;
-    drop(waiting);
+    drop(parked);
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -284,15 +304,9 @@ fn request_wait<B>(state: &AppState<B>, wait_seconds: Option<f64>) -> Result<Dur
 /// place until the ticket lapses.
 async fn wait_on<B: Backend>(
     state: &AppState<B>,
-    waiting: Waiting,
+    mut parking: Parking<'_>,
     wait: Duration,
-    ticket: Option<String>,
 ) -> Result<Response, ApiError> {
-    let mut parking = Parking {
-        tickets: &state.tickets,
-        ticket,
-        waiting: Some(waiting),
-    };
     let mut shutdown = state.shutdown.clone();
     let waiting = parking.waiting.as_mut().expect("set above");
     let outcome = tokio::select! {
@@ -304,18 +318,22 @@ async fn wait_on<B: Backend>(
         }
         () = tokio::time::sleep(wait) => {
             let answer = AcquireAnswer::Waiting {
-                ticket: parking.park(),
+                ticket: parking.park()?,
                 lapse_seconds: state.tickets.lapse().as_secs_f64(),
             };
             return Ok((StatusCode::ACCEPTED, Json(answer)).into_response());
         }
     };
     parking.waiting = None;
+    let quota = parking.quota.take();
     drop(parking);
     state
         .metrics
         .acquired(outcome.as_ref().map(|g| g.waited).map_err(|e| e.code()));
     let granted = still_held(state, outcome?).await?;
+    if let (Some(quota), Some(lease)) = (quota, &granted.lease) {
+        quota.granted(lease.id, lease.expires_at.as_unix_millis());
+    }
     let answer: AcquireAnswer = granted.into();
     Ok(Json(answer).into_response())
 }
@@ -331,10 +349,7 @@ async fn still_held<B: Backend>(
     let Some(lease) = granted.lease else {
         return Ok(granted);
     };
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |since| since.as_millis() as u64);
-    if lease.expires_at.as_unix_millis() > now {
+    if lease.expires_at.as_unix_millis() > unix_millis() {
         return Ok(granted);
     }
     match state.backend.renew(lease.id, None).await {
@@ -350,24 +365,38 @@ async fn still_held<B: Backend>(
     }
 }
 
+/// The time now, in Unix milliseconds.
+fn unix_millis() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| since.as_millis() as u64)
+}
+
 /// A wait that goes back under its ticket unless it was decided.
 struct Parking<'a> {
     tickets: &'a Arc<Tickets>,
     /// `None` for a first request, which has no ticket yet.
     ticket: Option<String>,
     waiting: Option<Waiting>,
+    /// The ticket's place in its token's quota, once it has a ticket.
+    hold: Option<crate::quota::TicketHold>,
+    /// The quota of the token that asked, which a grant counts against.
+    quota: Option<Arc<crate::quota::Quota>>,
 }
 
 impl Parking<'_> {
-    /// Parks the wait now; returns its ticket.
-    fn park(&mut self) -> String {
+    /// Parks the wait now; returns its ticket. A first request's wait is
+    /// refused (and withdrawn) if the table or its token's quota is full.
+    fn park(&mut self) -> Result<String, ApiError> {
         let waiting = self.waiting.take().expect("parked once");
         match self.ticket.take() {
             Some(ticket) => {
-                self.tickets.park(ticket.clone(), waiting);
-                ticket
+                let hold = self.hold.take();
+                self.tickets
+                    .park(ticket.clone(), crate::tickets::Parked { waiting, hold });
+                Ok(ticket)
             }
-            None => self.tickets.park_new(waiting),
+            None => self.tickets.park_new(waiting, self.quota.as_ref()),
         }
     }
 }
@@ -375,7 +404,7 @@ impl Parking<'_> {
 impl Drop for Parking<'_> {
     fn drop(&mut self) {
         if self.waiting.is_some() && self.ticket.is_some() {
-            self.park();
+            let _ = self.park();
         }
     }
 }
@@ -396,7 +425,7 @@ pub async fn list_leases<B: Backend>(
     Query(filter): Query<LeaseFilter>,
 ) -> Result<Json<Vec<Lease>>, ApiError> {
     let leases = state.backend.leases(filter.limit.as_deref()).await?;
-    let whole = Caller::scope(caller) == crate::Scope::Admin;
+    let whole = Caller::scope(&caller) == crate::Scope::Admin;
     Ok(Json(
         leases
             .into_iter()
@@ -412,6 +441,7 @@ pub async fn list_leases<B: Backend>(
         (status = 410, body = ErrorBody, description = "lease_expired or lease_revoked")))]
 pub async fn renew_lease<B: Backend>(
     State(state): State<AppState<B>>,
+    caller: Option<axum::Extension<Caller>>,
     Path(id): Path<String>,
     OptionalBody(body): OptionalBody<RenewBody>,
 ) -> Result<Json<Renewed>, ApiError> {
@@ -420,7 +450,14 @@ pub async fn renew_lease<B: Backend>(
         .lease_seconds
         .map(|s| seconds("lease_seconds", s))
         .transpose()?;
-    let grant = state.backend.renew(id, ttl).await?;
+    let renewed = state.backend.renew(id, ttl).await;
+    if let Some(quota) = Caller::quota(&caller) {
+        match &renewed {
+            Ok(grant) => quota.renewed(id, grant.expires_at.as_unix_millis()),
+            Err(_) => quota.ended(id),
+        }
+    }
+    let grant = renewed?;
     Ok(Json(Renewed {
         lease_id: grant.id.to_string(),
         expires_at: grant.expires_at.as_unix_millis(),
@@ -432,9 +469,14 @@ pub async fn renew_lease<B: Backend>(
     responses((status = 204), (status = 410, body = ErrorBody, description = "lease_expired or lease_revoked")))]
 pub async fn release_lease<B: Backend>(
     State(state): State<AppState<B>>,
+    caller: Option<axum::Extension<Caller>>,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    state.backend.release(lease_id(&id)?).await?;
+    let id = lease_id(&id)?;
+    if let Some(quota) = Caller::quota(&caller) {
+        quota.ended(id);
+    }
+    state.backend.release(id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

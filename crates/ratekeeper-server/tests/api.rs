@@ -362,14 +362,8 @@ async fn bad_requests_get_clear_errors_and_change_nothing() {
 async fn tokens_guard_every_route_by_scope() {
     let config = ServerConfig {
         tokens: Tokens::new(vec![
-            Token {
-                secret: "admin-secret-for-tests".into(),
-                scope: Scope::Admin,
-            },
-            Token {
-                secret: "client-secret-for-tests".into(),
-                scope: Scope::Client,
-            },
+            Token::new("admin-secret-for-tests", Scope::Admin),
+            Token::new("client-secret-for-tests", Scope::Client),
         ])
         .unwrap(),
         ..ServerConfig::default()
@@ -533,11 +527,7 @@ async fn events_stream_a_snapshot_then_changes() {
 #[tokio::test]
 async fn liveness_and_readiness_answer_without_a_token() {
     let server = TestServer::with_config(ServerConfig {
-        tokens: Tokens::new(vec![Token {
-            secret: "admin-secret-for-tests".into(),
-            scope: Scope::Admin,
-        }])
-        .unwrap(),
+        tokens: Tokens::new(vec![Token::new("admin-secret-for-tests", Scope::Admin)]).unwrap(),
         ..ServerConfig::default()
     })
     .await;

@@ -126,11 +126,7 @@ async fn dot_names_are_refused_as_no_url_can_reach_them() {
 async fn the_bearer_scheme_is_case_insensitive() {
     let secret = "a-token-of-sixteen-chars";
     let server = TestServer::with_config(ServerConfig {
-        tokens: Tokens::new(vec![Token {
-            secret: secret.into(),
-            scope: Scope::Admin,
-        }])
-        .unwrap(),
+        tokens: Tokens::new(vec![Token::new(secret, Scope::Admin)]).unwrap(),
         ..ServerConfig::default()
     })
     .await;
@@ -154,20 +150,11 @@ fn short_or_blank_tokens_are_refused() {
         "                    ",
         "has a space in it ok",
     ] {
-        let tokens = Tokens::new(vec![Token {
-            secret: secret.into(),
-            scope: Scope::Client,
-        }]);
+        let tokens = Tokens::new(vec![Token::new(secret, Scope::Client)]);
         let err = tokens.expect_err(secret);
         assert!(err.contains("at least 16"), "{err}");
     }
-    assert!(
-        Tokens::new(vec![Token {
-            secret: "0123456789abcdef".into(),
-            scope: Scope::Client
-        }])
-        .is_ok()
-    );
+    assert!(Tokens::new(vec![Token::new("0123456789abcdef", Scope::Client)]).is_ok());
 }
 
 #[tokio::test]

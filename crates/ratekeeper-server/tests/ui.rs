@@ -23,11 +23,7 @@ async fn fetch(
 
 fn guarded() -> ServerConfig {
     ServerConfig {
-        tokens: Tokens::new(vec![Token {
-            secret: "admin-secret-for-tests".into(),
-            scope: Scope::Admin,
-        }])
-        .unwrap(),
+        tokens: Tokens::new(vec![Token::new("admin-secret-for-tests", Scope::Admin)]).unwrap(),
         ..ServerConfig::default()
     }
 }

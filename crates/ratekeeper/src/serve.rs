@@ -88,6 +88,20 @@ pub struct ServeArgs {
     /// about a microsecond per change.
     #[arg(long, env = "RATEKEEPER_MAX_EVENT_SUBSCRIBERS")]
     max_event_subscribers: Option<usize>,
+    /// Tickets parked at once on this server, whoever asked (default
+    /// 100 000); one more is answered 503 `too_many_tickets`.
+    #[arg(long, env = "RATEKEEPER_MAX_TICKETS")]
+    max_tickets: Option<usize>,
+    /// Tickets one client token may have parked at once (default 10 000);
+    /// one more is answered 429 `quota_exceeded`. A token in the config
+    /// file may set its own `max_tickets`.
+    #[arg(long, env = "RATEKEEPER_MAX_TICKETS_PER_TOKEN")]
+    max_tickets_per_token: Option<usize>,
+    /// Leases one client token may hold at once (default 100 000); an
+    /// acquire beyond is answered 429 `quota_exceeded`. A token in the
+    /// config file may set its own `max_leases`.
+    #[arg(long, env = "RATEKEEPER_MAX_LEASES_PER_TOKEN")]
+    max_leases_per_token: Option<usize>,
 }
 
 /// The config file. Every field is optional.
@@ -108,6 +122,9 @@ struct FileConfig {
     header_timeout_seconds: Option<f64>,
     body_timeout_seconds: Option<f64>,
     max_event_subscribers: Option<usize>,
+    max_tickets: Option<usize>,
+    max_tickets_per_token: Option<usize>,
+    max_leases_per_token: Option<usize>,
     #[serde(default)]
     allowed_hosts: Vec<String>,
     #[serde(default)]
@@ -152,10 +169,16 @@ impl ServeArgs {
         let flag_tokens = |secrets: Vec<String>, scope| {
             secrets
                 .into_iter()
-                .map(move |secret| Token { secret, scope })
+                .map(move |secret| Token::new(secret, scope))
         };
         tokens.extend(flag_tokens(self.admin_token, Scope::Admin));
         tokens.extend(flag_tokens(self.client_token, Scope::Client));
+        let per_token_tickets = self.max_tickets_per_token.or(file.max_tickets_per_token);
+        let per_token_leases = self.max_leases_per_token.or(file.max_leases_per_token);
+        for token in tokens.iter_mut().filter(|t| t.scope == Scope::Client) {
+            token.max_tickets = token.max_tickets.or(per_token_tickets);
+            token.max_leases = token.max_leases.or(per_token_leases);
+        }
         let defaults = ServerConfig::default();
         let addr = self
             .addr
@@ -200,6 +223,11 @@ impl ServeArgs {
                 .max_event_subscribers
                 .or(file.max_event_subscribers)
                 .unwrap_or(defaults.max_event_subscribers),
+            max_tickets: match self.max_tickets.or(file.max_tickets) {
+                Some(0) => bail!("max_tickets must be at least 1"),
+                Some(n) => n,
+                None => defaults.max_tickets,
+            },
         };
         Ok(Settings {
             addr,

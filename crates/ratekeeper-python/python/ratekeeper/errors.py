@@ -69,6 +69,13 @@ class Unauthorized(RatekeeperError, PermissionError):
     code = "unauthorized"
 
 
+class QuotaExceeded(RatekeeperError):
+    """The token holds as many leases or parked tickets as its quota allows:
+    release or give some up before asking for more."""
+
+    code = "quota_exceeded"
+
+
 class Unavailable(RatekeeperError, ConnectionError):
     """The server cannot be reached, or cannot serve now."""
 
@@ -92,6 +99,7 @@ ALL = [
     InvalidRequest,
     LimitExists,
     Unauthorized,
+    QuotaExceeded,
     Unavailable,
     BlockingCallInEventLoop,
 ]
