@@ -223,6 +223,7 @@ impl RedisBackend {
         }
         let (conn, subscriber) = Connection::open(url).await.map_err(unavailable)?;
         let prefix = options.prefix.as_deref().unwrap_or("ratekeeper");
+        check_layout(&conn, prefix).await?;
         let count = partition_count(&conn, prefix, options.partitions).await?;
         let layout = Layout::new(prefix, count);
         let inner = Arc::new(Inner {
@@ -253,6 +254,35 @@ impl RedisBackend {
         }
         *inner.tasks.lock().unwrap_or_else(|p| p.into_inner()) = tasks;
         Ok(RedisBackend { inner })
+    }
+}
+
+/// The version of the key layout (the keys, their types and what the
+/// functions keep in them) this release reads and writes. Version 1 is the
+/// layout of 0.1.0, which recorded no version.
+pub const KEY_LAYOUT: u32 = 1;
+
+/// Refuses a store under `prefix` whose keys were laid out by another
+/// release; records [`KEY_LAYOUT`] on a new store (or one of 0.1.0, whose
+/// layout it is).
+async fn check_layout(conn: &Connection, prefix: &str) -> Result<(), Error> {
+    let record = redis::cmd("SET")
+        .arg(format!("{{{prefix}}}:layout"))
+        .arg(KEY_LAYOUT)
+        .arg("NX")
+        .arg("GET")
+        .to_owned();
+    let recorded: Option<String> = conn.query(&record).await.map_err(unavailable)?;
+    match recorded {
+        None => Ok(()),
+        Some(found) if found == KEY_LAYOUT.to_string() => Ok(()),
+        Some(found) => Err(Error::Unavailable {
+            reason: format!(
+                "the store under prefix {prefix:?} has key layout {found}, and this release of \
+                 ratekeeper reads layout {KEY_LAYOUT} only: run the release that wrote it (or a \
+                 newer one), or use another prefix; its keys were left as they are"
+            ),
+        }),
     }
 }
 

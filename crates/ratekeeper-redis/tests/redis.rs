@@ -90,6 +90,41 @@ async fn an_unrenewed_lease_expires_and_its_slot_goes_to_the_next_waiter() {
     b.release(lease_of(&next)).await.unwrap();
 }
 
+#[tokio::test]
+async fn a_store_laid_out_by_another_release_is_refused_and_left_alone() {
+    let redis = RedisServer::start();
+    let a = instance(&redis).await;
+    a.create_limit(LimitSpec::concurrency("db", 1))
+        .await
+        .unwrap();
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let recorded: String = redis::cmd("GET")
+        .arg("{ratekeeper}:layout")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(recorded, ratekeeper_redis::KEY_LAYOUT.to_string());
+    let _: () = redis::cmd("SET")
+        .arg("{ratekeeper}:layout")
+        .arg("2")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let Err(refused) = RedisBackend::connect(&redis.url()).await else {
+        panic!("a store of layout 2 was opened");
+    };
+    let reason = refused.to_string();
+    assert!(reason.contains("key layout 2"), "{reason}");
+    assert!(reason.contains("another prefix"), "{reason}");
+    let kept: String = redis::cmd("GET")
+        .arg("{ratekeeper}:layout")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(kept, "2");
+}
+
 /// How many connections listen to the published changes.
 async fn change_listeners(redis: &RedisServer) -> i64 {
     let client = redis::Client::open(redis.url()).unwrap();
