@@ -132,6 +132,8 @@ struct Inner {
     tasks: Mutex<Vec<JoinHandle<()>>>,
     /// The scripts' clock in tests; `None`: Redis's own.
     clock: Option<ManualClock>,
+    /// The store's key prefix, as configured.
+    store_prefix: String,
 }
 
 impl Drop for Inner {
@@ -240,6 +242,7 @@ impl RedisBackend {
             event_feed: tokio::sync::Mutex::new(false),
             tasks: Mutex::new(Vec::new()),
             clock: options.clock,
+            store_prefix: prefix.to_owned(),
         });
         inner.load_library().await?;
         inner.heartbeat().await?;
@@ -436,7 +439,19 @@ impl Inner {
 
     async fn heartbeat(&self) -> Result<(), Error> {
         self.set_expiring(&format!("inst:{}", self.instance), INSTANCE_TTL)
-            .await
+            .await?;
+        self.check_markers().await
+    }
+
+    /// Checks that the store is still laid out as this instance uses it,
+    /// recording the layout and partition count again if Redis lost them
+    /// (a Redis without persistence that restarted), so that an instance
+    /// started later cannot choose another count.
+    async fn check_markers(&self) -> Result<(), Error> {
+        check_layout(&self.conn, &self.store_prefix).await?;
+        let count = self.layout.count() as u32;
+        partition_count(&self.conn, &self.store_prefix, Some(count)).await?;
+        Ok(())
     }
 
     /// Tells the functions that someone watches the changes, for a while.
@@ -1182,13 +1197,16 @@ impl Backend for RedisBackend {
 
     /// A round trip to Redis (every primary's partitions, by touching the
     /// first partition: one `PING` through the same connection).
+    /// A round trip that also checks the store is laid out as this
+    /// instance uses it.
     async fn health(&self) -> Result<(), Error> {
-        let command = redis::cmd("PING");
-        let ping = self.inner.conn.query::<String>(&command);
-        match tokio::time::timeout(Duration::from_secs(2), ping).await {
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err(err)) => Err(unavailable(format!("Redis does not answer: {err}"))),
-            Err(_) => Err(unavailable("Redis did not answer a PING within 2 s")),
+        match tokio::time::timeout(Duration::from_secs(2), self.inner.check_markers()).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(Error::Unavailable { reason })) => Err(unavailable(format!(
+                "Redis does not answer as expected: {reason}"
+            ))),
+            Ok(Err(err)) => Err(err),
+            Err(_) => Err(unavailable("Redis did not answer within 2 s")),
         }
     }
 }

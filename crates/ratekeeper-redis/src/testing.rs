@@ -14,19 +14,33 @@ pub struct RedisServer {
     dir: tempfile::TempDir,
     /// The TLS port, for a server started with [`RedisServer::start_tls`].
     tls_port: Option<u16>,
+    /// Whether it keeps an append-only file (and so its data across a
+    /// kill).
+    persistent: bool,
 }
 
 impl RedisServer {
     /// Starts one; panics if `redis-server` is not installed.
     pub fn start() -> Self {
+        RedisServer::start_keeping(true)
+    }
+
+    /// Starts one without any persistence: a kill loses every key, as a
+    /// Redis run as a pure cache would.
+    pub fn start_without_persistence() -> Self {
+        RedisServer::start_keeping(false)
+    }
+
+    fn start_keeping(persistent: bool) -> Self {
         let dir = tempfile::tempdir().expect("a temporary directory");
         let socket = dir.path().join("redis.sock");
-        let child = spawn(dir.path(), &socket, &[]);
+        let child = spawn(dir.path(), &socket, persistent, &[]);
         RedisServer {
             child: Some(child),
             socket,
             dir,
             tls_port: None,
+            persistent,
         }
     }
 
@@ -63,12 +77,13 @@ impl RedisServer {
             "--tls-auth-clients".to_owned(),
             "no".to_owned(),
         ];
-        let child = spawn(dir.path(), &socket, &tls);
+        let child = spawn(dir.path(), &socket, true, &tls);
         RedisServer {
             child: Some(child),
             socket,
             dir,
             tls_port: Some(port),
+            persistent: true,
         }
     }
 
@@ -96,15 +111,20 @@ impl RedisServer {
     /// Starts it again on the same socket and data directory.
     pub fn restart(&mut self) {
         self.kill();
-        self.child = Some(spawn(self.dir.path(), &self.socket, &[]));
+        self.child = Some(spawn(self.dir.path(), &self.socket, self.persistent, &[]));
     }
 }
 
-fn spawn(dir: &Path, socket: &Path, extra: &[String]) -> Child {
+fn spawn(dir: &Path, socket: &Path, persistent: bool, extra: &[String]) -> Child {
+    let persistence: &[&str] = if persistent {
+        &["--appendonly", "yes", "--appendfsync", "always"]
+    } else {
+        &["--appendonly", "no"]
+    };
     let child = Command::new("redis-server")
         .args(["--port", "0", "--save", ""])
         .args(extra)
-        .args(["--appendonly", "yes", "--appendfsync", "always"])
+        .args(persistence)
         .arg("--unixsocket")
         .arg(socket)
         .arg("--dir")

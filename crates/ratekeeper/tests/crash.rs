@@ -1,22 +1,21 @@
 //! Crash safety: the server binary under concurrent load, killed with
 //! SIGKILL and restarted on the same data directory, several times.
 //!
-//! The checker is independent of the server: every client records, on its
-//! own clock, the instant an acquire was acknowledged and the instant it
-//! started releasing. Those intervals lie inside the server's holding
-//! intervals, so at no instant may more of them overlap than the limit has
-//! slots, across restarts too. After each restart, every limit ever created
+//! The checker is independent of the server (`common/checker.rs`): at no
+//! instant may more clients count on a slot than the limit has, across
+//! restarts too. After each restart, every limit ever created
 //! must be back, and every lease acknowledged before the kill must still be
 //! live and still count: its limit refuses a second holder, and its release
 //! succeeds rather than saying `lease_expired`.
 
 mod common;
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::ServerProcess;
+use common::checker::Checker;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -32,15 +31,11 @@ fn rounds() -> usize {
         .unwrap_or(4)
 }
 
-/// What the clients saw: (instant, +1 for an acknowledged grant, -1 for the
-/// start of a release).
-type Log = Arc<Mutex<Vec<(Instant, i32)>>>;
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_and_restart_never_loses_or_over_admits() {
     let dir = tempfile::tempdir().unwrap();
     let http = reqwest::Client::new();
-    let log: Log = Arc::default();
+    let log = Checker::default();
     // One lease per round held across the kill, on a limit of one slot.
     let mut kept: Vec<(String, String)> = Vec::new();
     let mut server = ServerProcess::start(dir.path(), &[]);
@@ -67,7 +62,7 @@ async fn sigkill_and_restart_never_loses_or_over_admits() {
 
         let stop = Arc::new(AtomicBool::new(false));
         let clients: Vec<_> = (0..CLIENTS)
-            .map(|_| tokio::spawn(client(url.clone(), Arc::clone(&log), Arc::clone(&stop))))
+            .map(|_| tokio::spawn(client(url.clone(), log.clone(), Arc::clone(&stop))))
             .collect();
         // Let them work, then kill the server under their feet.
         let grants_before = granted_total(&http, &url).await;
@@ -133,22 +128,8 @@ async fn sigkill_and_restart_never_loses_or_over_admits() {
         );
     }
 
-    let mut events = log.lock().unwrap().clone();
-    assert!(
-        events.len() > rounds * 200,
-        "too little load: {} events",
-        events.len()
-    );
-    // At equal instants, count releases first: they started before.
-    events.sort();
-    let mut holding = 0;
-    let mut most = 0;
-    let checked = events.len();
-    for (at, delta) in events {
-        holding += delta;
-        most = most.max(holding);
-        assert!(holding <= SLOTS as i32, "{holding} holders at {at:?}");
-    }
+    let (most, checked) = log.check(SLOTS);
+    assert!(checked > rounds * 200, "too little load: {checked} events");
     eprintln!(
         "{rounds} kill -9 restarts: {checked} grant and release events checked, \
          at most {most} holders on {SLOTS} slots, {} leases kept across kills",
@@ -157,7 +138,7 @@ async fn sigkill_and_restart_never_loses_or_over_admits() {
 }
 
 /// Acquires and releases until stopped or the server dies.
-async fn client(url: String, log: Log, stop: Arc<AtomicBool>) {
+async fn client(url: String, log: Checker, stop: Arc<AtomicBool>) {
     let http = reqwest::Client::new();
     while !stop.load(Ordering::SeqCst) {
         let acquire = json!({"names": ["shared"], "lease_seconds": 300, "holder": "crash-test"});
@@ -177,9 +158,9 @@ async fn client(url: String, log: Log, stop: Arc<AtomicBool>) {
             assert_eq!(body["status"], "waiting", "{body}");
             continue;
         };
-        log.lock().unwrap().push((Instant::now(), 1));
+        log.granted();
         tokio::task::yield_now().await;
-        log.lock().unwrap().push((Instant::now(), -1));
+        log.releasing();
         let released = http.delete(format!("{url}/v1/leases/{lease}")).send().await;
         match released {
             Ok(response) if response.status() == StatusCode::NO_CONTENT => {}
