@@ -365,11 +365,14 @@ async fn still_held<B: Backend>(
     }
 }
 
-/// The time now, in Unix milliseconds.
+/// The time now, in Unix milliseconds, on a clock that a wall-clock step
+/// while the server runs does not move (the engine's own kind of clock).
 fn unix_millis() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |since| since.as_millis() as u64)
+    static CLOCK: std::sync::OnceLock<ratekeeper_driver::Clock> = std::sync::OnceLock::new();
+    CLOCK
+        .get_or_init(ratekeeper_driver::Clock::new)
+        .now()
+        .as_unix_millis()
 }
 
 /// A wait that goes back under its ticket unless it was decided.
