@@ -17,7 +17,9 @@ mod backend;
 #[cfg(feature = "conformance")]
 pub mod conformance;
 mod embedded;
-mod log;
+/// The change log's frame format and its reader, public for the fuzz
+/// targets (`fuzz/`).
+pub mod log;
 mod store;
 
 pub use backend::{AcquireSpec, Backend, Error, Event, Granted, LimitDetail, Waiting};

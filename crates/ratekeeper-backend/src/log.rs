@@ -120,6 +120,11 @@ impl Log {
         self.len
     }
 
+    /// Whether no frame has been written since the log was started.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
     /// The epoch being written.
     pub fn epoch(&self) -> u32 {
         self.epoch

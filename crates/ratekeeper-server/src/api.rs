@@ -8,15 +8,21 @@ use ratekeeper_core::{Counters, LeaseView, LimitPatch, LimitSpec, LimitView, Mod
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+/// What a limit name looks like (`.` and `..` are refused besides).
+pub const NAME_PATTERN: &str = r"^[A-Za-z0-9._:-]{1,128}$";
+/// What a lease id and a ticket look like.
+pub const ID_PATTERN: &str = "^[0-9a-f]{32}$";
+
 /// A new limit.
 #[derive(Debug, Clone, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateLimit {
     /// 1–128 characters of `A-Z a-z 0-9 . _ - :`, other than `.` and `..`.
-    #[schema(pattern = r"^[A-Za-z0-9._:-]{1,128}$")]
+    #[schema(value_type = LimitName)]
     pub name: String,
     /// How many slots may be occupied at once; 0 closes the limit.
-    #[schema(maximum = 1_000_000_000_000_000_u64)]
+    #[serde(deserialize_with = "whole")]
+    #[schema(minimum = 0, maximum = 1_000_000_000_000_000_u64)]
     pub slots: u64,
     /// Slots freed per second in rate mode; 0 for a pure concurrency limit.
     /// A full load must decay within 100 years (`slots / this` at most
@@ -54,17 +60,82 @@ impl From<CreateLimit> for LimitSpec {
 #[serde(deny_unknown_fields)]
 pub struct UpdateLimit {
     /// New slot count.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "whole_or_null",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schema(minimum = 0, maximum = 1_000_000_000_000_000_u64)]
     pub slots: Option<u64>,
-    /// New decay rate.
+    /// New decay rate (the same bounds as on creation).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 0, maximum = 1_000_000_000)]
     pub slot_decay_per_second: Option<f64>,
     /// Activate or deactivate.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub active: Option<bool>,
     /// New description; an empty string clears it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(max_length = 1024)]
     pub description: Option<String>,
+}
+
+/// Reads a whole number of at least 0, also written with a zero fraction
+/// (`3.0`), as JSON Schema's `integer` allows; anything else is refused
+/// in words a person reads.
+struct Whole;
+
+impl serde::de::Visitor<'_> for Whole {
+    type Value = u64;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a whole number, 0 or more")
+    }
+
+    fn visit_u64<E: serde::de::Error>(self, n: u64) -> Result<u64, E> {
+        Ok(n)
+    }
+
+    fn visit_i64<E: serde::de::Error>(self, n: i64) -> Result<u64, E> {
+        u64::try_from(n).map_err(|_| E::invalid_value(serde::de::Unexpected::Signed(n), &self))
+    }
+
+    fn visit_f64<E: serde::de::Error>(self, n: f64) -> Result<u64, E> {
+        // 2^64 is the first float past u64::MAX.
+        if n >= 0.0 && n.fract() == 0.0 && n < 18_446_744_073_709_551_616.0 {
+            Ok(n as u64)
+        } else {
+            Err(E::invalid_value(serde::de::Unexpected::Float(n), &self))
+        }
+    }
+}
+
+fn whole<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    d.deserialize_any(Whole)
+}
+
+fn whole_or_null<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    struct OrNull;
+    impl<'de> serde::de::Visitor<'de> for OrNull {
+        type Value = Option<u64>;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a whole number, 0 or more, or null")
+        }
+
+        fn visit_unit<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+
+        fn visit_none<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+
+        fn visit_some<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+            whole(d).map(Some)
+        }
+    }
+    d.deserialize_option(OrNull)
 }
 
 impl From<UpdateLimit> for LimitPatch {
@@ -292,16 +363,18 @@ impl From<LimitDetail> for LimitDetails {
 #[serde(deny_unknown_fields)]
 pub struct AcquireBody {
     /// The limits (1–32 distinct names).
+    #[schema(value_type = Vec<LimitName>, min_items = 1, max_items = 32)]
     pub names: Vec<String>,
     /// Slots to occupy on each (default 1).
-    #[serde(default = "one")]
-    #[schema(minimum = 1)]
+    #[serde(default = "one", deserialize_with = "whole")]
+    #[schema(minimum = 1, maximum = 1_000_000_000_000_000_u64)]
     pub occupy: u64,
     /// `concurrency` (default) or `rate_limit`.
     #[serde(default)]
     pub mode: AcquireMode,
     /// How long to wait in all: absent waits forever, 0 tries once.
     #[serde(default)]
+    #[schema(minimum = 0, maximum = 1e12)]
     pub timeout_seconds: Option<f64>,
     /// The lease's TTL, 1–86400 (default 30); concurrency mode only.
     #[serde(default)]
@@ -309,6 +382,7 @@ pub struct AcquireBody {
     pub lease_seconds: Option<f64>,
     /// A label for people (host, pid, task); concurrency mode only.
     #[serde(default)]
+    #[schema(max_length = 256)]
     pub holder: Option<String>,
     /// Create missing limits, inactive, instead of failing.
     #[serde(default)]
@@ -316,7 +390,44 @@ pub struct AcquireBody {
     /// How long this HTTP request may wait before it answers with a ticket
     /// (default and maximum: the server's `max_wait`).
     #[serde(default)]
+    #[schema(minimum = 0, maximum = 1e12)]
     pub wait_seconds: Option<f64>,
+}
+
+/// The schema of a limit name, in bodies and paths: 1–128 characters of
+/// `A-Z a-z 0-9 . _ - :`, other than `.` and `..` (the rule itself lives in
+/// the engine).
+pub struct LimitName;
+
+impl utoipa::PartialSchema for LimitName {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        id_like(NAME_PATTERN, "a limit name, other than `.` and `..`")
+    }
+}
+
+impl ToSchema for LimitName {}
+
+/// The schema of a lease id or a ticket, in paths.
+pub struct LeaseIdText;
+
+impl utoipa::PartialSchema for LeaseIdText {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        id_like(ID_PATTERN, "32 lowercase hexadecimal digits")
+    }
+}
+
+impl ToSchema for LeaseIdText {}
+
+fn id_like(
+    pattern: &str,
+    description: &str,
+) -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+    use utoipa::openapi::schema::{ObjectBuilder, Type};
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .pattern(Some(pattern))
+        .description(Some(description))
+        .into()
 }
 
 fn one() -> u64 {
@@ -366,6 +477,7 @@ pub struct WaitBody {
     /// How long this HTTP request may wait (default and maximum: the
     /// server's `max_wait`).
     #[serde(default)]
+    #[schema(minimum = 0, maximum = 1e12)]
     pub wait_seconds: Option<f64>,
 }
 
@@ -375,6 +487,7 @@ pub struct WaitBody {
 pub struct RenewBody {
     /// A new TTL, 1–86400 seconds (default: the lease's own).
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 86400)]
     pub lease_seconds: Option<f64>,
 }
 
@@ -409,11 +522,16 @@ pub struct ErrorDetail {
 /// Seconds from a request field, refusing what is not a finite, non-negative
 /// number of seconds that fits a `Duration`.
 pub fn seconds(field: &'static str, value: f64) -> Result<Duration, crate::error::ApiError> {
-    Duration::try_from_secs_f64(value).map_err(|_| {
-        crate::error::ApiError::invalid(
+    match Duration::try_from_secs_f64(value) {
+        Ok(duration) if value <= MAX_SECONDS => Ok(duration),
+        _ => Err(crate::error::ApiError::invalid(
             "invalid_seconds",
-            format!("{field} must be a finite, non-negative number of seconds, not {value}"),
+            format!("{field} must be a number of seconds from 0 to {MAX_SECONDS:e}, not {value}"),
         )
-        .in_field(field)
-    })
+        .in_field(field)),
+    }
 }
+
+/// The longest duration a request may name, in seconds (about 31 700
+/// years): anything longer is a mistake, and would not fit a clock.
+pub const MAX_SECONDS: f64 = 1e12;

@@ -96,7 +96,7 @@ struct CommonAnswers;
 
 impl utoipa::Modify for CommonAnswers {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        use utoipa::openapi::schema::{ObjectBuilder, Type};
+        use utoipa::openapi::security::SecurityRequirement;
         use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
         let error = |description: &str| {
             RefOr::T(
@@ -137,30 +137,42 @@ impl utoipa::Modify for CommonAnswers {
                 add("405", "method_not_allowed");
                 add("408", "the request body stopped arriving");
                 add("503", "too_many_connections, shutting_down, unavailable");
-                if operation.request_body.is_some()
+                let has_body = operation.request_body.is_some()
                     || path.ends_with("/reset")
-                    || path.ends_with("/wait")
-                {
+                    || path.ends_with("/wait");
+                if has_body {
+                    add("400", "invalid_json: the body is not JSON");
                     add("413", "body_too_large");
                     add(
                         "415",
                         "unsupported_media_type: a body must be application/json",
                     );
+                }
+                let mut parameters = operation.parameters.iter_mut().flatten().peekable();
+                if has_body || parameters.peek().is_some() {
                     add(
                         "422",
-                        "invalid_body, invalid_field and the refusals of the operation",
+                        "invalid_body, invalid_field, a malformed name or id, and the refusals \
+                         of the operation",
                     );
                 }
-                for parameter in operation.parameters.iter_mut().flatten() {
-                    if parameter.name == "name" {
-                        parameter.schema = Some(RefOr::T(
-                            ObjectBuilder::new()
-                                .schema_type(Type::String)
-                                .pattern(Some(r"^[A-Za-z0-9._:-]{1,128}$"))
-                                .description(Some("a limit name, other than `.` and `..`"))
-                                .into(),
-                        ));
-                    }
+                for parameter in parameters {
+                    use utoipa::PartialSchema;
+                    parameter.schema = match parameter.name.as_str() {
+                        "name" | "limit" => Some(api::LimitName::schema()),
+                        "id" | "ticket" => Some(api::LeaseIdText::schema()),
+                        _ => continue,
+                    };
+                }
+                // Renewing and waiting on a ticket take an optional body.
+                if (path.ends_with("/renew") || path.ends_with("/wait"))
+                    && let Some(body) = operation.request_body.as_mut()
+                {
+                    body.required = Some(utoipa::openapi::Required::False);
+                }
+                if open.contains(&path.as_str()) {
+                    // No token needed: an empty requirement says so.
+                    operation.security = Some(vec![SecurityRequirement::default()]);
                 }
             }
         }

@@ -208,3 +208,68 @@ async fn the_api_description_lists_every_status_the_pattern_and_the_bounds() {
     assert_eq!(limit["slot_decay_per_second"]["maximum"], 1_000_000_000);
     assert_eq!(limit["description"]["maxLength"], 1024);
 }
+
+#[tokio::test]
+async fn whole_numbers_may_be_written_with_a_zero_fraction_and_nothing_else() {
+    let server = TestServer::start().await;
+    let (status, created) = server
+        .post("/v1/limits", json!({"name": "w", "slots": 3.0}))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    assert_eq!(created["slots"], 3);
+    for slots in [json!(3.5), json!(-1), json!(-1.0), json!("3"), json!(1e30)] {
+        let (status, answer) = server
+            .call(
+                Method::PATCH,
+                "/v1/limits/w",
+                Some(json!({ "slots": slots })),
+            )
+            .await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{slots}");
+        assert_eq!(answer["error"]["field"], "slots", "{answer}");
+        let message = answer["error"]["message"].as_str().unwrap();
+        assert!(message.contains("a whole number, 0 or more"), "{message}");
+    }
+    let (status, _) = server
+        .call(Method::PATCH, "/v1/limits/w", Some(json!({"slots": null})))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(server.get("/v1/limits/w").await.1["slots"], 3);
+}
+
+#[tokio::test]
+async fn durations_past_the_documented_bound_are_refused() {
+    let server = TestServer::start().await;
+    server.create("d", 1).await;
+    let (status, answer) = server
+        .post(
+            "/v1/acquire",
+            json!({"names": ["d"], "timeout_seconds": 1.7e308}),
+        )
+        .await;
+    assert_eq!(
+        (status, code(&answer)),
+        (StatusCode::UNPROCESSABLE_ENTITY, "invalid_seconds")
+    );
+    assert_eq!(answer["error"]["field"], "timeout_seconds");
+}
+
+#[tokio::test]
+async fn the_api_description_marks_open_routes_and_the_shape_of_ids() {
+    let server = TestServer::start().await;
+    let (_, doc) = server.get("/openapi.json").await;
+    for open in ["/livez", "/readyz"] {
+        assert_eq!(doc["paths"][open]["get"]["security"], json!([{}]), "{open}");
+    }
+    let release = &doc["paths"]["/v1/leases/{id}"]["delete"];
+    assert_eq!(
+        release["parameters"][0]["schema"]["pattern"],
+        "^[0-9a-f]{32}$"
+    );
+    assert!(release["responses"].get("422").is_some());
+    let renew = &doc["paths"]["/v1/leases/{id}/renew"]["post"];
+    assert_eq!(renew["requestBody"]["required"], false);
+    let acquire = &doc["components"]["schemas"]["AcquireBody"]["properties"];
+    assert_eq!(acquire["names"]["minItems"], 1);
+    assert_eq!(acquire["names"]["maxItems"], 32);
+}
