@@ -137,7 +137,8 @@ pub async fn get_limit<B: Backend>(
     caller: Option<axum::Extension<Caller>>,
     Path(name): Path<String>,
 ) -> Result<Json<LimitDetails>, ApiError> {
-    let mut detail: LimitDetails = state.backend.limit(&name).await?.into();
+    let found = state.backend.limit(&name).await?;
+    let mut detail = LimitDetails::new(found.limit, found.leases, found.waiters);
     if Caller::scope(&caller) < crate::Scope::Admin {
         // An id releases and renews a lease: a client token sees whole
         // only the ids it was answered.
@@ -334,7 +335,7 @@ async fn wait_on<B: Backend>(
     if let (Some(quota), Some(lease)) = (quota, &granted.lease) {
         quota.granted(lease.id, lease.expires_at.as_unix_millis());
     }
-    let answer: AcquireAnswer = granted.into();
+    let answer = AcquireAnswer::granted(granted.lease, granted.granted_at, granted.waited);
     Ok(Json(answer).into_response())
 }
 

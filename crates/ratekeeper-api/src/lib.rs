@@ -1,0 +1,26 @@
+//! The wire types of the ratekeeper HTTP API: what a server answers and
+//! what a client sends, one type per shape, shared by both so that they
+//! cannot drift apart. Times are Unix milliseconds; durations are seconds
+//! in requests and milliseconds in answers, as their names say.
+//!
+//! - [`limit`]: limits, their leases and waiters; creating and changing one.
+//! - [`acquire`]: asking for slots, the answer, tickets, renewing.
+//! - [`error`]: the error body.
+//! - [`names`]: patterns of names and ids, whole numbers, paths.
+//!
+//! With the `openapi` feature every type also describes itself for the
+//! server's `/openapi.json` (`utoipa::ToSchema`).
+
+pub mod acquire;
+pub mod error;
+pub mod limit;
+pub mod names;
+
+pub use acquire::{AcquireAnswer, AcquireBody, AcquireMode, RenewBody, Renewed, WaitBody};
+pub use error::{ErrorBody, ErrorDetail};
+pub use limit::{
+    CreateLimit, Lease, Limit, LimitDetails, Totals, UpdateLimit, Waiter, redacted_id,
+};
+pub use names::{ID_PATTERN, MAX_SECONDS, NAME_PATTERN, encoded_name, limit_path};
+#[cfg(feature = "openapi")]
+pub use names::{LeaseIdText, LimitName};

@@ -1,0 +1,283 @@
+//! Limits as the API shows and takes them: a new limit, a change to one,
+//! a limit with its state, the leases on it and the requests waiting for
+//! it.
+
+use ratekeeper_core::{Counters, LeaseView, LimitPatch, LimitSpec, LimitView, WaiterView};
+use serde::{Deserialize, Serialize};
+
+use crate::acquire::AcquireMode;
+#[cfg(feature = "openapi")]
+use crate::names::LimitName;
+use crate::names::{whole, whole_or_null};
+
+/// A new limit.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct CreateLimit {
+    /// 1–128 characters of `A-Z a-z 0-9 . _ - :`, other than `.` and `..`.
+    #[cfg_attr(feature = "openapi", schema(value_type = LimitName))]
+    pub name: String,
+    /// How many slots may be occupied at once; 0 closes the limit.
+    #[serde(deserialize_with = "whole")]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(minimum = 0, maximum = 1_000_000_000_000_000_u64)
+    )]
+    pub slots: u64,
+    /// Slots freed per second in rate mode; 0 for a pure concurrency limit.
+    /// A full load must decay within 100 years (`slots / this` at most
+    /// 3 153 600 000).
+    #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(minimum = 0, maximum = 1_000_000_000))]
+    pub slot_decay_per_second: f64,
+    /// Whether it enforces (default true).
+    #[serde(default = "yes")]
+    pub active: bool,
+    /// Free text for people.
+    #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(max_length = 1024))]
+    pub description: Option<String>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl From<CreateLimit> for LimitSpec {
+    fn from(body: CreateLimit) -> Self {
+        LimitSpec {
+            name: body.name,
+            slots: body.slots,
+            slot_decay_per_second: body.slot_decay_per_second,
+            active: body.active,
+            description: body.description,
+        }
+    }
+}
+
+/// A change to a limit; absent fields stay as they are.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct UpdateLimit {
+    /// New slot count.
+    #[serde(
+        default,
+        deserialize_with = "whole_or_null",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(minimum = 0, maximum = 1_000_000_000_000_000_u64)
+    )]
+    pub slots: Option<u64>,
+    /// New decay rate (the same bounds as on creation).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(minimum = 0, maximum = 1_000_000_000))]
+    pub slot_decay_per_second: Option<f64>,
+    /// Activate or deactivate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub active: Option<bool>,
+    /// New description; an empty string clears it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(max_length = 1024))]
+    pub description: Option<String>,
+}
+
+impl From<UpdateLimit> for LimitPatch {
+    fn from(body: UpdateLimit) -> Self {
+        LimitPatch {
+            slots: body.slots,
+            slot_decay_per_second: body.slot_decay_per_second,
+            active: body.active,
+            description: body
+                .description
+                .map(|d| if d.is_empty() { None } else { Some(d) }),
+        }
+    }
+}
+
+/// Running totals of a limit.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Totals {
+    /// Requests granted.
+    pub granted_total: u64,
+    /// Slots granted.
+    pub granted_slots_total: u64,
+    /// Requests that had to queue.
+    pub waited_total: u64,
+    /// Leases that expired instead of being released.
+    pub expired_total: u64,
+    /// Requests refused for lack of capacity (would block, timed out).
+    pub denied_total: u64,
+}
+
+impl From<Counters> for Totals {
+    fn from(c: Counters) -> Self {
+        Totals {
+            granted_total: c.granted_total,
+            granted_slots_total: c.granted_slots_total,
+            waited_total: c.waited_total,
+            expired_total: c.expired_total,
+            denied_total: c.denied_total,
+        }
+    }
+}
+
+/// A limit and its state.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Limit {
+    /// Its name.
+    pub name: String,
+    /// Its slot count.
+    pub slots: u64,
+    /// Its decay rate, in slots per second.
+    pub slot_decay_per_second: f64,
+    /// Whether it enforces.
+    pub active: bool,
+    /// Its description.
+    pub description: Option<String>,
+    /// Slots held by leases.
+    pub held: u64,
+    /// Rate-mode slots not yet decayed (fractional).
+    pub decaying: f64,
+    /// Requests queued.
+    pub waiting: u64,
+    /// Slots the queued requests ask for.
+    pub waiting_slots: u64,
+    /// Running totals.
+    pub counters: Totals,
+    /// When it was created (Unix ms).
+    pub created_at: u64,
+    /// When its definition last changed (Unix ms).
+    pub updated_at: u64,
+}
+
+impl From<LimitView> for Limit {
+    fn from(v: LimitView) -> Self {
+        Limit {
+            name: v.name,
+            slots: v.slots,
+            slot_decay_per_second: v.slot_decay_per_second,
+            active: v.active,
+            description: v.description,
+            held: v.held,
+            decaying: v.decaying,
+            waiting: v.waiting,
+            waiting_slots: v.waiting_slots,
+            counters: v.counters.into(),
+            created_at: v.created_at.as_unix_millis(),
+            updated_at: v.updated_at.as_unix_millis(),
+        }
+    }
+}
+
+/// A live lease.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Lease {
+    /// Its id: 32 hexadecimal digits. Shown to a client token as its first
+    /// 8 digits and `…` only: an id is what releases and renews a lease,
+    /// so only its holder (who was answered it) and admins know it whole.
+    pub id: String,
+    /// The limits it holds slots on.
+    pub limits: Vec<String>,
+    /// Slots held on each.
+    pub occupy: u64,
+    /// The holder's label.
+    pub holder: Option<String>,
+    /// When it was granted (Unix ms).
+    pub granted_at: u64,
+    /// When it expires unless renewed (Unix ms).
+    pub expires_at: u64,
+    /// What each renewal extends it by.
+    pub lease_seconds: f64,
+}
+
+impl From<LeaseView> for Lease {
+    fn from(v: LeaseView) -> Self {
+        Lease {
+            id: v.id.to_string(),
+            limits: v.limits,
+            occupy: v.occupy,
+            holder: v.holder,
+            granted_at: v.granted_at.as_unix_millis(),
+            expires_at: v.expires_at.as_unix_millis(),
+            lease_seconds: v.ttl.as_secs_f64(),
+        }
+    }
+}
+
+/// A queued request.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Waiter {
+    /// Its place in the global arrival order.
+    pub request: u64,
+    /// The limits it waits on.
+    pub limits: Vec<String>,
+    /// Slots it asks for on each.
+    pub occupy: u64,
+    /// Its mode.
+    pub mode: AcquireMode,
+    /// The holder's label.
+    pub holder: Option<String>,
+    /// When it arrived (Unix ms).
+    pub enqueued_at: u64,
+    /// When it gives up (Unix ms), if ever.
+    pub deadline: Option<u64>,
+}
+
+impl From<WaiterView> for Waiter {
+    fn from(v: WaiterView) -> Self {
+        Waiter {
+            request: v.request.0,
+            limits: v.limits,
+            occupy: v.occupy,
+            mode: v.mode.into(),
+            holder: v.holder,
+            enqueued_at: v.enqueued_at.as_unix_millis(),
+            deadline: v.deadline.map(|d| d.as_unix_millis()),
+        }
+    }
+}
+
+/// A limit with who holds it and who waits for it.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct LimitDetails {
+    /// The limit.
+    #[serde(flatten)]
+    pub limit: Limit,
+    /// Live leases on it, oldest first.
+    pub leases: Vec<Lease>,
+    /// Queued requests, in queue order.
+    pub waiters: Vec<Waiter>,
+}
+
+impl LimitDetails {
+    /// A limit's details from the engine's views.
+    pub fn new(limit: LimitView, leases: Vec<LeaseView>, waiters: Vec<WaiterView>) -> Self {
+        LimitDetails {
+            limit: limit.into(),
+            leases: leases.into_iter().map(Into::into).collect(),
+            waiters: waiters.into_iter().map(Into::into).collect(),
+        }
+    }
+}
+
+impl Lease {
+    /// The lease as a client token sees it: its id cut short.
+    pub fn redacted(mut self) -> Self {
+        self.id = redacted_id(&self.id);
+        self
+    }
+}
+
+/// A lease id as a client token sees it: its first 8 digits and `…`.
+pub fn redacted_id(id: &str) -> String {
+    format!("{}…", id.get(..8).unwrap_or(id))
+}
