@@ -85,6 +85,30 @@ pub struct UpdateLimit {
     pub description: Option<String>,
 }
 
+impl From<LimitSpec> for CreateLimit {
+    fn from(spec: LimitSpec) -> Self {
+        CreateLimit {
+            name: spec.name,
+            slots: spec.slots,
+            slot_decay_per_second: spec.slot_decay_per_second,
+            active: spec.active,
+            description: spec.description,
+        }
+    }
+}
+
+impl From<LimitPatch> for UpdateLimit {
+    fn from(patch: LimitPatch) -> Self {
+        UpdateLimit {
+            slots: patch.slots,
+            slot_decay_per_second: patch.slot_decay_per_second,
+            active: patch.active,
+            // Clearing is written as an empty description.
+            description: patch.description.map(Option::unwrap_or_default),
+        }
+    }
+}
+
 impl From<UpdateLimit> for LimitPatch {
     fn from(body: UpdateLimit) -> Self {
         LimitPatch {

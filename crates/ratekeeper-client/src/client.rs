@@ -12,7 +12,8 @@ use tracing::Instrument;
 
 use crate::error::Error;
 use crate::guard::LeaseGuard;
-use crate::transport::{LeaseState, LimitState, Transport};
+use crate::transport::Transport;
+use ratekeeper_api::{Lease, Limit};
 
 /// What every clone of a client, and every guard it handed out, shares.
 pub(crate) struct Shared {
@@ -128,17 +129,17 @@ impl Client {
     }
 
     /// A limit's current state.
-    pub async fn limit(&self, name: &str) -> Result<LimitState, Error> {
+    pub async fn limit(&self, name: &str) -> Result<Limit, Error> {
         self.shared.transport.limit(name).await
     }
 
     /// Every limit, ordered by name.
-    pub async fn limits(&self) -> Result<Vec<LimitState>, Error> {
+    pub async fn limits(&self) -> Result<Vec<Limit>, Error> {
         self.shared.transport.limits().await
     }
 
     /// Live leases: all of them, or those on one limit.
-    pub async fn leases(&self, on: Option<&str>) -> Result<Vec<LeaseState>, Error> {
+    pub async fn leases(&self, on: Option<&str>) -> Result<Vec<Lease>, Error> {
         self.shared.transport.leases(on).await
     }
 

@@ -38,4 +38,6 @@ pub use client::{Client, Concurrency, Names, RateLimit};
 pub use error::Error;
 pub use guard::LeaseGuard;
 pub use layer::{BoxError, LimitLayer, Limited};
-pub use transport::{LeaseState, LimitState, RECONNECT_WINDOW, encoded_name};
+pub use ratekeeper_api as api;
+pub use ratekeeper_api::{Lease, Limit, encoded_name};
+pub use transport::RECONNECT_WINDOW;

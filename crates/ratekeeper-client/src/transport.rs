@@ -5,11 +5,15 @@ use std::collections::HashMap;
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+use ratekeeper_api::{
+    AcquireAnswer, AcquireBody, CreateLimit, ErrorBody, Lease, Limit, RenewBody, Renewed,
+    UpdateLimit, WaitBody, encoded_name, limit_path,
+};
 use ratekeeper_backend::{AcquireSpec, Backend, Embedded, Granted};
-use ratekeeper_core::{LeaseGrant, LeaseId, LimitPatch, LimitSpec, Mode, Timestamp};
+use ratekeeper_core::{LeaseGrant, LeaseId, LimitPatch, LimitSpec, Timestamp};
 use reqwest::{Method, StatusCode};
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 
 use crate::error::Error;
 
@@ -18,96 +22,6 @@ const MAX_BACKOFF: Duration = Duration::from_secs(2);
 /// How long a wait keeps retrying while the server cannot be reached: long
 /// enough to ride out a restart, short enough not to hang forever.
 pub const RECONNECT_WINDOW: Duration = Duration::from_secs(10);
-
-/// A limit's state, as the client sees it.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-pub struct LimitState {
-    /// Its name.
-    pub name: String,
-    /// Its slot count.
-    pub slots: u64,
-    /// Its decay rate, slots per second.
-    pub slot_decay_per_second: f64,
-    /// Whether it enforces.
-    pub active: bool,
-    /// What it is for.
-    #[serde(default)]
-    pub description: Option<String>,
-    /// Slots held by leases.
-    pub held: u64,
-    /// Rate-mode slots not yet decayed.
-    pub decaying: f64,
-    /// Requests queued.
-    pub waiting: u64,
-}
-
-/// A live lease, as the client sees it.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-pub struct LeaseState {
-    /// Its id.
-    pub id: String,
-    /// The limits it holds slots on.
-    pub limits: Vec<String>,
-    /// Slots held on each.
-    pub occupy: u64,
-    /// The holder's label.
-    pub holder: Option<String>,
-    /// When it was granted (Unix ms).
-    pub granted_at: u64,
-    /// When it expires unless renewed (Unix ms).
-    pub expires_at: u64,
-    /// What each renewal extends it by.
-    pub lease_seconds: f64,
-}
-
-impl From<ratekeeper_core::LeaseView> for LeaseState {
-    fn from(v: ratekeeper_core::LeaseView) -> Self {
-        LeaseState {
-            id: v.id.to_string(),
-            limits: v.limits,
-            occupy: v.occupy,
-            holder: v.holder,
-            granted_at: v.granted_at.as_unix_millis(),
-            expires_at: v.expires_at.as_unix_millis(),
-            lease_seconds: v.ttl.as_secs_f64(),
-        }
-    }
-}
-
-impl From<ratekeeper_core::LimitView> for LimitState {
-    fn from(view: ratekeeper_core::LimitView) -> Self {
-        LimitState {
-            name: view.name,
-            slots: view.slots,
-            slot_decay_per_second: view.slot_decay_per_second,
-            active: view.active,
-            description: view.description,
-            held: view.held,
-            decaying: view.decaying,
-            waiting: view.waiting,
-        }
-    }
-}
-
-/// A limit name as a URL path segment or query value. Names are validated
-/// by the server; anything outside the allowed characters is
-/// percent-encoded so that it reaches the server intact and is refused
-/// with a clear message, rather than read as another path.
-pub fn encoded_name(name: &str) -> String {
-    name.bytes()
-        .map(|byte| {
-            if byte.is_ascii_alphanumeric() || b"._-:".contains(&byte) {
-                char::from(byte).to_string()
-            } else {
-                format!("%{byte:02X}")
-            }
-        })
-        .collect()
-}
-
-fn limit_path(name: &str) -> String {
-    format!("/v1/limits/{}", encoded_name(name))
-}
 
 #[derive(Clone)]
 pub(crate) enum Transport {
@@ -162,16 +76,15 @@ impl Transport {
         match self {
             Transport::Memory(backend) => Ok(backend.renew(id, ttl).await?),
             Transport::Http(http) => {
-                let body = json!({ "lease_seconds": ttl.map(|t| t.as_secs_f64()) });
-                let answer = http
-                    .call(Method::POST, &format!("/v1/leases/{id}/renew"), Some(body))
+                let body = RenewBody {
+                    lease_seconds: ttl.map(|t| t.as_secs_f64()),
+                };
+                let renewed: Renewed = http
+                    .call(Method::POST, &format!("/v1/leases/{id}/renew"), Some(&body))
                     .await?;
-                let expires_at = answer["expires_at"].as_u64().ok_or_else(|| {
-                    Error::Protocol(format!("a renewal without expires_at: {answer}"))
-                })?;
                 Ok(LeaseGrant {
                     id,
-                    expires_at: Timestamp::from_unix_millis(expires_at),
+                    expires_at: Timestamp::from_unix_millis(renewed.expires_at),
                 })
             }
         }
@@ -180,10 +93,7 @@ impl Transport {
     pub async fn release(&self, id: LeaseId) -> Result<(), Error> {
         match self {
             Transport::Memory(backend) => Ok(backend.release(id).await?),
-            Transport::Http(http) => http
-                .call(Method::DELETE, &format!("/v1/leases/{id}"), None)
-                .await
-                .map(drop),
+            Transport::Http(http) => http.send(Method::DELETE, &format!("/v1/leases/{id}")).await,
         }
     }
 
@@ -194,18 +104,10 @@ impl Transport {
                 .await
                 .map(drop)
                 .map_err(Into::into),
-            Transport::Http(http) => {
-                let body = json!({
-                    "name": spec.name,
-                    "slots": spec.slots,
-                    "slot_decay_per_second": spec.slot_decay_per_second,
-                    "active": spec.active,
-                    "description": spec.description,
-                });
-                http.call(Method::POST, "/v1/limits", Some(body))
-                    .await
-                    .map(drop)
-            }
+            Transport::Http(http) => http
+                .call::<Limit>(Method::POST, "/v1/limits", Some(&CreateLimit::from(spec)))
+                .await
+                .map(drop),
         }
     }
 
@@ -216,34 +118,21 @@ impl Transport {
                 .await
                 .map(drop)
                 .map_err(Into::into),
-            Transport::Http(http) => {
-                let mut body = serde_json::Map::new();
-                if let Some(slots) = patch.slots {
-                    body.insert("slots".into(), slots.into());
-                }
-                if let Some(decay) = patch.slot_decay_per_second {
-                    body.insert("slot_decay_per_second".into(), decay.into());
-                }
-                if let Some(active) = patch.active {
-                    body.insert("active".into(), active.into());
-                }
-                if let Some(description) = patch.description {
-                    body.insert("description".into(), description.unwrap_or_default().into());
-                }
-                http.call(Method::PATCH, &limit_path(name), Some(body.into()))
-                    .await
-                    .map(drop)
-            }
+            Transport::Http(http) => http
+                .call::<Limit>(
+                    Method::PATCH,
+                    &limit_path(name),
+                    Some(&UpdateLimit::from(patch)),
+                )
+                .await
+                .map(drop),
         }
     }
 
     pub async fn delete_limit(&self, name: &str) -> Result<(), Error> {
         match self {
             Transport::Memory(backend) => Ok(backend.delete_limit(name).await?),
-            Transport::Http(http) => http
-                .call(Method::DELETE, &limit_path(name), None)
-                .await
-                .map(drop),
+            Transport::Http(http) => http.send(Method::DELETE, &limit_path(name)).await,
         }
     }
 
@@ -255,23 +144,24 @@ impl Transport {
                 .map(drop)
                 .map_err(Into::into),
             Transport::Http(http) => http
-                .call(Method::POST, &format!("{}/reset", limit_path(name)), None)
+                .call::<Limit>(
+                    Method::POST,
+                    &format!("{}/reset", limit_path(name)),
+                    None::<&()>,
+                )
                 .await
                 .map(drop),
         }
     }
 
-    pub async fn limit(&self, name: &str) -> Result<LimitState, Error> {
+    pub async fn limit(&self, name: &str) -> Result<Limit, Error> {
         match self {
             Transport::Memory(backend) => Ok(backend.limit(name).await?.limit.into()),
-            Transport::Http(http) => {
-                let answer = http.call(Method::GET, &limit_path(name), None).await?;
-                serde_json::from_value(answer).map_err(|e| Error::Protocol(e.to_string()))
-            }
+            Transport::Http(http) => http.get(&limit_path(name)).await,
         }
     }
 
-    pub async fn limits(&self) -> Result<Vec<LimitState>, Error> {
+    pub async fn limits(&self) -> Result<Vec<Limit>, Error> {
         match self {
             Transport::Memory(backend) => Ok(backend
                 .limits()
@@ -279,14 +169,11 @@ impl Transport {
                 .into_iter()
                 .map(Into::into)
                 .collect()),
-            Transport::Http(http) => {
-                let answer = http.call(Method::GET, "/v1/limits", None).await?;
-                serde_json::from_value(answer).map_err(|e| Error::Protocol(e.to_string()))
-            }
+            Transport::Http(http) => http.get("/v1/limits").await,
         }
     }
 
-    pub async fn leases(&self, on: Option<&str>) -> Result<Vec<LeaseState>, Error> {
+    pub async fn leases(&self, on: Option<&str>) -> Result<Vec<Lease>, Error> {
         match self {
             Transport::Memory(backend) => Ok(backend
                 .leases(on)
@@ -299,57 +186,68 @@ impl Transport {
                     Some(name) => format!("/v1/leases?limit={}", encoded_name(name)),
                     None => "/v1/leases".to_owned(),
                 };
-                let answer = http.call(Method::GET, &path, None).await?;
-                serde_json::from_value(answer).map_err(|e| Error::Protocol(e.to_string()))
+                http.get(&path).await
             }
         }
     }
 }
 
-/// What `POST /v1/acquire` and ticket waits answer.
-#[derive(Deserialize)]
-#[serde(tag = "status", rename_all = "snake_case")]
-enum Answer {
-    Granted {
-        lease_id: Option<String>,
-        expires_at: Option<u64>,
-        granted_at: u64,
-        waited_ms: f64,
-    },
-    Waiting {
-        ticket: String,
-    },
-}
-
 impl Http {
-    async fn call(&self, method: Method, path: &str, body: Option<Value>) -> Result<Value, Error> {
+    /// Sends a request and reads its answer as `T`; an error answer
+    /// becomes the [`Error`] of its code.
+    async fn call<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&(impl Serialize + ?Sized)>,
+    ) -> Result<T, Error> {
+        let (url, status, bytes) = self.exchange(method, path, body).await?;
+        serde_json::from_slice(&bytes).map_err(|e| {
+            Error::Protocol(format!(
+                "{status} from {url} ({e}): {}",
+                String::from_utf8_lossy(&bytes)
+            ))
+        })
+    }
+
+    async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, Error> {
+        self.call(Method::GET, path, None::<&()>).await
+    }
+
+    /// Sends a request whose answer has no body (204).
+    async fn send(&self, method: Method, path: &str) -> Result<(), Error> {
+        self.exchange(method, path, None::<&()>).await.map(drop)
+    }
+
+    /// One round trip: the URL, status and body of a successful answer.
+    async fn exchange(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&(impl Serialize + ?Sized)>,
+    ) -> Result<(String, StatusCode, bytes::Bytes), Error> {
         let url = format!("{}{path}", self.base);
         let mut request = self.client.request(method, &url);
         if let Some(token) = &self.token {
             request = request.bearer_auth(token);
         }
         if let Some(body) = body {
-            request = request.json(&body);
+            request = request.json(body);
         }
         let response = request.send().await.map_err(|e| self.connect_error(&e))?;
         let status = response.status();
         let bytes = response.bytes().await.map_err(|e| self.connect_error(&e))?;
-        if status == StatusCode::NO_CONTENT {
-            return Ok(Value::Null);
+        if status.is_success() {
+            return Ok((url, status, bytes));
         }
-        let value: Value = serde_json::from_slice(&bytes).map_err(|_| {
+        let error: ErrorBody = serde_json::from_slice(&bytes).map_err(|_| {
             Error::Protocol(format!(
                 "{status} from {url}: {}",
                 String::from_utf8_lossy(&bytes)
             ))
         })?;
-        if status.is_success() {
-            return Ok(value);
-        }
-        let code = value["error"]["code"].as_str().unwrap_or("unknown");
-        let message = value["error"]["message"].as_str().unwrap_or("").to_owned();
-        let field = value["error"]["field"].as_str();
-        Err(Error::from_code(code, message).in_field(field))
+        let detail = error.error;
+        Err(Error::from_code(&detail.code, detail.message).in_field(detail.field.as_deref()))
     }
 
     fn connect_error(&self, err: &reqwest::Error) -> Error {
@@ -380,23 +278,16 @@ impl Http {
         // reached is reported at once rather than retried.
         let mut last_contact: Option<Instant> = None;
         loop {
-            let answer = match &ticket.ticket {
+            let answer: Result<AcquireAnswer, Error> = match &ticket.ticket {
                 None => {
                     let remaining = deadline.map(|d| d.saturating_duration_since(Instant::now()));
-                    self.call(
-                        Method::POST,
-                        "/v1/acquire",
-                        Some(acquire_body(spec, remaining)),
-                    )
-                    .await
+                    let body = acquire_body(spec, remaining);
+                    self.call(Method::POST, "/v1/acquire", Some(&body)).await
                 }
                 Some(id) => {
-                    self.call(
-                        Method::POST,
-                        &format!("/v1/tickets/{id}/wait"),
-                        Some(json!({})),
-                    )
-                    .await
+                    let path = format!("/v1/tickets/{id}/wait");
+                    self.call(Method::POST, &path, Some(&WaitBody::default()))
+                        .await
                 }
             };
             let answer = match answer {
@@ -424,9 +315,9 @@ impl Http {
             };
             backoff = Backoff::default();
             last_contact = Some(Instant::now());
-            match serde_json::from_value(answer).map_err(|e| Error::Protocol(e.to_string()))? {
-                Answer::Waiting { ticket: id } => ticket.ticket = Some(id),
-                Answer::Granted {
+            match answer {
+                AcquireAnswer::Waiting { ticket: id, .. } => ticket.ticket = Some(id),
+                AcquireAnswer::Granted {
                     lease_id,
                     expires_at,
                     granted_at,
@@ -453,20 +344,17 @@ impl Http {
     }
 }
 
-fn acquire_body(spec: &AcquireSpec, timeout: Option<Duration>) -> Value {
-    let mode = match spec.mode {
-        Mode::Concurrency => "concurrency",
-        Mode::RateLimit => "rate_limit",
-    };
-    json!({
-        "names": spec.names,
-        "occupy": spec.occupy,
-        "mode": mode,
-        "timeout_seconds": timeout.map(|t| t.as_secs_f64()),
-        "lease_seconds": spec.lease_ttl.as_secs_f64(),
-        "holder": spec.holder,
-        "create_if_missing": spec.create_if_missing,
-    })
+fn acquire_body(spec: &AcquireSpec, timeout: Option<Duration>) -> AcquireBody {
+    AcquireBody {
+        names: spec.names.clone(),
+        occupy: spec.occupy,
+        mode: spec.mode.into(),
+        timeout_seconds: timeout.map(|t| t.as_secs_f64()),
+        lease_seconds: Some(spec.lease_ttl.as_secs_f64()),
+        holder: spec.holder.clone(),
+        create_if_missing: spec.create_if_missing,
+        wait_seconds: None,
+    }
 }
 
 /// Gives up a ticket's place in the queue if the wait is dropped.
@@ -486,7 +374,7 @@ impl Drop for TicketGuard {
         let http = self.http.clone();
         runtime.spawn(async move {
             let _ = http
-                .call(Method::DELETE, &format!("/v1/tickets/{ticket}"), None)
+                .send(Method::DELETE, &format!("/v1/tickets/{ticket}"))
                 .await;
         });
     }

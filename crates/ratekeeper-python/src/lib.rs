@@ -22,7 +22,8 @@ use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyDict, PyType};
-use ratekeeper_client::{Client as RustClient, Error, LeaseGuard, LeaseState, LimitState};
+use ratekeeper_client::api::{Lease as LeaseInfo, Limit};
+use ratekeeper_client::{Client as RustClient, Error, LeaseGuard};
 use ratekeeper_core::{LimitPatch, LimitSpec};
 
 use bridge::{Mailbox, Pending};
@@ -274,7 +275,7 @@ impl LeaseRequest {
     }
 }
 
-fn limit_dict(py: Python<'_>, state: LimitState) -> PyResult<Py<PyAny>> {
+fn limit_dict(py: Python<'_>, state: Limit) -> PyResult<Py<PyAny>> {
     let dict = PyDict::new(py);
     dict.set_item("name", state.name)?;
     dict.set_item("slots", state.slots)?;
@@ -287,7 +288,7 @@ fn limit_dict(py: Python<'_>, state: LimitState) -> PyResult<Py<PyAny>> {
     Ok(dict.into_any().unbind())
 }
 
-fn lease_dict(py: Python<'_>, state: LeaseState) -> PyResult<Py<PyAny>> {
+fn lease_dict(py: Python<'_>, state: LeaseInfo) -> PyResult<Py<PyAny>> {
     let dict = PyDict::new(py);
     dict.set_item("id", state.id)?;
     dict.set_item("limits", state.limits)?;
