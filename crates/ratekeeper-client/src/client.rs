@@ -13,7 +13,7 @@ use tracing::Instrument;
 use crate::error::Error;
 use crate::guard::LeaseGuard;
 use crate::transport::Transport;
-use ratekeeper_api::{Lease, Limit};
+use ratekeeper_api::{AcquireAnswer, AcquireBody, Lease, Limit, LimitDetails};
 
 /// What every clone of a client, and every guard it handed out, shares.
 pub(crate) struct Shared {
@@ -108,13 +108,13 @@ impl Client {
         }
     }
 
-    /// Creates a limit.
-    pub async fn create_limit(&self, spec: LimitSpec) -> Result<(), Error> {
+    /// Creates a limit; returns it as created.
+    pub async fn create_limit(&self, spec: LimitSpec) -> Result<Limit, Error> {
         self.shared.transport.create_limit(spec).await
     }
 
-    /// Changes a limit.
-    pub async fn update_limit(&self, name: &str, patch: LimitPatch) -> Result<(), Error> {
+    /// Changes a limit; returns it as changed.
+    pub async fn update_limit(&self, name: &str, patch: LimitPatch) -> Result<Limit, Error> {
         self.shared.transport.update_limit(name, patch).await
     }
 
@@ -124,8 +124,30 @@ impl Client {
     }
 
     /// Revokes every lease on a limit: their guards report them lost.
-    pub async fn reset_limit(&self, name: &str) -> Result<(), Error> {
+    /// Returns the limit as reset.
+    pub async fn reset_limit(&self, name: &str) -> Result<Limit, Error> {
         self.shared.transport.reset_limit(name).await
+    }
+
+    /// Sends one acquire request as `body` says and returns the server's
+    /// answer as it is: granted, or queued with a ticket (after
+    /// `wait_seconds`), without following the ticket. For tools that
+    /// manage tickets themselves; [`concurrency`](Self::concurrency) and
+    /// [`rate_limit`](Self::rate_limit) wait, renew and release for you.
+    /// Over HTTP only.
+    pub async fn acquire_once(&self, body: &AcquireBody) -> Result<AcquireAnswer, Error> {
+        self.shared.transport.acquire_once(body).await
+    }
+
+    /// The server's metrics, in the OpenMetrics text format. Over HTTP
+    /// only.
+    pub async fn metrics(&self) -> Result<String, Error> {
+        self.shared.transport.metrics().await
+    }
+
+    /// A limit with its leases and its queue.
+    pub async fn limit_details(&self, name: &str) -> Result<LimitDetails, Error> {
+        self.shared.transport.limit_details(name).await
     }
 
     /// A limit's current state.

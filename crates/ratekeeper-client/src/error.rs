@@ -107,6 +107,26 @@ impl Error {
         self
     }
 
+    /// The stable code of the error: the server's where it gave one
+    /// (`limit_not_found`, `invalid_name`, ...), else the kind's
+    /// (`connect`, `invalid_url`, `protocol`, `unavailable`).
+    pub fn code(&self) -> &str {
+        match self {
+            Error::LimitNotFound(_) => "limit_not_found",
+            Error::WouldBlock => "would_block",
+            Error::Timeout => "timeout",
+            Error::LimitDeleted(_) => "limit_deleted",
+            Error::LeaseLost { code, .. }
+            | Error::Invalid { code, .. }
+            | Error::Unauthorized { code, .. } => code,
+            Error::QuotaExceeded(_) => "quota_exceeded",
+            Error::Unavailable(_) => "unavailable",
+            Error::Connect { .. } => "connect",
+            Error::InvalidUrl(_) => "invalid_url",
+            Error::Protocol(_) => "protocol",
+        }
+    }
+
     /// Whether retrying the same call later may succeed: the server was
     /// unreachable or unavailable.
     pub fn is_transient(&self) -> bool {

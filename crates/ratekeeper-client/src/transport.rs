@@ -6,8 +6,8 @@ use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use ratekeeper_api::{
-    AcquireAnswer, AcquireBody, CreateLimit, ErrorBody, Lease, Limit, RenewBody, Renewed,
-    UpdateLimit, WaitBody, encoded_name, limit_path,
+    AcquireAnswer, AcquireBody, CreateLimit, ErrorBody, Lease, Limit, LimitDetails, RenewBody,
+    Renewed, UpdateLimit, WaitBody, encoded_name, limit_path,
 };
 use ratekeeper_backend::{AcquireSpec, Backend, Embedded, Granted};
 use ratekeeper_core::{LeaseGrant, LeaseId, LimitPatch, LimitSpec, Timestamp};
@@ -97,35 +97,24 @@ impl Transport {
         }
     }
 
-    pub async fn create_limit(&self, spec: LimitSpec) -> Result<(), Error> {
+    pub async fn create_limit(&self, spec: LimitSpec) -> Result<Limit, Error> {
         match self {
-            Transport::Memory(backend) => backend
-                .create_limit(spec)
-                .await
-                .map(drop)
-                .map_err(Into::into),
-            Transport::Http(http) => http
-                .call::<Limit>(Method::POST, "/v1/limits", Some(&CreateLimit::from(spec)))
-                .await
-                .map(drop),
+            Transport::Memory(backend) => Ok(backend.create_limit(spec).await?.into()),
+            Transport::Http(http) => {
+                let body = CreateLimit::from(spec);
+                http.call(Method::POST, "/v1/limits", Some(&body)).await
+            }
         }
     }
 
-    pub async fn update_limit(&self, name: &str, patch: LimitPatch) -> Result<(), Error> {
+    pub async fn update_limit(&self, name: &str, patch: LimitPatch) -> Result<Limit, Error> {
         match self {
-            Transport::Memory(backend) => backend
-                .update_limit(name, patch)
-                .await
-                .map(drop)
-                .map_err(Into::into),
-            Transport::Http(http) => http
-                .call::<Limit>(
-                    Method::PATCH,
-                    &limit_path(name),
-                    Some(&UpdateLimit::from(patch)),
-                )
-                .await
-                .map(drop),
+            Transport::Memory(backend) => Ok(backend.update_limit(name, patch).await?.into()),
+            Transport::Http(http) => {
+                let body = UpdateLimit::from(patch);
+                http.call(Method::PATCH, &limit_path(name), Some(&body))
+                    .await
+            }
         }
     }
 
@@ -136,21 +125,23 @@ impl Transport {
         }
     }
 
-    pub async fn reset_limit(&self, name: &str) -> Result<(), Error> {
+    pub async fn reset_limit(&self, name: &str) -> Result<Limit, Error> {
         match self {
-            Transport::Memory(backend) => backend
-                .reset_limit(name)
-                .await
-                .map(drop)
-                .map_err(Into::into),
-            Transport::Http(http) => http
-                .call::<Limit>(
-                    Method::POST,
-                    &format!("{}/reset", limit_path(name)),
-                    None::<&()>,
-                )
-                .await
-                .map(drop),
+            Transport::Memory(backend) => Ok(backend.reset_limit(name).await?.into()),
+            Transport::Http(http) => {
+                let path = format!("{}/reset", limit_path(name));
+                http.call(Method::POST, &path, None::<&()>).await
+            }
+        }
+    }
+
+    pub async fn limit_details(&self, name: &str) -> Result<LimitDetails, Error> {
+        match self {
+            Transport::Memory(backend) => {
+                let found = backend.limit(name).await?;
+                Ok(LimitDetails::new(found.limit, found.leases, found.waiters))
+            }
+            Transport::Http(http) => http.get(&limit_path(name)).await,
         }
     }
 
@@ -188,6 +179,32 @@ impl Transport {
                 };
                 http.get(&path).await
             }
+        }
+    }
+}
+
+impl Transport {
+    /// One `POST /v1/acquire` as `body` says, without following a ticket:
+    /// the server's answer as it is.
+    pub async fn acquire_once(&self, body: &AcquireBody) -> Result<AcquireAnswer, Error> {
+        match self {
+            Transport::Http(http) => http.call(Method::POST, "/v1/acquire", Some(body)).await,
+            Transport::Memory(_) => Err(Error::InvalidUrl(
+                "memory:// (tickets are a server's; use acquire)".into(),
+            )),
+        }
+    }
+
+    /// The server's `/metrics` text.
+    pub async fn metrics(&self) -> Result<String, Error> {
+        match self {
+            Transport::Http(http) => {
+                let (_, _, bytes) = http.exchange(Method::GET, "/metrics", None::<&()>).await?;
+                String::from_utf8(bytes.to_vec()).map_err(|e| Error::Protocol(e.to_string()))
+            }
+            Transport::Memory(_) => Err(Error::InvalidUrl(
+                "memory:// (an engine in this process has no /metrics)".into(),
+            )),
         }
     }
 }

@@ -403,8 +403,8 @@ impl Client {
             active,
             description,
         };
-        self.call(py, self.inner.create_limit(spec))?;
-        self.limit(py, &name)
+        let created = self.call(py, self.inner.create_limit(spec))?;
+        limit_dict(py, created)
     }
 
     /// Changes any of a limit's fields; `description=""` clears it.
@@ -424,8 +424,8 @@ impl Client {
             active,
             description: description.map(|d| Some(d).filter(|d| !d.is_empty())),
         };
-        self.call(py, self.inner.update_limit(name, patch))?;
-        self.limit(py, name)
+        let changed = self.call(py, self.inner.update_limit(name, patch))?;
+        limit_dict(py, changed)
     }
 
     /// Deletes a limit.
@@ -435,8 +435,8 @@ impl Client {
 
     /// Revokes every lease on a limit and clears its decaying slots.
     fn reset_limit(&self, py: Python<'_>, name: &str) -> PyResult<Py<PyAny>> {
-        self.call(py, self.inner.reset_limit(name))?;
-        self.limit(py, name)
+        let reset = self.call(py, self.inner.reset_limit(name))?;
+        limit_dict(py, reset)
     }
 
     /// A limit's state, as a dict.

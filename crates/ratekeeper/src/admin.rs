@@ -5,9 +5,9 @@ use std::io::{BufRead, IsTerminal, Write};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use clap::{Args, Subcommand, ValueEnum};
-use ratekeeper_server::api::{CreateLimit, ErrorBody, Lease, Limit, LimitDetails, UpdateLimit};
-use reqwest::{Method, StatusCode};
-use serde::de::DeserializeOwned;
+use ratekeeper_client::Client;
+use ratekeeper_client::api::{Lease, Limit, LimitDetails};
+use ratekeeper_core::{LimitPatch, LimitSpec};
 
 /// Where the server is and how to talk to it.
 #[derive(Debug, Args)]
@@ -124,64 +124,31 @@ fn failure(message: impl Into<String>) -> Failure {
     }
 }
 
-struct Api {
-    http: reqwest::Client,
-    connection: Connection,
-}
-
-impl Api {
-    async fn call<T: DeserializeOwned>(
-        &self,
-        method: Method,
-        path: &str,
-        body: Option<serde_json::Value>,
-    ) -> Result<Option<T>, Failure> {
-        let url = format!("{}{path}", self.connection.url.trim_end_matches('/'));
-        let mut request = self.http.request(method, &url);
-        if let Some(token) = &self.connection.token {
-            request = request.bearer_auth(token);
-        }
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        let response = request.send().await.map_err(|e| Failure {
-            message: format!(
-                "cannot reach the ratekeeper server at {}: {}",
-                self.connection.url,
-                root_cause(&e)
-            ),
-            exit_code: 69,
-        })?;
-        let status = response.status();
-        let bytes = response
-            .bytes()
-            .await
-            .map_err(|e| failure(format!("reading the answer from {url}: {e}")))?;
-        if !status.is_success() {
-            return Err(match serde_json::from_slice::<ErrorBody>(&bytes) {
-                Ok(body) => failure(format!("{} ({})", body.error.message, body.error.code)),
-                Err(_) => failure(format!("the server answered {status} for {url}")),
-            });
-        }
-        if status == StatusCode::NO_CONTENT {
-            return Ok(None);
-        }
-        serde_json::from_slice(&bytes)
-            .map(Some)
-            .map_err(|e| failure(format!("unexpected answer from {url}: {e}")))
+impl From<ratekeeper_client::Error> for Failure {
+    /// One line: the server's sentence and its code; 69 (EX_UNAVAILABLE)
+    /// when the server could not be reached.
+    fn from(err: ratekeeper_client::Error) -> Self {
+        let exit_code = match err {
+            ratekeeper_client::Error::Connect { .. } => 69,
+            _ => 1,
+        };
+        let (message, code) = (err.to_string(), err.code());
+        let message = if message.contains(code) {
+            message
+        } else {
+            format!("{message} ({code})")
+        };
+        Failure { message, exit_code }
     }
 }
 
-fn root_cause(err: &dyn std::error::Error) -> String {
-    let mut cause = err;
-    while let Some(source) = cause.source() {
-        cause = source;
-    }
-    cause.to_string()
-}
-
-fn path_of(name: &str) -> String {
-    format!("/v1/limits/{}", ratekeeper_client::encoded_name(name))
+/// The client for `connection`.
+fn client(connection: &Connection) -> Result<Client, Failure> {
+    let connected = match &connection.token {
+        Some(token) => Client::connect_with_token(&connection.url, token),
+        None => Client::connect(&connection.url),
+    };
+    Ok(connected?)
 }
 
 fn confirm(question: &str) -> Result<(), Failure> {
@@ -204,12 +171,8 @@ fn confirm(question: &str) -> Result<(), Failure> {
 /// Runs a `limit` command.
 pub async fn limit(connection: Connection, command: LimitCommand) -> Result<(), Failure> {
     let output = connection.output;
-    let api = Api {
-        http: reqwest::Client::new(),
-        connection,
-    };
-    let patch = |patch: UpdateLimit| Some(serde_json::to_value(patch).expect("serializes"));
-    let changed: Option<Limit> = match command {
+    let client = client(&connection)?;
+    let changed: Limit = match command {
         LimitCommand::Create {
             name,
             slots,
@@ -217,30 +180,21 @@ pub async fn limit(connection: Connection, command: LimitCommand) -> Result<(), 
             inactive,
             description,
         } => {
-            let body = CreateLimit {
+            let spec = LimitSpec {
                 name,
                 slots,
                 slot_decay_per_second: decay,
                 active: !inactive,
                 description,
             };
-            let body = serde_json::to_value(body).expect("serializes");
-            api.call(Method::POST, "/v1/limits", Some(body)).await?
+            client.create_limit(spec).await?
         }
         LimitCommand::Ls => {
-            let limits: Vec<Limit> = api
-                .call(Method::GET, "/v1/limits", None)
-                .await?
-                .unwrap_or_default();
-            print_limits(output, &limits);
+            print_limits(output, &client.limits().await?);
             return Ok(());
         }
         LimitCommand::Inspect { name } => {
-            let detail: LimitDetails = api
-                .call(Method::GET, &path_of(&name), None)
-                .await?
-                .expect("a limit has a body");
-            print_detail(output, &detail);
+            print_detail(output, &client.limit_details(&name).await?);
             return Ok(());
         }
         LimitCommand::Update {
@@ -249,37 +203,34 @@ pub async fn limit(connection: Connection, command: LimitCommand) -> Result<(), 
             decay,
             description,
         } => {
-            let body = UpdateLimit {
+            let patch = LimitPatch {
                 slots,
                 slot_decay_per_second: decay,
                 active: None,
-                description,
+                // "" clears it.
+                description: description.map(|d| Some(d).filter(|d| !d.is_empty())),
             };
-            api.call(Method::PATCH, &path_of(&name), patch(body))
-                .await?
+            client.update_limit(&name, patch).await?
         }
         LimitCommand::Enable { name } => {
-            let body = UpdateLimit {
+            let patch = LimitPatch {
                 active: Some(true),
-                ..UpdateLimit::default()
+                ..LimitPatch::default()
             };
-            api.call(Method::PATCH, &path_of(&name), patch(body))
-                .await?
+            client.update_limit(&name, patch).await?
         }
         LimitCommand::Disable { name } => {
-            let body = UpdateLimit {
+            let patch = LimitPatch {
                 active: Some(false),
-                ..UpdateLimit::default()
+                ..LimitPatch::default()
             };
-            api.call(Method::PATCH, &path_of(&name), patch(body))
-                .await?
+            client.update_limit(&name, patch).await?
         }
         LimitCommand::Delete { name, yes } => {
             if !yes {
                 confirm(&format!("Delete limit {name:?}? Its waiters will fail."))?;
             }
-            api.call::<serde_json::Value>(Method::DELETE, &path_of(&name), None)
-                .await?;
+            client.delete_limit(&name).await?;
             if output == Output::Table {
                 out(&format!("deleted {name}\n"));
             } else {
@@ -293,31 +244,17 @@ pub async fn limit(connection: Connection, command: LimitCommand) -> Result<(), 
                     "Reset limit {name:?}? Every lease on it is revoked."
                 ))?;
             }
-            api.call(Method::POST, &format!("{}/reset", path_of(&name)), None)
-                .await?
+            client.reset_limit(&name).await?
         }
     };
-    if let Some(limit) = changed {
-        print_limits(output, &[limit]);
-    }
+    print_limits(output, &[changed]);
     Ok(())
 }
 
 /// Runs `ratekeeper leases`.
 pub async fn leases(connection: Connection, limit: Option<String>) -> Result<(), Failure> {
     let output = connection.output;
-    let api = Api {
-        http: reqwest::Client::new(),
-        connection,
-    };
-    let path = match &limit {
-        Some(name) => format!("/v1/leases?limit={}", ratekeeper_client::encoded_name(name)),
-        None => "/v1/leases".into(),
-    };
-    let leases: Vec<Lease> = api
-        .call(Method::GET, &path, None)
-        .await?
-        .unwrap_or_default();
+    let leases = client(&connection)?.leases(limit.as_deref()).await?;
     print_leases(output, &leases);
     Ok(())
 }

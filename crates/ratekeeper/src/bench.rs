@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
+use ratekeeper_client::api::{AcquireAnswer, AcquireBody, AcquireMode};
 use ratekeeper_client::{Client, Error};
 use ratekeeper_core::LimitSpec;
 use serde::Serialize;
@@ -390,11 +391,11 @@ async fn park(
     count: usize,
 ) -> Result<Vec<Figure>, Error> {
     let limit = BenchLimit::create(client, "park", LimitSpec::concurrency("", 0)).await?;
-    let before = resident(connection).await?;
+    let before = resident(client, connection).await?;
     let started = Instant::now();
     let parked: Vec<tokio::task::JoinHandle<Result<(), Error>>> =
         if connection.url.starts_with("http") {
-            park_over_http(connection, &limit.name, count).await?;
+            park_over_http(client, &limit.name, count).await?;
             Vec::new()
         } else {
             (0..count)
@@ -410,7 +411,7 @@ async fn park(
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let waiting = client.limit(&limit.name).await?.waiting as f64;
-    let after = resident(connection).await?;
+    let after = resident(client, connection).await?;
     limit.delete().await?;
     for waiter in parked {
         let _ = waiter.await; // each fails with limit_deleted
@@ -424,31 +425,32 @@ async fn park(
     ])
 }
 
-/// Sends `count` acquires that park at once, 64 at a time.
-async fn park_over_http(connection: &Connection, name: &str, count: usize) -> Result<(), Error> {
-    let http = reqwest::Client::new();
-    let url = format!("{}/v1/acquire", connection.url.trim_end_matches('/'));
-    let body = serde_json::json!({ "names": [name], "wait_seconds": 0 });
+/// Sends `count` acquires that park at once (`wait_seconds: 0`), 64 at a
+/// time.
+async fn park_over_http(client: &Client, name: &str, count: usize) -> Result<(), Error> {
+    let body = AcquireBody {
+        names: vec![name.to_owned()],
+        occupy: 1,
+        mode: AcquireMode::Concurrency,
+        timeout_seconds: None,
+        lease_seconds: None,
+        holder: None,
+        create_if_missing: false,
+        wait_seconds: Some(0.0),
+    };
     let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let senders: Vec<_> = (0..64)
         .map(|_| {
-            let (http, url, body, next) = (http.clone(), url.clone(), body.clone(), next.clone());
-            let token = connection.token.clone();
+            let (client, body, next) = (client.clone(), body.clone(), next.clone());
             tokio::spawn(async move {
                 while next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < count {
-                    let mut request = http.post(&url).json(&body);
-                    if let Some(token) = &token {
-                        request = request.bearer_auth(token);
-                    }
-                    let response = request.send().await.map_err(|e| Error::Connect {
-                        url: url.clone(),
-                        reason: e.to_string(),
-                    })?;
-                    if response.status() != reqwest::StatusCode::ACCEPTED {
-                        return Err(Error::Protocol(format!(
-                            "parking answered {}",
-                            response.status()
-                        )));
+                    match client.acquire_once(&body).await? {
+                        AcquireAnswer::Waiting { .. } => {}
+                        granted => {
+                            return Err(Error::Protocol(format!(
+                                "parking on a closed limit was answered {granted:?}"
+                            )));
+                        }
                     }
                 }
                 Ok(())
@@ -461,26 +463,17 @@ async fn park_over_http(connection: &Connection, name: &str, count: usize) -> Re
     Ok(())
 }
 
-/// The resident memory of whoever holds the waiters, in bytes.
-async fn resident(connection: &Connection) -> Result<u64, Error> {
+/// The resident memory of whoever holds the waiters, in bytes: the server
+/// (its `/metrics`), or this process for `memory://`.
+async fn resident(client: &Client, connection: &Connection) -> Result<u64, Error> {
     if !connection.url.starts_with("http") {
         return ratekeeper_server::metrics::resident_bytes()
             .ok_or_else(|| Error::Protocol("this OS does not report resident memory".into()));
     }
-    let mut request =
-        reqwest::Client::new().get(format!("{}/metrics", connection.url.trim_end_matches('/')));
-    if let Some(token) = &connection.token {
-        request = request.bearer_auth(token);
-    }
-    let response = request.send().await.map_err(|e| Error::Connect {
-        url: connection.url.clone(),
-        reason: e.to_string(),
-    })?;
-    let text = response
-        .text()
-        .await
-        .map_err(|e| Error::Protocol(e.to_string()))?;
-    text.lines()
+    client
+        .metrics()
+        .await?
+        .lines()
         .find_map(|line| line.strip_prefix("process_resident_memory_bytes "))
         .and_then(|value| value.trim().parse().ok())
         .ok_or_else(|| {

@@ -282,3 +282,21 @@ fn bench_prints_figures_beside_their_targets() {
     assert_eq!(figures[0]["target"], "≤ 1");
     assert!(figures[3]["value"].as_f64().unwrap() > 0.0);
 }
+
+#[test]
+fn bench_parks_waiters_on_a_server_and_reads_its_memory_through_the_client() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(dir.path(), &["--durability", "memory"]);
+    let output = Command::new(BIN)
+        .args(["bench", "park", "--parked", "100", "-o", "json", "--url"])
+        .arg(&server.url)
+        .env_remove("RATEKEEPER_TOKEN")
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", stderr(&output));
+    let figures: serde_json::Value = serde_json::from_str(&stdout(&output)).unwrap();
+    let parked = &figures[0];
+    assert_eq!(parked["metric"], "waiters parked");
+    assert!(parked["value"].as_f64().unwrap() >= 100.0, "{parked}");
+    assert!(figures[1]["value"].as_f64().unwrap() > 1.0, "{figures}");
+}
