@@ -17,7 +17,7 @@ pub mod limit;
 pub mod names;
 
 pub use acquire::{AcquireAnswer, AcquireBody, AcquireMode, RenewBody, Renewed, WaitBody};
-pub use error::{ErrorBody, ErrorDetail};
+pub use error::{ErrorBody, ErrorCode, ErrorDetail};
 pub use limit::{
     CreateLimit, Lease, Limit, LimitDetails, Totals, UpdateLimit, Waiter, redacted_id,
 };

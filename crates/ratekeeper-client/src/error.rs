@@ -1,5 +1,7 @@
 //! What can go wrong, by the server's stable error codes.
 
+use ratekeeper_api::ErrorCode;
+
 /// An error from the client or the server.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Error {
@@ -71,25 +73,32 @@ pub enum Error {
 }
 
 impl Error {
-    /// The error for a server error code and message.
+    /// The error for a server error code and message: by the code's
+    /// family in the API's one table ([`ErrorCode`]); a code this client
+    /// does not know is an [`Error::Invalid`] that keeps it.
     pub fn from_code(code: &str, message: String) -> Self {
-        match code {
-            "limit_not_found" => Error::LimitNotFound(message),
-            "would_block" => Error::WouldBlock,
-            "timeout" => Error::Timeout,
-            "limit_deleted" => Error::LimitDeleted(message),
-            "lease_expired" | "lease_revoked" => Error::LeaseLost {
+        use ErrorCode as C;
+        match ErrorCode::parse(code) {
+            Some(C::LimitNotFound) => Error::LimitNotFound(message),
+            Some(C::WouldBlock) => Error::WouldBlock,
+            Some(C::Timeout) => Error::Timeout,
+            Some(C::LimitDeleted) => Error::LimitDeleted(message),
+            Some(C::LeaseExpired | C::LeaseRevoked) => Error::LeaseLost {
                 code: code.into(),
                 message,
             },
-            "unauthorized" | "invalid_token" | "forbidden" => Error::Unauthorized {
+            Some(
+                C::Unauthorized
+                | C::InvalidToken
+                | C::Forbidden
+                | C::HostNotAllowed
+                | C::OriginNotAllowed,
+            ) => Error::Unauthorized {
                 code: code.into(),
                 message,
             },
-            "quota_exceeded" => Error::QuotaExceeded(message),
-            "unavailable" | "shutting_down" | "grant_expired" | "too_many_tickets" => {
-                Error::Unavailable(message)
-            }
+            Some(C::QuotaExceeded) => Error::QuotaExceeded(message),
+            Some(known) if known.retryable() => Error::Unavailable(message),
             _ => Error::Invalid {
                 code: code.into(),
                 message,

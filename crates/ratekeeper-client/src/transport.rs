@@ -6,8 +6,8 @@ use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use ratekeeper_api::{
-    AcquireAnswer, AcquireBody, CreateLimit, ErrorBody, Lease, Limit, LimitDetails, RenewBody,
-    Renewed, UpdateLimit, WaitBody, encoded_name, limit_path,
+    AcquireAnswer, AcquireBody, CreateLimit, ErrorBody, ErrorCode, Lease, Limit, LimitDetails,
+    RenewBody, Renewed, UpdateLimit, WaitBody, encoded_name, limit_path,
 };
 use ratekeeper_backend::{AcquireSpec, Backend, Embedded, Granted};
 use ratekeeper_core::{LeaseGrant, LeaseId, LimitPatch, LimitSpec, Timestamp};
@@ -309,7 +309,7 @@ impl Http {
             };
             let answer = match answer {
                 Ok(answer) => answer,
-                Err(Error::Invalid { code, .. }) if code == "ticket_not_found" => {
+                Err(Error::Invalid { code, .. }) if code == ErrorCode::TicketNotFound.as_str() => {
                     // It lapsed while we could not reach the server.
                     ticket.ticket = None;
                     continue;

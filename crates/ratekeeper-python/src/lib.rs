@@ -39,53 +39,64 @@ fn register_errors(classes: Vec<(String, Py<PyType>)>) {
     let _ = ERRORS.set(classes);
 }
 
-/// The code whose Python class a client error raises: the server's code
-/// where it has one, else the family's.
-fn class_code(err: &Error) -> &str {
+/// The family class of a client error, by the code of that class: what a
+/// code without a class of its own raises.
+fn family(err: &Error) -> &'static str {
     match err {
         Error::Timeout => "timeout",
         Error::WouldBlock => "would_block",
         Error::LimitNotFound(_) => "limit_not_found",
         Error::LimitDeleted(_) => "limit_deleted",
         Error::LeaseLost { .. } => "lease_lost",
-        Error::Invalid { code, .. } => code,
-        Error::InvalidUrl(_) => "invalid_url",
+        Error::Invalid { .. } | Error::InvalidUrl(_) => "invalid",
         Error::Unauthorized { .. } => "unauthorized",
         Error::QuotaExceeded(_) => "quota_exceeded",
         Error::Unavailable(_) | Error::Connect { .. } | Error::Protocol(_) => "unavailable",
     }
 }
 
-/// The Python exception for a client error: its message, with `code` (the
-/// server's stable code) and `field` (the request field at fault, or
-/// `None`) as attributes.
+/// Every error code of the API: its text, the code of its family's class,
+/// its HTTP status and whether a retry can help. `ratekeeper.errors`
+/// makes a class for each code from it, under its family's class.
+#[pyfunction]
+fn error_codes() -> Vec<(&'static str, &'static str, u16, bool)> {
+    ratekeeper_client::api::ErrorCode::ALL
+        .iter()
+        .map(|code| {
+            let err = Error::from_code(code.as_str(), String::new());
+            (code.as_str(), family(&err), code.status(), code.retryable())
+        })
+        .collect()
+}
+
+/// The Python exception for a client error: of the class of its exact
+/// code, else of its family's; its message, with `code` (the server's
+/// stable code) and `field` (the request field at fault, or `None`) as
+/// attributes.
 fn to_py(py: Python<'_>, err: Error) -> PyErr {
-    let code = match &err {
-        Error::Invalid { code, .. } | Error::LeaseLost { code, .. } => code.clone(),
-        Error::Unauthorized { code, .. } => code.clone(),
-        other => class_code(other).to_owned(),
-    };
+    let code = err.code().to_owned();
     let field = match &err {
         Error::Invalid { field, .. } => field.clone(),
         _ => None,
     };
-    error(py, class_code(&err), err.to_string(), &code, field)
+    error(py, &[&code, family(&err)], err.to_string(), &code, field)
 }
 
-/// A Python exception of the class registered for `class_code` (the
-/// `InvalidRequest` class for codes without one of their own).
+/// A Python exception of the first class registered for one of `classes`
+/// (the `InvalidRequest` class if none is).
 fn error(
     py: Python<'_>,
-    class_code: &str,
+    classes: &[&str],
     message: String,
     code: &str,
     field: Option<String>,
 ) -> PyErr {
-    let classes = ERRORS.get();
+    let registered = ERRORS.get();
     let find = |wanted: &str| {
-        classes.and_then(|classes| classes.iter().find(|(c, _)| c == wanted).map(|(_, k)| k))
+        registered.and_then(|all| all.iter().find(|(c, _)| c == wanted).map(|(_, k)| k))
     };
-    let Some(class) = find(class_code).or_else(|| find("invalid")) else {
+    let found = classes.iter().find_map(|wanted| find(wanted));
+    let Some(class) = found.or_else(|| find("invalid")) else {
         return PyRuntimeError::new_err(message);
     };
     let made = class.bind(py).call1((message.clone(),)).and_then(|exc| {
@@ -103,7 +114,7 @@ fn error(
 fn invalid(py: Python<'_>, field: &str, message: String) -> PyErr {
     error(
         py,
-        "invalid",
+        &["invalid"],
         message,
         "invalid_argument",
         Some(field.to_owned()),
@@ -159,7 +170,7 @@ fn refuse_in_event_loop(py: Python<'_>, instead: &str) -> PyResult<()> {
     }
     Err(error(
         py,
-        "blocking_call_in_event_loop",
+        &["blocking_call_in_event_loop"],
         format!(
             "this call would block the running asyncio event loop while it waits; \
              use `{instead}` instead"
@@ -570,6 +581,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<local::ConcurrencyLimiter>()?;
     m.add_class::<local::Permit>()?;
     m.add_function(wrap_pyfunction!(register_errors, m)?)?;
+    m.add_function(wrap_pyfunction!(error_codes, m)?)?;
     m.add_function(wrap_pyfunction!(after_fork, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())

@@ -48,7 +48,7 @@ fn to_py(py: Python<'_>, err: AcquireError) -> PyErr {
     let code = err.code();
     match err {
         AcquireError::TimedOut | AcquireError::WouldBlock => {
-            error(py, code, err.to_string(), code, None)
+            error(py, &[code], err.to_string(), code, None)
         }
         AcquireError::OccupyExceedsSlots { occupy, slots, .. } => invalid(
             py,

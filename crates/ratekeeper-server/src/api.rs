@@ -11,8 +11,8 @@ pub use ratekeeper_api::*;
 pub fn seconds(field: &'static str, value: f64) -> Result<Duration, crate::error::ApiError> {
     match Duration::try_from_secs_f64(value) {
         Ok(duration) if value <= MAX_SECONDS => Ok(duration),
-        _ => Err(crate::error::ApiError::invalid(
-            "invalid_seconds",
+        _ => Err(crate::error::ApiError::new(
+            ErrorCode::InvalidSeconds,
             format!("{field} must be a number of seconds from 0 to {MAX_SECONDS:e}, not {value}"),
         )
         .in_field(field)),

@@ -2,7 +2,7 @@
 //! acquire, renew, release and read.
 
 use axum::extract::{Request, State};
-use axum::http::{Method, StatusCode};
+use axum::http::Method;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
@@ -12,6 +12,7 @@ use subtle::ConstantTimeEq;
 
 use crate::error::ApiError;
 use crate::quota::{Quota, QuotaLimits};
+use ratekeeper_api::ErrorCode;
 
 /// What a token may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
@@ -212,22 +213,19 @@ pub async fn check(
     };
     let Some(secret) = bearer(&request).or_else(|| query_token(&request)) else {
         return ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
+            ErrorCode::Unauthorized,
             "this server requires a token: send `Authorization: Bearer <token>`",
         )
         .into_response();
     };
     match tokens.caller(secret) {
         None => ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "invalid_token",
+            ErrorCode::InvalidToken,
             "the token is not one this server accepts",
         )
         .into_response(),
         Some(caller) if caller.scope < needed => ApiError::new(
-            StatusCode::FORBIDDEN,
-            "forbidden",
+            ErrorCode::Forbidden,
             "this needs an admin token; a client token may acquire, renew, release and read",
         )
         .into_response(),

@@ -9,15 +9,13 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use ratekeeper_backend::Error;
 
-use crate::api::{ErrorBody, ErrorDetail};
+use crate::api::{ErrorBody, ErrorCode, ErrorDetail};
 
 /// An error answer.
 #[derive(Debug, Clone)]
 pub struct ApiError {
-    /// The HTTP status.
-    pub status: StatusCode,
-    /// The stable code.
-    pub code: &'static str,
+    /// The stable code, which also decides the status.
+    pub code: ErrorCode,
     /// The sentence for people.
     pub message: String,
     /// The request field at fault, if one is.
@@ -25,25 +23,18 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    /// A request that is well-formed JSON but asks for something invalid.
-    pub fn invalid(code: &'static str, message: impl Into<String>) -> Self {
-        ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, code, message)
-    }
-
-    /// Something that does not exist.
-    pub fn not_found(code: &'static str, message: impl Into<String>) -> Self {
-        ApiError::new(StatusCode::NOT_FOUND, code, message)
-    }
-
-    /// An error with the status and code given, about no field in
-    /// particular.
-    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+    /// An error with the code given, about no field in particular.
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
         ApiError {
-            status,
             code,
             message: message.into(),
             field: None,
         }
+    }
+
+    /// The HTTP status it is answered with: the code's.
+    pub fn status(&self) -> StatusCode {
+        StatusCode::from_u16(self.code.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
     }
 
     /// The same error, about the request field `field`.
@@ -55,34 +46,22 @@ impl ApiError {
     /// The server is stopping; the client should try again shortly.
     pub fn shutting_down() -> Self {
         ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "shutting_down",
+            ErrorCode::ShuttingDown,
             "the server is shutting down; retry shortly",
         )
     }
 }
 
-/// The status of each backend error code.
-fn status_of(code: &str) -> StatusCode {
-    match code {
-        "limit_not_found" => StatusCode::NOT_FOUND,
-        "limit_exists" | "limit_deleted" => StatusCode::CONFLICT,
-        "would_block" | "timeout" => StatusCode::TOO_MANY_REQUESTS,
-        "lease_expired" | "lease_revoked" => StatusCode::GONE,
-        "unavailable" => StatusCode::SERVICE_UNAVAILABLE,
-        _ => StatusCode::UNPROCESSABLE_ENTITY,
-    }
-}
-
 impl From<Error> for ApiError {
     fn from(err: Error) -> Self {
-        let code = err.code();
-        let field = err.field();
+        // Every code of the engine and the backends is in the table (a
+        // test checks); an unknown one would be a bug, answered as a
+        // store failure rather than a panic.
+        let code = ErrorCode::parse(err.code()).unwrap_or(ErrorCode::Unavailable);
         ApiError {
-            status: status_of(code),
             code,
             message: err.to_string(),
-            field: field.map(str::to_owned),
+            field: err.field().map(str::to_owned),
         }
     }
 }
@@ -104,17 +83,20 @@ fn json_field(detail: &str) -> Option<String> {
 
 impl From<JsonRejection> for ApiError {
     fn from(rejection: JsonRejection) -> Self {
-        let (status, code) = match &rejection {
-            JsonRejection::MissingJsonContentType(_) => {
-                (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
-            }
+        let code = match &rejection {
+            JsonRejection::MissingJsonContentType(_) => ErrorCode::UnsupportedMediaType,
             JsonRejection::BytesRejection(_)
                 if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE =>
             {
-                (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large")
+                ErrorCode::BodyTooLarge
             }
-            JsonRejection::JsonDataError(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_field"),
-            _ => (StatusCode::BAD_REQUEST, "invalid_json"),
+            JsonRejection::BytesRejection(_)
+                if rejection.status() == StatusCode::REQUEST_TIMEOUT =>
+            {
+                ErrorCode::BodyTimeout
+            }
+            JsonRejection::JsonDataError(_) => ErrorCode::InvalidField,
+            _ => ErrorCode::InvalidJson,
         };
         // axum prefixes serde's account with a sentence of its own.
         let text = rejection.body_text();
@@ -126,7 +108,6 @@ impl From<JsonRejection> for ApiError {
             _ => None,
         };
         ApiError {
-            status,
             code,
             message: detail.to_owned(),
             field,
@@ -136,25 +117,81 @@ impl From<JsonRejection> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let retry = matches!(self.status, StatusCode::SERVICE_UNAVAILABLE);
+        let status = self.status();
+        let retry = self.code.retryable();
         let body = ErrorBody {
             error: ErrorDetail {
-                code: self.code.into(),
+                code: self.code.as_str().into(),
                 message: self.message,
                 field: self.field,
             },
         };
-        let mut response = (self.status, Json(body)).into_response();
+        let mut response = (status, Json(body)).into_response();
         if retry {
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
-        if self.status == StatusCode::UNAUTHORIZED {
+        if status == StatusCode::UNAUTHORIZED {
             response
                 .headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
         response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use ratekeeper_core::{AcquireError, LeaseError, LimitError, NameError};
+
+    use super::*;
+
+    #[test]
+    fn every_code_of_the_engine_and_the_backends_is_in_the_table() {
+        let name = || "x".to_owned();
+        let errors: Vec<Error> = vec![
+            LimitError::InvalidName(NameError::Empty).into(),
+            LimitError::InvalidSlots { slots: 0 }.into(),
+            LimitError::InvalidDecay { value: -1.0 }.into(),
+            LimitError::DecayTooSlow {
+                slots: 1,
+                value: 0.0,
+            }
+            .into(),
+            LimitError::DescriptionTooLong { len: 0 }.into(),
+            LimitError::NotFound { name: name() }.into(),
+            LimitError::AlreadyExists { name: name() }.into(),
+            AcquireError::NameCount { count: 0 }.into(),
+            AcquireError::DuplicateName { name: name() }.into(),
+            AcquireError::InvalidName(NameError::Empty).into(),
+            AcquireError::LimitNotFound { name: name() }.into(),
+            AcquireError::InvalidOccupy.into(),
+            AcquireError::OccupyExceedsSlots {
+                name: name(),
+                occupy: 2,
+                slots: 1,
+            }
+            .into(),
+            AcquireError::RateModeNeedsDecay { name: name() }.into(),
+            AcquireError::InvalidLeaseTtl { millis: 0 }.into(),
+            AcquireError::HolderTooLong { len: 0 }.into(),
+            AcquireError::WouldBlock.into(),
+            AcquireError::TimedOut.into(),
+            AcquireError::LimitDeleted { name: name() }.into(),
+            LeaseError::Expired.into(),
+            LeaseError::Revoked.into(),
+            LeaseError::InvalidTtl { millis: 0 }.into(),
+            Error::Unavailable {
+                reason: "down".into(),
+            },
+        ];
+        for err in errors {
+            assert!(
+                ErrorCode::parse(err.code()).is_some(),
+                "{} is not in the table",
+                err.code()
+            );
+        }
     }
 }

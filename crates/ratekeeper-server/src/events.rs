@@ -29,6 +29,7 @@ use tokio_stream::{Stream, StreamExt};
 use crate::api::{Lease, Limit, redacted_id};
 use crate::error::ApiError;
 use crate::routes::AppState;
+use ratekeeper_api::ErrorCode;
 
 /// How many events a subscriber may fall behind before it is told to
 /// resync.
@@ -127,8 +128,7 @@ impl Feed {
         if let Some(sender) = sender.as_ref() {
             if sender.receiver_count() >= self.max_subscribers {
                 return Err(ApiError::new(
-                    axum::http::StatusCode::SERVICE_UNAVAILABLE,
-                    "too_many_subscribers",
+                    ErrorCode::TooManySubscribers,
                     format!(
                         "the event stream has its {} subscribers already; try again later",
                         self.max_subscribers

@@ -21,11 +21,12 @@
 //! JSON, so this also keeps such requests from doing anything.
 
 use axum::extract::{Request, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use crate::error::ApiError;
+use ratekeeper_api::ErrorCode;
 
 /// Which host names the server answers to, and which other sites' pages
 /// may use it.
@@ -120,8 +121,7 @@ pub async fn check(
         && !policy.allows(host_name(host))
     {
         return ApiError::new(
-            StatusCode::FORBIDDEN,
-            "host_not_allowed",
+            ErrorCode::HostNotAllowed,
             format!(
                 "this server answers to the host names {} only, not {host:?}; \
                  add the name with --allowed-hosts if it is yours",
@@ -141,8 +141,7 @@ pub async fn check(
         });
         if !same_site {
             return ApiError::new(
-                StatusCode::FORBIDDEN,
-                "origin_not_allowed",
+                ErrorCode::OriginNotAllowed,
                 format!(
                     "a request from the web page at {origin:?} is refused: pages of other sites \
                      may not use this server (add the host with --allowed-hosts if it is yours)"
@@ -161,16 +160,14 @@ pub async fn check(
         header_str(headers, header::CONTENT_LENGTH).and_then(|len| len.trim().parse::<u64>().ok());
     if declared.is_some_and(|len| len > screen.body_limit as u64) {
         return ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "body_too_large",
+            ErrorCode::BodyTooLarge,
             format!("a request body may be at most {} bytes", screen.body_limit),
         )
         .into_response();
     }
     if has_body && !json {
         return ApiError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
+            ErrorCode::UnsupportedMediaType,
             "a request body must be JSON, sent with `Content-Type: application/json`",
         )
         .into_response();

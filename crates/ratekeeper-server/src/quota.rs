@@ -10,11 +10,11 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use axum::http::StatusCode;
 use ratekeeper_core::LeaseId;
 use serde::Deserialize;
 
 use crate::error::ApiError;
+use ratekeeper_api::ErrorCode;
 
 /// How much one token may hold at once.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -123,8 +123,7 @@ impl Quota {
 
 fn exceeded(limit: usize, what: &str, remedy: &str) -> ApiError {
     ApiError::new(
-        StatusCode::TOO_MANY_REQUESTS,
-        "quota_exceeded",
+        ErrorCode::QuotaExceeded,
         format!(
             "this token holds {limit} {what}, its quota (max_{what}): {remedy} some before \
              asking for more"
@@ -153,6 +152,7 @@ impl Drop for TicketHold {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ratekeeper_api::ErrorCode;
 
     fn id(n: u128) -> LeaseId {
         LeaseId::from_bytes(n.to_be_bytes())
@@ -166,7 +166,7 @@ mod tests {
         });
         let first = quota.park().unwrap();
         let _second = quota.park().unwrap();
-        assert_eq!(quota.park().unwrap_err().code, "quota_exceeded");
+        assert_eq!(quota.park().unwrap_err().code, ErrorCode::QuotaExceeded);
         assert!(quota.check(0).is_err());
         drop(first);
         assert!(quota.check(0).is_ok());

@@ -21,6 +21,7 @@ use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::metrics::Metrics;
 use crate::tickets::Tickets;
+use ratekeeper_api::ErrorCode;
 
 /// What every handler shares.
 pub struct AppState<B> {
@@ -67,8 +68,7 @@ impl<S: Send + Sync, T: serde::de::DeserializeOwned> FromRequest<S> for Body<T> 
         let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
         if first != Some(&b'{') {
             return Err(ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "invalid_body",
+                ErrorCode::InvalidBody,
                 "the request body must be a JSON object",
             ));
         }
@@ -101,8 +101,8 @@ impl<S: Send + Sync, T: serde::de::DeserializeOwned + Default> FromRequest<S> fo
 
 fn lease_id(text: &str) -> Result<LeaseId, ApiError> {
     text.parse().map_err(|_| {
-        ApiError::invalid(
-            "invalid_lease_id",
+        ApiError::new(
+            ErrorCode::InvalidLeaseId,
             format!("{text:?} is not a lease id (32 hexadecimal digits)"),
         )
     })
@@ -205,8 +205,7 @@ pub async fn acquire<B: Backend>(
     }
     if body.create_if_missing && Caller::scope(&caller) < crate::Scope::Admin {
         return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "forbidden",
+            ErrorCode::Forbidden,
             "create_if_missing creates limits, which needs an admin token; \
              a client token may only use limits that exist",
         )
@@ -282,8 +281,8 @@ pub async fn cancel_ticket<B: Backend>(
 }
 
 fn ticket_not_found(ticket: &str) -> ApiError {
-    ApiError::not_found(
-        "ticket_not_found",
+    ApiError::new(
+        ErrorCode::TicketNotFound,
         format!(
             "no parked wait has ticket {ticket:?}: it lapsed, was decided, or is being waited on"
         ),
@@ -359,8 +358,7 @@ async fn still_held<B: Backend>(
             Ok(granted)
         }
         Err(_) => Err(ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "grant_expired",
+            ErrorCode::GrantExpired,
             "the grant expired before it could be answered (the server was held up); retry",
         )),
     }
@@ -503,11 +501,7 @@ pub async fn readyz<B: Backend>(
     }
     match state.backend.health().await {
         Ok(()) => Ok(Json(serde_json::json!({ "status": "ready" }))),
-        Err(err) => Err(ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "not_ready",
-            err.to_string(),
-        )),
+        Err(err) => Err(ApiError::new(ErrorCode::NotReady, err.to_string())),
     }
 }
 
@@ -529,13 +523,12 @@ pub async fn metrics<B: Backend>(State(state): State<AppState<B>>) -> Result<Res
 /// A path that exists, with a method it does not take.
 pub async fn method_not_allowed() -> ApiError {
     ApiError::new(
-        StatusCode::METHOD_NOT_ALLOWED,
-        "method_not_allowed",
+        ErrorCode::MethodNotAllowed,
         "this endpoint does not take that method; see /openapi.json",
     )
 }
 
 /// Any path the API does not have.
 pub async fn not_found() -> ApiError {
-    ApiError::not_found("not_found", "no such endpoint; see /openapi.json")
+    ApiError::new(ErrorCode::NotFound, "no such endpoint; see /openapi.json")
 }

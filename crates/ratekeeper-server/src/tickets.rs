@@ -15,11 +15,11 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::http::StatusCode;
 use ratekeeper_backend::Waiting;
 
 use crate::error::ApiError;
 use crate::quota::{Quota, TicketHold};
+use ratekeeper_api::ErrorCode;
 
 /// A ticket's id: 128 random bits as 32 hexadecimal digits.
 pub type TicketId = String;
@@ -74,8 +74,7 @@ impl Tickets {
     ) -> Result<TicketId, ApiError> {
         if self.len() >= self.max {
             return Err(ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "too_many_tickets",
+                ErrorCode::TooManyTickets,
                 format!(
                     "this server holds {} parked tickets, its bound (max_tickets); retry shortly",
                     self.max

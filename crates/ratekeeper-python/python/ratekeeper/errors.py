@@ -4,8 +4,12 @@ handlers keep working.
 
 Every exception carries ``code``, the stable error code (the server's, such
 as ``"occupy_exceeds_slots"``), and ``field``, the request field at fault
-(``"slots"``, say) or ``None``. Which class a code raises is decided by one
-table, ``BY_CODE``, that the native core looks classes up in."""
+(``"slots"``, say) or ``None``. Every code of the API has a class of its
+own (``OccupyExceedsSlots``, ``LeaseRevoked``, ...), made at import from
+the API's one table of codes (``ErrorCode`` in Rust) under the class of its
+family (``InvalidRequest``, ``LeaseLost``, ...), which is what to catch for
+a whole kind. ``BY_CODE`` maps each code to its class; the native core
+raises the class of the exact code."""
 
 from typing import Dict, Optional, Type
 
@@ -106,6 +110,40 @@ ALL = [
 
 #: The class each error code raises; codes not listed raise ``InvalidRequest``.
 BY_CODE: Dict[str, Type[RatekeeperError]] = {cls.code: cls for cls in ALL}
+
+
+def _class_name(code: str) -> str:
+    return "".join(part.capitalize() for part in code.split("_"))
+
+
+def _classes_for_every_code() -> None:
+    """One class per error code of the API (its one table, in Rust), under
+    the class of its family, unless it has a class of its own above: so
+    ``except ratekeeper.errors.OccupyExceedsSlots`` works, and so does
+    ``except InvalidRequest``."""
+    from ._native import error_codes
+
+    for code, family, status, retryable in error_codes():
+        if code in BY_CODE:
+            continue
+        parent = BY_CODE.get(family, InvalidRequest)
+        cls = type(
+            _class_name(code),
+            (parent,),
+            {
+                "code": code,
+                "status": status,
+                "retryable": retryable,
+                "__module__": __name__,
+                "__doc__": f"The ``{code}`` error (HTTP {status}); a kind of ``{parent.__name__}``.",
+            },
+        )
+        globals()[cls.__name__] = cls
+        ALL.append(cls)
+        BY_CODE[code] = cls
+
+
+_classes_for_every_code()
 
 
 def invalid(field: str, message: str) -> InvalidRequest:
