@@ -23,6 +23,42 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// What to log, as a tracing filter: a level (`error`, `warn`, `info`,
+    /// `debug`, `trace`) or per module (`info,ratekeeper_server=debug`).
+    /// Default: `info` for `serve` (its startup and one line per request
+    /// at `info` of `ratekeeper::access`), `warn` otherwise.
+    #[arg(long, env = "RATEKEEPER_LOG", global = true)]
+    log: Option<String>,
+    /// How logs are written to stderr: `text` (colours only on a
+    /// terminal) or `json` (one object per line).
+    #[arg(long, env = "RATEKEEPER_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
+    log_format: LogFormat,
+}
+
+/// How logs are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    /// For people; coloured only when stderr is a terminal.
+    Text,
+    /// One JSON object per line, for log collectors.
+    Json,
+}
+
+/// Logs to stderr as `format` says, filtered by `filter`.
+fn init_logs(filter: &str, format: LogFormat) -> Result<(), admin::Failure> {
+    use std::io::IsTerminal;
+    let filter = tracing_subscriber::EnvFilter::try_new(filter).map_err(|e| admin::Failure {
+        message: format!("invalid --log / RATEKEEPER_LOG filter {filter:?}: {e}"),
+        exit_code: 2,
+    })?;
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => logs.with_ansi(std::io::stderr().is_terminal()).init(),
+        LogFormat::Json => logs.json().init(),
+    }
+    Ok(())
 }
 
 #[derive(Debug, Subcommand)]
@@ -54,13 +90,14 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("RATEKEEPER_LOG")
-                .unwrap_or_else(|_| "warn".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    let default = match cli.command {
+        Command::Serve(_) => "info",
+        _ => "warn",
+    };
+    if let Err(failure) = init_logs(cli.log.as_deref().unwrap_or(default), cli.log_format) {
+        eprintln!("error: {}", failure.message);
+        return ExitCode::from(failure.exit_code);
+    }
     let runtime = tokio::runtime::Runtime::new().expect("the tokio runtime starts");
     let result = runtime.block_on(async {
         match cli.command {

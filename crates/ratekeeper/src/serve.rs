@@ -320,9 +320,17 @@ async fn serve<B: Backend>(settings: Settings, backend: B, store: &str) -> anyho
         .await
         .with_context(|| format!("cannot listen on {}", settings.addr))?;
     let addr = listener.local_addr()?;
+    let auth = if settings.server.tokens.required() {
+        "tokens required"
+    } else {
+        "no tokens: anyone who can connect may change limits"
+    };
     // Tests and scripts read this line to learn the port.
-    println!("ratekeeper listening on http://{addr} ({store})");
-    tracing::info!(%addr, "serving");
+    println!(
+        "ratekeeper {} listening on http://{addr} ({store}; {auth})",
+        env!("CARGO_PKG_VERSION")
+    );
+    tracing::info!(%addr, version = env!("CARGO_PKG_VERSION"), store, auth, "serving");
     ratekeeper_server::serve(listener, Arc::new(backend), settings.server, stop_signal()).await?;
     tracing::info!("stopped; every change is stored");
     Ok(())

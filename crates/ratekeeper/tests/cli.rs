@@ -300,3 +300,67 @@ fn bench_parks_waiters_on_a_server_and_reads_its_memory_through_the_client() {
     assert!(parked["value"].as_f64().unwrap() >= 100.0, "{parked}");
     assert!(figures[1]["value"].as_f64().unwrap() > 1.0, "{figures}");
 }
+
+#[test]
+fn the_server_logs_one_json_line_per_request_with_its_route_and_never_a_token() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(BIN)
+        .args(["serve", "--addr", "127.0.0.1:0", "--durability", "memory"])
+        .args(["--log-format", "json"])
+        .env("RATEKEEPER_LOG", "info")
+        .env_remove("RATEKEEPER_ADMIN_TOKEN")
+        .env_remove("RATEKEEPER_CLIENT_TOKEN")
+        .current_dir(dir.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    assert!(first.starts_with("ratekeeper "), "{first}");
+    assert!(first.contains("no tokens"), "{first}");
+    let url = first
+        .split_whitespace()
+        .find(|w| w.starts_with("http://"))
+        .unwrap()
+        .to_owned();
+    let missing = cli(&url, &["limit", "inspect", "no-such-limit"]);
+    assert_eq!(missing.status.code(), Some(1));
+    let _ = Command::new("curl")
+        .args(["-s", "-o", "/dev/null", "--max-time", "0.5"])
+        .arg(format!("{url}/v1/events?access_token=very-secret-token"))
+        .status();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut lines = Vec::new();
+    while lines
+        .iter()
+        .filter(|l: &&serde_json::Value| l["target"] == "ratekeeper::access")
+        .count()
+        < 2
+    {
+        let mut line = String::new();
+        assert!(
+            stderr.read_line(&mut line).unwrap() > 0,
+            "the log ended: {lines:?}"
+        );
+        assert!(
+            !line.contains("very-secret-token"),
+            "a token was logged: {line}"
+        );
+        lines.push(serde_json::from_str(&line).unwrap_or_else(|_| panic!("not JSON: {line}")));
+    }
+    let access: Vec<&serde_json::Value> = lines
+        .iter()
+        .filter(|l| l["target"] == "ratekeeper::access")
+        .collect();
+    assert_eq!(access[0]["span"]["route"], "/v1/limits/{name}");
+    assert_eq!(access[0]["fields"]["status"], 404);
+    assert!(access[0]["span"]["request_id"].as_str().unwrap().len() >= 32);
+    assert_eq!(access[1]["span"]["route"], "/v1/events");
+    let _ = child.kill();
+    let _ = child.wait();
+}
