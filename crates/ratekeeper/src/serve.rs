@@ -28,9 +28,11 @@ pub enum Durability {
 /// The flags of `ratekeeper serve`.
 #[derive(Debug, Args)]
 pub struct ServeArgs {
-    /// Address to listen on (port 0 picks a free port).
+    /// Address to listen on, `host:port`: an IP or a name
+    /// (`localhost:7171`; default `127.0.0.1:7171`). Port 0 picks a free
+    /// port.
     #[arg(long, env = "RATEKEEPER_ADDR")]
-    addr: Option<SocketAddr>,
+    addr: Option<String>,
     /// Directory of the embedded store.
     #[arg(long, env = "RATEKEEPER_DATA_DIR")]
     data_dir: Option<PathBuf>,
@@ -108,7 +110,7 @@ pub struct ServeArgs {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct FileConfig {
-    addr: Option<SocketAddr>,
+    addr: Option<String>,
     data_dir: Option<PathBuf>,
     durability: Option<Durability>,
     store: Option<String>,
@@ -152,6 +154,28 @@ fn read_file(path: &Path) -> anyhow::Result<FileConfig> {
     toml::from_str(&text).with_context(|| format!("invalid config file {}", path.display()))
 }
 
+/// The address to listen on for `host:port`, a name or an IP; of the
+/// addresses a name has, the first IPv4 one (what `localhost` is usually
+/// reached by), else the first.
+fn resolve(asked: &str) -> anyhow::Result<SocketAddr> {
+    use std::net::ToSocketAddrs;
+    let found: Vec<SocketAddr> = asked
+        .to_socket_addrs()
+        .with_context(|| {
+            format!(
+                "cannot listen on {asked:?}: expected host:port, such as 127.0.0.1:7171, \
+                 [::1]:7171 or localhost:7171"
+            )
+        })?
+        .collect();
+    found
+        .iter()
+        .find(|a| a.is_ipv4())
+        .or(found.first())
+        .copied()
+        .with_context(|| format!("{asked:?} resolves to no address"))
+}
+
 fn duration(field: &str, seconds: f64) -> anyhow::Result<Duration> {
     match Duration::try_from_secs_f64(seconds) {
         Ok(d) if !d.is_zero() => Ok(d),
@@ -180,12 +204,20 @@ impl ServeArgs {
             token.max_leases = token.max_leases.or(per_token_leases);
         }
         let defaults = ServerConfig::default();
-        let addr = self
-            .addr
-            .or(file.addr)
-            .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 7171)));
+        let asked = self.addr.or(file.addr);
+        let addr = match &asked {
+            Some(asked) => resolve(asked)?,
+            None => SocketAddr::from(([127, 0, 0, 1], 7171)),
+        };
         let mut allowed_hosts = file.allowed_hosts;
         allowed_hosts.extend(self.allowed_hosts);
+        // A server listening by a name is reached by that name.
+        if let Some((host, _)) = asked.as_deref().and_then(|a| a.rsplit_once(':'))
+            && host.parse::<std::net::IpAddr>().is_err()
+            && !host.starts_with('[')
+        {
+            allowed_hosts.push(host.to_owned());
+        }
         let hosts = if addr.ip().is_loopback() {
             HostPolicy::loopback(&allowed_hosts)
         } else {

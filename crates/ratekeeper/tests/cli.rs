@@ -364,3 +364,39 @@ fn the_server_logs_one_json_line_per_request_with_its_route_and_never_a_token() 
     let _ = child.kill();
     let _ = child.wait();
 }
+
+#[test]
+fn the_server_listens_on_a_host_name_and_refuses_an_address_without_a_port() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+    let dir = tempfile::tempdir().unwrap();
+    let serve = |addr: &str| {
+        Command::new(BIN)
+            .args(["serve", "--durability", "memory", "--addr", addr])
+            .env_remove("RATEKEEPER_ADMIN_TOKEN")
+            .env_remove("RATEKEEPER_CLIENT_TOKEN")
+            .current_dir(dir.path())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let mut named = serve("localhost:0");
+    let mut line = String::new();
+    BufReader::new(named.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let url = line
+        .split_whitespace()
+        .find(|w| w.starts_with("http://"))
+        .unwrap_or_else(|| panic!("{line}"))
+        .replace("127.0.0.1", "localhost");
+    let listed = cli(&url, &["limit", "ls"]);
+    assert!(listed.status.success(), "{}", stderr(&listed));
+    let _ = named.kill();
+    let _ = named.wait();
+    let refused = serve("7171").wait_with_output().unwrap();
+    assert_eq!(refused.status.code(), Some(1));
+    let message = String::from_utf8_lossy(&refused.stderr);
+    assert!(message.contains("expected host:port"), "{message}");
+}
