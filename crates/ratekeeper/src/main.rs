@@ -78,6 +78,19 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Checks or recovers the embedded store's files (no server running).
     Store(store::StoreArgs),
+    /// Prints a shell completion script: `ratekeeper completions bash >
+    /// /etc/bash_completion.d/ratekeeper` (or zsh, fish, elvish,
+    /// powershell).
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Prints a manual page (roff): `ratekeeper man > ratekeeper.1`, or a
+    /// command's: `ratekeeper man serve > ratekeeper-serve.1`.
+    Man {
+        /// The command whose page to print (`serve`, `limit`, ...).
+        command: Option<String>,
+    },
     /// Lists live leases: who holds what.
     Leases {
         #[command(flatten)]
@@ -86,6 +99,34 @@ enum Command {
         #[arg(long)]
         limit: Option<String>,
     },
+}
+
+/// Writes the manual page of the binary, or of one of its commands, to
+/// stdout.
+fn manual(command: Option<&str>) -> Result<(), admin::Failure> {
+    let mut root = <Cli as clap::CommandFactory>::command();
+    root.build();
+    let page = match command {
+        None => root,
+        Some(name) => {
+            let found = root
+                .get_subcommands()
+                .find(|c| c.get_name() == name)
+                .cloned()
+                .ok_or_else(|| admin::Failure {
+                    message: format!("no command is named {name:?}; see `ratekeeper --help`"),
+                    exit_code: 2,
+                })?;
+            found.name(format!("ratekeeper-{name}"))
+        }
+    };
+    match clap_mangen::Man::new(page).render(&mut std::io::stdout()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(admin::Failure {
+            message: format!("cannot write the manual page: {e}"),
+            exit_code: 1,
+        }),
+        _ => Ok(()),
+    }
 }
 
 fn main() -> ExitCode {
@@ -113,6 +154,12 @@ fn main() -> ExitCode {
             Command::Run(args) => return run::run(args).await,
             Command::Store(args) => store::run(args),
             Command::Bench(args) => bench::run(args).await,
+            Command::Completions { shell } => {
+                let mut command = <Cli as clap::CommandFactory>::command();
+                clap_complete::generate(shell, &mut command, "ratekeeper", &mut std::io::stdout());
+                Ok(())
+            }
+            Command::Man { command } => manual(command.as_deref()),
         }
         .map(|()| 0)
     });

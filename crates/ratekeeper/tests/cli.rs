@@ -400,3 +400,27 @@ fn the_server_listens_on_a_host_name_and_refuses_an_address_without_a_port() {
     let message = String::from_utf8_lossy(&refused.stderr);
     assert!(message.contains("expected host:port"), "{message}");
 }
+
+#[test]
+fn completions_and_manual_pages_come_from_the_same_flags_as_help() {
+    let bash = Command::new(BIN)
+        .args(["completions", "bash"])
+        .output()
+        .unwrap();
+    assert!(bash.status.success());
+    let script = stdout(&bash);
+    assert!(
+        script.contains("--max-tickets-per-token"),
+        "bash completion lacks a serve flag"
+    );
+    let page = Command::new(BIN).args(["man", "serve"]).output().unwrap();
+    assert!(page.status.success());
+    let page = stdout(&page);
+    assert!(
+        page.starts_with(".ie") || page.contains(".TH ratekeeper-serve"),
+        "{page}"
+    );
+    assert!(page.contains("RATEKEEPER_MAX_TICKETS"));
+    let unknown = Command::new(BIN).args(["man", "nope"]).output().unwrap();
+    assert_eq!(unknown.status.code(), Some(2));
+}
