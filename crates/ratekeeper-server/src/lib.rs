@@ -274,54 +274,47 @@ pub fn router<B: Backend>(
             metrics::time_requests,
         ))
         .layer(tower_http::request_id::PropagateRequestIdLayer::x_request_id())
-        .layer(access_log())
+        .layer(
+            tower_http::trace::TraceLayer::new_for_http()
+                .make_span_with(access_span)
+                .on_request(())
+                .on_response(access_line)
+                .on_body_chunk(())
+                .on_eos(())
+                .on_failure(()),
+        )
         .layer(tower_http::request_id::SetRequestIdLayer::x_request_id(
             tower_http::request_id::MakeRequestUuid,
         ));
     (router, tickets)
 }
 
-/// One line per request at `info` of the target `ratekeeper::access`: the
-/// method, the route as declared (`/v1/limits/{name}`, never the raw path
-/// or its query, which may carry an `access_token`), the status, the
-/// latency and the request id (`x-request-id`, made here unless the client
-/// sent one, and answered back).
-fn access_log() -> tower_http::trace::TraceLayer<
-    tower_http::classify::SharedClassifier<tower_http::classify::ServerErrorsAsFailures>,
-    impl Fn(&axum::extract::Request) -> tracing::Span + Clone,
-    (),
-    impl Fn(&axum::response::Response, Duration, &tracing::Span) + Clone,
-    (),
-    (),
-    (),
-> {
-    tower_http::trace::TraceLayer::new_for_http()
-        .make_span_with(|request: &axum::extract::Request| {
-            let route = request
-                .extensions()
-                .get::<axum::extract::MatchedPath>()
-                .map_or("-", |path| path.as_str());
-            let id = request
-                .headers()
-                .get("x-request-id")
-                .and_then(|id| id.to_str().ok())
-                .unwrap_or("-");
-            tracing::info_span!("request", method = %request.method(), route, request_id = id)
-        })
-        .on_request(())
-        .on_response(
-            |response: &axum::response::Response, latency: Duration, _: &tracing::Span| {
-                tracing::info!(
-                    target: "ratekeeper::access",
-                    status = response.status().as_u16(),
-                    latency_ms = latency.as_secs_f64() * 1e3,
-                    "answered"
-                );
-            },
-        )
-        .on_body_chunk(())
-        .on_eos(())
-        .on_failure(())
+/// The span of one request for the access log: the method, the route as
+/// declared (`/v1/limits/{name}`, never the raw path or its query, which
+/// may carry an `access_token`) and the request id (`x-request-id`, made
+/// by the server unless the client sent one, and answered back).
+fn access_span(request: &axum::extract::Request) -> tracing::Span {
+    let route = request
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or("-", |path| path.as_str());
+    let id = request
+        .headers()
+        .get("x-request-id")
+        .and_then(|id| id.to_str().ok())
+        .unwrap_or("-");
+    tracing::info_span!("request", method = %request.method(), route, request_id = id)
+}
+
+/// The access log's line: one per request at `info` of the target
+/// `ratekeeper::access`, with the status and the latency.
+fn access_line(response: &axum::response::Response, latency: Duration, _: &tracing::Span) {
+    tracing::info!(
+        target: "ratekeeper::access",
+        status = response.status().as_u16(),
+        latency_ms = latency.as_secs_f64() * 1e3,
+        "answered"
+    );
 }
 
 /// Serves the API on `listener` until `shutdown` resolves. Then waiting
