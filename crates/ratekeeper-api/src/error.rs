@@ -128,6 +128,8 @@ error_codes! {
     InvalidBody = "invalid_body", 422, false;
     /// A body that is not JSON at all.
     InvalidJson = "invalid_json", 400, false;
+    /// Plain HTTP sent to a port that speaks HTTPS.
+    HttpsRequired = "https_required", 400, false;
     /// No token, where one is needed.
     Unauthorized = "unauthorized", 401, false;
     /// A token the server does not accept.

@@ -12,7 +12,7 @@ use tracing::Instrument;
 
 use crate::error::Error;
 use crate::guard::LeaseGuard;
-use crate::transport::Transport;
+use crate::transport::{Tls, Transport};
 use ratekeeper_api::{AcquireAnswer, AcquireBody, Lease, Limit, LimitDetails};
 
 /// What every clone of a client, and every guard it handed out, shares.
@@ -50,13 +50,29 @@ impl Client {
     /// # Panics
     ///
     /// Outside a tokio runtime; use [`connect_blocking`](Self::connect_blocking) there.
+    ///
+    /// An `https://` server is trusted by the system's roots, and by the CA
+    /// in `RATEKEEPER_CA_CERT` if set; `RATEKEEPER_CLIENT_CERT` names a
+    /// client certificate to present (see [`Tls`]).
     pub fn connect(url: &str) -> Result<Self, Error> {
-        Client::build(url, None, Handle::current(), None)
+        Client::build(url, None, &Tls::from_env(), Handle::current(), None)
     }
 
     /// Like [`connect`](Self::connect), sending `token` as the bearer token.
     pub fn connect_with_token(url: &str, token: &str) -> Result<Self, Error> {
-        Client::build(url, Some(token.into()), Handle::current(), None)
+        Client::build(
+            url,
+            Some(token.into()),
+            &Tls::from_env(),
+            Handle::current(),
+            None,
+        )
+    }
+
+    /// Like [`connect`](Self::connect), with an optional token and the TLS
+    /// files given rather than taken from the environment.
+    pub fn connect_with(url: &str, token: Option<&str>, tls: &Tls) -> Result<Self, Error> {
+        Client::build(url, token.map(Into::into), tls, Handle::current(), None)
     }
 
     /// Connects from plain threads: the client runs its own small runtime
@@ -72,16 +88,18 @@ impl Client {
                 reason: format!("cannot start the client runtime: {e}"),
             })?;
         let handle = runtime.handle().clone();
-        Client::build(url, token.map(Into::into), handle, Some(runtime))
+        let tls = Tls::from_env();
+        Client::build(url, token.map(Into::into), &tls, handle, Some(runtime))
     }
 
     fn build(
         url: &str,
         token: Option<String>,
+        tls: &Tls,
         runtime: Handle,
         owned: Option<Runtime>,
     ) -> Result<Self, Error> {
-        let transport = Transport::new(url, token)?;
+        let transport = Transport::new(url, token, tls)?;
         Ok(Client {
             shared: Arc::new(Shared {
                 transport,

@@ -40,4 +40,4 @@ pub use guard::LeaseGuard;
 pub use layer::{BoxError, LimitLayer, Limited};
 pub use ratekeeper_api as api;
 pub use ratekeeper_api::{Lease, Limit, encoded_name};
-pub use transport::RECONNECT_WINDOW;
+pub use transport::{RECONNECT_WINDOW, Tls};

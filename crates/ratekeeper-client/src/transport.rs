@@ -23,6 +23,64 @@ const MAX_BACKOFF: Duration = Duration::from_secs(2);
 /// enough to ride out a restart, short enough not to hang forever.
 pub const RECONNECT_WINDOW: Duration = Duration::from_secs(10);
 
+/// How the client trusts an `https://` server and proves itself to one
+/// that asks for a client certificate.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Tls {
+    /// Also trust server certificates this CA (PEM) signed, besides the
+    /// system's roots.
+    pub ca_cert: Option<std::path::PathBuf>,
+    /// Present this certificate and its private key (one PEM file holding
+    /// both) to a server that requires client certificates.
+    pub identity: Option<std::path::PathBuf>,
+}
+
+impl Tls {
+    /// From `RATEKEEPER_CA_CERT` and `RATEKEEPER_CLIENT_CERT` (paths of
+    /// PEM files), where set.
+    pub fn from_env() -> Self {
+        let path = |name: &str| {
+            std::env::var_os(name)
+                .filter(|v| !v.is_empty())
+                .map(std::path::PathBuf::from)
+        };
+        Tls {
+            ca_cert: path("RATEKEEPER_CA_CERT"),
+            identity: path("RATEKEEPER_CLIENT_CERT"),
+        }
+    }
+
+    /// An HTTP client configured by these files.
+    fn http_client(&self, url: &str) -> Result<reqwest::Client, Error> {
+        let unreadable =
+            |path: &std::path::Path, what: &str, err: &dyn std::fmt::Display| Error::Connect {
+                url: url.to_owned(),
+                reason: format!("{what} {}: {err}", path.display()),
+            };
+        let mut builder = reqwest::Client::builder();
+        if let Some(path) = &self.ca_cert {
+            let pem = std::fs::read(path)
+                .map_err(|e| unreadable(path, "cannot read the CA certificate", &e))?;
+            for cert in reqwest::Certificate::from_pem_bundle(&pem)
+                .map_err(|e| unreadable(path, "no PEM certificate in", &e))?
+            {
+                builder = builder.add_root_certificate(cert);
+            }
+        }
+        if let Some(path) = &self.identity {
+            let pem = std::fs::read(path)
+                .map_err(|e| unreadable(path, "cannot read the client certificate", &e))?;
+            let identity = reqwest::Identity::from_pem(&pem)
+                .map_err(|e| unreadable(path, "no client certificate and key (PEM) in", &e))?;
+            builder = builder.identity(identity);
+        }
+        builder.build().map_err(|e| Error::Connect {
+            url: url.to_owned(),
+            reason: e.to_string(),
+        })
+    }
+}
+
 #[derive(Clone)]
 pub(crate) enum Transport {
     Http(Http),
@@ -51,7 +109,7 @@ fn memory_engine(name: &str) -> Embedded {
 }
 
 impl Transport {
-    pub fn new(url: &str, token: Option<String>) -> Result<Self, Error> {
+    pub fn new(url: &str, token: Option<String>, tls: &Tls) -> Result<Self, Error> {
         if let Some(name) = url.strip_prefix("memory://") {
             return Ok(Transport::Memory(memory_engine(name)));
         }
@@ -59,7 +117,7 @@ impl Transport {
             return Err(Error::InvalidUrl(url.into()));
         }
         Ok(Transport::Http(Http {
-            client: reqwest::Client::new(),
+            client: tls.http_client(url)?,
             base: url.trim_end_matches('/').to_owned(),
             token,
         }))

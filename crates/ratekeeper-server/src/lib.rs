@@ -18,6 +18,7 @@ pub mod origin;
 pub mod quota;
 pub mod routes;
 pub mod tickets;
+pub mod tls;
 pub mod ui;
 
 use std::future::Future;
@@ -36,6 +37,7 @@ pub use auth::{Scope, Token, Tokens};
 pub use listen::Budget;
 pub use origin::HostPolicy;
 pub use quota::QuotaLimits;
+pub use tls::{TlsError, TlsFiles};
 
 use crate::routes::AppState;
 
@@ -59,6 +61,9 @@ pub struct ServerConfig {
     /// How many tickets may be parked at once, whoever asked; each token
     /// is also bounded by its own quota.
     pub max_tickets: usize,
+    /// Serve HTTPS with this configuration (see [`TlsFiles::load`]);
+    /// `None`: plain HTTP.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 impl Default for ServerConfig {
@@ -72,6 +77,7 @@ impl Default for ServerConfig {
             budget: Budget::default(),
             max_event_subscribers: 256,
             max_tickets: 100_000,
+            tls: None,
         }
     }
 }
@@ -334,7 +340,7 @@ pub async fn serve<B: Backend>(
         tickets.clear();
         stop.send_replace(true);
     });
-    listen::serve(listener, router, config.budget, async move {
+    listen::serve(listener, router, config.budget, config.tls, async move {
         let _ = stopped.wait_for(|stopping| *stopping).await;
     })
     .await;

@@ -65,8 +65,10 @@ pub async fn serve(
     listener: TcpListener,
     router: Router,
     budget: Budget,
+    tls: Option<Arc<rustls::ServerConfig>>,
     stopping: impl Future<Output = ()>,
 ) {
+    let tls = tls.map(tokio_rustls::TlsAcceptor::from);
     let slots = Arc::new(Semaphore::new(budget.max_connections));
     let graceful = GracefulShutdown::new();
     // HTTP/1.1 only, as every client speaks it on plain connections: an
@@ -103,15 +105,61 @@ pub async fn serve(
         };
         let _ = stream.set_nodelay(true);
         let service = TowerToHyperService::new(router.clone());
-        let connection = builder.serve_connection(TokioIo::new(stream), service);
-        let connection = graceful.watch(connection);
-        tokio::spawn(async move {
-            let _ = connection.await;
-            drop(slot);
-        });
+        match &tls {
+            None => {
+                let connection = builder.serve_connection(TokioIo::new(stream), service);
+                let connection = graceful.watch(connection);
+                tokio::spawn(async move {
+                    let _ = connection.await;
+                    drop(slot);
+                });
+            }
+            Some(acceptor) => {
+                // The handshake runs in the connection's own task, within
+                // the header timeout, so a slow one holds up nobody else.
+                let (acceptor, builder) = (acceptor.clone(), builder.clone());
+                let watcher = graceful.watcher();
+                tokio::spawn(async move {
+                    let deadline = budget.header_timeout;
+                    let Ok(Some(stream)) =
+                        tokio::time::timeout(deadline, handshake(&acceptor, stream)).await
+                    else {
+                        return;
+                    };
+                    let connection = builder.serve_connection(TokioIo::new(stream), service);
+                    let _ = watcher.watch(connection).await;
+                    drop(slot);
+                });
+            }
+        }
     }
     drop(listener);
     let _ = tokio::time::timeout(budget.drain_timeout, graceful.shutdown()).await;
+}
+
+/// The TLS handshake of a connection; plain HTTP instead is answered with
+/// a `400` saying to use `https://`, and `None`.
+async fn handshake(
+    acceptor: &tokio_rustls::TlsAcceptor,
+    mut stream: TcpStream,
+) -> Option<tokio_rustls::server::TlsStream<TcpStream>> {
+    let mut first = [0u8; 1];
+    match stream.peek(&mut first).await {
+        Ok(1) if !crate::tls::starts_tls(first[0]) => {
+            let answer = crate::tls::plain_http_on_tls();
+            let _ = stream.write_all(answer.as_bytes()).await;
+            return None;
+        }
+        Ok(1) => {}
+        _ => return None,
+    }
+    match acceptor.accept(stream).await {
+        Ok(stream) => Some(stream),
+        Err(err) => {
+            tracing::debug!(%err, "TLS handshake failed");
+            None
+        }
+    }
 }
 
 /// Answers a connection over the budget and closes it, spending at most a

@@ -23,6 +23,13 @@ pub struct Connection {
     /// A bearer token, if the server requires one.
     #[arg(long, env = "RATEKEEPER_TOKEN", global = true, hide_env_values = true)]
     pub token: Option<String>,
+    /// Trust an `https://` server whose certificate this CA (PEM) signed.
+    #[arg(long, env = "RATEKEEPER_CA_CERT", global = true)]
+    pub ca_cert: Option<std::path::PathBuf>,
+    /// Present this client certificate and key (one PEM file) to a server
+    /// that requires one.
+    #[arg(long, env = "RATEKEEPER_CLIENT_CERT", global = true)]
+    pub client_cert: Option<std::path::PathBuf>,
     /// `table` for people (default) or `json` for programs.
     #[arg(long, short, value_enum, default_value_t = Output::Table, global = true)]
     pub output: Output,
@@ -142,13 +149,22 @@ impl From<ratekeeper_client::Error> for Failure {
     }
 }
 
+/// The client for `connection`, at its URL or at `url`.
+pub(crate) fn connect(
+    connection: &Connection,
+    url: Option<&str>,
+) -> Result<Client, ratekeeper_client::Error> {
+    let tls = ratekeeper_client::Tls {
+        ca_cert: connection.ca_cert.clone(),
+        identity: connection.client_cert.clone(),
+    };
+    let url = url.unwrap_or(&connection.url);
+    Client::connect_with(url, connection.token.as_deref(), &tls)
+}
+
 /// The client for `connection`.
 fn client(connection: &Connection) -> Result<Client, Failure> {
-    let connected = match &connection.token {
-        Some(token) => Client::connect_with_token(&connection.url, token),
-        None => Client::connect(&connection.url),
-    };
-    Ok(connected?)
+    Ok(connect(connection, None)?)
 }
 
 fn confirm(question: &str) -> Result<(), Failure> {

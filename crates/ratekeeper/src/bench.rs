@@ -106,10 +106,7 @@ impl Figure {
 /// Runs the chosen scenarios and prints their figures.
 pub async fn run(args: BenchArgs) -> Result<(), Failure> {
     let connection = &args.connection;
-    let connect = |url: &str| match &connection.token {
-        Some(token) => Client::connect_with_token(url, token),
-        None => Client::connect(url),
-    };
+    let connect = |url: &str| crate::admin::connect(connection, Some(url));
     let client = connect(&connection.url).map_err(failed)?;
     // The clients that `handoff` and `churn` take turns with.
     let mut players = vec![client.clone()];

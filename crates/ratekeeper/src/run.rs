@@ -122,11 +122,7 @@ fn refused(err: Error, what: &str, timeout: Option<f64>) -> Failure {
 
 /// Runs `ratekeeper run`; returns the exit code.
 pub async fn run(args: RunArgs) -> Result<u8, Failure> {
-    let client = match &args.connection.token {
-        Some(token) => Client::connect_with_token(&args.connection.url, token),
-        None => Client::connect(&args.connection.url),
-    }
-    .map_err(|e| usage(e.to_string()))?;
+    let client = crate::admin::connect(&args.connection, None).map_err(|e| usage(e.to_string()))?;
     if args.limits.is_empty() && args.rates.is_empty() {
         return Err(usage("give at least one --limit or --rate".into()));
     }

@@ -11,7 +11,7 @@ use anyhow::{Context, bail};
 use clap::{Args, ValueEnum};
 use ratekeeper_backend::{Backend, Embedded};
 use ratekeeper_redis::{MAX_PARTITIONS, Options, RedisBackend};
-use ratekeeper_server::{Budget, HostPolicy, Scope, ServerConfig, Token, Tokens};
+use ratekeeper_server::{Budget, HostPolicy, Scope, ServerConfig, TlsFiles, Token, Tokens};
 use serde::Deserialize;
 
 /// Where the state lives.
@@ -90,6 +90,16 @@ pub struct ServeArgs {
     /// about a microsecond per change.
     #[arg(long, env = "RATEKEEPER_MAX_EVENT_SUBSCRIBERS")]
     max_event_subscribers: Option<usize>,
+    /// Serve HTTPS with this certificate chain (PEM, the server's own
+    /// certificate first); needs --tls-key.
+    #[arg(long, env = "RATEKEEPER_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM).
+    #[arg(long, env = "RATEKEEPER_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Require clients to present a certificate signed by this CA (PEM).
+    #[arg(long, env = "RATEKEEPER_TLS_CLIENT_CA")]
+    tls_client_ca: Option<PathBuf>,
     /// Tickets parked at once on this server, whoever asked (default
     /// 100 000); one more is answered 503 `too_many_tickets`.
     #[arg(long, env = "RATEKEEPER_MAX_TICKETS")]
@@ -125,6 +135,9 @@ struct FileConfig {
     body_timeout_seconds: Option<f64>,
     max_event_subscribers: Option<usize>,
     max_tickets: Option<usize>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    tls_client_ca: Option<PathBuf>,
     max_tickets_per_token: Option<usize>,
     max_leases_per_token: Option<usize>,
     #[serde(default)]
@@ -223,7 +236,24 @@ impl ServeArgs {
         } else {
             HostPolicy::any(&allowed_hosts)
         };
+        let tls = match (
+            self.tls_cert.or(file.tls_cert),
+            self.tls_key.or(file.tls_key),
+            self.tls_client_ca.or(file.tls_client_ca),
+        ) {
+            (None, None, None) => None,
+            (Some(cert), Some(key), client_ca) => Some(
+                TlsFiles {
+                    cert,
+                    key,
+                    client_ca,
+                }
+                .load()?,
+            ),
+            _ => bail!("TLS needs both a certificate and its key (--tls-cert and --tls-key)"),
+        };
         let server = ServerConfig {
+            tls,
             tokens: Tokens::new(tokens).map_err(anyhow::Error::msg)?,
             max_wait: match self.max_wait_seconds.or(file.max_wait_seconds) {
                 Some(s) => duration("max_wait_seconds", s)?,
@@ -352,14 +382,19 @@ async fn serve<B: Backend>(settings: Settings, backend: B, store: &str) -> anyho
         .await
         .with_context(|| format!("cannot listen on {}", settings.addr))?;
     let addr = listener.local_addr()?;
-    let auth = if settings.server.tokens.required() {
-        "tokens required"
+    let auth = match (settings.server.tokens.required(), &settings.server.tls) {
+        (true, Some(_)) => "TLS, tokens required",
+        (true, None) => "tokens required, sent in clear (no TLS)",
+        (false, _) => "no tokens: anyone who can connect may change limits",
+    };
+    let scheme = if settings.server.tls.is_some() {
+        "https"
     } else {
-        "no tokens: anyone who can connect may change limits"
+        "http"
     };
     // Tests and scripts read this line to learn the port.
     println!(
-        "ratekeeper {} listening on http://{addr} ({store}; {auth})",
+        "ratekeeper {} listening on {scheme}://{addr} ({store}; {auth})",
         env!("CARGO_PKG_VERSION")
     );
     tracing::info!(%addr, version = env!("CARGO_PKG_VERSION"), store, auth, "serving");

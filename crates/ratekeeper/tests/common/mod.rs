@@ -35,7 +35,7 @@ impl ServerProcess {
             .unwrap();
         let url = line
             .split_whitespace()
-            .find(|word| word.starts_with("http://"))
+            .find(|word| word.starts_with("http://") || word.starts_with("https://"))
             .unwrap_or_else(|| panic!("no address in {line:?}"))
             .to_owned();
         ServerProcess { child, url }
