@@ -1,17 +1,21 @@
 //! `/metrics` in the OpenMetrics text format: per-limit state read at scrape
 //! time, plus histograms of waits and of request latency.
 
-use std::fmt::Write;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::extract::{MatchedPath, Request, State};
 use axum::middleware::Next;
 use axum::response::Response;
-use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
 use ratekeeper_core::LimitView;
 
@@ -30,6 +34,10 @@ struct OutcomeLabels {
 /// The server's own measurements.
 pub struct Metrics {
     registry: Registry,
+    /// What the state collector reads on the scrape under way.
+    scrape: Arc<Mutex<Scrape>>,
+    /// Held for a whole scrape, so that scrapes do not mix their states.
+    turn: Mutex<()>,
     requests: Family<RouteLabels, Histogram>,
     waits: Histogram,
     acquires: Family<OutcomeLabels, Counter>,
@@ -61,8 +69,17 @@ impl Metrics {
             "Acquires decided, by outcome (granted or an error code)",
             acquires.clone(),
         );
+        registry.register(
+            "ratekeeper_build",
+            "The running release",
+            Info::new(vec![("version", env!("CARGO_PKG_VERSION"))]),
+        );
+        let scrape = Arc::new(Mutex::new(Scrape::default()));
+        registry.register_collector(Box::new(StateCollector(Arc::clone(&scrape))));
         Arc::new(Metrics {
             registry,
+            scrape,
+            turn: Mutex::new(()),
             requests,
             waits,
             acquires,
@@ -85,66 +102,138 @@ impl Metrics {
             .inc();
     }
 
-    /// The whole exposition: these measurements and the limits' state.
-    pub fn render(&self, limits: &[LimitView], waiting_tickets: usize) -> String {
+    /// The whole exposition: these measurements, the limits' state, the
+    /// parked tickets and the process's own figures, read now.
+    pub fn render(&self, limits: Vec<LimitView>, tickets: usize) -> String {
+        let mut scrape = self.scrape.lock().unwrap_or_else(|p| p.into_inner());
+        *scrape = Scrape { limits, tickets };
+        drop(scrape);
         let mut text = String::new();
+        // Scrapes take turns: the collector reads the state just set.
+        let _turn = self.turn.lock().unwrap_or_else(|p| p.into_inner());
         prometheus_client::encoding::text::encode(&mut text, &self.registry)
             .expect("writing to a String cannot fail");
-        let end = text.rfind("# EOF").unwrap_or(text.len());
-        text.truncate(end);
-        let gauges: [PerLimit; 6] = [
-            ("slots", "Slots of the limit", |l| l.slots as f64),
-            ("held", "Slots held by leases", |l| l.held as f64),
-            ("decaying", "Rate-mode slots not yet decayed", |l| {
-                l.decaying
-            }),
-            ("waiting", "Requests queued", |l| l.waiting as f64),
-            ("waiting_slots", "Slots asked for by queued requests", |l| {
-                l.waiting_slots as f64
-            }),
-            ("active", "1 if the limit enforces, else 0", |l| {
-                u8::from(l.active).into()
-            }),
-        ];
-        for (name, help, value) in gauges {
-            family(&mut text, name, "gauge", help, "", limits, value);
-        }
-        let counters: [PerLimit; 5] = [
-            ("granted", "Requests granted", |l| {
-                l.counters.granted_total as f64
-            }),
-            ("granted_slots", "Slots granted", |l| {
-                l.counters.granted_slots_total as f64
-            }),
-            ("waited", "Requests that had to queue", |l| {
-                l.counters.waited_total as f64
-            }),
-            ("expired", "Leases that expired", |l| {
-                l.counters.expired_total as f64
-            }),
-            ("denied", "Requests refused for lack of capacity", |l| {
-                l.counters.denied_total as f64
-            }),
-        ];
-        for (name, help, value) in counters {
-            family(&mut text, name, "counter", help, "_total", limits, value);
-        }
-        let _ = writeln!(text, "# TYPE ratekeeper_tickets_parked gauge");
-        let _ = writeln!(
-            text,
-            "# HELP ratekeeper_tickets_parked Queued acquires waiting for their client to come back"
-        );
-        let _ = writeln!(text, "ratekeeper_tickets_parked {waiting_tickets}");
-        if let Some(bytes) = resident_bytes() {
-            let _ = writeln!(text, "# TYPE process_resident_memory_bytes gauge");
-            let _ = writeln!(
-                text,
-                "# HELP process_resident_memory_bytes Resident memory of the server process"
-            );
-            let _ = writeln!(text, "process_resident_memory_bytes {bytes}");
-        }
-        text.push_str("# EOF\n");
         text
+    }
+}
+
+/// What a scrape reads besides the registered measurements.
+#[derive(Debug, Default)]
+struct Scrape {
+    limits: Vec<LimitView>,
+    tickets: usize,
+}
+
+/// A per-limit metric: its name, its help text and how to read it.
+type PerLimit = (&'static str, &'static str, fn(&LimitView) -> f64);
+
+const GAUGES: [PerLimit; 6] = [
+    ("slots", "Slots of the limit", |l| l.slots as f64),
+    ("held", "Slots held by leases", |l| l.held as f64),
+    ("decaying", "Rate-mode slots not yet decayed", |l| {
+        l.decaying
+    }),
+    ("waiting", "Requests queued", |l| l.waiting as f64),
+    ("waiting_slots", "Slots asked for by queued requests", |l| {
+        l.waiting_slots as f64
+    }),
+    ("active", "1 if the limit enforces, else 0", |l| {
+        u8::from(l.active).into()
+    }),
+];
+
+const COUNTERS: [PerLimit; 5] = [
+    ("granted", "Requests granted", |l| {
+        l.counters.granted_total as f64
+    }),
+    ("granted_slots", "Slots granted", |l| {
+        l.counters.granted_slots_total as f64
+    }),
+    ("waited", "Requests that had to queue", |l| {
+        l.counters.waited_total as f64
+    }),
+    ("expired", "Leases that expired", |l| {
+        l.counters.expired_total as f64
+    }),
+    ("denied", "Requests refused for lack of capacity", |l| {
+        l.counters.denied_total as f64
+    }),
+];
+
+/// The state read at scrape time: one family per limit figure (labelled
+/// by limit name, which needs no escaping), the parked tickets, and the
+/// process's memory, CPU and file descriptors where the OS tells them.
+#[derive(Debug)]
+struct StateCollector(Arc<Mutex<Scrape>>);
+
+impl Collector for StateCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let scrape = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let kinds: [(MetricType, &[PerLimit]); 2] = [
+            (MetricType::Gauge, &GAUGES),
+            (MetricType::Counter, &COUNTERS),
+        ];
+        for (kind, figures) in kinds {
+            for (name, help, value) in figures.iter() {
+                let name = format!("ratekeeper_limit_{name}");
+                let mut metric = encoder.encode_descriptor(&name, help, None, kind)?;
+                for limit in &scrape.limits {
+                    let labels = [("limit", limit.name.as_str())];
+                    let family = metric.encode_family(&labels)?;
+                    // Counts print as the integers they are.
+                    let value = value(limit);
+                    let whole =
+                        (value.fract() == 0.0 && value.abs() < 9e15).then_some(value as i64);
+                    match (kind, whole) {
+                        (MetricType::Counter, Some(n)) => {
+                            ConstCounter::new(n.unsigned_abs()).encode(family)?
+                        }
+                        (MetricType::Counter, None) => ConstCounter::new(value).encode(family)?,
+                        (_, Some(n)) => ConstGauge::new(n).encode(family)?,
+                        (_, None) => ConstGauge::new(value).encode(family)?,
+                    }
+                }
+            }
+        }
+        let parked = encoder.encode_descriptor(
+            "ratekeeper_tickets_parked",
+            "Queued acquires waiting for their client to come back",
+            None,
+            MetricType::Gauge,
+        )?;
+        ConstGauge::new(scrape.tickets as i64).encode(parked)?;
+        let whole: [(&str, &str, Option<i64>); 3] = [
+            (
+                "process_resident_memory_bytes",
+                "Resident memory of the server process",
+                resident_bytes().and_then(|b| i64::try_from(b).ok()),
+            ),
+            (
+                "process_open_fds",
+                "File descriptors the server process has open",
+                open_fds().and_then(|n| i64::try_from(n).ok()),
+            ),
+            (
+                "process_max_fds",
+                "The most file descriptors the server process may open",
+                max_fds().and_then(|n| i64::try_from(n).ok()),
+            ),
+        ];
+        for (name, help, value) in whole {
+            let Some(value) = value else { continue };
+            let metric = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
+            ConstGauge::new(value).encode(metric)?;
+        }
+        if let Some(seconds) = cpu_seconds() {
+            let metric = encoder.encode_descriptor(
+                "process_cpu_seconds",
+                "CPU time the server process used, user and system",
+                None,
+                MetricType::Counter,
+            )?;
+            ConstCounter::new(seconds).encode(metric)?;
+        }
+        Ok(())
     }
 }
 
@@ -156,30 +245,28 @@ pub fn resident_bytes() -> Option<u64> {
     Some(kib * 1024)
 }
 
-/// A per-limit metric: its name, its help text and how to read it.
-type PerLimit = (&'static str, &'static str, fn(&LimitView) -> f64);
+/// User and system CPU time of the process, in seconds (Linux: `utime`
+/// and `stime` of `/proc/self/stat`, in USER_HZ ticks, which Linux fixes at
+/// 100 a second for this file).
+fn cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command name, which is in parentheses and may hold
+    // spaces: state is the first, utime the 12th, stime the 13th.
+    let after = &stat[stat.rfind(')')? + 2..];
+    let mut fields = after.split_whitespace().skip(11);
+    let user: u64 = fields.next()?.parse().ok()?;
+    let system: u64 = fields.next()?.parse().ok()?;
+    Some((user + system) as f64 / 100.0)
+}
 
-/// One per-limit metric family. Limit names are restricted to characters
-/// that need no escaping in a label value.
-fn family(
-    text: &mut String,
-    name: &str,
-    kind: &str,
-    help: &str,
-    suffix: &str,
-    limits: &[LimitView],
-    value: fn(&LimitView) -> f64,
-) {
-    let _ = writeln!(text, "# TYPE ratekeeper_limit_{name} {kind}");
-    let _ = writeln!(text, "# HELP ratekeeper_limit_{name} {help}");
-    for limit in limits {
-        let _ = writeln!(
-            text,
-            "ratekeeper_limit_{name}{suffix}{{limit=\"{}\"}} {}",
-            limit.name,
-            value(limit)
-        );
-    }
+fn open_fds() -> Option<usize> {
+    Some(std::fs::read_dir("/proc/self/fd").ok()?.count())
+}
+
+fn max_fds() -> Option<u64> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    line.split_whitespace().nth(3)?.parse().ok()
 }
 
 /// Times every request, by its route pattern.

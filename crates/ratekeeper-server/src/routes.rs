@@ -509,7 +509,7 @@ pub async fn readyz<B: Backend>(
 #[utoipa::path(get, path = "/metrics", tag = "service", responses((status = 200, description = "OpenMetrics text")))]
 pub async fn metrics<B: Backend>(State(state): State<AppState<B>>) -> Result<Response, ApiError> {
     let limits = state.backend.limits().await?;
-    let text = state.metrics.render(&limits, state.tickets.len());
+    let text = state.metrics.render(limits, state.tickets.len());
     Ok((
         [(
             axum::http::header::CONTENT_TYPE,

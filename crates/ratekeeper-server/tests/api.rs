@@ -492,6 +492,20 @@ async fn health_openapi_and_metrics_describe_the_service() {
         assert!(text.lines().any(|l| l == line), "no {line:?} in\n{text}");
     }
     assert!(text.contains("ratekeeper_http_request_duration_seconds_bucket"));
+    let build = format!(
+        "ratekeeper_build_info{{version=\"{}\"}} 1",
+        env!("CARGO_PKG_VERSION")
+    );
+    assert!(text.lines().any(|l| l == build), "no {build:?}");
+    for process in [
+        "process_open_fds ",
+        "process_max_fds ",
+        "process_cpu_seconds_total ",
+        "process_resident_memory_bytes ",
+    ] {
+        assert!(text.lines().any(|l| l.starts_with(process)), "no {process}");
+    }
+    assert_eq!(text.matches("# EOF").count(), 1);
     assert!(text.ends_with("# EOF\n"));
 }
 
