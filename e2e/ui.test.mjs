@@ -185,6 +185,7 @@ test("a limit is created, edited, toggled, reset and deleted through the page", 
     const toggle = page.getByRole("switch", { name: "Active: vendor-api" });
     assert.equal(await toggle.isChecked(), true);
     await toggle.click();
+    await page.getByRole("dialog", { name: "Deactivate vendor-api?" }).getByRole("button", { name: "Deactivate" }).click();
     await until(async () => !(await call(server, "GET", "/v1/limits/vendor-api")).body.active, "the limit is inactive");
     await until(async () => !(await toggle.isChecked()), "the switch shows inactive");
     await toggle.click();
@@ -368,6 +369,51 @@ test("on a phone-sized screen the page fits and works from the keyboard", async 
     await page.getByRole("dialog", { name: "Delete typed-limit?" }).waitFor();
     await page.keyboard.press("Escape");
     assert.equal((await call(server, "GET", "/v1/limits/typed-limit")).status, 200);
+  } finally {
+    await close();
+    await server.stop();
+  }
+});
+
+test("a read-only token sees no write controls, and deactivating asks first", async () => {
+  const admin = "admin-secret-for-tests";
+  const client = "client-secret-for-tests";
+  const server = await startServer("--admin-token", admin, "--client-token", client);
+  await call(server, "POST", "/v1/limits", { name: "shared", slots: 2 }, admin);
+  const { page, close } = await open(server.url);
+  try {
+    // A client token: the limits show, but nothing that changes them.
+    const dialog = page.getByRole("dialog", { name: "This server needs a token" });
+    await dialog.getByLabel("Access token").fill(client);
+    await dialog.getByRole("button", { name: "Use token" }).click();
+    await page.getByRole("link", { name: "shared" }).waitFor();
+    await until(async () => (await page.locator("body").getAttribute("data-scope")) === "client", "the page knows the scope");
+    assert.equal(await page.getByRole("button", { name: "New limit" }).isVisible(), false);
+    assert.equal(await page.getByRole("button", { name: "Edit shared" }).isVisible(), false);
+    assert.equal(await page.getByRole("button", { name: "Delete shared" }).isVisible(), false);
+    const readOnly = page.getByRole("switch", { name: "Active: shared" });
+    assert.equal(await readOnly.isDisabled(), true);
+    assert.equal(await readOnly.isChecked(), true, "the switch still shows the limit's state");
+    await shot(page, "read-only-token");
+
+    // An admin token: the controls are there, and turning enforcement off
+    // asks first; cancelling keeps the limit active.
+    await page.getByRole("button", { name: "Forget token" }).click();
+    await dialog.getByLabel("Access token").fill(admin);
+    await dialog.getByRole("button", { name: "Use token" }).click();
+    await page.getByRole("button", { name: "New limit" }).waitFor();
+    const toggle = page.getByRole("switch", { name: "Active: shared" });
+    await until(async () => !(await toggle.isDisabled()), "the switch is enabled");
+    await toggle.click();
+    const confirm = page.getByRole("dialog", { name: "Deactivate shared?" });
+    await confirm.waitFor();
+    await shot(page, "deactivate-confirmation");
+    await confirm.getByRole("button", { name: "Cancel" }).click();
+    await until(async () => await toggle.isChecked(), "the switch shows active again");
+    assert.equal((await call(server, "GET", "/v1/limits/shared", undefined, admin)).body.active, true);
+    await toggle.click();
+    await confirm.getByRole("button", { name: "Deactivate" }).click();
+    await until(async () => !(await call(server, "GET", "/v1/limits/shared", undefined, admin)).body.active, "the limit is inactive");
   } finally {
     await close();
     await server.stop();

@@ -19,7 +19,7 @@ pub mod names;
 pub use acquire::{AcquireAnswer, AcquireBody, AcquireMode, RenewBody, Renewed, WaitBody};
 pub use error::{ErrorBody, ErrorCode, ErrorDetail};
 pub use limit::{
-    CreateLimit, Lease, Limit, LimitDetails, Totals, UpdateLimit, Waiter, redacted_id,
+    CreateLimit, Lease, Limit, LimitDetails, Totals, UpdateLimit, Waiter, WhoAmI, redacted_id,
 };
 pub use names::{ID_PATTERN, MAX_SECONDS, NAME_PATTERN, encoded_name, limit_path};
 #[cfg(feature = "openapi")]

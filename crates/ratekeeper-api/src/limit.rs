@@ -305,3 +305,14 @@ impl Lease {
 pub fn redacted_id(id: &str) -> String {
     format!("{}…", id.get(..8).unwrap_or(id))
 }
+
+/// Who the caller is to the server: what its token may do.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct WhoAmI {
+    /// `admin` (everything; also every caller of a server without
+    /// tokens) or `client` (acquire, renew, release and read).
+    pub scope: String,
+    /// Whether the server requires a token at all.
+    pub tokens_required: bool,
+}

@@ -90,7 +90,7 @@ impl Default for ServerConfig {
         routes::create_limit, routes::list_limits, routes::get_limit, routes::update_limit,
         routes::delete_limit, routes::reset_limit, routes::acquire, routes::wait_ticket,
         routes::cancel_ticket, routes::list_leases, routes::renew_lease, routes::release_lease,
-        events::events, routes::livez, routes::readyz, routes::metrics,
+        events::events, routes::whoami, routes::livez, routes::readyz, routes::metrics,
     ),
     modifiers(&BearerAuth, &CommonAnswers),
 )]
@@ -220,6 +220,7 @@ pub fn router<B: Backend>(
         max_wait: config.max_wait,
         shutdown,
         feed: Arc::new(events::Feed::new(config.max_event_subscribers)),
+        tokens_required: config.tokens.required(),
     };
     // Serialised once and shared: the router is cloned per connection.
     let openapi = axum::body::Bytes::from(
@@ -244,6 +245,7 @@ pub fn router<B: Backend>(
         .route("/v1/leases/{id}/renew", post(routes::renew_lease::<B>))
         .route("/v1/leases/{id}", delete(routes::release_lease::<B>))
         .route("/v1/events", get(events::events::<B>))
+        .route("/v1/whoami", get(routes::whoami::<B>))
         .route("/metrics", get(routes::metrics::<B>))
         .route("/healthz", get(routes::livez))
         .route("/livez", get(routes::livez))

@@ -15,7 +15,7 @@ use tokio::sync::watch;
 
 use crate::api::{
     AcquireAnswer, AcquireBody, CreateLimit, ErrorBody, Lease, Limit, LimitDetails, RenewBody,
-    Renewed, UpdateLimit, WaitBody, seconds,
+    Renewed, UpdateLimit, WaitBody, WhoAmI, seconds,
 };
 use crate::auth::Caller;
 use crate::error::ApiError;
@@ -37,6 +37,8 @@ pub struct AppState<B> {
     pub shutdown: watch::Receiver<bool>,
     /// The changes, serialized once for every event-stream subscriber.
     pub feed: Arc<crate::events::Feed>,
+    /// Whether the server requires a token.
+    pub tokens_required: bool,
 }
 
 impl<B> Clone for AppState<B> {
@@ -48,6 +50,7 @@ impl<B> Clone for AppState<B> {
             max_wait: self.max_wait,
             shutdown: self.shutdown.clone(),
             feed: Arc::clone(&self.feed),
+            tokens_required: self.tokens_required,
         }
     }
 }
@@ -480,6 +483,23 @@ pub async fn release_lease<B: Backend>(
     }
     state.backend.release(id).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// What the caller's token may do: the web UI shows only the controls it
+/// can use.
+#[utoipa::path(get, path = "/v1/whoami", tag = "service", responses((status = 200, body = WhoAmI)))]
+pub async fn whoami<B: Backend>(
+    State(state): State<AppState<B>>,
+    caller: Option<axum::Extension<Caller>>,
+) -> Json<WhoAmI> {
+    let scope = match Caller::scope(&caller) {
+        crate::Scope::Admin => "admin",
+        crate::Scope::Client => "client",
+    };
+    Json(WhoAmI {
+        scope: scope.into(),
+        tokens_required: state.tokens_required,
+    })
 }
 
 /// Liveness: the process serves HTTP (`/healthz` is the same).

@@ -23,6 +23,8 @@ const store = {
   detail: null,
   /** The live event stream, while open. */
   events: null,
+  /** What the token may do: "admin" (change limits) or "client" (read). */
+  scope: "admin",
 };
 
 // ---------------------------------------------------------------- helpers
@@ -124,6 +126,17 @@ async function api(method, path, body) {
   throw new ApiError(response.status, error.code, error.message, error.field);
 }
 
+/** Shows only the controls the token may use: a read-only (client) token
+ *  sees no New/Edit/Reset/Delete and a switch it cannot flip. */
+function setScope(scope) {
+  store.scope = scope;
+  document.body.dataset.scope = scope;
+  for (const input of document.querySelectorAll('input[role="switch"]')) {
+    input.disabled = scope !== "admin";
+    input.title = scope === "admin" ? "" : "Changing a limit needs an admin token";
+  }
+}
+
 // ---------------------------------------------------------------- live data
 
 function setConnection(state, text) {
@@ -147,6 +160,7 @@ async function connect() {
   setConnection("connecting");
   try {
     applySnapshot(await api("GET", "/v1/limits"));
+    setScope((await api("GET", "/v1/whoami")).scope);
   } catch (error) {
     if (error.status === 401) {
       setConnection("down", "token needed");
@@ -363,8 +377,19 @@ function usageBar() {
 /** The active switch of one limit. */
 function activeSwitch(name) {
   const input = el("input", { type: "checkbox", role: "switch", "aria-label": `Active: ${name}` });
+  input.disabled = store.scope !== "admin";
+  /** Whether a change is on its way: the server's state then waits. */
+  let busy = false;
   input.addEventListener("change", async () => {
     const active = input.checked;
+    if (!active) {
+      const text = `While inactive, ${name} enforces nothing: every request on it is granted at once, and waiters are let through now. Leases held keep counting.`;
+      if (!(await confirmAction(`Deactivate ${name}?`, text, "Deactivate"))) {
+        input.checked = true;
+        return;
+      }
+    }
+    busy = true;
     input.disabled = true;
     try {
       answered(await api("PATCH", limitPath(name), { active }));
@@ -373,13 +398,14 @@ function activeSwitch(name) {
       input.checked = !active;
       toast(error.message, true);
     } finally {
-      input.disabled = false;
+      busy = false;
+      input.disabled = store.scope !== "admin";
     }
   });
   return {
     root: el("label", { class: "switch" }, input, el("span", { class: "visually-hidden", text: "active" })),
     update(limit) {
-      if (!input.disabled) input.checked = limit.active;
+      if (!busy) input.checked = limit.active;
     },
   };
 }
@@ -388,7 +414,7 @@ function actionButtons(name, { small } = {}) {
   const size = small ? "small" : "";
   return el(
     "span",
-    { class: "row-actions" },
+    { class: "row-actions admin-only" },
     el("button", { type: "button", class: size, "aria-label": `Edit ${name}`, text: "Edit", onclick: () => openLimitForm(name) }),
     el("button", { type: "button", class: size, "aria-label": `Reset ${name}`, text: "Reset", onclick: () => resetLimit(name) }),
     el("button", { type: "button", class: size, "aria-label": `Delete ${name}`, text: "Delete", onclick: () => deleteLimit(name) }),
@@ -412,7 +438,7 @@ function limitsPage() {
     "table",
     { class: "cards", "aria-labelledby": "limits-title" },
     el("thead", {}, el("tr", {}, COLUMNS.map((title, i) =>
-      el("th", { scope: "col", class: i === 1 || (i >= 5 && i <= 8) ? "num" : null },
+      el("th", { scope: "col", class: i === 1 || (i >= 5 && i <= 8) ? "num" : i === COLUMNS.length - 1 ? "admin-only" : null },
         i === COLUMNS.length - 1 ? el("span", { class: "visually-hidden", text: title }) : title)))),
     rows,
   );
@@ -424,7 +450,7 @@ function limitsPage() {
       { class: "toolbar" },
       el("h1", { id: "limits-title", text: "Limits" }),
       filter,
-      el("button", { type: "button", class: "primary", text: "New limit", onclick: () => openLimitForm(null) }),
+      el("button", { type: "button", class: "primary admin-only", text: "New limit", onclick: () => openLimitForm(null) }),
     ),
     el("div", { class: "panel" }, table, empty),
   );
@@ -447,7 +473,7 @@ function limitsPage() {
       cell("Active", "", active.root),
       cell("Now", "", usage.root),
       counters,
-      cell("Actions", "", actionButtons(name, { small: true })),
+      cell("Actions", "admin-only", actionButtons(name, { small: true })),
     );
     return {
       tr,
