@@ -114,7 +114,8 @@ async fn a_ticket_waited_on_again_keeps_its_place_in_the_quota() {
     server.token = Some(ADMIN.into());
     server.release(&held).await;
     server.token = Some(CLIENT.into());
-    let (status, granted) = server.post(&path, wait).await;
+    // Answered once the grant is on disk: wait for it, not a millisecond.
+    let (status, granted) = server.post(&path, json!({"wait_seconds": 10})).await;
     assert_eq!(status, StatusCode::OK, "{granted}");
     server.token = Some(ADMIN.into());
     let _ = server
