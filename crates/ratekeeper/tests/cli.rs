@@ -306,28 +306,16 @@ fn the_server_logs_one_json_line_per_request_with_its_route_and_never_a_token() 
     use std::io::{BufRead, BufReader};
     use std::process::Stdio;
     let dir = tempfile::tempdir().unwrap();
-    let mut child = Command::new(BIN)
-        .args(["serve", "--addr", "127.0.0.1:0", "--durability", "memory"])
-        .args(["--log-format", "json"])
+    let mut child = common::serve_command(dir.path())
+        .args(["--durability", "memory", "--log-format", "json"])
         .env("RATEKEEPER_LOG", "info")
-        .env_remove("RATEKEEPER_ADMIN_TOKEN")
-        .env_remove("RATEKEEPER_CLIENT_TOKEN")
-        .current_dir(dir.path())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut first = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut first)
-        .unwrap();
+    let (first, url) = common::url_line(&mut child);
     assert!(first.starts_with("ratekeeper "), "{first}");
     assert!(first.contains("no tokens"), "{first}");
-    let url = first
-        .split_whitespace()
-        .find(|w| w.starts_with("http://"))
-        .unwrap()
-        .to_owned();
     let missing = cli(&url, &["limit", "inspect", "no-such-limit"]);
     assert_eq!(missing.status.code(), Some(1));
     let _ = Command::new("curl")
@@ -367,7 +355,6 @@ fn the_server_logs_one_json_line_per_request_with_its_route_and_never_a_token() 
 
 #[test]
 fn the_server_listens_on_a_host_name_and_refuses_an_address_without_a_port() {
-    use std::io::{BufRead, BufReader};
     use std::process::Stdio;
     let dir = tempfile::tempdir().unwrap();
     let serve = |addr: &str| {
@@ -382,14 +369,8 @@ fn the_server_listens_on_a_host_name_and_refuses_an_address_without_a_port() {
             .unwrap()
     };
     let mut named = serve("localhost:0");
-    let mut line = String::new();
-    BufReader::new(named.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let url = line
-        .split_whitespace()
-        .find(|w| w.starts_with("http://"))
-        .unwrap_or_else(|| panic!("{line}"))
+    let url = common::url_line(&mut named)
+        .1
         .replace("127.0.0.1", "localhost");
     let listed = cli(&url, &["limit", "ls"]);
     assert!(listed.status.success(), "{}", stderr(&listed));

@@ -12,9 +12,7 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
@@ -33,43 +31,19 @@ fn libfaketime() -> Option<PathBuf> {
 
 /// A durable server whose wall clock is the real one moved by the offset
 /// in `offset_file` (read at every call, so it can be changed under it).
-struct SteppedServer {
-    child: Child,
-    url: String,
-}
+struct SteppedServer(common::ServerProcess);
 
 impl SteppedServer {
     fn start(lib: &Path, offset_file: &Path, data: &Path) -> Self {
-        let mut child = Command::new(common::BIN)
-            .args(["serve", "--addr", "127.0.0.1:0", "--data-dir"])
-            .arg(data)
+        let mut command = common::serve_command(data);
+        command
             .env("LD_PRELOAD", lib)
             .env("FAKETIME_TIMESTAMP_FILE", offset_file)
             .env("FAKETIME_NO_CACHE", "1")
             // A real step moves the wall clock only.
-            .env("FAKETIME_DONT_FAKE_MONOTONIC", "1")
-            .env_remove("RATEKEEPER_ADMIN_TOKEN")
-            .env_remove("RATEKEEPER_CLIENT_TOKEN")
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let url = line
-            .split_whitespace()
-            .find(|word| word.starts_with("http://"))
-            .unwrap_or_else(|| panic!("no address in {line:?}"))
-            .to_owned();
-        SteppedServer { child, url }
-    }
-}
-
-impl Drop for SteppedServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+            .env("FAKETIME_DONT_FAKE_MONOTONIC", "1");
+        let server = common::ServerProcess::spawn(command);
+        SteppedServer(server)
     }
 }
 
@@ -118,7 +92,7 @@ async fn wall_clock_steps_neither_end_live_leases_nor_lengthen_dead_ones() {
     let data = scratch.path().join("data");
     let http = reqwest::Client::new();
     let server = SteppedServer::start(&lib, &offset, &data);
-    let url = server.url.clone();
+    let url = server.0.url.clone();
     for (name, slots, decay) in [("held", 1, 0.0), ("paced", 2, 0.01), ("short", 1, 0.0)] {
         let body = json!({"name": name, "slots": slots, "slot_decay_per_second": decay});
         assert_eq!(
@@ -180,7 +154,7 @@ async fn wall_clock_steps_neither_end_live_leases_nor_lengthen_dead_ones() {
     drop(server);
     step(&offset, 7200);
     let server = SteppedServer::start(&lib, &offset, &data);
-    let url = server.url.clone();
+    let url = server.0.url.clone();
     assert_eq!(
         try_take(&http, &url, "held", "concurrency").await,
         StatusCode::TOO_MANY_REQUESTS
@@ -192,7 +166,7 @@ async fn wall_clock_steps_neither_end_live_leases_nor_lengthen_dead_ones() {
     let server = SteppedServer::start(&lib, &offset, &data);
     let asked = Instant::now();
     let body = json!({"names": ["short"], "timeout_seconds": 10, "lease_seconds": 1});
-    let (status, answer) = post(&http, &format!("{}/v1/acquire", server.url), body).await;
+    let (status, answer) = post(&http, &format!("{}/v1/acquire", server.0.url), body).await;
     assert_eq!(status, StatusCode::OK, "{answer}");
     assert!(
         asked.elapsed() < Duration::from_secs(3),

@@ -25,10 +25,7 @@ const CLIENTS: usize = 12;
 /// Kill-and-restart rounds: 4 in the suite; `scripts/torture` runs 100
 /// (`RATEKEEPER_CRASH_ROUNDS`).
 fn rounds() -> usize {
-    std::env::var("RATEKEEPER_CRASH_ROUNDS")
-        .ok()
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(4)
+    common::rounds("RATEKEEPER_CRASH_ROUNDS", 4)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

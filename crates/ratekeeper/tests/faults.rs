@@ -26,10 +26,16 @@ const CLIENTS: usize = 8;
 const LEASE_SECONDS: f64 = 2.0;
 
 fn rounds() -> usize {
-    std::env::var("RATEKEEPER_FAULT_ROUNDS")
-        .ok()
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(3)
+    common::rounds("RATEKEEPER_FAULT_ROUNDS", 3)
+}
+
+/// Two `ratekeeper serve` on `redis`, with the shared limit made.
+async fn two_servers_on(redis: &RedisServer, dir: &tempfile::TempDir) -> Vec<ServerProcess> {
+    let servers: Vec<_> = (0..2)
+        .map(|_| ServerProcess::start(dir.path(), &["--store", &redis.url()]))
+        .collect();
+    create_shared(&servers[0].url).await;
+    servers
 }
 
 async fn post(http: &reqwest::Client, url: &str, body: Value) -> Option<(StatusCode, Value)> {
@@ -144,10 +150,7 @@ async fn a_durable_server_paused_past_its_leases_never_over_admits() {
 async fn servers_on_redis_paused_past_their_claims_never_over_admit() {
     let redis = RedisServer::start();
     let dir = tempfile::tempdir().unwrap();
-    let servers: Vec<_> = (0..2)
-        .map(|_| ServerProcess::start(dir.path(), &["--store", &redis.url()]))
-        .collect();
-    create_shared(&servers[0].url).await;
+    let servers = two_servers_on(&redis, &dir).await;
     under_faults(
         servers.iter().map(|s| s.url.clone()).collect(),
         "SIGSTOP pauses of one of two servers on Redis, each past its 3 s claim",
@@ -165,10 +168,7 @@ async fn servers_on_redis_paused_past_their_claims_never_over_admit() {
 async fn redis_killed_under_load_with_its_append_only_file_never_over_admits() {
     let mut redis = RedisServer::start();
     let dir = tempfile::tempdir().unwrap();
-    let servers: Vec<_> = (0..2)
-        .map(|_| ServerProcess::start(dir.path(), &["--store", &redis.url()]))
-        .collect();
-    create_shared(&servers[0].url).await;
+    let servers = two_servers_on(&redis, &dir).await;
     under_faults(
         servers.iter().map(|s| s.url.clone()).collect(),
         "kill -9 of Redis (appendfsync always) under two servers",

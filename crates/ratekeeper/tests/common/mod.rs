@@ -20,24 +20,16 @@ impl ServerProcess {
     /// Starts the server on port 0 with `data_dir` and waits for the line
     /// that names its address.
     pub fn start(data_dir: &Path, extra: &[&str]) -> Self {
-        let mut child = Command::new(BIN)
-            .args(["serve", "--addr", "127.0.0.1:0", "--data-dir"])
-            .arg(data_dir)
-            .args(extra)
-            .env_remove("RATEKEEPER_ADMIN_TOKEN")
-            .env_remove("RATEKEEPER_CLIENT_TOKEN")
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let url = line
-            .split_whitespace()
-            .find(|word| word.starts_with("http://") || word.starts_with("https://"))
-            .unwrap_or_else(|| panic!("no address in {line:?}"))
-            .to_owned();
+        let mut command = serve_command(data_dir);
+        command.args(extra);
+        ServerProcess::spawn(command)
+    }
+
+    /// Spawns `command` (a `ratekeeper serve`, see [`serve_command`]) and
+    /// waits for the line that names its address.
+    pub fn spawn(mut command: Command) -> Self {
+        let mut child = command.stdout(Stdio::piped()).spawn().unwrap();
+        let url = url_line(&mut child).1;
         ServerProcess { child, url }
     }
 
@@ -46,6 +38,42 @@ impl ServerProcess {
         self.child.kill().unwrap();
         self.child.wait().unwrap();
     }
+}
+
+/// `ratekeeper serve` on 127.0.0.1 port 0 with `data_dir`, without the
+/// tokens of the environment; add arguments, then spawn it.
+pub fn serve_command(data_dir: &Path) -> Command {
+    let mut command = Command::new(BIN);
+    command
+        .args(["serve", "--addr", "127.0.0.1:0", "--data-dir"])
+        .arg(data_dir)
+        .env_remove("RATEKEEPER_ADMIN_TOKEN")
+        .env_remove("RATEKEEPER_CLIENT_TOKEN");
+    command
+}
+
+/// Reads a started server's first line from its piped stdout: the line,
+/// and the `http://` or `https://` address it names.
+pub fn url_line(child: &mut Child) -> (String, String) {
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().expect("stdout is piped"))
+        .read_line(&mut line)
+        .unwrap();
+    let url = line
+        .split_whitespace()
+        .find(|word| word.starts_with("http://") || word.starts_with("https://"))
+        .unwrap_or_else(|| panic!("no address in {line:?}"))
+        .to_owned();
+    (line, url)
+}
+
+/// How many rounds a fault test runs: `variable` if set (the long runs of
+/// `scripts/torture`), else `default`.
+pub fn rounds(variable: &str, default: usize) -> usize {
+    std::env::var(variable)
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(default)
 }
 
 impl Drop for ServerProcess {
