@@ -419,3 +419,58 @@ test("a read-only token sees no write controls, and deactivating asks first", as
     await server.stop();
   }
 });
+
+/** A reverse proxy on port 0 that serves `server` under `/prefix/`, as
+ *  nginx's `location /prefix/ { proxy_pass http://server/; }` would. */
+async function prefixProxy(server, prefix) {
+  const http = await import("node:http");
+  const target = new URL(server.url);
+  const proxy = http.createServer((request, response) => {
+    if (!request.url.startsWith(`${prefix}/`)) {
+      response.writeHead(404).end("not under the prefix");
+      return;
+    }
+    // The proxy is the server's own site to the browser: pass the request
+    // on as the server's own host, as a proxy configured for it would.
+    const { origin, ...headers } = request.headers;
+    const upstream = http.request(
+      {
+        host: target.hostname,
+        port: target.port,
+        method: request.method,
+        path: request.url.slice(prefix.length),
+        headers: { ...headers, host: target.host },
+      },
+      (answer) => {
+        response.writeHead(answer.statusCode, answer.headers);
+        answer.pipe(response);
+      },
+    );
+    request.pipe(upstream);
+  });
+  await new Promise((resolve) => proxy.listen(0, "127.0.0.1", resolve));
+  return {
+    url: `http://127.0.0.1:${proxy.address().port}${prefix}/`,
+    close: () => new Promise((resolve) => { proxy.closeAllConnections(); proxy.close(resolve); }),
+  };
+}
+
+test("behind a reverse proxy under a path prefix, the page and its live data work", async () => {
+  const server = await startServer();
+  await createLimit(server, "proxied", 2);
+  const proxy = await prefixProxy(server, "/ratekeeper");
+  const { page, close } = await open(proxy.url);
+  try {
+    await page.getByRole("link", { name: "proxied" }).waitFor();
+    await page.getByRole("status").filter({ hasText: "live" }).waitFor();
+    // A change made elsewhere arrives over the proxied event stream.
+    await acquire(server, "proxied", "elsewhere");
+    const held = page.locator('tr[data-name="proxied"] .usage-text');
+    await until(async () => (await held.textContent()).startsWith("1/2"), "the row shows 1 held");
+    await shot(page, "behind-a-path-prefix");
+  } finally {
+    await close();
+    await proxy.close();
+    await server.stop();
+  }
+});

@@ -104,13 +104,20 @@ class ApiError extends Error {
   }
 }
 
+/** An API path as a URL relative to the page, so that the UI and the API
+ *  work behind a reverse proxy that serves them under a path prefix
+ *  (`https://host/ratekeeper/`). */
+function relative(path) {
+  return path.replace(/^\//, "");
+}
+
 async function api(method, path, body) {
   const headers = { accept: "application/json" };
   if (body !== undefined) headers["content-type"] = "application/json";
   if (store.token) headers.authorization = `Bearer ${store.token}`;
   let response;
   try {
-    response = await fetch(path, {
+    response = await fetch(relative(path), {
       method,
       headers,
       body: body === undefined ? undefined : JSON.stringify(body),
@@ -171,7 +178,7 @@ async function connect() {
     return;
   }
   const query = store.token ? `?access_token=${encodeURIComponent(store.token)}` : "";
-  const source = new EventSource(`/v1/events${query}`);
+  const source = new EventSource(relative(`/v1/events${query}`));
   const on = (kind, handle) =>
     source.addEventListener(kind, (event) => handle(JSON.parse(event.data)));
   source.addEventListener("open", () => setConnection("live"));
