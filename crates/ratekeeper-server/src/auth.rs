@@ -88,11 +88,18 @@ impl Tokens {
     pub fn new(tokens: Vec<Token>) -> Result<Self, String> {
         for token in &tokens {
             let len = token.secret.chars().count();
-            if len < MIN_TOKEN_LEN || token.secret.chars().any(char::is_whitespace) {
+            let scope = format!("{:?}", token.scope).to_lowercase();
+            let fault = if token.secret.chars().any(char::is_whitespace) {
+                Some(format!("an {scope} token has a space in it"))
+            } else if len < MIN_TOKEN_LEN {
+                Some(format!("an {scope} token has {len}"))
+            } else {
+                None
+            };
+            if let Some(fault) = fault {
                 return Err(format!(
                     "a token must be at least {MIN_TOKEN_LEN} characters without spaces \
-                     (a {:?} token has {len}); make one with `openssl rand -hex 16`",
-                    token.scope
+                     ({fault}); make one with `openssl rand -hex 16`"
                 ));
             }
             if token.max_tickets == Some(0) || token.max_leases == Some(0) {

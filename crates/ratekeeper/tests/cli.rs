@@ -405,3 +405,51 @@ fn completions_and_manual_pages_come_from_the_same_flags_as_help() {
     let unknown = Command::new(BIN).args(["man", "nope"]).output().unwrap();
     assert_eq!(unknown.status.code(), Some(2));
 }
+
+#[test]
+fn the_systemd_unit_verifies_and_its_example_config_refuses_to_start_until_edited() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let dir = tempfile::tempdir().unwrap();
+    if Command::new("systemd-analyze")
+        .arg("--version")
+        .output()
+        .is_ok()
+    {
+        let unit = std::fs::read_to_string(root.join("deploy/systemd/ratekeeper.service")).unwrap();
+        let unit_path = dir.path().join("ratekeeper.service");
+        std::fs::write(&unit_path, unit.replace("/usr/local/bin/ratekeeper", BIN)).unwrap();
+        let verified = Command::new("systemd-analyze")
+            .arg("verify")
+            .arg(&unit_path)
+            .output()
+            .unwrap();
+        assert!(verified.status.success(), "{}", stderr(&verified));
+    } else {
+        eprintln!("systemd-analyze is not installed: the unit is not verified");
+    }
+    let example = root.join("deploy/systemd/ratekeeper.toml");
+    let refused = common::serve_command(&dir.path().join("data"))
+        .arg("--config")
+        .arg(&example)
+        .output()
+        .unwrap();
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(
+        stderr(&refused).contains("has a space in it"),
+        "{}",
+        stderr(&refused)
+    );
+    let edited = std::fs::read_to_string(&example)
+        .unwrap()
+        .replace("CHANGE ME admin", "0123456789abcdef0123456789abcdef")
+        .replace("CHANGE ME client", "fedcba9876543210fedcba9876543210")
+        .replace("0.0.0.0:7171", "127.0.0.1:0");
+    let config = dir.path().join("ratekeeper.toml");
+    std::fs::write(&config, edited).unwrap();
+    let server = common::ServerProcess::spawn({
+        let mut command = common::serve_command(&dir.path().join("data"));
+        command.arg("--config").arg(&config);
+        command
+    });
+    assert!(server.url.starts_with("http://127.0.0.1:"));
+}
