@@ -474,3 +474,27 @@ test("behind a reverse proxy under a path prefix, the page and its live data wor
     await server.stop();
   }
 });
+
+test("when the server goes away the figures are greyed and a banner says since when", async () => {
+  const server = await startServer();
+  await createLimit(server, "open", 2);
+  await createLimit(server, "shut", 0);
+  const { page, close } = await open(server.url);
+  try {
+    await page.getByRole("status").filter({ hasText: "live" }).waitFor();
+    // A limit of 0 slots says it is closed.
+    const shutSlots = page.locator('tr[data-name="shut"] td[data-label="Slots"]');
+    await until(async () => (await shutSlots.textContent()) === "0 (closed)", "the closed limit says so");
+    const banner = page.locator("#stale");
+    assert.equal(await banner.isVisible(), false);
+    await server.stop();
+    await banner.waitFor({ state: "visible" });
+    assert.match(await banner.textContent(), /Not connected to the server since .*\((just now|\d+ s ago)\)/);
+    // The banner counts the time since.
+    await until(async () => /\d+ s ago/.test(await banner.textContent()), "the banner says how long ago");
+    assert.equal(await page.locator("body").getAttribute("data-stale"), "true");
+    await shot(page, "server-gone");
+  } finally {
+    await close();
+  }
+});

@@ -150,6 +150,28 @@ function setConnection(state, text) {
   const node = $("#connection");
   node.dataset.state = state;
   setText(node, text ?? { live: "live", connecting: "connecting…", down: "disconnected" }[state]);
+  if (state === "live") {
+    store.liveSince = Date.now();
+    store.staleSince = null;
+  } else if (store.liveSince && !store.staleSince) {
+    // Live before, not now: what is shown is as it was then.
+    store.staleSince = Date.now();
+  }
+  showStaleness();
+}
+
+/** Greys the data and says since when it has not been updated, while the
+ *  page is not connected after having been. */
+function showStaleness() {
+  const banner = $("#stale");
+  const stale = store.staleSince !== null && store.staleSince !== undefined;
+  document.body.dataset.stale = String(stale);
+  banner.hidden = !stale;
+  if (!stale) return;
+  const seconds = Math.floor((Date.now() - store.staleSince) / 1000);
+  const at = new Date(store.staleSince).toLocaleTimeString();
+  const ago = seconds < 1 ? "just now" : seconds < 60 ? `${seconds} s ago` : `${formatDuration(seconds * 1000)} ago`;
+  setText(banner, `Not connected to the server since ${at} (${ago}): the figures below are as they were then. Reconnecting…`);
 }
 
 let reconnectTimer = null;
@@ -486,7 +508,7 @@ function limitsPage() {
       tr,
       update(entry) {
         const { limit } = entry;
-        setText(slots, formatNumber(limit.slots));
+        setText(slots, limit.slots === 0 ? "0 (closed)" : formatNumber(limit.slots));
         setText(decay, isRateLimit(limit) ? formatNumber(limit.slot_decay_per_second) : "–");
         active.update(limit);
         usage.update(entry);
@@ -884,6 +906,7 @@ window.addEventListener("hashchange", () => {
 setInterval(() => {
   sample();
   scheduleUpdate();
+  showStaleness();
 }, 1000);
 updateTokenButton();
 route();
