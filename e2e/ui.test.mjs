@@ -142,17 +142,21 @@ test("a limit is created, edited, toggled, reset and deleted through the page", 
 
     // Create, first with a name the server refuses: its message appears
     // beside the field, and nothing is created.
+    // Every field's problem at once, in words, beside the field.
     await page.getByRole("button", { name: "New limit" }).click();
     const create = page.getByRole("dialog", { name: "New limit" });
     await create.getByLabel("Name").fill("vendor api");
-    await create.getByLabel("Slots", { exact: true }).fill("3");
+    await create.getByLabel("Slots", { exact: true }).fill("-3");
     await create.getByRole("button", { name: "Create" }).click();
     const nameError = page.locator("#f-name-error");
     await nameError.waitFor({ state: "visible" });
-    assert.match(await nameError.textContent(), /contains ' ' at position 6/);
+    assert.match(await nameError.textContent(), /letters, digits and \. _ - : only, not “ ”/);
+    assert.match(await page.locator("#f-slots-error").textContent(), /Slots are a whole number, 0 or more, not “-3”/);
     assert.equal(await create.getByLabel("Name").getAttribute("aria-invalid"), "true");
+    assert.equal(await create.getByLabel("Slots", { exact: true }).getAttribute("aria-invalid"), "true");
     await shot(page, "create-refused");
     assert.deepEqual((await call(server, "GET", "/v1/limits")).body, []);
+    await create.getByLabel("Slots", { exact: true }).fill("3");
 
     await create.getByLabel("Name").fill("vendor-api");
     await create.getByLabel("Description").fill("calls to the vendor");
@@ -173,7 +177,7 @@ test("a limit is created, edited, toggled, reset and deleted through the page", 
     await edit.getByRole("button", { name: "Save" }).click();
     const slotsError = page.locator("#f-slots-error");
     await slotsError.waitFor({ state: "visible" });
-    assert.match(await slotsError.textContent(), /slots/);
+    assert.match(await slotsError.textContent(), /Slots are a whole number, 0 or more, not “lots”/);
     assert.equal((await call(server, "GET", "/v1/limits/vendor-api")).body.slots, 3);
     await edit.getByLabel("Slots", { exact: true }).fill("5");
     await edit.getByRole("button", { name: "Save" }).click();

@@ -777,14 +777,57 @@ function clearFormErrors() {
   $("#limit-form-error").hidden = true;
 }
 
+/** What is wrong with the form's fields, in words a person uses: field ->
+ *  sentence, every field at once. The server checks again; these are the
+ *  same rules (names, bounds) told before asking it. */
+function formProblems(creating) {
+  const problems = {};
+  if (creating) {
+    const name = $("#f-name").value.trim();
+    const bad = [...name].find((c) => !/[A-Za-z0-9._:-]/.test(c));
+    if (name === "") problems.name = "Give the limit a name.";
+    else if (name.length > 128) problems.name = `A name has at most 128 characters; this one has ${name.length}.`;
+    else if (bad !== undefined) problems.name = `A name may hold letters, digits and . _ - : only, not “${bad}”.`;
+    else if (name === "." || name === "..") problems.name = "“.” and “..” cannot be names.";
+  }
+  const slots = $("#f-slots").value.trim();
+  if (slots === "") {
+    if (creating) problems.slots = "Say how many slots: a whole number, 0 or more.";
+  } else if (!/^\d+$/.test(slots)) {
+    problems.slots = `Slots are a whole number, 0 or more, not “${slots}”.`;
+  } else if (Number(slots) > 1e15) {
+    problems.slots = "Slots can be at most 1 000 000 000 000 000.";
+  }
+  const decay = $("#f-slot_decay_per_second").value.trim();
+  if (decay !== "" && !(Number.isFinite(Number(decay)) && Number(decay) >= 0)) {
+    problems.slot_decay_per_second = `Decay is a number of slots per second, 0 or more, not “${decay}”.`;
+  } else if (Number(decay) > 1e9) {
+    problems.slot_decay_per_second = "Decay can be at most 1 000 000 000 per second.";
+  }
+  if (new TextEncoder().encode($("#f-description").value).length > 1024) {
+    problems.description = "A description has at most 1 024 bytes.";
+  }
+  return problems;
+}
+
+/** Shows each problem next to its field, and focuses the first. */
+function showFormProblems(problems) {
+  let first = null;
+  for (const [field, text] of Object.entries(problems)) {
+    const input = $(`#f-${field}`);
+    input.setAttribute("aria-invalid", "true");
+    const message = $(`#f-${field}-error`);
+    message.textContent = text;
+    message.hidden = false;
+    first ??= input;
+  }
+  first?.focus();
+}
+
 function showFormError(error) {
   const input = error.field && FIELDS.includes(error.field) ? $(`#f-${error.field}`) : null;
   if (input) {
-    input.setAttribute("aria-invalid", "true");
-    const message = $(`#f-${error.field}-error`);
-    message.textContent = error.message;
-    message.hidden = false;
-    input.focus();
+    showFormProblems({ [error.field]: error.message });
   } else {
     const message = $("#limit-form-error");
     message.textContent = error.message;
@@ -822,6 +865,11 @@ function numberField(id) {
 async function submitLimitForm(event) {
   event.preventDefault();
   clearFormErrors();
+  const problems = formProblems(editing === null);
+  if (Object.keys(problems).length > 0) {
+    showFormProblems(problems);
+    return;
+  }
   const body = {
     slots: numberField("#f-slots"),
     slot_decay_per_second: numberField("#f-slot_decay_per_second"),
