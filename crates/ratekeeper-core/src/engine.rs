@@ -569,9 +569,7 @@ impl Engine {
         request.check()?;
         let mut found = SmallVec::<[Option<LimitId>; 2]>::new();
         for (i, &name) in names.iter().enumerate() {
-            if names[..i].contains(&name) {
-                return Err(AcquireError::DuplicateName { name: name.into() });
-            }
+            request.check_repeat(i)?;
             let id = self.by_name.get(name).copied();
             if id.is_none() {
                 name::validate(name)?;

@@ -150,7 +150,8 @@ pub(crate) struct Lease {
     pub expires_at: Timestamp,
 }
 
-pub(crate) fn check_ttl(ttl: Duration) -> Result<(), LeaseError> {
+/// Refuses a lease TTL outside [`MIN_LEASE_TTL`]..=[`MAX_LEASE_TTL`].
+pub fn check_ttl(ttl: Duration) -> Result<(), LeaseError> {
     if (MIN_LEASE_TTL..=MAX_LEASE_TTL).contains(&ttl) {
         Ok(())
     } else {

@@ -83,7 +83,7 @@ pub use error::{AcquireError, LeaseError, LimitError, NameError};
 pub use journal::{Change, LimitRecord, Records, RestoreError};
 pub use lease::{
     DEFAULT_LEASE_TTL, LeaseGrant, LeaseId, LeaseView, MAX_LEASE_TTL, MIN_LEASE_TTL,
-    ParseLeaseIdError, Permit,
+    ParseLeaseIdError, Permit, check_ttl,
 };
 pub use limit::{
     Counters, LimitPatch, LimitSpec, LimitView, MAX_DECAY, MAX_DESCRIPTION_LEN, MAX_DRAIN_SECONDS,

@@ -83,8 +83,10 @@ impl<'a> AcquireRequest<'a> {
     }
 
     /// Checks what does not depend on any limit: how many names, `occupy`,
-    /// and a lease's TTL and holder. (Each name is checked as it is looked
-    /// up.)
+    /// and a lease's TTL and holder. (The engine checks each name as it
+    /// looks it up, [`check_repeat`](Self::check_repeat) first;
+    /// [`check_names`](Self::check_names) checks them all, for a store that
+    /// cannot look them up first.)
     pub fn check(&self) -> Result<(), AcquireError> {
         let names = self.names;
         if names.is_empty() || names.len() > MAX_NAMES_PER_REQUEST {
@@ -101,6 +103,28 @@ impl<'a> AcquireRequest<'a> {
             if len > MAX_HOLDER_LEN {
                 return Err(AcquireError::HolderTooLong { len });
             }
+        }
+        Ok(())
+    }
+}
+
+impl AcquireRequest<'_> {
+    /// Refuses the `i`-th name if an earlier one is the same.
+    pub fn check_repeat(&self, i: usize) -> Result<(), AcquireError> {
+        let name = self.names[i];
+        if self.names[..i].contains(&name) {
+            return Err(AcquireError::DuplicateName { name: name.into() });
+        }
+        Ok(())
+    }
+
+    /// [`check`](Self::check), then each name in turn: not repeated, and
+    /// of the allowed form (what the engine checks as it looks names up).
+    pub fn check_names(&self) -> Result<(), AcquireError> {
+        self.check()?;
+        for (i, name) in self.names.iter().enumerate() {
+            self.check_repeat(i)?;
+            crate::name::validate(name)?;
         }
         Ok(())
     }

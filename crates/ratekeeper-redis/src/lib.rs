@@ -41,8 +41,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use ratekeeper_backend::{AcquireSpec, Backend, Error, Event, Granted, LimitDetail, Waiting};
 use ratekeeper_core::{
-    AcquireError, LeaseError, LeaseGrant, LeaseId, LeaseView, LimitName, LimitPatch, LimitSpec,
-    LimitView, MAX_LEASE_TTL, MIN_LEASE_TTL, Mode, Timestamp,
+    AcquireError, LeaseGrant, LeaseId, LeaseView, LimitPatch, LimitSpec, LimitView, Mode, Timestamp,
 };
 use serde::de::DeserializeOwned;
 use tokio::sync::{broadcast, oneshot, watch};
@@ -710,20 +709,11 @@ fn unexpected<T: std::fmt::Debug>(reply: &Reply<T>) -> Error {
 }
 
 /// Checks what the engine checks before looking at any limit.
+/// The engine's own checks of a request, made before any script runs: the
+/// names cannot be looked up first here.
 fn check_acquire(spec: &AcquireSpec) -> Result<(), Error> {
     let names: Vec<&str> = spec.names.iter().map(String::as_str).collect();
-    let request = spec.request(&names);
-    request.check()?;
-    for (i, name) in names.iter().enumerate() {
-        if names[..i].contains(name) {
-            return Err(AcquireError::DuplicateName {
-                name: (*name).into(),
-            }
-            .into());
-        }
-        LimitName::new(name).map_err(AcquireError::from)?;
-    }
-    Ok(())
+    Ok(spec.request(&names).check_names()?)
 }
 
 fn granted(grant: reply::Grant) -> Result<Granted, Error> {
@@ -1037,15 +1027,7 @@ async fn heartbeat_loop(weak: Weak<Inner>) {
 }
 
 fn check_ttl(ttl: Option<Duration>) -> Result<(), Error> {
-    match ttl {
-        Some(ttl) if !(MIN_LEASE_TTL..=MAX_LEASE_TTL).contains(&ttl) => {
-            Err(LeaseError::InvalidTtl {
-                millis: ttl.as_millis(),
-            }
-            .into())
-        }
-        _ => Ok(()),
-    }
+    Ok(ttl.map(ratekeeper_core::check_ttl).transpose().map(drop)?)
 }
 
 impl Backend for RedisBackend {
