@@ -90,6 +90,7 @@ pub enum Event {
 
 /// Why an operation failed.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
 pub enum Error {
     /// A limit operation was refused.
     #[error(transparent)]

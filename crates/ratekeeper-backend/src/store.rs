@@ -70,6 +70,7 @@ const LOG_PREALLOCATE: u64 = CHECKPOINT_BYTES + (1 << 20);
 
 /// The durable store could not be opened or written.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum StoreError {
     /// The data directory or database file could not be opened or read.
     #[error("cannot open the store at {path}: {reason}")]

@@ -4,6 +4,7 @@ use ratekeeper_api::ErrorCode;
 
 /// An error from the client or the server.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum Error {
     /// A named limit does not exist (`limit_not_found`).
     #[error("{0}")]

@@ -8,6 +8,7 @@ use thiserror::Error;
 
 /// Why a limit name was refused.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[non_exhaustive]
 pub enum NameError {
     /// The name has no characters.
     #[error("limit name is empty")]
@@ -42,6 +43,7 @@ pub enum NameError {
 
 /// Why creating, changing or looking up a limit failed.
 #[derive(Debug, Clone, PartialEq, Error)]
+#[non_exhaustive]
 pub enum LimitError {
     /// The name is not a valid limit name.
     #[error(transparent)]
@@ -123,6 +125,7 @@ impl LimitError {
 
 /// Why an acquire was refused or ended without a grant.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[non_exhaustive]
 pub enum AcquireError {
     /// The request names no limit, or more than [`crate::MAX_NAMES_PER_REQUEST`].
     #[error("a request must name between 1 and {max} limits, got {count}", max = crate::MAX_NAMES_PER_REQUEST)]
@@ -220,6 +223,7 @@ impl AcquireError {
 /// Both failures are loud on purpose: a silent no-op would hide from the
 /// holder that it is no longer protected by the limit.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[non_exhaustive]
 pub enum LeaseError {
     /// The lease expired, was released already, or never existed.
     #[error("the lease has expired or does not exist")]

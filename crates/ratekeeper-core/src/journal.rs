@@ -65,6 +65,7 @@ pub struct Records {
 
 /// A record could not be restored.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
 pub enum RestoreError {
     /// A stored limit breaks a rule of limits (name, slots, decay,
     /// description) or its name appears twice.

@@ -52,6 +52,9 @@ fn family(err: &Error) -> &'static str {
         Error::Unauthorized { .. } => "unauthorized",
         Error::QuotaExceeded(_) => "quota_exceeded",
         Error::Unavailable(_) | Error::Connect { .. } | Error::Protocol(_) => "unavailable",
+        // A kind of error newer than this table: by its code's class, or
+        // InvalidRequest.
+        _ => "invalid",
     }
 }
 
