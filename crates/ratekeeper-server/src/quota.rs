@@ -14,6 +14,11 @@ use ratekeeper_core::LeaseId;
 use serde::Deserialize;
 
 use crate::error::ApiError;
+
+/// The longest a lease lives without renewal, in milliseconds: a lease
+/// granted now expiring at `t` tells that every lease expiring before
+/// `t - MAX_TTL_MILLIS` is over.
+const MAX_TTL_MILLIS: u64 = ratekeeper_core::MAX_LEASE_TTL.as_millis() as u64;
 use ratekeeper_api::ErrorCode;
 
 /// How much one token may hold at once.
@@ -99,9 +104,19 @@ impl Quota {
         Ok(hold)
     }
 
-    /// Counts a lease granted to this token, until `expires_at`.
+    /// Counts a lease granted to this token, until `expires_at`. A token
+    /// without a lease quota keeps no count (which would only grow).
     pub fn granted(&self, id: LeaseId, expires_at: u64) {
-        self.lock().insert(id, expires_at);
+        if self.limits.max_leases == usize::MAX {
+            return;
+        }
+        let mut leases = self.lock();
+        // Forget expired ones now and then, so that the count stays near
+        // what is held even when nobody asks for more.
+        if leases.len() >= 1024 && leases.len().is_power_of_two() {
+            leases.retain(|_, expires| *expires > expires_at.saturating_sub(MAX_TTL_MILLIS));
+        }
+        leases.insert(id, expires_at);
     }
 
     /// Moves the expiry of one of this token's leases.
@@ -171,6 +186,15 @@ mod tests {
         drop(first);
         assert!(quota.check(0).is_ok());
         assert!(quota.park().is_ok());
+    }
+
+    #[test]
+    fn a_token_without_a_lease_quota_keeps_no_count() {
+        let quota = Quota::new(QuotaLimits::UNBOUNDED);
+        for n in 0..10_000 {
+            quota.granted(id(n), 1_000);
+        }
+        assert!(quota.lock().is_empty());
     }
 
     #[test]
