@@ -74,17 +74,12 @@ impl Embedded {
         }
     }
 
-    /// Waits until every change made so far is durable. A change that the
-    /// store failed to write is not undone: it stays in memory and is
-    /// written once the store can write again (lost if the server stops
-    /// first), and its caller is told so.
-    async fn durable(&self) -> Result<(), Error> {
+    /// Waits until every change made so far is durable; `then` says what
+    /// became of the caller's change if the store failed to write it.
+    async fn durable(&self, then: &str) -> Result<(), Error> {
         match &self.store {
             Some(store) => store.durable().await.map_err(|reason| Error::Unavailable {
-                reason: format!(
-                    "{reason}; the change is not stored yet: it is written once the store \
-                     can write again, and lost if the server stops first"
-                ),
+                reason: format!("{reason}; {then}"),
             }),
             None => Ok(()),
         }
@@ -111,7 +106,13 @@ impl Embedded {
     {
         self.writable()?;
         let value = self.driver.apply(operation)?;
-        self.durable().await?;
+        // Not undone: it stays in memory and is written once the store can
+        // write again, and its caller is told so.
+        self.durable(
+            "the change is not stored yet: it is written once the store can write again, \
+             and lost if the server stops first",
+        )
+        .await?;
         Ok(value)
     }
 }
@@ -187,7 +188,9 @@ impl Backend for Embedded {
                 driver: &backend.driver,
                 lease,
             };
-            backend.durable().await?;
+            backend
+                .durable("the grant could not be stored and was given back; ask again")
+                .await?;
             give_back.defuse();
             Ok(Granted {
                 lease,
@@ -215,7 +218,8 @@ impl Backend for Embedded {
     }
 
     async fn flush(&self) -> Result<(), Error> {
-        self.durable().await
+        self.durable("changes made since the last write are not stored")
+            .await
     }
 
     async fn health(&self) -> Result<(), Error> {
