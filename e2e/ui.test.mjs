@@ -502,3 +502,32 @@ test("when the server goes away the figures are greyed and a banner says since w
     await close();
   }
 });
+
+test("a queue whose head needs more than is free says why everyone waits", async () => {
+  const server = await startServer();
+  await createLimit(server, "pool", 3);
+  const { status } = await call(server, "POST", "/v1/acquire", { names: ["pool"], occupy: 2, holder: "big" });
+  assert.equal(status, 200);
+  // Two waiters, left waiting inside their requests: the head needs 2
+  // with 1 free, the one behind would fit but waits its turn.
+  const pending = [];
+  for (const [i, occupy] of [2, 1].entries()) {
+    pending.push(fetch(`${server.url}/v1/acquire`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ names: ["pool"], occupy, wait_seconds: 15, timeout_seconds: 15 }),
+    }).catch(() => null));
+    await until(async () => (await call(server, "GET", "/v1/limits/pool")).body.waiting === i + 1, `${i + 1} waiting`);
+  }
+  const { page, close } = await open(`${server.url}/#/limits/pool`);
+  try {
+    const note = page.locator("#queue-note");
+    await until(async () => /needs 2 slots and 1 slot is free/.test((await note.textContent()) ?? ""), "the queue says why");
+    assert.match(await note.textContent(), /The one behind it waits too, even if it would fit/);
+    await shot(page, "head-of-line");
+  } finally {
+    await close();
+    await server.stop();
+    await Promise.all(pending);
+  }
+});

@@ -89,6 +89,26 @@ function decayingNow({ limit, seenAt }) {
   return Math.max(0, limit.decaying - limit.slot_decay_per_second * elapsed);
 }
 
+/** Why the queue waits, in words, when it is not plain to see: a closed
+ *  limit, or a head of the queue that needs more than is free (everyone
+ *  behind it waits too, first come, first served). */
+function whyWaiting(entry, waiters) {
+  if (!entry || waiters.length === 0 || !entry.limit.active) return null;
+  const { limit } = entry;
+  if (limit.slots === 0) return "This limit is closed (0 slots): every request waits until it is given slots.";
+  const free = Math.max(0, Math.floor(limit.slots - limit.held - decayingNow(entry) + 1e-9));
+  const head = waiters[0];
+  if (head.occupy <= free) return null;
+  const slots = (n) => `${formatNumber(n)} slot${n === 1 ? "" : "s"}`;
+  const rest = waiters.length - 1;
+  const behind = rest === 0
+    ? ""
+    : rest === 1
+      ? " The one behind it waits too, even if it would fit: requests are served first come, first served."
+      : ` The ${rest} behind it wait too, even those that would fit: requests are served first come, first served.`;
+  return `The first in line needs ${slots(head.occupy)} and ${slots(free)} ${free === 1 ? "is" : "are"} free.${behind}`;
+}
+
 function isRateLimit(limit) {
   return limit.slot_decay_per_second > 0;
 }
@@ -619,6 +639,7 @@ function limitPage(name) {
   const waiterRows = el("tbody");
   const leaseTitle = el("h2", { id: "leases-title" });
   const waiterTitle = el("h2", { id: "queue-title" });
+  const queueNote = el("p", { class: "hint queue-note", id: "queue-note", hidden: true });
   const body = el(
     "div",
     {},
@@ -628,7 +649,7 @@ function limitPage(name) {
     el("div", { class: "charts" }, occupancy.root, waiting.root, grants.root),
     el("section", { class: "panel", "aria-labelledby": "leases-title" }, leaseTitle,
       table(["Holder", "Slots", "Age", "Expires in", "Lease"], leaseRows)),
-    el("section", { class: "panel", "aria-labelledby": "queue-title" }, waiterTitle,
+    el("section", { class: "panel", "aria-labelledby": "queue-title" }, waiterTitle, queueNote,
       table(["Position", "Holder", "Occupy", "Mode", "Waiting for"], waiterRows)),
   );
   const missing = el("p", { class: "empty" });
@@ -712,6 +733,9 @@ function limitPage(name) {
         ])),
       );
       if (detail.waiters.length === 0) waiterRows.append(el("tr", {}, el("td", { colspan: 5, class: "empty", text: "Nobody is waiting." })));
+      const why = whyWaiting(store.limits.get(name), detail.waiters);
+      queueNote.hidden = !why;
+      setText(queueNote, why ?? "");
     },
   };
 }
