@@ -531,3 +531,28 @@ test("a queue whose head needs more than is free says why everyone waits", async
     await Promise.all(pending);
   }
 });
+
+test("the list shows how fast each limit grants now, beside its totals", async () => {
+  const server = await startServer();
+  await createLimit(server, "busy", 5);
+  const { page, close } = await open(server.url);
+  try {
+    await page.getByRole("link", { name: "busy" }).waitFor();
+    const rate = page.locator('tr[data-name="busy"] td[data-label="Grants /s"]');
+    // Grants keep coming until the page has seen them for a second or two.
+    let granting = true;
+    const load = (async () => {
+      while (granting) {
+        const lease = await acquire(server, "busy", "load");
+        await call(server, "DELETE", `/v1/leases/${lease}`);
+      }
+    })();
+    await until(async () => Number((await rate.textContent()).replace(/[^0-9.]/g, "")) > 0, "the rate shows grants");
+    granting = false;
+    await load;
+    await shot(page, "list-rates");
+  } finally {
+    await close();
+    await server.stop();
+  }
+});

@@ -346,13 +346,19 @@ function grantsPerSecond(samples) {
   return samples.slice(1).map((s, i) => Math.max(0, s.granted - samples[i].granted));
 }
 
-/** Slots admitted per second over the last RATE_WINDOW_SECONDS samples. */
-function admittedRate(samples) {
-  if (samples.length < 2) return null;
+/** How fast a counter of the samples (`granted`, `grantedSlots`) grew per
+ *  second over the last RATE_WINDOW_SECONDS samples. */
+function recentRate(samples, key) {
+  if (!samples || samples.length < 2) return null;
   const span = Math.min(RATE_WINDOW_SECONDS, samples.length - 1);
   const last = samples[samples.length - 1];
   const first = samples[samples.length - 1 - span];
-  return Math.max(0, last.grantedSlots - first.grantedSlots) / span;
+  return Math.max(0, last[key] - first[key]) / span;
+}
+
+/** Slots admitted per second over the last RATE_WINDOW_SECONDS samples. */
+function admittedRate(samples) {
+  return recentRate(samples, "grantedSlots");
 }
 
 // ---------------------------------------------------------------- rendering
@@ -470,7 +476,8 @@ function actionButtons(name, { small } = {}) {
   );
 }
 
-const COLUMNS = ["Name", "Slots", "Decay /s", "Active", "Now", "Granted", "Waited", "Expired", "Denied", "Actions"];
+const COLUMNS = ["Name", "Slots", "Decay /s", "Active", "Now", "Grants /s", "Granted", "Waited", "Expired", "Denied", "Actions"];
+const NUMERIC_COLUMNS = new Set(["Slots", "Grants /s", "Granted", "Waited", "Expired", "Denied"]);
 
 function limitsPage() {
   const filter = el("input", {
@@ -487,7 +494,7 @@ function limitsPage() {
     "table",
     { class: "cards", "aria-labelledby": "limits-title" },
     el("thead", {}, el("tr", {}, COLUMNS.map((title, i) =>
-      el("th", { scope: "col", class: i === 1 || (i >= 5 && i <= 8) ? "num" : i === COLUMNS.length - 1 ? "admin-only" : null },
+      el("th", { scope: "col", class: NUMERIC_COLUMNS.has(title) ? "num" : i === COLUMNS.length - 1 ? "admin-only" : null },
         i === COLUMNS.length - 1 ? el("span", { class: "visually-hidden", text: title }) : title)))),
     rows,
   );
@@ -512,6 +519,7 @@ function limitsPage() {
     const cell = (label, className, ...content) => el("td", { "data-label": label, class: className }, ...content);
     const slots = cell("Slots", "num");
     const decay = cell("Decay /s", "num");
+    const rate = cell("Grants /s", "num");
     const counters = ["Granted", "Waited", "Expired", "Denied"].map((label) => cell(label, "num"));
     const tr = el(
       "tr",
@@ -521,6 +529,7 @@ function limitsPage() {
       decay,
       cell("Active", "", active.root),
       cell("Now", "", usage.root),
+      rate,
       counters,
       cell("Actions", "admin-only", actionButtons(name, { small: true })),
     );
@@ -532,6 +541,8 @@ function limitsPage() {
         setText(decay, isRateLimit(limit) ? formatNumber(limit.slot_decay_per_second) : "–");
         active.update(limit);
         usage.update(entry);
+        const perSecond = recentRate(store.history.get(limit.name), "granted");
+        setText(rate, perSecond === null ? "…" : formatNumber(Math.round(perSecond * 10) / 10));
         const c = limit.counters;
         [c.granted_total, c.waited_total, c.expired_total, c.denied_total].forEach((value, i) =>
           setText(counters[i], formatNumber(value)));
