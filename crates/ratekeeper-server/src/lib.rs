@@ -37,7 +37,7 @@ pub use auth::{Scope, Token, Tokens};
 pub use listen::Budget;
 pub use origin::HostPolicy;
 pub use quota::QuotaLimits;
-pub use tls::{TlsError, TlsFiles};
+pub use tls::{ServerTls, TlsError, TlsFiles};
 
 use crate::routes::AppState;
 
@@ -61,9 +61,9 @@ pub struct ServerConfig {
     /// How many tickets may be parked at once, whoever asked; each token
     /// is also bounded by its own quota.
     pub max_tickets: usize,
-    /// Serve HTTPS with this configuration (see [`TlsFiles::load`]);
-    /// `None`: plain HTTP.
-    pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// Serve HTTPS with this configuration (see [`TlsFiles::load`]),
+    /// replaceable while the server runs; `None`: plain HTTP.
+    pub tls: Option<ServerTls>,
 }
 
 impl Default for ServerConfig {

@@ -65,10 +65,9 @@ pub async fn serve(
     listener: TcpListener,
     router: Router,
     budget: Budget,
-    tls: Option<Arc<rustls::ServerConfig>>,
+    tls: Option<crate::tls::ServerTls>,
     stopping: impl Future<Output = ()>,
 ) {
-    let tls = tls.map(tokio_rustls::TlsAcceptor::from);
     let slots = Arc::new(Semaphore::new(budget.max_connections));
     let graceful = GracefulShutdown::new();
     // HTTP/1.1 only, as every client speaks it on plain connections: an
@@ -114,10 +113,11 @@ pub async fn serve(
                     drop(slot);
                 });
             }
-            Some(acceptor) => {
+            Some(tls) => {
                 // The handshake runs in the connection's own task, within
                 // the header timeout, so a slow one holds up nobody else.
-                let (acceptor, builder) = (acceptor.clone(), builder.clone());
+                let acceptor = tokio_rustls::TlsAcceptor::from(tls.current());
+                let builder = builder.clone();
                 let watcher = graceful.watcher();
                 tokio::spawn(async move {
                     let deadline = budget.header_timeout;

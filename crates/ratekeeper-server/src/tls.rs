@@ -82,6 +82,29 @@ impl TlsFiles {
     }
 }
 
+/// The TLS configuration a server uses for each new connection, which can
+/// be replaced while it runs (new certificates on SIGHUP): connections
+/// already open keep the one they began with.
+#[derive(Debug, Clone)]
+pub struct ServerTls(Arc<std::sync::RwLock<Arc<rustls::ServerConfig>>>);
+
+impl ServerTls {
+    /// Starting with `config`.
+    pub fn new(config: Arc<rustls::ServerConfig>) -> Self {
+        ServerTls(Arc::new(std::sync::RwLock::new(config)))
+    }
+
+    /// The configuration for a connection accepted now.
+    pub fn current(&self) -> Arc<rustls::ServerConfig> {
+        Arc::clone(&self.0.read().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Uses `config` from the next connection on.
+    pub fn replace(&self, config: Arc<rustls::ServerConfig>) {
+        *self.0.write().unwrap_or_else(|p| p.into_inner()) = config;
+    }
+}
+
 /// The answer to plain HTTP sent to a TLS port.
 pub(crate) fn plain_http_on_tls() -> String {
     let body = serde_json::to_string(&crate::api::ErrorBody {

@@ -11,7 +11,9 @@ use anyhow::{Context, bail};
 use clap::{Args, ValueEnum};
 use ratekeeper_backend::{Backend, Embedded};
 use ratekeeper_redis::{MAX_PARTITIONS, Options, RedisBackend};
-use ratekeeper_server::{Budget, HostPolicy, Scope, ServerConfig, TlsFiles, Token, Tokens};
+use ratekeeper_server::{
+    Budget, HostPolicy, Scope, ServerConfig, ServerTls, TlsFiles, Token, Tokens,
+};
 use serde::Deserialize;
 
 /// Where the state lives.
@@ -158,6 +160,8 @@ struct Settings {
     /// How many partitions a new Redis store gets; `None`: the default.
     store_partitions: Option<u32>,
     insecure: bool,
+    /// Where the TLS material is, read again on SIGHUP.
+    tls: Option<TlsFiles>,
     server: ServerConfig,
 }
 
@@ -242,18 +246,18 @@ impl ServeArgs {
             self.tls_client_ca.or(file.tls_client_ca),
         ) {
             (None, None, None) => None,
-            (Some(cert), Some(key), client_ca) => Some(
-                TlsFiles {
-                    cert,
-                    key,
-                    client_ca,
-                }
-                .load()?,
-            ),
+            (Some(cert), Some(key), client_ca) => Some(TlsFiles {
+                cert,
+                key,
+                client_ca,
+            }),
             _ => bail!("TLS needs both a certificate and its key (--tls-cert and --tls-key)"),
         };
         let server = ServerConfig {
-            tls,
+            tls: match &tls {
+                Some(files) => Some(ServerTls::new(files.load()?)),
+                None => None,
+            },
             tokens: Tokens::new(tokens).map_err(anyhow::Error::msg)?,
             max_wait: match self.max_wait_seconds.or(file.max_wait_seconds) {
                 Some(s) => duration("max_wait_seconds", s)?,
@@ -307,6 +311,7 @@ impl ServeArgs {
                 .or(file.store_prefix)
                 .unwrap_or_else(|| "ratekeeper".into()),
             store_partitions: self.store_partitions.or(file.store_partitions),
+            tls,
             insecure: self.insecure || file.insecure.unwrap_or(false),
             server,
         })
@@ -398,9 +403,34 @@ async fn serve<B: Backend>(settings: Settings, backend: B, store: &str) -> anyho
         env!("CARGO_PKG_VERSION")
     );
     tracing::info!(%addr, version = env!("CARGO_PKG_VERSION"), store, auth, "serving");
+    if let (Some(files), Some(tls)) = (settings.tls.clone(), settings.server.tls.clone()) {
+        tokio::spawn(reload_on_hangup(files, tls));
+    }
     ratekeeper_server::serve(listener, Arc::new(backend), settings.server, stop_signal()).await?;
     tracing::info!("stopped; every change is stored");
     Ok(())
+}
+
+/// Reads the certificate and key again on each SIGHUP, for the connections
+/// accepted from then on; a file that cannot be used is logged and the
+/// certificate in use kept.
+async fn reload_on_hangup(files: TlsFiles, tls: ServerTls) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut hangups) = signal(SignalKind::hangup()) else {
+        tracing::warn!("SIGHUP cannot be handled: certificates are read at start only");
+        return;
+    };
+    while hangups.recv().await.is_some() {
+        match files.load() {
+            Ok(config) => {
+                tls.replace(config);
+                tracing::info!(cert = %files.cert.display(), "TLS certificate reloaded");
+            }
+            Err(err) => {
+                tracing::error!(%err, "TLS certificate not reloaded; the one in use is kept");
+            }
+        }
+    }
 }
 
 async fn stop_signal() {

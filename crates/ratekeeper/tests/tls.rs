@@ -53,7 +53,20 @@ impl Certificates {
             "extendedKeyUsage=clientAuth\n",
         )
         .unwrap();
-        for (who, subject) in [("server", "/CN=localhost"), ("client", "/CN=worker-1")] {
+        std::fs::copy(
+            dir.path().join("server.ext"),
+            dir.path().join("server2.ext"),
+        )
+        .unwrap();
+        // `server2` is signed by the other CA: the certificate a rotation
+        // brings in.
+        let signed = [
+            ("server", "/CN=localhost", "ca"),
+            ("client", "/CN=worker-1", "ca"),
+            ("server2", "/CN=localhost", "other-ca"),
+        ];
+        for (who, subject, ca) in signed {
+            let (ca_crt, ca_key) = (format!("{ca}.crt"), format!("{ca}.key"));
             let (key, csr, crt, ext) = (
                 format!("{who}.key"),
                 format!("{who}.csr"),
@@ -69,9 +82,9 @@ impl Certificates {
                 "-in",
                 &csr,
                 "-CA",
-                "ca.crt",
+                &ca_crt,
                 "-CAkey",
-                "ca.key",
+                &ca_key,
                 "-CAcreateserial",
                 "-days",
                 "1",
@@ -95,11 +108,12 @@ impl Certificates {
     }
 
     fn serve(&self, data: &Path, client_ca: bool) -> ServerProcess {
-        let (cert, key, ca) = (
-            self.path("server.crt"),
-            self.path("server.key"),
-            self.path("ca.crt"),
-        );
+        let (cert, key) = (self.path("server.crt"), self.path("server.key"));
+        self.serve_with(data, client_ca, &cert, &key)
+    }
+
+    fn serve_with(&self, data: &Path, client_ca: bool, cert: &Path, key: &Path) -> ServerProcess {
+        let ca = self.path("ca.crt");
         let mut args = vec![
             "--tls-cert",
             cert.to_str().unwrap(),
@@ -109,7 +123,13 @@ impl Certificates {
         if client_ca {
             args.extend(["--tls-client-ca", ca.to_str().unwrap()]);
         }
-        ServerProcess::start(data, &args)
+        // Its log (warnings and errors) is read by the reload test.
+        let mut command = common::serve_command(data);
+        command
+            .args(&args)
+            .env("RATEKEEPER_LOG", "warn")
+            .stderr(std::process::Stdio::piped());
+        ServerProcess::spawn(command)
     }
 }
 
@@ -214,4 +234,52 @@ fn a_key_that_does_not_fit_or_a_missing_file_is_refused_at_start_naming_the_file
         let message = stderr(&output);
         assert!(message.contains(named), "{message}");
     }
+}
+
+#[test]
+fn on_sighup_the_server_takes_a_new_certificate_for_new_connections() {
+    use nix::sys::signal::{Signal, kill};
+    use nix::unistd::Pid;
+    let certs = Certificates::make();
+    let data = tempfile::tempdir().unwrap();
+    // The server reads its certificate from files a rotation replaces.
+    let (cert, key) = (data.path().join("live.crt"), data.path().join("live.key"));
+    std::fs::copy(certs.path("server.crt"), &cert).unwrap();
+    std::fs::copy(certs.path("server.key"), &key).unwrap();
+    let mut server = certs.serve_with(&data.path().join("store"), false, &cert, &key);
+    let (old_ca, new_ca) = (certs.path("ca.crt"), certs.path("other-ca.crt"));
+    let with_ca = |ca: &Path| {
+        rk(
+            &server.url,
+            &["--ca-cert", ca.to_str().unwrap()],
+            &["limit", "ls"],
+        )
+    };
+    assert!(with_ca(&old_ca).status.success());
+    assert!(!with_ca(&new_ca).status.success());
+
+    // A broken file on SIGHUP keeps the certificate in use.
+    std::fs::write(&cert, "not a certificate").unwrap();
+    kill(Pid::from_raw(server.child.id() as i32), Signal::SIGHUP).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert!(
+        with_ca(&old_ca).status.success(),
+        "the server stopped serving its certificate"
+    );
+
+    std::fs::copy(certs.path("server2.crt"), &cert).unwrap();
+    std::fs::copy(certs.path("server2.key"), &key).unwrap();
+    kill(Pid::from_raw(server.child.id() as i32), Signal::SIGHUP).unwrap();
+    let started = std::time::Instant::now();
+    while !with_ca(&new_ca).status.success() {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(10),
+            "never reloaded"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(
+        !with_ca(&old_ca).status.success(),
+        "the old certificate is still served"
+    );
 }
