@@ -34,9 +34,10 @@ async fn the_page_its_script_and_its_style_are_served_with_their_types() {
     let (status, headers, page) = fetch(&server, "/").await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(headers["content-type"], "text/html; charset=utf-8");
-    // The page names exactly the assets the server serves.
-    assert!(page.contains(r#"src="/ui/app.js""#), "{page}");
-    assert!(page.contains(r#"href="/ui/style.css""#), "{page}");
+    // The page names exactly the assets the server serves, relative to
+    // itself (so that it works under a proxy's path prefix too).
+    assert!(page.contains(r#"src="ui/app.js""#), "{page}");
+    assert!(page.contains(r#"href="ui/style.css""#), "{page}");
 
     for (path, kind, marker) in [
         (

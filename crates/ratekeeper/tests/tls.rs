@@ -246,7 +246,7 @@ fn on_sighup_the_server_takes_a_new_certificate_for_new_connections() {
     let (cert, key) = (data.path().join("live.crt"), data.path().join("live.key"));
     std::fs::copy(certs.path("server.crt"), &cert).unwrap();
     std::fs::copy(certs.path("server.key"), &key).unwrap();
-    let mut server = certs.serve_with(&data.path().join("store"), false, &cert, &key);
+    let server = certs.serve_with(&data.path().join("store"), false, &cert, &key);
     let (old_ca, new_ca) = (certs.path("ca.crt"), certs.path("other-ca.crt"));
     let with_ca = |ca: &Path| {
         rk(
