@@ -396,11 +396,9 @@ pub async fn rate_mode_admits_at_its_rate<B: Backend>(backend: &B) {
     assert!(elapsed >= Duration::from_millis(495), "{elapsed:?}");
     let limit = backend.limit("api").await.unwrap().limit;
     assert_eq!(limit.counters.granted_total, 26);
-    assert!(
-        limit.decaying > 0.0 && limit.decaying <= 1.0,
-        "{}",
-        limit.decaying
-    );
+    // At most the last grant's slot is still decaying (none if this read
+    // came 20 ms or more after it, as on a loaded machine).
+    assert!((0.0..=1.0).contains(&limit.decaying), "{}", limit.decaying);
 }
 
 /// A rate limit's full load must decay within 100 years: slower ones are

@@ -28,7 +28,8 @@ use ratekeeper_backend::{AcquireSpec, Error, Granted};
 use ratekeeper_core::{LeaseError, LeaseGrant, LeaseId, LeaseView, Mode, Timestamp};
 use tokio::time::Instant;
 
-use crate::{Inner, PartRequest, reply};
+use crate::instance::{Inner, PartRequest};
+use crate::reply;
 
 /// Takes `spec` on limits spread over `parts` (partition order, each with
 /// its names), as lease `id`.

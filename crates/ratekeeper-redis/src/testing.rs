@@ -136,8 +136,9 @@ fn spawn(dir: &Path, socket: &Path, persistent: bool, extra: &[String]) -> Child
         .spawn()
         .expect("redis-server is installed (scripts/test installs it)");
     let started = Instant::now();
-    // The socket appears once the server accepts connections.
-    while !socket.exists() {
+    // The socket file appears when Redis binds it, a moment before it
+    // listens: wait until a connection is taken.
+    while std::os::unix::net::UnixStream::connect(socket).is_err() {
         assert!(
             started.elapsed() < Duration::from_secs(10),
             "redis-server did not start"

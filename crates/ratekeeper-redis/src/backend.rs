@@ -1,0 +1,299 @@
+//! [`RedisBackend`]: connecting, and the [`Backend`] operations.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use ratekeeper_backend::{AcquireSpec, Backend, Error, Event, LimitDetail, Waiting};
+use ratekeeper_core::{
+    LeaseGrant, LeaseId, LeaseView, LimitPatch, LimitSpec, LimitView, Timestamp,
+};
+use tokio::sync::{broadcast, watch};
+
+use crate::connection::Connection;
+use crate::instance::{Inner, flag, unavailable, unexpected};
+use crate::layout::Layout;
+use crate::markers::{check_layout, partition_count};
+use crate::options::Options;
+use crate::reply::Reply;
+use crate::scripts::Scripts;
+use crate::tasks::{LISTENED, feed_events, heartbeat_loop, listen, tick_loop};
+use crate::{across, layout, reply};
+
+/// A backend whose state is in Redis, shared with every other instance on
+/// the same Redis and key prefix.
+#[derive(Clone)]
+pub struct RedisBackend {
+    pub(crate) inner: Arc<Inner>,
+}
+
+impl RedisBackend {
+    /// Connects to `url` (`redis://host:port/db`, `rediss://...` for TLS
+    /// verified against the system's roots, `redis+unix:///path`) with the
+    /// key prefix `ratekeeper`.
+    pub async fn connect(url: &str) -> Result<Self, Error> {
+        Self::connect_with(url, Options::default()).await
+    }
+
+    /// Connects with the keys under `prefix`; instances share state only
+    /// with those of the same prefix.
+    pub async fn connect_with_prefix(url: &str, prefix: &str) -> Result<Self, Error> {
+        let options = Options {
+            prefix: Some(prefix.into()),
+            ..Options::default()
+        };
+        Self::connect_with(url, options).await
+    }
+
+    /// How many partitions the store is split into.
+    pub fn partitions(&self) -> usize {
+        self.inner.layout.count()
+    }
+
+    /// The partition a limit of this name lives in.
+    pub fn partition_of(&self, name: &str) -> usize {
+        self.inner.layout.of(name)
+    }
+
+    /// The Redis key of limit `name`'s definition: on a cluster, its slot
+    /// is the one that holds the limit, its queue and its leases.
+    pub fn key_of(&self, name: &str) -> String {
+        let layout = &self.inner.layout;
+        format!("{}l:{name}", layout.prefix(layout.of(name)))
+    }
+
+    /// Does whatever is due now (expiries, heads that decay has let in,
+    /// the requests of dead instances), as every instance does by itself
+    /// when it is due; returns when the next thing is due.
+    pub async fn tick(&self) -> Result<Option<Timestamp>, Error> {
+        let inner = &self.inner;
+        let ticks = (0..inner.layout.count()).map(|part| inner.tick(part));
+        let due = futures_util::future::try_join_all(ticks).await?;
+        let next = due.into_iter().flatten().min();
+        Ok(next.map(|at| reply::Int(at).micros()))
+    }
+
+    /// Connects to `url` as `options` say.
+    pub async fn connect_with(url: &str, options: Options) -> Result<Self, Error> {
+        if url.starts_with("rediss://") {
+            // Two TLS providers are linked in (one for the HTTP client, one
+            // for Redis), so rustls needs to be told which to use. Whoever
+            // installs one first wins; either is fine.
+            let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+        }
+        let (conn, subscriber) = Connection::open(url).await.map_err(unavailable)?;
+        let prefix = options.prefix.as_deref().unwrap_or("ratekeeper");
+        check_layout(&conn, prefix).await?;
+        let count = partition_count(&conn, prefix, options.partitions).await?;
+        let layout = Layout::new(prefix, count);
+        let inner = Arc::new(Inner {
+            scripts: Scripts::new(subscriber.sharded()),
+            subscriber,
+            conn,
+            due: (0..layout.count())
+                .map(|_| watch::channel(None).0)
+                .collect(),
+            layout,
+            instance: layout::random_id().to_string(),
+            parked: Mutex::new(HashMap::new()),
+            events: broadcast::channel(4096).0,
+            event_feed: tokio::sync::Mutex::new(false),
+            tasks: Mutex::new(Vec::new()),
+            clock: options.clock,
+            store_prefix: prefix.to_owned(),
+        });
+        inner.load_library().await?;
+        inner.heartbeat().await?;
+        let subscribed = inner.subscribe(&inner.channels(LISTENED)).await?;
+        let weak = Arc::downgrade(&inner);
+        let mut tasks = vec![
+            tokio::spawn(listen(Weak::clone(&weak), subscribed)),
+            tokio::spawn(heartbeat_loop(Weak::clone(&weak))),
+        ];
+        for part in 0..inner.layout.count() {
+            tasks.push(tokio::spawn(tick_loop(Weak::clone(&weak), part)));
+        }
+        *inner.tasks.lock().unwrap_or_else(|p| p.into_inner()) = tasks;
+        Ok(RedisBackend { inner })
+    }
+}
+
+pub(crate) fn check_ttl(ttl: Option<Duration>) -> Result<(), Error> {
+    Ok(ttl.map(ratekeeper_core::check_ttl).transpose().map(drop)?)
+}
+
+impl Backend for RedisBackend {
+    async fn create_limit(&self, spec: LimitSpec) -> Result<LimitView, Error> {
+        spec.check()?;
+        let inner = &self.inner;
+        let reply = inner
+            .run::<reply::Limit>(
+                inner.layout.of(&spec.name),
+                &inner.scripts.create,
+                &[
+                    &spec.name,
+                    &spec.slots.to_string(),
+                    &spec.slot_decay_per_second.to_string(),
+                    flag(spec.active),
+                    flag(spec.description.is_some()),
+                    spec.description.as_deref().unwrap_or(""),
+                ],
+            )
+            .await?;
+        limit_reply(reply)
+    }
+
+    async fn update_limit(&self, name: &str, patch: LimitPatch) -> Result<LimitView, Error> {
+        patch.check()?;
+        let inner = &self.inner;
+        let (description_mode, description) = match &patch.description {
+            None => ("", ""),
+            Some(None) => ("clear", ""),
+            Some(Some(text)) => ("set", text.as_str()),
+        };
+        let reply = inner
+            .run::<reply::Limit>(
+                inner.layout.of(name),
+                &inner.scripts.update,
+                &[
+                    name,
+                    &patch.slots.map(|s| s.to_string()).unwrap_or_default(),
+                    &patch
+                        .slot_decay_per_second
+                        .map(|d| d.to_string())
+                        .unwrap_or_default(),
+                    patch.active.map(flag).unwrap_or(""),
+                    description_mode,
+                    description,
+                ],
+            )
+            .await?;
+        limit_reply(reply)
+    }
+
+    async fn delete_limit(&self, name: &str) -> Result<(), Error> {
+        let inner = &self.inner;
+        let part = inner.layout.of(name);
+        match inner
+            .run::<bool>(part, &inner.scripts.delete, &[name])
+            .await?
+        {
+            Reply::Ok { .. } => Ok(()),
+            Reply::Refused(refusal) => Err(refusal.limit_error()),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    async fn reset_limit(&self, name: &str) -> Result<LimitView, Error> {
+        let inner = &self.inner;
+        let part = inner.layout.of(name);
+        limit_reply(inner.run(part, &inner.scripts.reset, &[name]).await?)
+    }
+
+    async fn limits(&self) -> Result<Vec<LimitView>, Error> {
+        let shares: Vec<reply::Limits> = self.inner.read_all(&["limits", ""]).await?;
+        let mut limits: Vec<LimitView> = shares
+            .into_iter()
+            .flat_map(|share| share.limits)
+            .map(Into::into)
+            .collect();
+        limits.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(limits)
+    }
+
+    async fn limit(&self, name: &str) -> Result<LimitDetail, Error> {
+        let inner = &self.inner;
+        let part = inner.layout.of(name);
+        let detail: reply::Detail = inner.read(part, &["limit", name]).await?;
+        Ok(LimitDetail {
+            limit: detail.limit.into(),
+            leases: across::whole_leases(inner, parted(part, detail.leases)).await?,
+            waiters: detail.waiters.into_iter().map(Into::into).collect(),
+        })
+    }
+
+    async fn leases(&self, on: Option<&str>) -> Result<Vec<LeaseView>, Error> {
+        let inner = &self.inner;
+        let leases = match on {
+            Some(name) => {
+                let part = inner.layout.of(name);
+                let share: reply::Leases = inner.read(part, &["leases", name]).await?;
+                parted(part, share.leases)
+            }
+            None => {
+                let shares: Vec<reply::Leases> = inner.read_all(&["leases", ""]).await?;
+                let parts = shares.into_iter().enumerate();
+                parts
+                    .flat_map(|(part, share)| parted(part, share.leases))
+                    .collect()
+            }
+        };
+        across::whole_leases(inner, leases).await
+    }
+
+    fn acquire(&self, spec: AcquireSpec) -> Waiting {
+        Box::pin(Arc::clone(&self.inner).acquire(spec))
+    }
+
+    async fn renew(&self, id: LeaseId, ttl: Option<Duration>) -> Result<LeaseGrant, Error> {
+        check_ttl(ttl)?;
+        let expires_at = across::renew(&self.inner, id, ttl).await?;
+        Ok(LeaseGrant { id, expires_at })
+    }
+
+    async fn release(&self, id: LeaseId) -> Result<(), Error> {
+        across::release(&self.inner, id).await
+    }
+
+    async fn events(&self) -> Result<broadcast::Receiver<Event>, Error> {
+        let inner = &self.inner;
+        let mut feeding = inner.event_feed.lock().await;
+        // Subscribed before the feed is looked at, so a feed about to stop
+        // for want of receivers sees this one.
+        let receiver = inner.events.subscribe();
+        inner.mark_watched().await?;
+        if !*feeding {
+            let subscription = inner.subscribe(&inner.channels(&["events"])).await?;
+            let task = tokio::spawn(feed_events(Arc::downgrade(inner), subscription));
+            let mut tasks = inner.tasks.lock().unwrap_or_else(|p| p.into_inner());
+            tasks.retain(|task| !task.is_finished());
+            tasks.push(task);
+            *feeding = true;
+        }
+        Ok(receiver)
+    }
+
+    /// Every answer is given once its script has run in Redis; how durable
+    /// that is depends on Redis's own persistence (AOF, replicas).
+    async fn flush(&self) -> Result<(), Error> {
+        Ok(())
+    }
+
+    /// A round trip to Redis (every primary's partitions, by touching the
+    /// first partition: one `PING` through the same connection).
+    /// A round trip that also checks the store is laid out as this
+    /// instance uses it.
+    async fn health(&self) -> Result<(), Error> {
+        match tokio::time::timeout(Duration::from_secs(2), self.inner.check_markers()).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(Error::Unavailable { reason })) => Err(unavailable(format!(
+                "Redis does not answer as expected: {reason}"
+            ))),
+            Ok(Err(err)) => Err(err),
+            Err(_) => Err(unavailable("Redis did not answer within 2 s")),
+        }
+    }
+}
+
+/// Leases read in partition `part`, each with it.
+pub(crate) fn parted(part: usize, leases: Vec<reply::Lease>) -> Vec<(usize, reply::Lease)> {
+    leases.into_iter().map(|lease| (part, lease)).collect()
+}
+
+pub(crate) fn limit_reply(reply: Reply<reply::Limit>) -> Result<LimitView, Error> {
+    match reply {
+        Reply::Ok { ok } => Ok(ok.into()),
+        Reply::Refused(refusal) => Err(refusal.limit_error()),
+        other => Err(unexpected(&other)),
+    }
+}
