@@ -387,6 +387,11 @@ async fn serve<B: Backend>(settings: Settings, backend: B, store: &str) -> anyho
         .await
         .with_context(|| format!("cannot listen on {}", settings.addr))?;
     let addr = listener.local_addr()?;
+    // SIGHUP reloads the certificate; without TLS it is only logged, never
+    // the end of the server (`systemctl reload` sends it). Handled from
+    // before the startup line, so that nobody can send it too early.
+    let hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .context("SIGHUP cannot be handled")?;
     let auth = match (settings.server.tokens.required(), &settings.server.tls) {
         (true, Some(_)) => "TLS, tokens required",
         (true, None) => "tokens required, sent in clear (no TLS)",
@@ -403,9 +408,8 @@ async fn serve<B: Backend>(settings: Settings, backend: B, store: &str) -> anyho
         env!("CARGO_PKG_VERSION")
     );
     tracing::info!(%addr, version = env!("CARGO_PKG_VERSION"), store, auth, "serving");
-    if let (Some(files), Some(tls)) = (settings.tls.clone(), settings.server.tls.clone()) {
-        tokio::spawn(reload_on_hangup(files, tls));
-    }
+    let reload = settings.tls.clone().zip(settings.server.tls.clone());
+    tokio::spawn(reload_on_hangup(hangups, reload));
     ratekeeper_server::serve(listener, Arc::new(backend), settings.server, stop_signal()).await?;
     tracing::info!("stopped; every change is stored");
     Ok(())
@@ -413,14 +417,16 @@ async fn serve<B: Backend>(settings: Settings, backend: B, store: &str) -> anyho
 
 /// Reads the certificate and key again on each SIGHUP, for the connections
 /// accepted from then on; a file that cannot be used is logged and the
-/// certificate in use kept.
-async fn reload_on_hangup(files: TlsFiles, tls: ServerTls) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let Ok(mut hangups) = signal(SignalKind::hangup()) else {
-        tracing::warn!("SIGHUP cannot be handled: certificates are read at start only");
-        return;
-    };
+/// certificate in use kept. Without TLS, a SIGHUP is only logged.
+async fn reload_on_hangup(
+    mut hangups: tokio::signal::unix::Signal,
+    reload: Option<(TlsFiles, ServerTls)>,
+) {
     while hangups.recv().await.is_some() {
+        let Some((files, tls)) = &reload else {
+            tracing::info!("SIGHUP: nothing to reload (no TLS)");
+            continue;
+        };
         match files.load() {
             Ok(config) => {
                 tls.replace(config);

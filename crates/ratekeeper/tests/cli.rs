@@ -405,3 +405,20 @@ fn completions_and_manual_pages_come_from_the_same_flags_as_help() {
     let unknown = Command::new(BIN).args(["man", "nope"]).output().unwrap();
     assert_eq!(unknown.status.code(), Some(2));
 }
+
+#[test]
+fn sighup_never_stops_a_server_even_without_tls() {
+    use nix::sys::signal::{Signal, kill};
+    use nix::unistd::Pid;
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = ServerProcess::start(dir.path(), &["--durability", "memory"]);
+    for _ in 0..3 {
+        kill(Pid::from_raw(server.child.id() as i32), Signal::SIGHUP).unwrap();
+    }
+    let listed = cli(&server.url, &["limit", "ls"]);
+    assert!(listed.status.success(), "{}", stderr(&listed));
+    assert!(
+        server.child.try_wait().unwrap().is_none(),
+        "the server exited on SIGHUP"
+    );
+}
