@@ -105,12 +105,11 @@ impl Metrics {
     /// The whole exposition: these measurements, the limits' state, the
     /// parked tickets and the process's own figures, read now.
     pub fn render(&self, limits: Vec<LimitView>, tickets: usize) -> String {
-        let mut scrape = self.scrape.lock().unwrap_or_else(|p| p.into_inner());
-        *scrape = Scrape { limits, tickets };
-        drop(scrape);
-        let mut text = String::new();
-        // Scrapes take turns: the collector reads the state just set.
+        // Scrapes take turns, from setting the state to encoding it, so that
+        // the collector reads the state of this scrape.
         let _turn = self.turn.lock().unwrap_or_else(|p| p.into_inner());
+        *self.scrape.lock().unwrap_or_else(|p| p.into_inner()) = Scrape { limits, tickets };
+        let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &self.registry)
             .expect("writing to a String cannot fail");
         text

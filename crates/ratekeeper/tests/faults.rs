@@ -203,21 +203,7 @@ async fn redis_that_forgot_everything_admits_nobody_and_tells_the_holders() {
 
     redis.kill();
     redis.restart();
-    let started = Instant::now();
-    let (status, answer) = loop {
-        let asked = json!({"names": ["shared"], "timeout_seconds": 0});
-        let answer = post(&http, &format!("{url}/v1/acquire"), asked)
-            .await
-            .unwrap();
-        if answer.0 != StatusCode::SERVICE_UNAVAILABLE {
-            break answer;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(15),
-            "Redis never came back"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let (status, answer) = common::try_once_when_back(&http, &url, "shared").await;
     assert_eq!(
         (status, answer["error"]["code"].as_str()),
         (StatusCode::NOT_FOUND, Some("limit_not_found")),

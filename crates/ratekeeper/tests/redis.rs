@@ -309,23 +309,7 @@ async fn a_redis_restart_is_survived_without_over_admission() {
 
     redis.restart();
     // Once Redis is back, its state is too: both leases still count.
-    let started = Instant::now();
-    let (status, body) = loop {
-        let answer = acquire(
-            &http,
-            &server,
-            json!({"names": ["db"], "timeout_seconds": 0}),
-        )
-        .await;
-        if answer.0 != StatusCode::SERVICE_UNAVAILABLE {
-            break answer;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(15),
-            "Redis never came back"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let (status, body) = common::try_once_when_back(&http, &server.url, "db").await;
     assert_eq!(
         (status, &body["error"]["code"]),
         (StatusCode::TOO_MANY_REQUESTS, &json!("would_block")),

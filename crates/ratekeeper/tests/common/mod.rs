@@ -67,6 +67,34 @@ pub fn url_line(child: &mut Child) -> (String, String) {
     (line, url)
 }
 
+/// Asks `server` to acquire (try once) on `name` until it stops answering
+/// 503, as Redis comes back after an outage (15 s at most); the answer.
+pub async fn try_once_when_back(
+    http: &reqwest::Client,
+    url: &str,
+    name: &str,
+) -> (reqwest::StatusCode, serde_json::Value) {
+    let started = std::time::Instant::now();
+    loop {
+        let response = http
+            .post(format!("{url}/v1/acquire"))
+            .json(&serde_json::json!({"names": [name], "timeout_seconds": 0}))
+            .send()
+            .await
+            .unwrap();
+        let status = response.status();
+        let answer = response.json().await.unwrap_or(serde_json::Value::Null);
+        if status != reqwest::StatusCode::SERVICE_UNAVAILABLE {
+            return (status, answer);
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(15),
+            "Redis never came back"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
 /// How many rounds a fault test runs: `variable` if set (the long runs of
 /// `scripts/torture`), else `default`.
 pub fn rounds(variable: &str, default: usize) -> usize {
