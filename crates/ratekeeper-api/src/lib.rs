@@ -5,6 +5,7 @@
 //!
 //! - [`limit`]: limits, their leases and waiters; creating and changing one.
 //! - [`acquire`]: asking for slots, the answer, tickets, renewing.
+//! - [`history`]: a limit's recent past, sampled by the server.
 //! - [`error`]: the error body.
 //! - [`names`]: patterns of names and ids, whole numbers, paths.
 //!
@@ -13,11 +14,13 @@
 
 pub mod acquire;
 pub mod error;
+pub mod history;
 pub mod limit;
 pub mod names;
 
 pub use acquire::{AcquireAnswer, AcquireBody, AcquireMode, RenewBody, Renewed, WaitBody};
 pub use error::{ErrorBody, ErrorCode, ErrorDetail};
+pub use history::{HistorySample, LimitHistory};
 pub use limit::{
     CreateLimit, Lease, Limit, LimitDetails, Totals, UpdateLimit, Waiter, WhoAmI, redacted_id,
 };

@@ -13,7 +13,7 @@ use tracing::Instrument;
 use crate::error::Error;
 use crate::guard::LeaseGuard;
 use crate::transport::{Tls, Transport};
-use ratekeeper_api::{AcquireAnswer, AcquireBody, Lease, Limit, LimitDetails};
+use ratekeeper_api::{AcquireAnswer, AcquireBody, Lease, Limit, LimitDetails, LimitHistory};
 
 /// What every clone of a client, and every guard it handed out, shares.
 pub(crate) struct Shared {
@@ -166,6 +166,12 @@ impl Client {
     /// A limit with its leases and its queue.
     pub async fn limit_details(&self, name: &str) -> Result<LimitDetails, Error> {
         self.shared.transport.limit_details(name).await
+    }
+
+    /// What a limit did over the server's last minutes, one sample a
+    /// second (`memory://` keeps none: `tracked` is false).
+    pub async fn history(&self, name: &str) -> Result<LimitHistory, Error> {
+        self.shared.transport.history(name).await
     }
 
     /// A limit's current state.

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use ratekeeper_api::{
     AcquireAnswer, AcquireBody, CreateLimit, ErrorBody, ErrorCode, Lease, Limit, LimitDetails,
-    RenewBody, Renewed, UpdateLimit, WaitBody, encoded_name, limit_path,
+    LimitHistory, RenewBody, Renewed, UpdateLimit, WaitBody, encoded_name, limit_path,
 };
 use ratekeeper_backend::{AcquireSpec, Backend, Embedded, Granted};
 use ratekeeper_core::{LeaseGrant, LeaseId, LimitPatch, LimitSpec, Timestamp};
@@ -200,6 +200,23 @@ impl Transport {
                 Ok(LimitDetails::new(found.limit, found.leases, found.waiters))
             }
             Transport::Http(http) => http.get(&limit_path(name)).await,
+        }
+    }
+
+    pub async fn history(&self, name: &str) -> Result<LimitHistory, Error> {
+        match self {
+            // Only a server samples: in process there is no history.
+            Transport::Memory(backend) => {
+                backend.limit(name).await?;
+                Ok(LimitHistory {
+                    name: name.to_owned(),
+                    interval_seconds: 1,
+                    window_seconds: 0,
+                    tracked: false,
+                    samples: Vec::new(),
+                })
+            }
+            Transport::Http(http) => http.get(&format!("{}/history", limit_path(name))).await,
         }
     }
 

@@ -12,6 +12,7 @@ pub mod api;
 pub mod auth;
 pub mod error;
 pub mod events;
+pub mod history;
 pub mod listen;
 pub mod metrics;
 pub mod origin;
@@ -34,6 +35,7 @@ use tokio::sync::watch;
 use utoipa::OpenApi;
 
 pub use auth::{Scope, Token, Tokens};
+pub use history::HistoryConfig;
 pub use listen::Budget;
 pub use origin::HostPolicy;
 pub use quota::QuotaLimits;
@@ -64,6 +66,8 @@ pub struct ServerConfig {
     /// Serve HTTPS with this configuration (see [`TlsFiles::load`]),
     /// replaceable while the server runs; `None`: plain HTTP.
     pub tls: Option<ServerTls>,
+    /// How much of each limit's past is kept for `/v1/limits/{name}/history`.
+    pub history: HistoryConfig,
 }
 
 impl Default for ServerConfig {
@@ -78,6 +82,7 @@ impl Default for ServerConfig {
             max_event_subscribers: 256,
             max_tickets: 100_000,
             tls: None,
+            history: HistoryConfig::default(),
         }
     }
 }
@@ -88,7 +93,7 @@ impl Default for ServerConfig {
     info(title = "ratekeeper", description = "Global concurrency limits and rate limits"),
     paths(
         routes::create_limit, routes::list_limits, routes::get_limit, routes::update_limit,
-        routes::delete_limit, routes::reset_limit, routes::acquire, routes::wait_ticket,
+        routes::delete_limit, routes::reset_limit, routes::limit_history, routes::acquire, routes::wait_ticket,
         routes::cancel_ticket, routes::list_leases, routes::renew_lease, routes::release_lease,
         events::events, routes::whoami, routes::livez, routes::readyz, routes::metrics,
     ),
@@ -210,7 +215,7 @@ pub fn router<B: Backend>(
     backend: Arc<B>,
     config: &ServerConfig,
     shutdown: watch::Receiver<bool>,
-) -> (Router, Arc<tickets::Tickets>) {
+) -> (Router, Arc<tickets::Tickets>, Arc<history::History>) {
     let tickets = tickets::Tickets::new(config.ticket_lapse, config.max_tickets);
     let metrics = metrics::Metrics::new();
     let state = AppState {
@@ -221,7 +226,9 @@ pub fn router<B: Backend>(
         shutdown,
         feed: Arc::new(events::Feed::new(config.max_event_subscribers)),
         tokens_required: config.tokens.required(),
+        history: history::History::new(config.history),
     };
+    let history = Arc::clone(&state.history);
     // Serialised once and shared: the router is cloned per connection.
     let openapi = axum::body::Bytes::from(
         serde_json::to_vec(&ApiDoc::openapi()).expect("the API description serialises"),
@@ -238,6 +245,7 @@ pub fn router<B: Backend>(
                 .delete(routes::delete_limit::<B>),
         )
         .route("/v1/limits/{name}/reset", post(routes::reset_limit::<B>))
+        .route("/v1/limits/{name}/history", get(routes::limit_history::<B>))
         .route("/v1/acquire", post(routes::acquire::<B>))
         .route("/v1/tickets/{ticket}/wait", post(routes::wait_ticket::<B>))
         .route("/v1/tickets/{ticket}", delete(routes::cancel_ticket::<B>))
@@ -294,7 +302,7 @@ pub fn router<B: Backend>(
         .layer(tower_http::request_id::SetRequestIdLayer::x_request_id(
             tower_http::request_id::MakeRequestUuid,
         ));
-    (router, tickets)
+    (router, tickets, history)
 }
 
 /// The span of one request for the access log: the method, the route as
@@ -335,7 +343,12 @@ pub async fn serve<B: Backend>(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let (stop, stopping) = watch::channel(false);
-    let (router, tickets) = router(Arc::clone(&backend), &config, stopping.clone());
+    let (router, tickets, history) = router(Arc::clone(&backend), &config, stopping.clone());
+    tokio::spawn(history::sample(
+        Arc::clone(&backend),
+        history,
+        stopping.clone(),
+    ));
     let mut stopped = stopping;
     tokio::spawn(async move {
         shutdown.await;

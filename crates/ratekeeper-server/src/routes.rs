@@ -14,8 +14,8 @@ use serde::Deserialize;
 use tokio::sync::watch;
 
 use crate::api::{
-    AcquireAnswer, AcquireBody, CreateLimit, ErrorBody, Lease, Limit, LimitDetails, RenewBody,
-    Renewed, UpdateLimit, WaitBody, WhoAmI, seconds,
+    AcquireAnswer, AcquireBody, CreateLimit, ErrorBody, Lease, Limit, LimitDetails, LimitHistory,
+    RenewBody, Renewed, UpdateLimit, WaitBody, WhoAmI, seconds,
 };
 use crate::auth::Caller;
 use crate::error::ApiError;
@@ -39,6 +39,8 @@ pub struct AppState<B> {
     pub feed: Arc<crate::events::Feed>,
     /// Whether the server requires a token.
     pub tokens_required: bool,
+    /// Each limit's last minutes, sampled once a second.
+    pub history: Arc<crate::history::History>,
 }
 
 impl<B> Clone for AppState<B> {
@@ -51,6 +53,7 @@ impl<B> Clone for AppState<B> {
             shutdown: self.shutdown.clone(),
             feed: Arc::clone(&self.feed),
             tokens_required: self.tokens_required,
+            history: Arc::clone(&self.history),
         }
     }
 }
@@ -182,6 +185,22 @@ pub async fn reset_limit<B: Backend>(
     Path(name): Path<String>,
 ) -> Result<Json<Limit>, ApiError> {
     Ok(Json(state.backend.reset_limit(&name).await?.into()))
+}
+
+/// What a limit did over the last minutes, one sample a second, oldest
+/// first: what a page draws the moment it opens.
+#[utoipa::path(get, path = "/v1/limits/{name}/history", tag = "limits", params(("name" = String, Path)),
+    responses((status = 200, body = LimitHistory), (status = 404, body = ErrorBody)))]
+pub async fn limit_history<B: Backend>(
+    State(state): State<AppState<B>>,
+    Path(name): Path<String>,
+) -> Result<Json<LimitHistory>, ApiError> {
+    let history = state.history.of(&name);
+    if !history.tracked {
+        // Not sampled (yet): say so for a limit, 404 for no limit.
+        state.backend.limit(&name).await?;
+    }
+    Ok(Json(history))
 }
 
 /// Asks for slots. Answers 200 once granted; if still queued when this

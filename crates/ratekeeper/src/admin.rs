@@ -9,6 +9,8 @@ use ratekeeper_client::Client;
 use ratekeeper_client::api::{Lease, Limit, LimitDetails};
 use ratekeeper_core::{LimitPatch, LimitSpec};
 
+use crate::failure::Failure;
+
 /// Where the server is and how to talk to it.
 #[derive(Debug, Args)]
 pub struct Connection {
@@ -114,41 +116,6 @@ pub enum LimitCommand {
     },
 }
 
-/// A failed command: printed as one line, with its exit code.
-#[derive(Debug)]
-pub struct Failure {
-    /// The line.
-    pub message: String,
-    /// 1 when the server refused, 69 (EX_UNAVAILABLE) when it was
-    /// unreachable.
-    pub exit_code: u8,
-}
-
-fn failure(message: impl Into<String>) -> Failure {
-    Failure {
-        message: message.into(),
-        exit_code: 1,
-    }
-}
-
-impl From<ratekeeper_client::Error> for Failure {
-    /// One line: the server's sentence and its code; 69 (EX_UNAVAILABLE)
-    /// when the server could not be reached.
-    fn from(err: ratekeeper_client::Error) -> Self {
-        let exit_code = match err {
-            ratekeeper_client::Error::Connect { .. } => 69,
-            _ => 1,
-        };
-        let (message, code) = (err.to_string(), err.code());
-        let message = if message.contains(code) {
-            message
-        } else {
-            format!("{message} ({code})")
-        };
-        Failure { message, exit_code }
-    }
-}
-
 /// The client for `connection`, at its URL or at `url`.
 pub(crate) fn connect(
     connection: &Connection,
@@ -169,7 +136,7 @@ fn client(connection: &Connection) -> Result<Client, Failure> {
 
 fn confirm(question: &str) -> Result<(), Failure> {
     if !std::io::stdin().is_terminal() {
-        return Err(failure(format!(
+        return Err(Failure::new(format!(
             "{question} Refusing without --yes (stdin is not a terminal)"
         )));
     }
@@ -180,7 +147,7 @@ fn confirm(question: &str) -> Result<(), Failure> {
     if matches!(answer.trim(), "y" | "Y" | "yes") {
         Ok(())
     } else {
-        Err(failure("cancelled"))
+        Err(Failure::new("cancelled"))
     }
 }
 

@@ -14,7 +14,8 @@ use ratekeeper_client::{Client, Error};
 use ratekeeper_core::LimitSpec;
 use serde::Serialize;
 
-use crate::admin::{Connection, Failure, Output};
+use crate::admin::{Connection, Output};
+use crate::failure::{EXIT_FAILED, EXIT_UNAVAILABLE, Failure};
 
 /// The scenarios.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
@@ -156,7 +157,11 @@ pub async fn run(args: BenchArgs) -> Result<(), Failure> {
 
 fn failed(err: Error) -> Failure {
     Failure {
-        exit_code: if err.is_transient() { 69 } else { 1 },
+        exit_code: if err.is_transient() {
+            EXIT_UNAVAILABLE
+        } else {
+            EXIT_FAILED
+        },
         message: format!("bench: {err}"),
     }
 }

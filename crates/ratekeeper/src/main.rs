@@ -2,6 +2,7 @@
 
 mod admin;
 mod bench;
+mod failure;
 mod run;
 mod serve;
 mod store;
@@ -9,6 +10,8 @@ mod store;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+
+use crate::failure::Failure;
 
 /// The server allocates for every request (headers, JSON, records); under
 /// load glibc's allocator took a tenth of its CPU time, and mimalloc raised
@@ -45,11 +48,12 @@ enum LogFormat {
 }
 
 /// Logs to stderr as `format` says, filtered by `filter`.
-fn init_logs(filter: &str, format: LogFormat) -> Result<(), admin::Failure> {
+fn init_logs(filter: &str, format: LogFormat) -> Result<(), Failure> {
     use std::io::IsTerminal;
-    let filter = tracing_subscriber::EnvFilter::try_new(filter).map_err(|e| admin::Failure {
-        message: format!("invalid --log / RATEKEEPER_LOG filter {filter:?}: {e}"),
-        exit_code: 2,
+    let filter = tracing_subscriber::EnvFilter::try_new(filter).map_err(|e| {
+        Failure::usage(format!(
+            "invalid --log / RATEKEEPER_LOG filter {filter:?}: {e}"
+        ))
     })?;
     let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -64,7 +68,7 @@ fn init_logs(filter: &str, format: LogFormat) -> Result<(), admin::Failure> {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Runs the server (embedded store by default).
-    Serve(serve::ServeArgs),
+    Serve(Box<serve::ServeArgs>),
     /// Creates, lists, inspects, changes and deletes limits.
     Limit {
         #[command(flatten)]
@@ -103,7 +107,7 @@ enum Command {
 
 /// Writes the manual page of the binary, or of one of its commands, to
 /// stdout.
-fn manual(command: Option<&str>) -> Result<(), admin::Failure> {
+fn manual(command: Option<&str>) -> Result<(), Failure> {
     let mut root = <Cli as clap::CommandFactory>::command();
     root.build();
     let page = match command {
@@ -113,18 +117,18 @@ fn manual(command: Option<&str>) -> Result<(), admin::Failure> {
                 .get_subcommands()
                 .find(|c| c.get_name() == name)
                 .cloned()
-                .ok_or_else(|| admin::Failure {
-                    message: format!("no command is named {name:?}; see `ratekeeper --help`"),
-                    exit_code: 2,
+                .ok_or_else(|| {
+                    Failure::usage(format!(
+                        "no command is named {name:?}; see `ratekeeper --help`"
+                    ))
                 })?;
             found.name(format!("ratekeeper-{name}"))
         }
     };
     match clap_mangen::Man::new(page).render(&mut std::io::stdout()) {
-        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(admin::Failure {
-            message: format!("cannot write the manual page: {e}"),
-            exit_code: 1,
-        }),
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(Failure::new(format!("cannot write the manual page: {e}")))
+        }
         _ => Ok(()),
     }
 }
@@ -142,10 +146,7 @@ fn main() -> ExitCode {
     let runtime = tokio::runtime::Runtime::new().expect("the tokio runtime starts");
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Serve(args) => serve::run(args).await.map_err(|e| admin::Failure {
-                message: format!("{e:#}"),
-                exit_code: 1,
-            }),
+            Command::Serve(args) => serve::run(*args).await,
             Command::Limit {
                 connection,
                 command,

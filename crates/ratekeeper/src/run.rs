@@ -18,12 +18,8 @@ use nix::unistd::Pid;
 use ratekeeper_client::{Client, Error, LeaseGuard};
 use tokio::signal::unix::{SignalKind, signal};
 
-use crate::admin::{Connection, Failure};
-
-/// The exit code when the slots were not granted in time.
-const EX_TEMPFAIL: u8 = 75;
-/// The exit code when the server cannot be reached.
-const EX_UNAVAILABLE: u8 = 69;
+use crate::admin::Connection;
+use crate::failure::{EXIT_CANNOT_RUN, EXIT_FAILED, EXIT_TIMED_OUT, EXIT_UNAVAILABLE, Failure};
 
 /// The flags of `ratekeeper run`.
 #[derive(Debug, Args)]
@@ -68,10 +64,7 @@ fn parse_claim(text: &str) -> Result<(String, u64), Failure> {
 }
 
 fn usage(message: String) -> Failure {
-    Failure {
-        message,
-        exit_code: 2,
-    }
+    Failure::usage(message)
 }
 
 /// The requests to make for `claims`. With one slot count for all names,
@@ -107,15 +100,15 @@ fn refused(err: Error, what: &str, timeout: Option<f64>) -> Failure {
                 "not running the command: {what} not granted within {} s",
                 timeout.unwrap_or(0.0)
             ),
-            exit_code: EX_TEMPFAIL,
+            exit_code: EXIT_TIMED_OUT,
         },
         err if err.is_transient() => Failure {
             message: format!("not running the command: {err}"),
-            exit_code: EX_UNAVAILABLE,
+            exit_code: EXIT_UNAVAILABLE,
         },
         err => Failure {
             message: format!("not running the command: {err}"),
-            exit_code: 1,
+            exit_code: EXIT_FAILED,
         },
     }
 }
@@ -203,7 +196,7 @@ async fn supervise(command: &[String], leases: &[LeaseGuard]) -> Result<ExitStat
         .spawn()
         .map_err(|e| Failure {
             message: format!("cannot run {:?}: {e}", command[0]),
-            exit_code: 127,
+            exit_code: EXIT_CANNOT_RUN,
         })?;
     let pid = Pid::from_raw(child.id().expect("a running child has a pid") as i32);
     let mut signals = Forwarded::new().map_err(|e| usage(format!("cannot handle signals: {e}")))?;

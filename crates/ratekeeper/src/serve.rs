@@ -3,21 +3,24 @@
 //! the server until SIGINT or SIGTERM.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context, bail};
 use clap::{Args, ValueEnum};
+use figment::Figment;
+use figment::providers::Serialized;
 use ratekeeper_backend::{Backend, Embedded};
 use ratekeeper_redis::{MAX_PARTITIONS, Options, RedisBackend};
 use ratekeeper_server::{
-    Budget, HostPolicy, Scope, ServerConfig, ServerTls, TlsFiles, Token, Tokens,
+    Budget, HistoryConfig, HostPolicy, Scope, ServerConfig, ServerTls, TlsFiles, Token, Tokens,
 };
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
+
+use crate::failure::{Context, Failure, fail};
 
 /// Where the state lives.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Durability {
     /// A redb file under the data directory; every grant is on disk before
@@ -27,15 +30,20 @@ pub enum Durability {
     Memory,
 }
 
-/// The flags of `ratekeeper serve`.
-#[derive(Debug, Args)]
+/// The settings of `ratekeeper serve`, each defined once: a field here is
+/// a flag (`--max-tickets`), an environment variable
+/// (`RATEKEEPER_MAX_TICKETS`) and a key of the config file
+/// (`max_tickets`). A flag or variable overrides the file; lists
+/// (`allowed_hosts`, tokens) add up.
+#[derive(Debug, Default, Args, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
 pub struct ServeArgs {
     /// Address to listen on, `host:port`: an IP or a name
     /// (`localhost:7171`; default `127.0.0.1:7171`). Port 0 picks a free
     /// port.
     #[arg(long, env = "RATEKEEPER_ADDR")]
     addr: Option<String>,
-    /// Directory of the embedded store.
+    /// Directory of the embedded store (default `ratekeeper-data`).
     #[arg(long, env = "RATEKEEPER_DATA_DIR")]
     data_dir: Option<PathBuf>,
     /// `disk` (default) or `memory`.
@@ -56,30 +64,41 @@ pub struct ServeArgs {
     /// on a cluster). A store keeps the count it was first given.
     #[arg(long, env = "RATEKEEPER_STORE_PARTITIONS")]
     store_partitions: Option<u32>,
-    /// A TOML file with any of these settings, and `[[tokens]]`.
+    /// A TOML file with any of these settings (named with underscores:
+    /// `max_tickets = 500`), and `[[tokens]]`.
     #[arg(long, env = "RATEKEEPER_CONFIG")]
+    #[serde(skip)]
     config: Option<PathBuf>,
     /// A token with the admin scope (may be repeated).
     #[arg(long, env = "RATEKEEPER_ADMIN_TOKEN", value_delimiter = ',')]
+    #[serde(default)]
     admin_token: Vec<String>,
     /// A token with the client scope: acquire, renew, release, read.
     #[arg(long, env = "RATEKEEPER_CLIENT_TOKEN", value_delimiter = ',')]
+    #[serde(default)]
     client_token: Vec<String>,
     /// Allow a non-loopback address without any token.
     #[arg(long, env = "RATEKEEPER_INSECURE")]
+    #[serde(default)]
     insecure: bool,
     /// Host names this server is reached by besides localhost, 127.0.0.1
     /// and ::1 (comma-separated), e.g. a reverse proxy's. On a loopback
     /// address other names are refused (DNS rebinding); web pages of other
     /// sites than these and the server itself are refused everywhere.
     #[arg(long, env = "RATEKEEPER_ALLOWED_HOSTS", value_delimiter = ',')]
+    #[serde(default)]
     allowed_hosts: Vec<String>,
-    /// The longest one HTTP request waits before answering with a ticket.
+    /// The longest one HTTP request waits before answering with a ticket
+    /// (default 20).
     #[arg(long, env = "RATEKEEPER_MAX_WAIT_SECONDS")]
     max_wait_seconds: Option<f64>,
-    /// How long a ticket keeps its place without anyone waiting on it.
+    /// How long a ticket keeps its place without anyone waiting on it
+    /// (default 10).
     #[arg(long, env = "RATEKEEPER_TICKET_LAPSE_SECONDS")]
     ticket_lapse_seconds: Option<f64>,
+    /// The largest request body accepted, in bytes (default 65 536).
+    #[arg(long, env = "RATEKEEPER_BODY_LIMIT_BYTES")]
+    body_limit_bytes: Option<usize>,
     /// Connections open at once (default 10 000); one more is answered 503
     /// and closed. Keep it below the process's file descriptor limit.
     #[arg(long, env = "RATEKEEPER_MAX_CONNECTIONS")]
@@ -88,6 +107,9 @@ pub struct ServeArgs {
     /// idle between requests, before it is closed (default 30).
     #[arg(long, env = "RATEKEEPER_HEADER_TIMEOUT_SECONDS")]
     header_timeout_seconds: Option<f64>,
+    /// How long a request's body may take to arrive (default 30).
+    #[arg(long, env = "RATEKEEPER_BODY_TIMEOUT_SECONDS")]
+    body_timeout_seconds: Option<f64>,
     /// How many may watch /v1/events at once (default 256): each costs
     /// about a microsecond per change.
     #[arg(long, env = "RATEKEEPER_MAX_EVENT_SUBSCRIBERS")]
@@ -116,35 +138,18 @@ pub struct ServeArgs {
     /// config file may set its own `max_leases`.
     #[arg(long, env = "RATEKEEPER_MAX_LEASES_PER_TOKEN")]
     max_leases_per_token: Option<usize>,
-}
-
-/// The config file. Every field is optional.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FileConfig {
-    addr: Option<String>,
-    data_dir: Option<PathBuf>,
-    durability: Option<Durability>,
-    store: Option<String>,
-    store_prefix: Option<String>,
-    store_partitions: Option<u32>,
-    insecure: Option<bool>,
-    max_wait_seconds: Option<f64>,
-    ticket_lapse_seconds: Option<f64>,
-    body_limit_bytes: Option<usize>,
-    max_connections: Option<usize>,
-    header_timeout_seconds: Option<f64>,
-    body_timeout_seconds: Option<f64>,
-    max_event_subscribers: Option<usize>,
-    max_tickets: Option<usize>,
-    tls_cert: Option<PathBuf>,
-    tls_key: Option<PathBuf>,
-    tls_client_ca: Option<PathBuf>,
-    max_tickets_per_token: Option<usize>,
-    max_leases_per_token: Option<usize>,
-    #[serde(default)]
-    allowed_hosts: Vec<String>,
-    #[serde(default)]
+    /// How far back each limit's history reaches, for
+    /// /v1/limits/NAME/history and the web UI's charts (default 900: 15
+    /// minutes, about 18 KB per limit); 0 keeps none.
+    #[arg(long, env = "RATEKEEPER_HISTORY_SECONDS")]
+    history_seconds: Option<u64>,
+    /// How many limits have a history (default 1 000; those sampled first
+    /// keep it, then the others by name).
+    #[arg(long, env = "RATEKEEPER_HISTORY_LIMITS")]
+    history_limits: Option<usize>,
+    /// Tokens with their scope and quotas: only in the config file.
+    #[arg(skip)]
+    #[serde(default, skip_serializing)]
     tokens: Vec<Token>,
 }
 
@@ -165,16 +170,46 @@ struct Settings {
     server: ServerConfig,
 }
 
-fn read_file(path: &Path) -> anyhow::Result<FileConfig> {
-    let text = std::fs::read_to_string(path)
+/// `args` (flags and environment) over the config file they name, if any.
+fn layered(args: ServeArgs) -> Result<ServeArgs, Failure> {
+    let Some(path) = args.config.clone() else {
+        return Ok(args);
+    };
+    let text = std::fs::read_to_string(&path)
         .with_context(|| format!("cannot read the config file {}", path.display()))?;
-    toml::from_str(&text).with_context(|| format!("invalid config file {}", path.display()))
+    let file: toml::Table =
+        toml::from_str(&text).with_context(|| format!("invalid config file {}", path.display()))?;
+    // What was not given on the command line or in the environment is
+    // null (or false), and must not hide the file's value.
+    let mut given = serde_json::to_value(&args).expect("settings serialize");
+    if let serde_json::Value::Object(fields) = &mut given {
+        fields.retain(|_, value| !value.is_null() && *value != serde_json::Value::Bool(false));
+    }
+    let mut merged: ServeArgs = Figment::from(Serialized::defaults(file))
+        .admerge(Serialized::defaults(given))
+        .extract()
+        .map_err(|errors| {
+            let problems: Vec<String> = errors
+                .into_iter()
+                .map(|e| match e.path.last() {
+                    Some(key) => format!("{key}: {}", e.kind),
+                    None => e.kind.to_string(),
+                })
+                .collect();
+            Failure::new(format!(
+                "invalid config file {}: {}",
+                path.display(),
+                problems.join("; ")
+            ))
+        })?;
+    merged.config = Some(path);
+    Ok(merged)
 }
 
 /// The address to listen on for `host:port`, a name or an IP; of the
 /// addresses a name has, the first IPv4 one (what `localhost` is usually
 /// reached by), else the first.
-fn resolve(asked: &str) -> anyhow::Result<SocketAddr> {
+fn resolve(asked: &str) -> Result<SocketAddr, Failure> {
     use std::net::ToSocketAddrs;
     let found: Vec<SocketAddr> = asked
         .to_socket_addrs()
@@ -190,46 +225,39 @@ fn resolve(asked: &str) -> anyhow::Result<SocketAddr> {
         .find(|a| a.is_ipv4())
         .or(found.first())
         .copied()
-        .with_context(|| format!("{asked:?} resolves to no address"))
+        .ok_or_else(|| Failure::new(format!("{asked:?} resolves to no address")))
 }
 
-fn duration(field: &str, seconds: f64) -> anyhow::Result<Duration> {
+fn duration(field: &str, seconds: f64) -> Result<Duration, Failure> {
     match Duration::try_from_secs_f64(seconds) {
         Ok(d) if !d.is_zero() => Ok(d),
-        _ => bail!("{field} must be a positive number of seconds, not {seconds}"),
+        _ => fail!("{field} must be a positive number of seconds, not {seconds}"),
     }
 }
 
 impl ServeArgs {
-    fn settings(self) -> anyhow::Result<Settings> {
-        let file = match &self.config {
-            Some(path) => read_file(path)?,
-            None => FileConfig::default(),
-        };
-        let mut tokens = file.tokens;
+    fn settings(self) -> Result<Settings, Failure> {
+        let given = layered(self)?;
+        let mut tokens = given.tokens;
         let flag_tokens = |secrets: Vec<String>, scope| {
             secrets
                 .into_iter()
                 .map(move |secret| Token::new(secret, scope))
         };
-        tokens.extend(flag_tokens(self.admin_token, Scope::Admin));
-        tokens.extend(flag_tokens(self.client_token, Scope::Client));
-        let per_token_tickets = self.max_tickets_per_token.or(file.max_tickets_per_token);
-        let per_token_leases = self.max_leases_per_token.or(file.max_leases_per_token);
+        tokens.extend(flag_tokens(given.admin_token, Scope::Admin));
+        tokens.extend(flag_tokens(given.client_token, Scope::Client));
         for token in tokens.iter_mut().filter(|t| t.scope == Scope::Client) {
-            token.max_tickets = token.max_tickets.or(per_token_tickets);
-            token.max_leases = token.max_leases.or(per_token_leases);
+            token.max_tickets = token.max_tickets.or(given.max_tickets_per_token);
+            token.max_leases = token.max_leases.or(given.max_leases_per_token);
         }
         let defaults = ServerConfig::default();
-        let asked = self.addr.or(file.addr);
-        let addr = match &asked {
+        let addr = match &given.addr {
             Some(asked) => resolve(asked)?,
             None => SocketAddr::from(([127, 0, 0, 1], 7171)),
         };
-        let mut allowed_hosts = file.allowed_hosts;
-        allowed_hosts.extend(self.allowed_hosts);
+        let mut allowed_hosts = given.allowed_hosts;
         // A server listening by a name is reached by that name.
-        if let Some((host, _)) = asked.as_deref().and_then(|a| a.rsplit_once(':'))
+        if let Some((host, _)) = given.addr.as_deref().and_then(|a| a.rsplit_once(':'))
             && host.parse::<std::net::IpAddr>().is_err()
             && !host.starts_with('[')
         {
@@ -240,90 +268,97 @@ impl ServeArgs {
         } else {
             HostPolicy::any(&allowed_hosts)
         };
-        let tls = match (
-            self.tls_cert.or(file.tls_cert),
-            self.tls_key.or(file.tls_key),
-            self.tls_client_ca.or(file.tls_client_ca),
-        ) {
+        let tls = match (given.tls_cert, given.tls_key, given.tls_client_ca) {
             (None, None, None) => None,
             (Some(cert), Some(key), client_ca) => Some(TlsFiles {
                 cert,
                 key,
                 client_ca,
             }),
-            _ => bail!("TLS needs both a certificate and its key (--tls-cert and --tls-key)"),
+            _ => fail!("TLS needs both a certificate and its key (--tls-cert and --tls-key)"),
+        };
+        let at_least_one = |field: &str, value: Option<usize>, default: usize| match value {
+            Some(0) => Err(Failure::new(format!("{field} must be at least 1"))),
+            Some(n) => Ok(n),
+            None => Ok(default),
+        };
+        let seconds = |field: &str, value: Option<f64>, default: Duration| match value {
+            Some(s) => duration(field, s),
+            None => Ok(default),
         };
         let server = ServerConfig {
             tls: match &tls {
-                Some(files) => Some(ServerTls::new(files.load()?)),
+                Some(files) => Some(ServerTls::new(files.load().map_err(Failure::of)?)),
                 None => None,
             },
-            tokens: Tokens::new(tokens).map_err(anyhow::Error::msg)?,
-            max_wait: match self.max_wait_seconds.or(file.max_wait_seconds) {
-                Some(s) => duration("max_wait_seconds", s)?,
-                None => defaults.max_wait,
-            },
-            ticket_lapse: match self.ticket_lapse_seconds.or(file.ticket_lapse_seconds) {
-                Some(s) => duration("ticket_lapse_seconds", s)?,
-                None => defaults.ticket_lapse,
-            },
-            body_limit: file.body_limit_bytes.unwrap_or(defaults.body_limit),
+            tokens: Tokens::new(tokens).map_err(Failure::new)?,
+            max_wait: seconds(
+                "max_wait_seconds",
+                given.max_wait_seconds,
+                defaults.max_wait,
+            )?,
+            ticket_lapse: seconds(
+                "ticket_lapse_seconds",
+                given.ticket_lapse_seconds,
+                defaults.ticket_lapse,
+            )?,
+            body_limit: at_least_one(
+                "body_limit_bytes",
+                given.body_limit_bytes,
+                defaults.body_limit,
+            )?,
             hosts,
             budget: Budget {
-                max_connections: match self.max_connections.or(file.max_connections) {
-                    Some(0) => bail!("max_connections must be at least 1"),
-                    Some(n) => n,
-                    None => defaults.budget.max_connections,
-                },
-                header_timeout: match self.header_timeout_seconds.or(file.header_timeout_seconds) {
-                    Some(s) => duration("header_timeout_seconds", s)?,
-                    None => defaults.budget.header_timeout,
-                },
-                body_timeout: match file.body_timeout_seconds {
-                    Some(s) => duration("body_timeout_seconds", s)?,
-                    None => defaults.budget.body_timeout,
-                },
+                max_connections: at_least_one(
+                    "max_connections",
+                    given.max_connections,
+                    defaults.budget.max_connections,
+                )?,
+                header_timeout: seconds(
+                    "header_timeout_seconds",
+                    given.header_timeout_seconds,
+                    defaults.budget.header_timeout,
+                )?,
+                body_timeout: seconds(
+                    "body_timeout_seconds",
+                    given.body_timeout_seconds,
+                    defaults.budget.body_timeout,
+                )?,
                 ..defaults.budget
             },
-            max_event_subscribers: self
+            max_event_subscribers: given
                 .max_event_subscribers
-                .or(file.max_event_subscribers)
                 .unwrap_or(defaults.max_event_subscribers),
-            max_tickets: match self.max_tickets.or(file.max_tickets) {
-                Some(0) => bail!("max_tickets must be at least 1"),
-                Some(n) => n,
-                None => defaults.max_tickets,
+            max_tickets: at_least_one("max_tickets", given.max_tickets, defaults.max_tickets)?,
+            history: HistoryConfig {
+                window: given
+                    .history_seconds
+                    .map_or(defaults.history.window, Duration::from_secs),
+                max_limits: given.history_limits.unwrap_or(defaults.history.max_limits),
             },
         };
         Ok(Settings {
             addr,
-            data_dir: self
+            data_dir: given
                 .data_dir
-                .or(file.data_dir)
                 .unwrap_or_else(|| PathBuf::from("ratekeeper-data")),
-            durability: self
-                .durability
-                .or(file.durability)
-                .unwrap_or(Durability::Disk),
-            store: self.store.or(file.store),
-            store_prefix: self
-                .store_prefix
-                .or(file.store_prefix)
-                .unwrap_or_else(|| "ratekeeper".into()),
-            store_partitions: self.store_partitions.or(file.store_partitions),
+            durability: given.durability.unwrap_or(Durability::Disk),
+            store: given.store,
+            store_prefix: given.store_prefix.unwrap_or_else(|| "ratekeeper".into()),
+            store_partitions: given.store_partitions,
             tls,
-            insecure: self.insecure || file.insecure.unwrap_or(false),
+            insecure: given.insecure,
             server,
         })
     }
 }
 
 /// Runs the server until SIGINT or SIGTERM.
-pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
+pub async fn run(args: ServeArgs) -> Result<(), Failure> {
     let settings = args.settings()?;
     if !settings.addr.ip().is_loopback() && !settings.server.tokens.required() && !settings.insecure
     {
-        bail!(
+        fail!(
             "refusing to listen on {} without a token: anyone who can reach it could change your limits. \
              Configure --admin-token (and --client-token), or pass --insecure",
             settings.addr
@@ -336,7 +371,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
                 .iter()
                 .any(|scheme| part.starts_with(scheme))
         }) {
-            bail!(
+            fail!(
                 "--store must be a redis://, rediss:// or redis+unix:// URL, or several redis:// URLs \
                  separated by commas (a cluster's nodes), not {:?}",
                 redacted(part)
@@ -344,12 +379,12 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         }
         let prefix = &settings.store_prefix;
         if prefix.is_empty() || prefix.contains(['{', '}']) {
-            bail!("--store-prefix must be non-empty and without braces, not {prefix:?}");
+            fail!("--store-prefix must be non-empty and without braces, not {prefix:?}");
         }
         if let Some(count) = settings.store_partitions
             && !(1..=MAX_PARTITIONS).contains(&count)
         {
-            bail!("--store-partitions must be 1 to {MAX_PARTITIONS}, not {count}");
+            fail!("--store-partitions must be 1 to {MAX_PARTITIONS}, not {count}");
         }
         let options = Options {
             prefix: Some(prefix.clone()),
@@ -367,7 +402,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     }
     match settings.durability {
         Durability::Disk => {
-            let backend = Embedded::open(&settings.data_dir)?;
+            let backend = Embedded::open(&settings.data_dir).map_err(Failure::of)?;
             let store = format!("store in {}", settings.data_dir.display());
             serve(settings, backend, &store).await
         }
@@ -382,11 +417,13 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     }
 }
 
-async fn serve<B: Backend>(settings: Settings, backend: B, store: &str) -> anyhow::Result<()> {
+async fn serve<B: Backend>(settings: Settings, backend: B, store: &str) -> Result<(), Failure> {
     let listener = tokio::net::TcpListener::bind(settings.addr)
         .await
         .with_context(|| format!("cannot listen on {}", settings.addr))?;
-    let addr = listener.local_addr()?;
+    let addr = listener
+        .local_addr()
+        .context("cannot read the address listened on")?;
     // SIGHUP reloads the certificate; without TLS it is only logged, never
     // the end of the server (`systemctl reload` sends it). Handled from
     // before the startup line, so that nobody can send it too early.
@@ -410,7 +447,9 @@ async fn serve<B: Backend>(settings: Settings, backend: B, store: &str) -> anyho
     tracing::info!(%addr, version = env!("CARGO_PKG_VERSION"), store, auth, "serving");
     let reload = settings.tls.clone().zip(settings.server.tls.clone());
     tokio::spawn(reload_on_hangup(hangups, reload));
-    ratekeeper_server::serve(listener, Arc::new(backend), settings.server, stop_signal()).await?;
+    ratekeeper_server::serve(listener, Arc::new(backend), settings.server, stop_signal())
+        .await
+        .context("the store could not save every change")?;
     tracing::info!("stopped; every change is stored");
     Ok(())
 }
@@ -466,7 +505,55 @@ fn redacted(url: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::redacted;
+    use super::{ServeArgs, layered, redacted};
+    use clap::{Args, Command, FromArgMatches};
+
+    fn parse(args: &[&str]) -> ServeArgs {
+        let command = ServeArgs::augment_args(Command::new("serve"));
+        let matches = command.try_get_matches_from(args).unwrap();
+        ServeArgs::from_arg_matches(&matches).unwrap()
+    }
+
+    #[test]
+    fn every_setting_is_a_flag_an_environment_variable_and_a_file_key_of_one_name() {
+        let command = ServeArgs::augment_args(Command::new("serve"));
+        for arg in command.get_arguments() {
+            let id = arg.get_id().as_str();
+            let env = arg.get_env().map(|e| e.to_string_lossy().into_owned());
+            assert_eq!(
+                env,
+                Some(format!("RATEKEEPER_{}", id.to_uppercase())),
+                "{id}"
+            );
+            assert_eq!(arg.get_long(), Some(id.replace('_', "-").as_str()), "{id}");
+        }
+    }
+
+    #[test]
+    fn flags_override_the_file_and_lists_add_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("r.toml");
+        std::fs::write(
+            &file,
+            "max_tickets = 5\nmax_wait_seconds = 3.0\ninsecure = true\nallowed_hosts = [\"a\"]\n",
+        )
+        .unwrap();
+        let config = file.to_str().unwrap();
+        let merged = layered(parse(&[
+            "serve",
+            "--config",
+            config,
+            "--max-tickets",
+            "7",
+            "--allowed-hosts",
+            "b",
+        ]))
+        .unwrap();
+        assert_eq!(merged.max_tickets, Some(7));
+        assert_eq!(merged.max_wait_seconds, Some(3.0));
+        assert!(merged.insecure, "a flag not given does not hide the file's");
+        assert_eq!(merged.allowed_hosts, ["a", "b"]);
+    }
 
     #[test]
     fn passwords_in_store_urls_are_masked() {

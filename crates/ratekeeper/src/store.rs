@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use clap::{Args, Subcommand};
 use ratekeeper_backend::repair;
 
-use crate::admin::Failure;
+use crate::failure::Failure;
 
 /// The data directory of `ratekeeper store` commands.
 #[derive(Debug, Args)]
@@ -39,10 +39,7 @@ enum StoreCommand {
 
 /// Runs a `ratekeeper store` command.
 pub fn run(args: StoreArgs) -> Result<(), Failure> {
-    let failed = |message: String| Failure {
-        message,
-        exit_code: 1,
-    };
+    let failed = Failure::new;
     match args.command {
         StoreCommand::Check => {
             let records = repair::check(&args.data_dir).map_err(|e| failed(e.to_string()))?;
