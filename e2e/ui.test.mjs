@@ -556,3 +556,85 @@ test("the list shows how fast each limit grants now, beside its totals", async (
     await server.stop();
   }
 });
+
+test("a limit page opens with the server's last minutes, on charts with axes, a legend and a tooltip", async () => {
+  const server = await startServer();
+  await createLimit(server, "exports", 3);
+  await acquire(server, "exports", "before-the-page");
+  await acquire(server, "exports", "before-the-page");
+  // The server samples once a second: wait until it has a few seconds of
+  // the two held slots, before anyone looks.
+  const history = await until(async () => {
+    const { body } = await call(server, "GET", "/v1/limits/exports/history");
+    return body.samples.filter((s) => s.occupancy === 2).length >= 3 ? body : null;
+  }, "the server has three samples of two held slots");
+  const { page, close } = await open(`${server.url}/#/limits/exports`);
+  try {
+    const occupancy = page.locator(".chart-figure.occupancy");
+    await occupancy.getByRole("img", { name: /Occupancy .* now 2 of 3 slots/ }).waitFor();
+    // The first point of the chart is one the server sampled before the
+    // page opened: the arrow keys walk the points, Home goes to the first.
+    const times = await page.evaluate(
+      (ats) => ats.map((at) => new Intl.DateTimeFormat(undefined, { hour: "2-digit", minute: "2-digit", second: "2-digit" }).format(at)),
+      history.samples.map((s) => s.at),
+    );
+    const tooltip = occupancy.locator(".tooltip");
+    await until(async () => {
+      await occupancy.getByRole("img").focus();
+      await page.keyboard.press("Home");
+      return times.includes(await tooltip.locator("strong").textContent());
+    }, "the chart's first point is one of the server's samples");
+    assert.match(await tooltip.textContent(), /occupied slots: 2/);
+    // Under the pointer, the tooltip names the value and the slot count.
+    const box = await occupancy.locator(".frame").boundingBox();
+    await page.mouse.move(box.x + box.width - 2, box.y + box.height / 2);
+    await until(async () => /occupied slots: 2.*slots: 3/.test(await tooltip.textContent()), "the tooltip follows the pointer");
+    // Axes: round values from 0, and clock times.
+    const values = await occupancy.locator(".y-axis span").allTextContents();
+    assert.equal(values[0], "0");
+    assert.ok(values.length >= 3, values.join(" "));
+    const clockTimes = await occupancy.locator(".x-axis span").allTextContents();
+    assert.ok(clockTimes.length >= 2 && clockTimes.every((t) => /\d{1,2}:\d{2}/.test(t)), clockTimes.join(" "));
+    assert.deepEqual(await occupancy.locator(".legend li:not([hidden])").allTextContents(), ["occupied slots", "slots"]);
+    await shot(page, "history-on-open");
+    await page.mouse.move(0, 0);
+    await tooltip.waitFor({ state: "hidden" });
+  } finally {
+    await close();
+    await server.stop();
+  }
+});
+
+test("lowering slots below what is held asks first, and cancelling changes nothing", async () => {
+  const server = await startServer();
+  await createLimit(server, "reports", 3);
+  await acquire(server, "reports", "a");
+  await acquire(server, "reports", "b");
+  const { page, close } = await open(`${server.url}/#/limits/reports`);
+  try {
+    await page.getByRole("img", { name: /Occupancy .* now 2 of 3 slots/ }).waitFor();
+    const edit = page.getByRole("dialog", { name: "Edit reports" });
+    const confirm = page.getByRole("dialog", { name: "Lower reports to 1 slots?" });
+    await page.getByRole("button", { name: "Edit reports" }).click();
+    await edit.getByLabel("Slots", { exact: true }).fill("1");
+    await edit.getByRole("button", { name: "Save" }).click();
+    await confirm.waitFor();
+    assert.match(await confirm.textContent(), /2 slots of reports are held now/);
+    await shot(page, "lower-slots-confirmation");
+    await confirm.getByRole("button", { name: "Cancel" }).click();
+    assert.equal((await call(server, "GET", "/v1/limits/reports")).body.slots, 3);
+    await edit.getByRole("button", { name: "Save" }).click();
+    await confirm.getByRole("button", { name: "Lower slots" }).click();
+    await edit.waitFor({ state: "hidden" });
+    assert.equal((await call(server, "GET", "/v1/limits/reports")).body.slots, 1);
+    // Raising it again asks nothing.
+    await page.getByRole("button", { name: "Edit reports" }).click();
+    await edit.getByLabel("Slots", { exact: true }).fill("4");
+    await edit.getByRole("button", { name: "Save" }).click();
+    await edit.waitFor({ state: "hidden" });
+    assert.equal((await call(server, "GET", "/v1/limits/reports")).body.slots, 4);
+  } finally {
+    await close();
+    await server.stop();
+  }
+});

@@ -2,9 +2,11 @@
 //
 // Reads and changes go through the HTTP API; everything live comes from the
 // server's event stream (/v1/events). Nothing polls the server: a one-second
-// local tick only ages the timers on screen and samples the charts.
+// local tick only ages the timers on screen and samples the charts. A limit
+// page opens with the server's own samples of the last minutes
+// (/v1/limits/{name}/history), so its charts start full.
 
-const HISTORY_SECONDS = 300; // how far back the charts reach
+const HISTORY_SECONDS = 900; // how far back the charts reach (the server keeps as much)
 const RATE_WINDOW_SECONDS = 10; // the admitted rate is averaged over this
 const TOKEN_KEY = "ratekeeper-token";
 
@@ -17,8 +19,12 @@ const store = {
   tokenRequired: false,
   /** name -> { limit, seenAt }: the latest state and when (performance.now()) it was true. */
   limits: new Map(),
-  /** name -> samples, one a second, oldest first: { occupancy, waiting, granted, grantedSlots }. */
+  /** name -> samples, about one a second, oldest first: { at (Unix ms),
+   *  occupancy, waiting, granted, grantedSlots }, the last two counted
+   *  since the sample before. */
   history: new Map(),
+  /** name -> the running totals at the last local sample: { granted, grantedSlots }. */
+  totals: new Map(),
   /** The open limit page's leases and queue: { name, leases, waiters, missing }. */
   detail: null,
   /** The live event stream, while open. */
@@ -276,6 +282,7 @@ function answered(limit) {
 function removeLimit(name) {
   store.limits.delete(name);
   store.history.delete(name);
+  store.totals.delete(name);
   if (store.detail?.name === name) {
     store.detail = { name, leases: [], waiters: [], missing: true };
     toast(`Limit ${name} was deleted.`);
@@ -328,32 +335,60 @@ async function refreshDetail() {
 
 /** Once a second: a sample of every limit for the charts. */
 function sample() {
+  const now = Date.now();
   for (const [name, entry] of store.limits) {
     const samples = store.history.get(name);
     const { limit } = entry;
+    const totals = { granted: limit.counters.granted_total, grantedSlots: limit.counters.granted_slots_total };
+    const before = store.totals.get(name) ?? totals;
+    store.totals.set(name, totals);
     samples.push({
+      at: now,
       occupancy: limit.held + decayingNow(entry),
       waiting: limit.waiting,
-      granted: limit.counters.granted_total,
-      grantedSlots: limit.counters.granted_slots_total,
+      // A reset starts the totals again: never a negative count.
+      granted: Math.max(0, totals.granted - before.granted),
+      grantedSlots: Math.max(0, totals.grantedSlots - before.grantedSlots),
     });
-    if (samples.length > HISTORY_SECONDS + 1) samples.shift();
+    while (samples.length > 0 && samples[0].at < now - HISTORY_SECONDS * 1000) samples.shift();
   }
 }
 
-/** Grants per second between consecutive samples. */
-function grantsPerSecond(samples) {
-  return samples.slice(1).map((s, i) => Math.max(0, s.granted - samples[i].granted));
+/** Puts the server's samples of `name` before the ones taken here. */
+async function loadHistory(name) {
+  let history;
+  try {
+    history = await api("GET", `${limitPath(name)}/history`);
+  } catch {
+    return; // the charts then start empty, as they would without history
+  }
+  if (!history.tracked || !store.limits.has(name)) return;
+  const samples = store.history.get(name);
+  const firstHere = samples[0]?.at ?? Infinity;
+  const earlier = history.samples
+    .filter((s) => s.at < firstHere - 500)
+    .map((s) => ({ at: s.at, occupancy: s.occupancy, waiting: s.waiting, granted: s.granted, grantedSlots: s.granted_slots }));
+  samples.unshift(...earlier);
+  scheduleUpdate();
 }
 
-/** How fast a counter of the samples (`granted`, `grantedSlots`) grew per
+/** Grants per second between consecutive samples, timed by the later one. */
+function grantsPerSecond(samples) {
+  return samples.slice(1).map((s, i) => ({
+    at: s.at,
+    value: s.granted / Math.max(0.001, (s.at - samples[i].at) / 1000),
+  }));
+}
+
+/** How fast a count of the samples (`granted`, `grantedSlots`) grew per
  *  second over the last RATE_WINDOW_SECONDS samples. */
 function recentRate(samples, key) {
   if (!samples || samples.length < 2) return null;
   const span = Math.min(RATE_WINDOW_SECONDS, samples.length - 1);
-  const last = samples[samples.length - 1];
-  const first = samples[samples.length - 1 - span];
-  return Math.max(0, last[key] - first[key]) / span;
+  const recent = samples.slice(-span);
+  const seconds = (samples.at(-1).at - samples.at(-1 - span).at) / 1000;
+  if (seconds <= 0) return null;
+  return recent.reduce((sum, s) => sum + s[key], 0) / seconds;
 }
 
 /** Slots admitted per second over the last RATE_WINDOW_SECONDS samples. */
@@ -387,6 +422,7 @@ function route() {
     view = limitPage(name);
     document.title = `${name} · ratekeeper`;
     refreshDetail();
+    loadHistory(name);
   } else {
     store.detail = null;
     view = limitsPage();
@@ -438,8 +474,7 @@ function activeSwitch(name) {
   input.addEventListener("change", async () => {
     const active = input.checked;
     if (!active) {
-      const text = `While inactive, ${name} enforces nothing: every request on it is granted at once, and waiters are let through now. Leases held keep counting.`;
-      if (!(await confirmAction(`Deactivate ${name}?`, text, "Deactivate"))) {
+      if (!(await confirmDeactivate(name))) {
         input.checked = true;
         return;
       }
@@ -579,50 +614,164 @@ function limitsPage() {
   };
 }
 
-/** A line chart of the last HISTORY_SECONDS samples, newest at the right,
- *  with an optional dashed reference line (the slot count, the configured rate). */
-function chart(title, className) {
+/** Steps of 1, 2 or 5 times a power of ten: about `count` of them reach `top`. */
+function niceStep(top, count, whole) {
+  const raw = top / count;
+  const power = 10 ** Math.floor(Math.log10(raw));
+  const step = [1, 2, 5, 10].map((m) => m * power).find((candidate) => candidate >= raw);
+  return whole ? Math.max(1, Math.round(step)) : step;
+}
+
+const clock = new Intl.DateTimeFormat(undefined, { hour: "2-digit", minute: "2-digit" });
+const clockSeconds = new Intl.DateTimeFormat(undefined, { hour: "2-digit", minute: "2-digit", second: "2-digit" });
+
+/** A line chart of the last HISTORY_SECONDS, newest at the right: a time
+ *  axis with clock ticks, a value axis with round ticks, a legend, and a
+ *  tooltip under the pointer (or the arrow keys when focused). `series` and
+ *  `referenceName` name the line and the optional dashed reference line
+ *  (the slot count, the configured rate); `format` writes a value. */
+function chart(title, className, { series, referenceName = null, format = formatNumber, whole = false }) {
   const width = 300;
   const height = 100;
-  const graph = svg("svg", {
-    class: `chart ${className}`,
-    viewBox: `0 0 ${width} ${height}`,
-    preserveAspectRatio: "none",
-    role: "img",
-  });
-  const grid = svg("line", { class: "grid", x1: 0, x2: width, y1: height / 2, y2: height / 2 });
+  const graph = svg("svg", { class: "chart", viewBox: `0 0 ${width} ${height}`, preserveAspectRatio: "none", "aria-hidden": "true" });
+  const grid = svg("g", { class: "grid" });
   const area = svg("polygon", { class: "area" });
   const line = svg("polyline", { class: "line" });
   const reference = svg("line", { class: "reference", x1: 0, x2: width });
-  graph.append(grid, area, line, reference);
+  const cursor = svg("line", { class: "cursor", y1: 0, y2: height });
+  cursor.style.display = "none";
+  graph.append(grid, area, line, reference, cursor);
+  const dot = el("span", { class: "dot", hidden: true });
+  const tip = el("div", { class: "tooltip", role: "status", hidden: true });
+  const canvas = el("div", { class: "canvas", tabindex: "0", role: "img" }, graph);
+  const frame = el("div", { class: "frame" }, canvas, dot, tip);
+  const yAxis = el("div", { class: "y-axis", "aria-hidden": "true" });
+  const xAxis = el("div", { class: "x-axis", "aria-hidden": "true" });
   const now = el("span", { class: "now" });
-  const scale = el("span", { class: "muted" });
-  const figure = el(
-    "figure",
-    {},
-    el("figcaption", {}, `${title}: `, now, " ", scale),
-    graph,
-    el("div", { class: "axis", "aria-hidden": "true" }, el("span", { text: `${HISTORY_SECONDS / 60} min ago` }), el("span", { text: "now" })),
-  );
+  const legend = el("ul", { class: "legend" },
+    el("li", {}, el("span", { class: "swatch line" }), series),
+    referenceName ? el("li", { class: "reference-key" }, el("span", { class: "swatch reference" }), referenceName) : null);
+  const figure = el("figure", { class: `chart-figure ${className}` },
+    el("figcaption", {}, `${title}: `, now),
+    el("div", { class: "plot" }, yAxis, frame, el("span"), xAxis),
+    legend);
+
+  /** Where the pointer is, as a fraction of the width; null: nowhere. */
+  let pointer = null;
+  /** The points last drawn, and the reference, for the tooltip. */
+  let drawn = { points: [], mark: null, start: 0, end: 1, top: 1 };
+
+  function showTip() {
+    const { points, mark, start, end, top } = drawn;
+    if (pointer === null || points.length === 0) {
+      tip.hidden = true;
+      dot.hidden = true;
+      cursor.style.display = "none";
+      return;
+    }
+    const at = start + pointer * (end - start);
+    const point = points.reduce((best, p) => (Math.abs(p.at - at) < Math.abs(best.at - at) ? p : best));
+    const x = (point.at - start) / (end - start);
+    const y = 1 - point.value / top;
+    cursor.style.display = "inline";
+    cursor.setAttribute("x1", x * width);
+    cursor.setAttribute("x2", x * width);
+    dot.hidden = false;
+    dot.style.left = `${x * 100}%`;
+    dot.style.top = `${y * 100}%`;
+    tip.hidden = false;
+    tip.replaceChildren(
+      el("strong", { text: clockSeconds.format(point.at) }),
+      el("span", { text: `${series}: ${format(point.value)}` }),
+      mark === null ? "" : el("span", { class: "muted", text: `${referenceName}: ${format(mark)}` }),
+    );
+    tip.classList.toggle("left", x > 0.6);
+    tip.style.left = `${x * 100}%`;
+  }
+
+  frame.addEventListener("pointermove", (event) => {
+    const box = frame.getBoundingClientRect();
+    pointer = Math.min(1, Math.max(0, (event.clientX - box.left) / box.width));
+    showTip();
+  });
+  frame.addEventListener("pointerleave", () => {
+    pointer = null;
+    showTip();
+  });
+  canvas.addEventListener("focus", () => {
+    pointer = 1;
+    showTip();
+  });
+  canvas.addEventListener("blur", () => {
+    pointer = null;
+    showTip();
+  });
+  canvas.addEventListener("keydown", (event) => {
+    const { points, start, end } = drawn;
+    if (pointer === null || points.length === 0) return;
+    const at = start + pointer * (end - start);
+    let index = points.findIndex((p) => p.at >= at - 1);
+    if (index < 0) index = points.length - 1;
+    if (event.key === "ArrowLeft") index = Math.max(0, index - 1);
+    else if (event.key === "ArrowRight") index = Math.min(points.length - 1, index + 1);
+    else if (event.key === "Home") index = 0;
+    else if (event.key === "End") index = points.length - 1;
+    else return;
+    event.preventDefault();
+    pointer = (points[index].at - start) / (end - start);
+    showTip();
+  });
+
   return {
     root: figure,
-    update(values, { reference: mark = null, current } = {}) {
-      const top = Math.max(1, mark ?? 0, ...values) * 1.1;
-      const x = (i) => width - ((values.length - 1 - i) / HISTORY_SECONDS) * width;
+    /** Draws `points` ({ at, value }, oldest first) up to `end` (Unix ms). */
+    update(points, { reference: mark = null, current, end = Date.now() } = {}) {
+      const start = end - HISTORY_SECONDS * 1000;
+      const shown = points.filter((p) => p.at >= start);
+      const highest = Math.max(1, mark ?? 0, ...shown.map((p) => p.value));
+      const step = niceStep(highest * 1.1, 3, whole);
+      const top = Math.ceil((highest * 1.1) / step) * step;
+      const x = (at) => ((at - start) / (end - start)) * width;
       const y = (v) => height - (v / top) * height;
-      const points = values.map((v, i) => `${x(i).toFixed(1)},${y(v).toFixed(1)}`);
-      line.setAttribute("points", points.join(" "));
-      area.setAttribute("points", values.length
-        ? `${x(0).toFixed(1)},${height} ${points.join(" ")} ${width},${height}`
+      const coordinates = shown.map((p) => `${x(p.at).toFixed(1)},${y(p.value).toFixed(1)}`);
+      line.setAttribute("points", coordinates.join(" "));
+      area.setAttribute("points", shown.length
+        ? `${x(shown[0].at).toFixed(1)},${height} ${coordinates.join(" ")} ${x(shown.at(-1).at).toFixed(1)},${height}`
         : "");
       reference.style.display = mark === null ? "none" : "";
       if (mark !== null) {
         reference.setAttribute("y1", y(mark));
         reference.setAttribute("y2", y(mark));
       }
+
+      // Value ticks: 0, step, 2 step… up to the top.
+      const values = [];
+      for (let v = 0; v <= top + step / 1e6; v += step) values.push(v);
+      // Time ticks: every five minutes of the clock.
+      const times = [];
+      const every = 5 * 60 * 1000;
+      for (let t = Math.ceil(start / every) * every; t <= end; t += every) times.push(t);
+      grid.replaceChildren(
+        ...values.map((v) => svg("line", { x1: 0, x2: width, y1: y(v), y2: y(v) })),
+        ...times.map((t) => svg("line", { x1: x(t), x2: x(t), y1: 0, y2: height })),
+      );
+      // Placed through the style object: the page's CSP refuses style attributes.
+      const label = (text, side, fraction) => {
+        const node = el("span", { text });
+        node.style[side] = `${fraction * 100}%`;
+        // A time at either end stays inside the chart.
+        if (side === "left") node.classList.toggle("end", fraction > 0.9);
+        if (side === "left") node.classList.toggle("start", fraction < 0.1);
+        return node;
+      };
+      yAxis.replaceChildren(...values.map((v) => label(format(v), "top", 1 - v / top)));
+      xAxis.replaceChildren(...times.map((t) => label(clock.format(t), "left", (t - start) / (end - start))));
+      legend.querySelector(".reference-key")?.toggleAttribute("hidden", mark === null);
+
+      drawn = { points: shown, mark, start, end, top };
+      showTip();
       setText(now, current);
-      setText(scale, `(top of chart: ${formatNumber(Math.round(top * 10) / 10)})`);
-      graph.setAttribute("aria-label", `${title} over the last ${HISTORY_SECONDS / 60} minutes; now ${current}`);
+      canvas.setAttribute("aria-label", `${title} over the last ${HISTORY_SECONDS / 60} minutes; now ${current}`);
     },
   };
 }
@@ -643,9 +792,13 @@ function limitPage(name) {
     rate: stat("Admitted rate"),
     granted: stat("Granted"),
   };
-  const occupancy = chart("Occupancy", "occupancy");
-  const waiting = chart("Waiting", "waiting");
-  const grants = chart("Grants per second", "grants");
+  const occupancy = chart("Occupancy", "occupancy", { series: "occupied slots", referenceName: "slots" });
+  const waiting = chart("Waiting", "waiting", { series: "requests waiting", whole: true });
+  const grants = chart("Grants per second", "grants", {
+    series: "grants/s",
+    referenceName: "configured rate",
+    format: (v) => formatNumber(Math.round(v * 10) / 10),
+  });
   const leaseRows = el("tbody");
   const waiterRows = el("tbody");
   const leaseTitle = el("h2", { id: "leases-title" });
@@ -708,15 +861,16 @@ function limitPage(name) {
       setText(stats.granted.value, formatNumber(limit.counters.granted_total));
 
       const occupied = limit.held + decayingSlots;
-      occupancy.update(samples.map((s) => s.occupancy), {
+      const series = (key) => samples.map((s) => ({ at: s.at, value: s[key] }));
+      occupancy.update(series("occupancy"), {
         reference: limit.slots,
         current: `${formatNumber(Math.round(occupied * 10) / 10)} of ${formatNumber(limit.slots)} slots`,
       });
-      waiting.update(samples.map((s) => s.waiting), { current: `${formatNumber(limit.waiting)} waiting` });
+      waiting.update(series("waiting"), { current: `${formatNumber(limit.waiting)} waiting` });
       const perSecond = grantsPerSecond(samples);
       grants.update(perSecond, {
         reference: rate ? limit.slot_decay_per_second : null,
-        current: `${formatNumber(perSecond.at(-1) ?? 0)}/s` + (rate ? ` (configured ${formatNumber(limit.slot_decay_per_second)}/s)` : ""),
+        current: `${formatNumber(Math.round((perSecond.at(-1)?.value ?? 0) * 10) / 10)}/s` + (rate ? ` (configured ${formatNumber(limit.slot_decay_per_second)}/s)` : ""),
       });
 
       const detail = store.detail ?? { leases: [], waiters: [] };
@@ -759,6 +913,24 @@ function toast(message, isError = false) {
   node.textContent = message;
   clearTimeout(toast.timer);
   toast.timer = setTimeout(() => (node.textContent = ""), isError ? 8000 : 4000);
+}
+
+function confirmDeactivate(name) {
+  const text = `While inactive, ${name} enforces nothing: every request on it is granted at once, and waiters are let through now. Leases held keep counting.`;
+  return confirmAction(`Deactivate ${name}?`, text, "Deactivate");
+}
+
+/** Asks before a change that lets more through (deactivating) or that
+ *  leaves more held than the new slot count; true: go on. */
+async function confirmChange(name, body) {
+  const limit = store.limits.get(name)?.limit;
+  if (!limit) return true;
+  if (limit.active && body.active === false && !(await confirmDeactivate(name))) return false;
+  if (typeof body.slots === "number" && body.slots < limit.held) {
+    const text = `${formatNumber(limit.held)} slots of ${name} are held now. Their leases are not revoked: nobody else is granted until fewer than ${formatNumber(body.slots)} are held.`;
+    return confirmAction(`Lower ${name} to ${formatNumber(body.slots)} slots?`, text, "Lower slots");
+  }
+  return true;
 }
 
 function confirmAction(title, text, label) {
@@ -920,6 +1092,7 @@ async function submitLimitForm(event) {
       limit = await api("POST", "/v1/limits", { name: $("#f-name").value.trim(), ...body });
       toast(`Created ${limit.name}.`);
     } else {
+      if (!(await confirmChange(editing, body))) return;
       limit = await api("PATCH", limitPath(editing), body);
       toast(`Saved ${limit.name}.`);
     }
