@@ -374,6 +374,14 @@ impl Engine {
         Ok(self.limits[&id].view(self.now))
     }
 
+    /// Whether `occupy` slots of `name` would be granted now, without
+    /// asking: nobody is queued and they fit (the same rule an acquire
+    /// follows, decaying slots counted exactly), or the limit is inactive.
+    pub fn has_room(&self, name: &str, occupy: u64) -> Result<bool, LimitError> {
+        let limit = &self.limits[&self.limit_id(name)?];
+        Ok(!limit.active || (limit.queue.is_empty() && limit.room(occupy, self.now) == Room::Now))
+    }
+
     /// Every limit, ordered by name.
     pub fn limits(&self) -> Vec<LimitView> {
         let mut views: Vec<LimitView> = self.limits.values().map(|l| l.view(self.now)).collect();

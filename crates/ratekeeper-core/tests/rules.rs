@@ -971,3 +971,29 @@ fn a_clock_stepped_back_across_a_restart_holds_a_dead_lease_at_most_one_ttl() {
         "held for the hour the clock went back"
     );
 }
+
+#[test]
+fn has_room_answers_what_a_try_would_and_takes_nothing() {
+    let mut sim = Sim::new();
+    // 3 a second, burst 1: every third of a second one more fits, to the
+    // nanosecond; a check in floats would say yes a little early.
+    sim.rate("api", 3.0, 1);
+    for _ in 0..30 {
+        let before = sim.view("api");
+        let said = sim.engine.has_room("api", 1).unwrap();
+        assert_eq!(sim.view("api"), before, "asking takes nothing");
+        let granted = sim.try_rate(&["api"], 1);
+        assert_eq!(said, granted, "at {:?}", sim.now);
+        sim.advance(Duration::from_nanos(111_111_111));
+    }
+    sim.concurrency("db", 1);
+    let lease = sim.lease(&["db"], 1);
+    assert!(!sim.engine.has_room("db", 1).unwrap());
+    let waiter = sim.queue(&["db"], 1);
+    sim.release(lease);
+    // Granted to the waiter: still no room for anyone else.
+    assert_eq!(sim.granted(), [waiter]);
+    assert!(!sim.engine.has_room("db", 1).unwrap());
+    assert!(!sim.engine.has_room("db", 2).unwrap());
+    assert!(sim.engine.has_room("nobody", 1).is_err());
+}

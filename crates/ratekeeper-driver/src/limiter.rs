@@ -77,6 +77,15 @@ impl Limiter {
         })
     }
 
+    /// Whether `occupy` slots of `name` would be granted now, without
+    /// asking (see [`Engine::has_room`](ratekeeper_core::Engine::has_room)).
+    pub fn has_room(&self, name: &str, occupy: u64) -> Result<bool, LimitError> {
+        self.driver.apply(|engine, now| {
+            engine.advance(now);
+            engine.has_room(name, occupy)
+        })
+    }
+
     /// Every limit as it is now, by name.
     pub fn limits(&self) -> Vec<LimitView> {
         self.driver.apply(|engine, now| {

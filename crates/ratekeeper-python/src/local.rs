@@ -73,8 +73,9 @@ fn limiter(py: Python<'_>, spec: LimitSpec) -> PyResult<Limiter> {
 
 /// Whether `occupy` more slots fit now, with nobody waiting ahead.
 fn has_capacity(limiter: &Limiter, occupy: u64) -> bool {
-    let view = limiter.limit(NAME).expect("the local limit exists");
-    view.waiting == 0 && view.held as f64 + view.decaying + occupy as f64 <= view.slots as f64
+    limiter
+        .has_room(NAME, occupy)
+        .expect("the local limit exists")
 }
 
 /// How a local limiter asks its one limit: rate turns or held slots.
