@@ -46,7 +46,7 @@ fn start() -> Server {
         let router = runtime.block_on(async {
             let backend = Arc::new(Embedded::in_memory());
             // Something to act on: a concurrency limit and a rate limit.
-            let (router, _) = ratekeeper_server::router(Arc::clone(&backend), &config, stopping);
+            let (router, ..) = ratekeeper_server::router(Arc::clone(&backend), &config, stopping);
             use ratekeeper_backend::Backend;
             let _ = backend.create_limit(ratekeeper_core::LimitSpec::concurrency("c", 2)).await;
             let mut rate = ratekeeper_core::LimitSpec::concurrency("r", 5);

@@ -1,6 +1,9 @@
 //! The embedded backend: the engine in this process, on the driver, with
-//! its state in a durable file (or, by choice, only in memory).
+//! its state in a durable file (or, by choice, only in memory). The file
+//! needs the `durable` feature; without it, only [`Embedded::in_memory`]
+//! exists and no database is linked.
 
+#[cfg(feature = "durable")]
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,7 +15,28 @@ use ratekeeper_driver::Driver;
 use tokio::sync::broadcast;
 
 use crate::backend::{AcquireSpec, Backend, Error, Event, Granted, LimitDetail, Waiting};
+#[cfg(feature = "durable")]
 use crate::store::{Store, StoreError};
+
+/// Without the `durable` feature there is no store: a type without values,
+/// so that every use of one is code that cannot run.
+#[cfg(not(feature = "durable"))]
+enum Store {}
+
+#[cfg(not(feature = "durable"))]
+impl Store {
+    async fn durable(&self) -> Result<(), String> {
+        match *self {}
+    }
+
+    fn writable(&self) -> Result<(), String> {
+        match *self {}
+    }
+
+    fn health(&self) -> Result<(), String> {
+        match *self {}
+    }
+}
 
 /// How many events a slow live view may fall behind before it is told to
 /// read the state afresh.
@@ -31,6 +55,7 @@ impl Embedded {
     /// Keeps the state in `dir`, restoring whatever it holds: limits, live
     /// leases and decaying slots. Leases that expired while the server was
     /// down expire at once.
+    #[cfg(feature = "durable")]
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
         let (store, records) = Store::open(dir)?;
         let engine = Engine::restore(

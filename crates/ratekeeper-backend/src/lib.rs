@@ -19,14 +19,18 @@ pub mod conformance;
 mod embedded;
 /// The change log's frame format and its reader, public for the fuzz
 /// targets (`fuzz/`).
+#[cfg(feature = "durable")]
 pub mod log;
+#[cfg(feature = "durable")]
 mod store;
 
 pub use backend::{AcquireSpec, Backend, Error, Event, Granted, LimitDetail, Waiting};
 pub use embedded::Embedded;
+#[cfg(feature = "durable")]
 pub use store::{CHECKPOINT_BYTES, DB_FILE, FORMAT, LOG_FILE, StoreError};
 
 /// Checking and recovering a damaged store (`ratekeeper store`).
+#[cfg(feature = "durable")]
 pub mod repair {
     pub use crate::store::{check, recover};
 }
