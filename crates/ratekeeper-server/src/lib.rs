@@ -28,7 +28,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{delete, get, post};
+use axum::routing::get;
 use ratekeeper_backend::Backend;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -87,19 +87,93 @@ impl Default for ServerConfig {
     }
 }
 
-/// The OpenAPI document, generated from the handlers and types.
-#[derive(OpenApi)]
-#[openapi(
-    info(title = "ratekeeper", description = "Global concurrency limits and rate limits"),
-    paths(
-        routes::create_limit, routes::list_limits, routes::get_limit, routes::update_limit,
-        routes::delete_limit, routes::reset_limit, routes::limit_history, routes::acquire, routes::wait_ticket,
-        routes::cancel_ticket, routes::list_leases, routes::renew_lease, routes::release_lease,
-        events::events, routes::whoami, routes::livez, routes::readyz, routes::metrics,
-    ),
-    modifiers(&BearerAuth, &CommonAnswers),
-)]
-pub struct ApiDoc;
+/// Lists every operation of the API once. Each handler's
+/// `#[utoipa::path]` says its method and path; from this one list come both
+/// [`ApiDoc`], the OpenAPI document, and `operations`, the router that
+/// serves them, so a route cannot be served undocumented or documented
+/// unserved.
+macro_rules! operations {
+    ($($module:ident :: $handler:ident $(::<$backend:ident>)?),* $(,)?) => {
+        /// The OpenAPI document, generated from the handlers and types.
+        #[derive(OpenApi)]
+        #[openapi(
+            info(title = "ratekeeper", description = "Global concurrency limits and rate limits"),
+            paths($($module::$handler),*),
+            modifiers(&BearerAuth, &CommonAnswers),
+        )]
+        pub struct ApiDoc;
+
+        /// Every operation of [`ApiDoc`], routed to its handler.
+        fn operations<B: Backend>() -> Router<AppState<B>> {
+            let router = Router::new();
+            $(
+                let router = paste::paste! {
+                    route(
+                        router,
+                        <$module::[<__path_ $handler>] as utoipa::Path>::path(),
+                        <$module::[<__path_ $handler>] as utoipa::Path>::methods(),
+                        $module::$handler $(::<$backend>)?,
+                    )
+                };
+            )*
+            router
+        }
+    };
+}
+
+operations![
+    routes::create_limit::<B>,
+    routes::list_limits::<B>,
+    routes::get_limit::<B>,
+    routes::update_limit::<B>,
+    routes::delete_limit::<B>,
+    routes::reset_limit::<B>,
+    routes::limit_history::<B>,
+    routes::acquire::<B>,
+    routes::wait_ticket::<B>,
+    routes::cancel_ticket::<B>,
+    routes::list_leases::<B>,
+    routes::renew_lease::<B>,
+    routes::release_lease::<B>,
+    events::events::<B>,
+    routes::whoami::<B>,
+    routes::livez,
+    routes::readyz::<B>,
+    routes::metrics::<B>,
+];
+
+/// Adds `handler` at `path` (as the OpenAPI document writes it, which is
+/// also axum's syntax: `/v1/limits/{name}`) for `methods`.
+fn route<S, H, T>(
+    router: Router<S>,
+    path: String,
+    methods: Vec<utoipa::openapi::HttpMethod>,
+    handler: H,
+) -> Router<S>
+where
+    S: Clone + Send + Sync + 'static,
+    H: axum::handler::Handler<T, S>,
+    T: 'static,
+{
+    use axum::routing::{MethodFilter, MethodRouter};
+    use utoipa::openapi::HttpMethod;
+    let methods = methods
+        .into_iter()
+        .fold(MethodRouter::new(), |served, method| {
+            let filter = match method {
+                HttpMethod::Get => MethodFilter::GET,
+                HttpMethod::Post => MethodFilter::POST,
+                HttpMethod::Put => MethodFilter::PUT,
+                HttpMethod::Patch => MethodFilter::PATCH,
+                HttpMethod::Delete => MethodFilter::DELETE,
+                HttpMethod::Head => MethodFilter::HEAD,
+                HttpMethod::Options => MethodFilter::OPTIONS,
+                HttpMethod::Trace => MethodFilter::TRACE,
+            };
+            served.on(filter, handler.clone())
+        });
+    router.route(&path, methods)
+}
 
 /// What every operation may answer besides its own statuses, and the
 /// shape of a limit name in paths: one place rather than on each route.
@@ -233,31 +307,9 @@ pub fn router<B: Backend>(
     let openapi = axum::body::Bytes::from(
         serde_json::to_vec(&ApiDoc::openapi()).expect("the API description serialises"),
     );
-    let router = Router::new()
-        .route(
-            "/v1/limits",
-            post(routes::create_limit::<B>).get(routes::list_limits::<B>),
-        )
-        .route(
-            "/v1/limits/{name}",
-            get(routes::get_limit::<B>)
-                .patch(routes::update_limit::<B>)
-                .delete(routes::delete_limit::<B>),
-        )
-        .route("/v1/limits/{name}/reset", post(routes::reset_limit::<B>))
-        .route("/v1/limits/{name}/history", get(routes::limit_history::<B>))
-        .route("/v1/acquire", post(routes::acquire::<B>))
-        .route("/v1/tickets/{ticket}/wait", post(routes::wait_ticket::<B>))
-        .route("/v1/tickets/{ticket}", delete(routes::cancel_ticket::<B>))
-        .route("/v1/leases", get(routes::list_leases::<B>))
-        .route("/v1/leases/{id}/renew", post(routes::renew_lease::<B>))
-        .route("/v1/leases/{id}", delete(routes::release_lease::<B>))
-        .route("/v1/events", get(events::events::<B>))
-        .route("/v1/whoami", get(routes::whoami::<B>))
-        .route("/metrics", get(routes::metrics::<B>))
+    let router = operations::<B>()
+        // Not operations of the API: an alias, the page and the document.
         .route("/healthz", get(routes::livez))
-        .route("/livez", get(routes::livez))
-        .route("/readyz", get(routes::readyz::<B>))
         .route("/", get(ui::index))
         .route("/ui/app.js", get(ui::script))
         .route("/ui/style.css", get(ui::style))

@@ -551,3 +551,42 @@ async fn liveness_and_readiness_answer_without_a_token() {
     }
     assert_eq!(server.get("/readyz").await.1["status"], "ready");
 }
+
+#[tokio::test]
+async fn every_documented_operation_is_served_and_nothing_else_is_routed_by_mistake() {
+    let server = TestServer::start().await;
+    let (_, openapi) = server.get("/openapi.json").await;
+    let paths = openapi["paths"].as_object().unwrap();
+    assert!(paths.len() >= 15, "{paths:?}");
+    for (path, item) in paths {
+        let concrete = path
+            .replace("{name}", "no-such-limit")
+            .replace("{ticket}", "no-such-ticket")
+            .replace("{id}", &"0".repeat(32));
+        for method in item.as_object().unwrap().keys() {
+            let method = Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
+            // Only the status line: the event stream never ends.
+            let answer = server
+                .http
+                .request(method.clone(), format!("{}{concrete}", server.url))
+                .header("content-type", "application/json")
+                .body("{}")
+                .send()
+                .await
+                .unwrap();
+            let status = answer.status();
+            assert_ne!(status, StatusCode::METHOD_NOT_ALLOWED, "{method} {path}");
+            if status == StatusCode::NOT_FOUND {
+                let body: serde_json::Value = answer.json().await.unwrap();
+                assert_ne!(
+                    code(&body),
+                    "not_found",
+                    "{method} {path} is documented but not routed"
+                );
+            }
+        }
+    }
+    // And a method an operation does not document is not served.
+    let (status, _) = server.call(Method::PUT, "/v1/limits", None).await;
+    assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+}
