@@ -242,7 +242,9 @@ pub(crate) async fn whole_leases(
             if parts.iter().any(|(seen, _)| *seen == part) {
                 continue;
             }
-            let rest: reply::Leases = inner.read(part, &["lease", &id.to_string()]).await?;
+            let rest: reply::Leases = inner
+                .read(part, &[("what", "lease"), ("name", &id.to_string())])
+                .await?;
             parts.extend(rest.leases.into_iter().map(|lease| (part, lease)));
         }
         views.extend(whole(parts.into_iter().map(|(_, lease)| lease).collect()));

@@ -131,12 +131,12 @@ impl Backend for RedisBackend {
                 inner.layout.of(&spec.name),
                 &inner.scripts.create,
                 &[
-                    &spec.name,
-                    &spec.slots.to_string(),
-                    &spec.slot_decay_per_second.to_string(),
-                    flag(spec.active),
-                    flag(spec.description.is_some()),
-                    spec.description.as_deref().unwrap_or(""),
+                    ("name", &spec.name),
+                    ("slots", &spec.slots.to_string()),
+                    ("decay", &spec.slot_decay_per_second.to_string()),
+                    ("active", flag(spec.active)),
+                    ("has_description", flag(spec.description.is_some())),
+                    ("description", spec.description.as_deref().unwrap_or("")),
                 ],
             )
             .await?;
@@ -156,15 +156,21 @@ impl Backend for RedisBackend {
                 inner.layout.of(name),
                 &inner.scripts.update,
                 &[
-                    name,
-                    &patch.slots.map(|s| s.to_string()).unwrap_or_default(),
-                    &patch
-                        .slot_decay_per_second
-                        .map(|d| d.to_string())
-                        .unwrap_or_default(),
-                    patch.active.map(flag).unwrap_or(""),
-                    description_mode,
-                    description,
+                    ("name", name),
+                    (
+                        "slots",
+                        &patch.slots.map(|s| s.to_string()).unwrap_or_default(),
+                    ),
+                    (
+                        "decay",
+                        &patch
+                            .slot_decay_per_second
+                            .map(|d| d.to_string())
+                            .unwrap_or_default(),
+                    ),
+                    ("active", patch.active.map(flag).unwrap_or("")),
+                    ("description_change", description_mode),
+                    ("description", description),
                 ],
             )
             .await?;
@@ -175,7 +181,7 @@ impl Backend for RedisBackend {
         let inner = &self.inner;
         let part = inner.layout.of(name);
         match inner
-            .run::<bool>(part, &inner.scripts.delete, &[name])
+            .run::<bool>(part, &inner.scripts.delete, &[("name", name)])
             .await?
         {
             Reply::Ok { .. } => Ok(()),
@@ -187,11 +193,18 @@ impl Backend for RedisBackend {
     async fn reset_limit(&self, name: &str) -> Result<LimitView, Error> {
         let inner = &self.inner;
         let part = inner.layout.of(name);
-        limit_reply(inner.run(part, &inner.scripts.reset, &[name]).await?)
+        limit_reply(
+            inner
+                .run(part, &inner.scripts.reset, &[("name", name)])
+                .await?,
+        )
     }
 
     async fn limits(&self) -> Result<Vec<LimitView>, Error> {
-        let shares: Vec<reply::Limits> = self.inner.read_all(&["limits", ""]).await?;
+        let shares: Vec<reply::Limits> = self
+            .inner
+            .read_all(&[("what", "limits"), ("name", "")])
+            .await?;
         let mut limits: Vec<LimitView> = shares
             .into_iter()
             .flat_map(|share| share.limits)
@@ -204,7 +217,9 @@ impl Backend for RedisBackend {
     async fn limit(&self, name: &str) -> Result<LimitDetail, Error> {
         let inner = &self.inner;
         let part = inner.layout.of(name);
-        let detail: reply::Detail = inner.read(part, &["limit", name]).await?;
+        let detail: reply::Detail = inner
+            .read(part, &[("what", "limit"), ("name", name)])
+            .await?;
         Ok(LimitDetail {
             limit: detail.limit.into(),
             leases: across::whole_leases(inner, parted(part, detail.leases)).await?,
@@ -217,11 +232,14 @@ impl Backend for RedisBackend {
         let leases = match on {
             Some(name) => {
                 let part = inner.layout.of(name);
-                let share: reply::Leases = inner.read(part, &["leases", name]).await?;
+                let share: reply::Leases = inner
+                    .read(part, &[("what", "leases"), ("name", name)])
+                    .await?;
                 parted(part, share.leases)
             }
             None => {
-                let shares: Vec<reply::Leases> = inner.read_all(&["leases", ""]).await?;
+                let shares: Vec<reply::Leases> =
+                    inner.read_all(&[("what", "leases"), ("name", "")]).await?;
                 let parts = shares.into_iter().enumerate();
                 parts
                     .flat_map(|(part, share)| parted(part, share.leases))

@@ -97,13 +97,14 @@ impl Inner {
 
     /// Runs an operation's function in partition `part` and returns its
     /// JSON answer: the prefix and the clock ('' for Redis's own) come
-    /// first, then `args`.
+    /// first, then `args`, each named as the function names it.
     pub(crate) async fn call<T: DeserializeOwned>(
         &self,
         part: usize,
         function: &Function,
-        args: &[&str],
+        args: &[(&str, &str)],
     ) -> Result<T, Error> {
+        function.check_args(args);
         let prefix = self.layout.prefix(part);
         let mut call = redis::cmd("FCALL");
         // The one declared key routes the call to the partition's slot.
@@ -112,8 +113,10 @@ impl Inner {
             .arg(1)
             .arg(format!("{prefix}seq"))
             .arg(prefix)
-            .arg(now.unwrap_or_default())
-            .arg(args);
+            .arg(now.unwrap_or_default());
+        for (_, value) in args {
+            call.arg(*value);
+        }
         let text: String = match self.conn.query(&call).await {
             // A Redis restarted without persistence, or flushed, lost the
             // library: load it again. Loading is idempotent, so whichever
@@ -139,7 +142,7 @@ impl Inner {
         &self,
         part: usize,
         function: &Function,
-        args: &[&str],
+        args: &[(&str, &str)],
     ) -> Result<Reply<T>, Error> {
         self.call(part, function, args).await
     }
@@ -244,7 +247,7 @@ impl Inner {
         let parked: Vec<(usize, String)> = self.parked().keys().cloned().collect();
         for (part, token) in parked {
             let status = self
-                .run::<serde_json::Value>(part, &self.scripts.status, &[&token])
+                .run::<serde_json::Value>(part, &self.scripts.status, &[("token", &token)])
                 .await;
             if let Ok(Reply::Settled { settled }) = status {
                 self.deliver(part, settled);
@@ -319,7 +322,10 @@ impl Inner {
         request: &PartRequest<'_>,
     ) -> Result<Reply<T>, Error> {
         let args = request.args(&self.instance);
-        let args: Vec<&str> = args.iter().map(AsRef::as_ref).collect();
+        let args: Vec<(&str, &str)> = args
+            .iter()
+            .map(|(name, value)| (*name, value.as_ref()))
+            .collect();
         self.run(part, &self.scripts.acquire, &args).await
     }
 
@@ -344,7 +350,12 @@ impl Inner {
         token: &str,
         reason: &str,
     ) -> Result<Reply<serde_json::Value>, Error> {
-        self.run(part, &self.scripts.cancel, &[token, reason]).await
+        self.run(
+            part,
+            &self.scripts.cancel,
+            &[("token", token), ("reason", reason)],
+        )
+        .await
     }
 
     /// Renews a lease's part in partition `part`; answers its new expiry.
@@ -356,7 +367,7 @@ impl Inner {
     ) -> Result<Timestamp, Error> {
         let ttl = ttl.map(micros).unwrap_or_default();
         match self
-            .run::<reply::Renewed>(part, &self.scripts.renew, &[id, &ttl])
+            .run::<reply::Renewed>(part, &self.scripts.renew, &[("id", id), ("ttl_us", &ttl)])
             .await?
         {
             Reply::Ok { ok } => Ok(ok.expires.micros()),
@@ -367,7 +378,10 @@ impl Inner {
 
     /// Releases a lease's part in partition `part`.
     pub(crate) async fn release_part(&self, part: usize, id: &str) -> Result<(), Error> {
-        match self.run::<bool>(part, &self.scripts.release, &[id]).await? {
+        match self
+            .run::<bool>(part, &self.scripts.release, &[("id", id)])
+            .await?
+        {
             Reply::Ok { .. } => Ok(()),
             Reply::Refused(refusal) => Err(refusal.error()),
             other => Err(unexpected(&other)),
@@ -379,7 +393,7 @@ impl Inner {
     pub(crate) async fn read<T: DeserializeOwned>(
         &self,
         part: usize,
-        args: &[&str],
+        args: &[(&str, &str)],
     ) -> Result<T, Error> {
         let value: serde_json::Value = self.call(part, &self.scripts.read, args).await?;
         if let Ok(refusal) = serde_json::from_value::<reply::Refusal>(value.clone()) {
@@ -391,7 +405,7 @@ impl Inner {
     /// Reads every partition's share, concurrently.
     pub(crate) async fn read_all<T: DeserializeOwned>(
         &self,
-        args: &[&str],
+        args: &[(&str, &str)],
     ) -> Result<Vec<T>, Error> {
         let reads = (0..self.layout.count()).map(|part| self.read(part, args));
         futures_util::future::try_join_all(reads).await
@@ -448,26 +462,29 @@ impl<'a> PartRequest<'a> {
         }
     }
 
-    pub(crate) fn args<'s>(&'s self, instance: &'s str) -> [std::borrow::Cow<'s, str>; 13] {
+    pub(crate) fn args<'s>(
+        &'s self,
+        instance: &'s str,
+    ) -> [(&'static str, std::borrow::Cow<'s, str>); 13] {
         let spec = self.spec;
         let mode = match spec.mode {
             Mode::Concurrency => "lease",
             Mode::RateLimit => "rate",
         };
         [
-            self.names.as_str().into(),
-            spec.occupy.to_string().into(),
-            mode.into(),
-            micros(spec.lease_ttl).into(),
-            flag(spec.holder.is_some()).into(),
-            spec.holder.as_deref().unwrap_or("").into(),
-            flag(spec.create_if_missing).into(),
-            self.token.into(),
-            flag(self.try_once).into(),
-            instance.into(),
-            self.deadline_at.as_str().into(),
-            flag(self.check_only).into(),
-            self.whole.as_str().into(),
+            ("names", self.names.as_str().into()),
+            ("occupy", spec.occupy.to_string().into()),
+            ("mode", mode.into()),
+            ("ttl_us", micros(spec.lease_ttl).into()),
+            ("has_holder", flag(spec.holder.is_some()).into()),
+            ("holder", spec.holder.as_deref().unwrap_or("").into()),
+            ("create_if_missing", flag(spec.create_if_missing).into()),
+            ("token", self.token.into()),
+            ("try_once", flag(self.try_once).into()),
+            ("instance", instance.into()),
+            ("deadline_at", self.deadline_at.as_str().into()),
+            ("check_only", flag(self.check_only).into()),
+            ("whole", self.whole.as_str().into()),
         ]
     }
 }

@@ -79,7 +79,7 @@ impl ParkedRequest {
                 _ = backstop.tick() => {
                     let status = &self.inner.scripts.status;
                     let reply: Reply<serde_json::Value> =
-                        self.inner.run(self.part, status, &[&self.token]).await?;
+                        self.inner.run(self.part, status, &[("token", &self.token)]).await?;
                     match reply {
                         Reply::Settled { settled: outcome } => {
                             self.settle();

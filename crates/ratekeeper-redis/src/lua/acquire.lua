@@ -2,17 +2,17 @@
 --         CREATE_IF_MISSING TOKEN TRY_ONCE INSTANCE DEADLINE_US|'' CHECK_ONLY
 --         WHOLE(json)|''
 -- WHOLE: for a part of a request across partitions, all of its names.
-local names = cjson.decode(ARGV[3])
-local occupy = tonumber(ARGV[4])
-local mode = ARGV[5]
-local token = ARGV[10]
+local names = cjson.decode(arg_names)
+local occupy = tonumber(arg_occupy)
+local mode = arg_mode
+local token = arg_token
 
 -- Refuse first, create after: a refused request changes nothing.
 local missing = {}
 for _, name in ipairs(names) do
   local limit = load_limit(name)
   if not limit then
-    if ARGV[9] ~= '1' then return cjson.encode({ err = 'limit_not_found', name = name }) end
+    if arg_create_if_missing ~= '1' then return cjson.encode({ err = 'limit_not_found', name = name }) end
     missing[#missing + 1] = name
   elseif limit.active == 1 then
     if limit.slots > 0 and occupy > limit.slots then
@@ -25,7 +25,7 @@ for _, name in ipairs(names) do
 end
 -- A request across partitions is checked on every one before any part
 -- of it is taken.
-if ARGV[14] == '1' then return cjson.encode({ ok = true }) end
+if arg_check_only == '1' then return cjson.encode({ ok = true }) end
 -- A missing limit is created inactive, with 1 slot, and passes through.
 for _, name in ipairs(missing) do
   local uid = redis.call('INCR', P .. 'uid')
@@ -38,11 +38,11 @@ for _, name in ipairs(missing) do
 end
 
 local req = {
-  token = token, names = ARGV[3], occupy = occupy, mode = mode,
-  ttl = tonumber(ARGV[6]), enq = NOW,
+  token = token, names = arg_names, occupy = occupy, mode = mode,
+  ttl = tonumber(arg_ttl_us), enq = NOW,
 }
-if ARGV[7] == '1' then req.holder = ARGV[8] end
-if ARGV[15] ~= '' then req.whole = ARGV[15] end
+if arg_has_holder == '1' then req.holder = arg_holder end
+if arg_whole ~= '' then req.whole = arg_whole end
 
 local fits = true
 for _, name in ipairs(names) do
@@ -52,24 +52,24 @@ for _, name in ipairs(names) do
   end
 end
 if fits then return finish({ ok = grant(req) }) end
-if ARGV[11] == '1' then
+if arg_try_once == '1' then
   count(names, 'denied')
   return finish({ err = 'would_block' })
 end
 
 local seq = redis.call('INCR', P .. 'seq')
-local instance = ARGV[12]
+local instance = arg_instance
 local fields = {
-  'names', ARGV[3], 'occupy', occupy, 'mode', mode, 'ttl', int(req.ttl),
+  'names', arg_names, 'occupy', occupy, 'mode', mode, 'ttl', int(req.ttl),
   'enq', int(NOW), 'seq', seq, 'owner', instance,
 }
 if req.holder then
   fields[#fields + 1] = 'holder'
   fields[#fields + 1] = req.holder
 end
-if ARGV[13] ~= '' then
+if arg_deadline_at ~= '' then
   fields[#fields + 1] = 'deadline'
-  fields[#fields + 1] = ARGV[13]
+  fields[#fields + 1] = arg_deadline_at
 end
 if req.whole then
   fields[#fields + 1] = 'whole'

@@ -1,13 +1,13 @@
 -- cancel TOKEN REASON(timeout|abandon): withdraws a queued request. If it
 -- was granted meanwhile, a timed-out waiter takes the grant; an abandoned
 -- one's lease is released.
-local token = ARGV[3]
+local token = arg_token
 local req = hash(rkey(token))
 if req then
   req.token = token
   local names = cjson.decode(req.names)
   unqueue(token, req)
-  if ARGV[4] == 'timeout' then count(names, 'denied') end
+  if arg_reason == 'timeout' then count(names, 'denied') end
   -- Whoever waited behind it may go now.
   promote(names)
   return finish({ cancelled = true })
@@ -16,7 +16,7 @@ local result = redis.call('GET', P .. 'res:' .. token)
 if not result then return finish({ gone = true }) end
 redis.call('DEL', P .. 'res:' .. token)
 local outcome = cjson.decode(result)
-if ARGV[4] == 'abandon' and outcome.ok and outcome.ok.lease then
+if arg_reason == 'abandon' and outcome.ok and outcome.ok.lease then
   local lease = hash(lease_key(token))
   if lease then promote(drop_lease(token, lease)) end
   return finish({ gone = true })

@@ -2,7 +2,9 @@
 -- file becomes one function after it (see `scripts.rs`). A call acts on
 -- one partition, whose key prefix is ARGV[1] (one hash tag, so one Redis
 -- Cluster slot; see `layout.rs`); ARGV[2] is the time in microseconds for
--- tests, or '' to use Redis's own clock.
+-- tests, or '' to use Redis's own clock. Each operation's own arguments
+-- follow, and reach its body as locals named `arg_NAME` (the `operations!`
+-- table in `scripts.rs` names them, in order).
 --
 -- Keys, with P the prefix:
 --   P seq              request counter: the global arrival order

@@ -1,5 +1,5 @@
 -- delete NAME: its waiters fail with limit_deleted; leases stop holding it.
-local name = ARGV[3]
+local name = arg_name
 if redis.call('EXISTS', lkey(name)) == 0 then
   return cjson.encode({ err = 'limit_not_found', name = name })
 end

@@ -1,5 +1,5 @@
 -- read limits | limit NAME | leases [NAME] | lease ID
-local what, name = ARGV[3], ARGV[4]
+local what, name = arg_what, arg_name
 
 local function leases_of(ids)
   local views = {}

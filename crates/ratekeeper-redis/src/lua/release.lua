@@ -1,5 +1,5 @@
 -- release LEASE_ID
-local id = ARGV[3]
+local id = arg_id
 local lease = hash(lease_key(id))
 if lease then
   promote(drop_lease(id, lease))

@@ -1,12 +1,12 @@
 -- renew LEASE_ID TTL_US|''
-local id = ARGV[3]
+local id = arg_id
 local lease = hash(lease_key(id))
 if not lease then
   if redis.call('ZSCORE', P .. 'revoked', id) then return cjson.encode({ err = 'lease_revoked' }) end
   return cjson.encode({ err = 'lease_expired' })
 end
 local ttl = lease.ttl
-if ARGV[4] ~= '' then ttl = tonumber(ARGV[4]) end
+if arg_ttl_us ~= '' then ttl = tonumber(arg_ttl_us) end
 lease.expires = NOW + ttl
 lease.ttl = ttl
 redis.call('HSET', lease_key(id), 'expires', int(lease.expires), 'ttl', int(ttl))

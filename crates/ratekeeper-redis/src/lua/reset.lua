@@ -1,5 +1,5 @@
 -- reset NAME: revokes every lease on it and clears its decaying slots.
-local name = ARGV[3]
+local name = arg_name
 local limit = load_limit(name)
 if not limit then return cjson.encode({ err = 'limit_not_found', name = name }) end
 local freed = { name }

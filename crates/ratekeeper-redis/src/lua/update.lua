@@ -1,29 +1,29 @@
 -- update NAME SLOTS|'' DECAY|'' ACTIVE|'' DESCRIPTION_MODE(''|set|clear) DESCRIPTION
-local name = ARGV[3]
+local name = arg_name
 local limit = load_limit(name)
 if not limit then return cjson.encode({ err = 'limit_not_found', name = name }) end
 -- Core's check_drain, on the limit as it would be: a full load must decay
 -- within MAX_DRAIN_SECONDS (100 years; the differential and conformance
 -- tests hold the two rules together).
 local new_slots, new_decay = limit.slots, limit.decay
-if ARGV[4] ~= '' then new_slots = tonumber(ARGV[4]) end
-if ARGV[5] ~= '' then new_decay = tonumber(ARGV[5]) end
+if arg_slots ~= '' then new_slots = tonumber(arg_slots) end
+if arg_decay ~= '' then new_decay = tonumber(arg_decay) end
 if new_decay > 0 and new_slots / new_decay > 100 * 365 * 86400 then
   return cjson.encode({ err = 'decay_too_slow', slots = int(new_slots), decay = new_decay })
 end
-if ARGV[4] ~= '' then redis.call('HSET', lkey(name), 'slots', ARGV[4]) end
-if ARGV[5] ~= '' then
+if arg_slots ~= '' then redis.call('HSET', lkey(name), 'slots', arg_slots) end
+if arg_decay ~= '' then
   -- Keep the decaying level; at a rate of 0 nothing would ever decay, so
   -- decaying slots are dropped.
   local level = decaying(limit)
-  local decay = tonumber(ARGV[5])
+  local decay = tonumber(arg_decay)
   local drained = NOW
   if decay > 0 then drained = NOW + math.ceil(level * US / decay) end
-  redis.call('HSET', lkey(name), 'decay', ARGV[5], 'drained', int(drained))
+  redis.call('HSET', lkey(name), 'decay', arg_decay, 'drained', int(drained))
 end
-if ARGV[6] ~= '' then redis.call('HSET', lkey(name), 'active', ARGV[6]) end
-if ARGV[7] == 'set' then redis.call('HSET', lkey(name), 'description', ARGV[8]) end
-if ARGV[7] == 'clear' then redis.call('HDEL', lkey(name), 'description') end
+if arg_active ~= '' then redis.call('HSET', lkey(name), 'active', arg_active) end
+if arg_description_change == 'set' then redis.call('HSET', lkey(name), 'description', arg_description) end
+if arg_description_change == 'clear' then redis.call('HDEL', lkey(name), 'description') end
 redis.call('HSET', lkey(name), 'updated', int(NOW))
 forget(name)
 touch(name)
