@@ -150,6 +150,9 @@ error_codes! {
     UnsupportedMediaType = "unsupported_media_type", 415, false;
     /// The store cannot serve now (Redis unreachable, the disk full).
     Unavailable = "unavailable", 503, true;
+    /// The store does not fit the server's configuration (another key
+    /// layout or partition count): an operator must change one of them.
+    Misconfigured = "misconfigured", 503, false;
     /// The server is stopping.
     ShuttingDown = "shutting_down", 503, true;
     /// The grant expired before it could be answered (the server was held

@@ -107,6 +107,14 @@ pub enum Error {
         /// Why.
         reason: String,
     },
+    /// The backend's configuration does not fit its store (another key
+    /// layout, another partition count, a value out of range): waiting
+    /// does not help, changing the configuration does.
+    #[error("the store cannot be used as configured: {reason}")]
+    Misconfigured {
+        /// What does not fit, and what to do.
+        reason: String,
+    },
 }
 
 impl Error {
@@ -117,6 +125,7 @@ impl Error {
             Error::Acquire(e) => e.code(),
             Error::Lease(e) => e.code(),
             Error::Unavailable { .. } => "unavailable",
+            Error::Misconfigured { .. } => "misconfigured",
         }
     }
 

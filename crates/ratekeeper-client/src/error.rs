@@ -99,7 +99,11 @@ impl Error {
                 message,
             },
             Some(C::QuotaExceeded) => Error::QuotaExceeded(message),
-            Some(known) if known.retryable() => Error::Unavailable(message),
+            // The server's store does not fit its configuration: to this
+            // client, a server that cannot serve (until an operator acts).
+            Some(known) if known.retryable() || known == C::Misconfigured => {
+                Error::Unavailable(message)
+            }
             _ => Error::Invalid {
                 code: code.into(),
                 message,

@@ -26,7 +26,7 @@ pub(crate) async fn check_layout(conn: &Connection, prefix: &str) -> Result<(), 
     match recorded {
         None => Ok(()),
         Some(found) if found == KEY_LAYOUT.to_string() => Ok(()),
-        Some(found) => Err(Error::Unavailable {
+        Some(found) => Err(Error::Misconfigured {
             reason: format!(
                 "the store under prefix {prefix:?} has key layout {found}, and this release of \
                  ratekeeper reads layout {KEY_LAYOUT} only: run the release that wrote it (or a \
@@ -46,7 +46,7 @@ pub(crate) async fn partition_count(
     if let Some(count) = wanted
         && !(1..=MAX_PARTITIONS).contains(&count)
     {
-        return Err(Error::Unavailable {
+        return Err(Error::Misconfigured {
             reason: format!("a store has 1 to {MAX_PARTITIONS} partitions, not {count}"),
         });
     }
@@ -65,16 +65,21 @@ pub(crate) async fn partition_count(
         .to_owned();
     let recorded: Option<u32> = conn.query(&record).await.map_err(unavailable)?;
     match (recorded, wanted) {
-        (Some(recorded), Some(wanted)) if recorded != wanted => Err(Error::Unavailable {
+        (Some(recorded), Some(wanted)) if recorded != wanted => Err(Error::Misconfigured {
             reason: format!(
                 "the store under prefix {prefix:?} is split into {recorded} partitions, not \
                  {wanted}; a store keeps its first count (leave the count out to use it, or \
                  choose another prefix)"
             ),
         }),
-        (Some(recorded), _) if !(1..=MAX_PARTITIONS).contains(&recorded) => Err(unavailable(
-            format!("the store under prefix {prefix:?} records {recorded} partitions"),
-        )),
+        (Some(recorded), _) if !(1..=MAX_PARTITIONS).contains(&recorded) => {
+            Err(Error::Misconfigured {
+                reason: format!(
+                    "the store under prefix {prefix:?} records {recorded} partitions, and a \
+                     store has 1 to {MAX_PARTITIONS}: its keys were written by something else"
+                ),
+            })
+        }
         (recorded, wanted) => Ok(recorded.or(wanted).unwrap_or(default)),
     }
 }

@@ -251,8 +251,8 @@ async fn a_store_keeps_the_partition_count_it_was_first_given() {
         ..Options::default()
     };
     let refused = RedisBackend::connect_with(&cluster.urls(), options(Some(8))).await;
-    let Err(Error::Unavailable { reason }) = refused else {
-        panic!("another count is refused");
+    let Err(Error::Misconfigured { reason }) = refused else {
+        panic!("another count is refused as a configuration mistake");
     };
     assert!(
         reason.contains("split into 4 partitions, not 8"),

@@ -114,6 +114,7 @@ async fn a_store_laid_out_by_another_release_is_refused_and_left_alone() {
     let Err(refused) = RedisBackend::connect(&redis.url()).await else {
         panic!("a store of layout 2 was opened");
     };
+    assert_eq!(refused.code(), "misconfigured");
     let reason = refused.to_string();
     assert!(reason.contains("key layout 2"), "{reason}");
     assert!(reason.contains("another prefix"), "{reason}");
