@@ -47,9 +47,14 @@ impl SteppedServer {
     }
 }
 
-/// Sets the server's wall clock to the real one plus `seconds`.
+/// Sets the server's wall clock to the real one plus `seconds`. The file
+/// is replaced whole (written aside, then renamed): libfaketime reads it at
+/// every clock call, and could otherwise read it empty, between the
+/// truncation and the write, and see no step at all.
 fn step(offset_file: &Path, seconds: i64) {
-    std::fs::write(offset_file, format!("{seconds:+}\n")).unwrap();
+    let aside = offset_file.with_extension("next");
+    std::fs::write(&aside, format!("{seconds:+}\n")).unwrap();
+    std::fs::rename(&aside, offset_file).unwrap();
 }
 
 async fn post(http: &reqwest::Client, url: &str, body: Value) -> (StatusCode, Value) {
