@@ -152,7 +152,8 @@ error_codes! {
     Unavailable = "unavailable", 503, true;
     /// The store does not fit the server's configuration (another key
     /// layout or partition count): an operator must change one of them.
-    Misconfigured = "misconfigured", 503, false;
+    /// Like every 5xx, worth retrying (on another server, or once fixed).
+    Misconfigured = "misconfigured", 503, true;
     /// The server is stopping.
     ShuttingDown = "shutting_down", 503, true;
     /// The grant expired before it could be answered (the server was held

@@ -99,11 +99,7 @@ impl Error {
                 message,
             },
             Some(C::QuotaExceeded) => Error::QuotaExceeded(message),
-            // The server's store does not fit its configuration: to this
-            // client, a server that cannot serve (until an operator acts).
-            Some(known) if known.retryable() || known == C::Misconfigured => {
-                Error::Unavailable(message)
-            }
+            Some(known) if known.retryable() => Error::Unavailable(message),
             _ => Error::Invalid {
                 code: code.into(),
                 message,
