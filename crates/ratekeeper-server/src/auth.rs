@@ -77,6 +77,27 @@ impl std::fmt::Debug for Token {
 /// The shortest secret a token may have, in characters.
 pub const MIN_TOKEN_LEN: usize = 16;
 
+/// A token that cannot be accepted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum TokenError {
+    /// Too short or with a space: it could be guessed, or was mistyped.
+    #[error(
+        "a token must be at least {MIN_TOKEN_LEN} characters without spaces ({fault}); \
+         make one with `openssl rand -hex 16`"
+    )]
+    Weak {
+        /// What is wrong with it.
+        fault: String,
+    },
+    /// A quota of zero: the token could never be used.
+    #[error("a {scope} token's max_tickets and max_leases must be at least 1")]
+    ZeroQuota {
+        /// Its scope.
+        scope: String,
+    },
+}
+
 /// The tokens a server accepts, each with what it holds against its
 /// quota. With none, every request is allowed.
 #[derive(Debug, Clone, Default)]
@@ -85,7 +106,7 @@ pub struct Tokens(Vec<(Token, Arc<Quota>)>);
 impl Tokens {
     /// These tokens. Each secret must be at least [`MIN_TOKEN_LEN`]
     /// characters, none of them blank: a short token can be guessed.
-    pub fn new(tokens: Vec<Token>) -> Result<Self, String> {
+    pub fn new(tokens: Vec<Token>) -> Result<Self, TokenError> {
         for token in &tokens {
             let len = token.secret.chars().count();
             let scope = format!("{:?}", token.scope).to_lowercase();
@@ -97,16 +118,10 @@ impl Tokens {
                 None
             };
             if let Some(fault) = fault {
-                return Err(format!(
-                    "a token must be at least {MIN_TOKEN_LEN} characters without spaces \
-                     ({fault}); make one with `openssl rand -hex 16`"
-                ));
+                return Err(TokenError::Weak { fault });
             }
             if token.max_tickets == Some(0) || token.max_leases == Some(0) {
-                return Err(format!(
-                    "a {:?} token's max_tickets and max_leases must be at least 1",
-                    token.scope
-                ));
+                return Err(TokenError::ZeroQuota { scope });
             }
         }
         Ok(Tokens(

@@ -34,7 +34,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use utoipa::OpenApi;
 
-pub use auth::{Scope, Token, Tokens};
+pub use auth::{Scope, Token, TokenError, Tokens};
 pub use history::HistoryConfig;
 pub use listen::Budget;
 pub use origin::HostPolicy;

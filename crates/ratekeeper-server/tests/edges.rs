@@ -151,7 +151,7 @@ fn short_or_blank_tokens_are_refused() {
         "has a space in it ok",
     ] {
         let tokens = Tokens::new(vec![Token::new(secret, Scope::Client)]);
-        let err = tokens.expect_err(secret);
+        let err = tokens.expect_err(secret).to_string();
         assert!(err.contains("at least 16"), "{err}");
     }
     assert!(Tokens::new(vec![Token::new("0123456789abcdef", Scope::Client)]).is_ok());

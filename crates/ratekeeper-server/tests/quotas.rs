@@ -154,5 +154,9 @@ fn a_quota_of_zero_is_refused() {
     let mut token = Token::new(CLIENT, Scope::Client);
     token.max_leases = Some(0);
     let err = Tokens::new(vec![token]).unwrap_err();
-    assert!(err.contains("max_leases"), "{err}");
+    assert!(matches!(
+        err,
+        ratekeeper_server::TokenError::ZeroQuota { .. }
+    ));
+    assert!(err.to_string().contains("max_leases"), "{err}");
 }

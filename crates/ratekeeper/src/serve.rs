@@ -291,7 +291,7 @@ impl ServeArgs {
                 Some(files) => Some(ServerTls::new(files.load().map_err(Failure::of)?)),
                 None => None,
             },
-            tokens: Tokens::new(tokens).map_err(Failure::new)?,
+            tokens: Tokens::new(tokens).map_err(Failure::of)?,
             max_wait: seconds(
                 "max_wait_seconds",
                 given.max_wait_seconds,

@@ -240,7 +240,7 @@ impl Store {
     }
 
     /// Whether the store can write: why not, if it cannot.
-    pub fn health(&self) -> Result<(), String> {
+    pub(crate) fn health(&self) -> Result<(), String> {
         let progress = self.progress.borrow();
         match (&progress.failed, &progress.checkpoint) {
             (Some(reason), _) => Err(reason.clone()),
@@ -252,7 +252,7 @@ impl Store {
     /// Whether a change made now can be written: why not, if the change
     /// log cannot be written at the moment (a failed checkpoint does not
     /// count: the log still keeps every change).
-    pub fn writable(&self) -> Result<(), String> {
+    pub(crate) fn writable(&self) -> Result<(), String> {
         match &self.progress.borrow().failed {
             Some(reason) => Err(reason.clone()),
             None => Ok(()),
@@ -260,7 +260,7 @@ impl Store {
     }
 
     /// Waits until everything recorded so far is durable.
-    pub async fn durable(&self) -> Result<(), String> {
+    pub(crate) async fn durable(&self) -> Result<(), String> {
         let target = self.recorded.load(Ordering::SeqCst);
         let mut progress = self.progress.clone();
         let progress = progress
