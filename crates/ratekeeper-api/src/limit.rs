@@ -180,6 +180,18 @@ pub struct Limit {
     pub updated_at: u64,
 }
 
+impl Limit {
+    /// Whether `occupy` more slots would have been granted at once when
+    /// this was read: the engine's rule (nobody queued, and held plus
+    /// decaying plus `occupy` within the slots; or inactive), on figures
+    /// that may have changed since.
+    pub fn has_room(&self, occupy: u64) -> bool {
+        !self.active
+            || (self.waiting == 0
+                && self.held as f64 + self.decaying + occupy as f64 <= self.slots as f64)
+    }
+}
+
 impl From<LimitView> for Limit {
     fn from(v: LimitView) -> Self {
         Limit {

@@ -459,6 +459,13 @@ impl Client {
         limit_dict(py, state)
     }
 
+    /// Whether `occupy` slots of `name` would be granted at once now, as
+    /// far as the server's figures say (the rule of `Limit::has_room`).
+    fn has_room(&self, py: Python<'_>, name: &str, occupy: u64) -> PyResult<bool> {
+        let state = self.call(py, self.inner.limit(name))?;
+        Ok(state.has_room(occupy))
+    }
+
     /// Every limit's state, ordered by name.
     fn limits(&self, py: Python<'_>) -> PyResult<Vec<Py<PyAny>>> {
         let states = self.call(py, self.inner.limits())?;

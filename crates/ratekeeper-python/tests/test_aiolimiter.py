@@ -116,6 +116,19 @@ def test_a_named_limiter_is_global(rk):
     assert rk.limit(name).slot_decay_per_second == 10
 
 
+def test_a_named_limiter_says_whether_it_has_capacity_by_the_servers_figures(rk):
+    name = f"aiolimiter-capacity-{id(rk)}"
+    limiter = AsyncLimiter(2, 100, name=name)  # 2 per 100 s: spent stays spent
+    assert limiter.has_capacity(2)
+    run(limiter.acquire(1))
+    assert limiter.has_capacity(1)
+    assert not limiter.has_capacity(2)
+    run(limiter.acquire(1))
+    assert not limiter.has_capacity(1)
+    rk.disable_limit(name)
+    assert limiter.has_capacity(1), "an inactive limit lets everything through"
+
+
 def test_blocking_calls_on_an_event_loop_thread_point_at_the_async_twin(rk):
     name = f"loop-{id(rk)}"
     rk.create_limit(name, 1)

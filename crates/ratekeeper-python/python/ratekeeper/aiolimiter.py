@@ -96,10 +96,7 @@ class AsyncLimiter:
         if self._native is not None:
             return self._native.has_capacity(units)
         self._ensure()
-        limit = client().limit(self.name)
-        if not limit.active:
-            return True
-        return limit.waiting == 0 and limit.held + limit.decaying + units <= limit.slots
+        return client()._native.has_room(self.name, units)
 
     async def acquire(self, amount: float = 1) -> None:
         """Waits until ``amount`` fits in the bucket, then takes it."""
