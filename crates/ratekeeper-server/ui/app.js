@@ -362,7 +362,10 @@ async function loadHistory(name) {
   } catch {
     return; // the charts then start empty, as they would without history
   }
-  if (!history.tracked || !store.limits.has(name)) return;
+  if (!history.tracked) return;
+  // The page may be opened before the event stream's snapshot names the
+  // limit: keep the samples for when it does.
+  if (!store.history.has(name)) store.history.set(name, []);
   const samples = store.history.get(name);
   const firstHere = samples[0]?.at ?? Infinity;
   const earlier = history.samples
