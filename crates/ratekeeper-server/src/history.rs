@@ -9,6 +9,7 @@
 //! already sampled keep their place, and room goes to the others by name.
 //! A deleted limit's samples go with it.
 
+use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -114,20 +115,16 @@ impl History {
         tracks.retain(|name, _| present.contains(name.as_str()));
         for limit in limits {
             let counters = &limit.counters;
-            if !tracks.contains_key(&limit.name) {
-                if tracks.len() >= self.config.max_limits {
-                    continue;
-                }
-                tracks.insert(
-                    limit.name.clone(),
-                    Track {
-                        samples: VecDeque::with_capacity(capacity),
-                        granted_total: counters.granted_total,
-                        granted_slots_total: counters.granted_slots_total,
-                    },
-                );
-            }
-            let track = tracks.get_mut(&limit.name).expect("just ensured");
+            let full = tracks.len() >= self.config.max_limits;
+            let track = match tracks.entry(limit.name.clone()) {
+                Entry::Occupied(tracked) => tracked.into_mut(),
+                Entry::Vacant(_) if full => continue,
+                Entry::Vacant(new) => new.insert(Track {
+                    samples: VecDeque::with_capacity(capacity),
+                    granted_total: counters.granted_total,
+                    granted_slots_total: counters.granted_slots_total,
+                }),
+            };
             if track.samples.len() == capacity {
                 track.samples.pop_front();
             }
