@@ -25,6 +25,7 @@ use crate::journal::{Change, LimitRecord, Records, RestoreError};
 use crate::lease::{Lease, LeaseGrant, LeaseId, LeaseView, Permit, check_ttl};
 use crate::limit::{Limit, LimitId, LimitPatch, LimitSpec, LimitView, Room, check_drain};
 use crate::name::{self, LimitName};
+use crate::pause::{Pause, PauseSpec};
 use crate::request::{
     AcquireRequest, Admission, Grant, Held, Mode, PendingClaim, RequestId, Waiter, WaiterView, Wake,
 };
@@ -365,6 +366,51 @@ impl Engine {
         limit.drained_at = now;
         self.dirty.push(id);
         self.settle();
+        Ok(self.limits[&id].view(now))
+    }
+
+    /// Pauses a limit until the pause asked for ends, or keeps a pause
+    /// that ends later (with its reason and reporter): a pause is extended,
+    /// never shortened. Nothing is granted on the limit until then; queued
+    /// requests keep their order and their timeouts.
+    pub fn pause(
+        &mut self,
+        now: Timestamp,
+        name: &str,
+        spec: &PauseSpec,
+    ) -> Result<LimitView, LimitError> {
+        let id = self.limit_id(name)?;
+        let until = spec.until(now.max(self.now))?;
+        self.advance(now);
+        let now = self.now;
+        let limit = self.limit_mut(id);
+        let current = limit.paused(now).map_or(now, |pause| pause.until);
+        if until > current {
+            limit.pause = Some(Pause {
+                until,
+                since: now,
+                reason: spec.reason.clone(),
+                reporter: spec.reporter.clone(),
+            });
+            self.touch_limits(&[id]);
+            // Its head's decay timer, if any, now waits for the pause.
+            self.dirty.push(id);
+            self.settle();
+        }
+        Ok(self.limits[&id].view(now))
+    }
+
+    /// Ends a limit's pause now, granting its queue from the head. A limit
+    /// that is not paused is left as it is.
+    pub fn resume(&mut self, now: Timestamp, name: &str) -> Result<LimitView, LimitError> {
+        let id = self.limit_id(name)?;
+        self.advance(now);
+        let now = self.now;
+        if self.limit_mut(id).pause.take().is_some() {
+            self.touch_limits(&[id]);
+            self.dirty.push(id);
+            self.settle();
+        }
         Ok(self.limits[&id].view(now))
     }
 
@@ -914,6 +960,7 @@ impl Engine {
         };
         limit.counters = record.counters;
         limit.updated_at = record.updated_at;
+        limit.pause = record.pause;
         self.insert_limit(limit);
         Ok(())
     }

@@ -82,6 +82,12 @@ pub enum LimitError {
         /// Its length in characters.
         len: usize,
     },
+    /// A pause asked for is not possible (see [`crate::PauseSpec::until`]).
+    #[error("invalid pause: {reason}")]
+    InvalidPause {
+        /// What is wrong with it.
+        reason: String,
+    },
     /// No limit has this name.
     #[error("no limit is named {name:?}")]
     NotFound {
@@ -104,6 +110,7 @@ impl LimitError {
             LimitError::InvalidSlots { .. } => "invalid_slots",
             LimitError::InvalidDecay { .. } | LimitError::DecayTooSlow { .. } => "invalid_decay",
             LimitError::DescriptionTooLong { .. } => "invalid_description",
+            LimitError::InvalidPause { .. } => "invalid_pause",
             LimitError::NotFound { .. } => "limit_not_found",
             LimitError::AlreadyExists { .. } => "limit_exists",
         }
@@ -118,7 +125,7 @@ impl LimitError {
                 Some("slot_decay_per_second")
             }
             LimitError::DescriptionTooLong { .. } => Some("description"),
-            LimitError::NotFound { .. } => None,
+            LimitError::InvalidPause { .. } | LimitError::NotFound { .. } => None,
         }
     }
 }

@@ -12,6 +12,7 @@
 
 use crate::lease::{LeaseId, LeaseView};
 use crate::limit::Counters;
+use crate::pause::Pause;
 use crate::time::Timestamp;
 
 /// A limit as it is stored.
@@ -36,6 +37,9 @@ pub struct LimitRecord {
     pub created_at: Timestamp,
     /// When its definition last changed.
     pub updated_at: Timestamp,
+    /// Its latest pause (absent in records written before pauses existed).
+    #[cfg_attr(feature = "serde", serde(default))]
+    pub pause: Option<Pause>,
 }
 
 /// One change to the stored state. Applied in order, the changes taken after

@@ -38,6 +38,10 @@
 //!   reset says `lease_revoked`: never a silent no-op.
 //! - **Permits** are leases without id or TTL, for holders in the same
 //!   process (the in-process limiter's guards), which release on drop.
+//! - A **pause** ("nothing until then", when the upstream says slow down)
+//!   is part of the capacity check: while it lasts nothing fits, the queue
+//!   keeps its order, and its head is granted the instant it ends. A later
+//!   pause extends it, never shortens it; only a resume ends it early.
 //! - **Inactive** limits pass requests through and occupy nothing. Unknown
 //!   names fail with `limit_not_found` unless the request sets
 //!   `create_if_missing`, which creates them inactive.
@@ -75,6 +79,7 @@ mod journal;
 mod lease;
 mod limit;
 mod name;
+mod pause;
 mod request;
 mod time;
 
@@ -90,6 +95,7 @@ pub use limit::{
     MAX_SLOTS, check_drain,
 };
 pub use name::{LimitName, MAX_NAME_LEN};
+pub use pause::{MAX_PAUSE, MAX_PAUSE_TEXT_LEN, Pause, PauseEnd, PauseSpec};
 pub use request::{
     AcquireRequest, Admission, Claim, Grant, Held, MAX_HOLDER_LEN, MAX_NAMES_PER_REQUEST, Mode,
     RequestId, WaiterView, Wake,

@@ -6,6 +6,7 @@ use crate::error::LimitError;
 use crate::journal::LimitRecord;
 use crate::lease::LeaseId;
 use crate::name::LimitName;
+use crate::pause::Pause;
 use crate::request::RequestId;
 use crate::time::Timestamp;
 
@@ -145,6 +146,8 @@ pub struct LimitView {
     pub created_at: Timestamp,
     /// When its definition last changed.
     pub updated_at: Timestamp,
+    /// The pause that holds it, if one does at this instant.
+    pub paused: Option<Pause>,
 }
 
 /// Whether a request fits into a limit now.
@@ -193,6 +196,8 @@ pub(crate) struct Limit {
     pub counters: Counters,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
+    /// The latest pause; it holds only until its end (see [`Pause::holds_at`]).
+    pub pause: Option<Pause>,
 }
 
 impl Limit {
@@ -215,11 +220,26 @@ impl Limit {
             counters: Counters::default(),
             created_at: now,
             updated_at: now,
+            pause: None,
         })
     }
 
-    /// Whether `occupy` more slots fit: `held + decaying + occupy <= slots`.
+    /// Whether `occupy` more slots fit: `held + decaying + occupy <= slots`,
+    /// and not before a pause ends.
     pub fn room(&self, occupy: u64, now: Timestamp) -> Room {
+        let room = self.capacity(occupy, now);
+        match &self.pause {
+            Some(pause) if pause.holds_at(now) => match room {
+                Room::Blocked => Room::Blocked,
+                Room::Now => Room::At(pause.until),
+                Room::At(at) => Room::At(at.max(pause.until)),
+            },
+            _ => room,
+        }
+    }
+
+    /// The capacity check alone.
+    fn capacity(&self, occupy: u64, now: Timestamp) -> Room {
         let Some(free) = self.slots.checked_sub(self.held.saturating_add(occupy)) else {
             return Room::Blocked;
         };
@@ -276,7 +296,13 @@ impl Limit {
             counters: self.counters,
             created_at: self.created_at,
             updated_at: self.updated_at,
+            pause: self.pause.clone(),
         }
+    }
+
+    /// The pause that holds the limit at `now`.
+    pub fn paused(&self, now: Timestamp) -> Option<&Pause> {
+        self.pause.as_ref().filter(|pause| pause.holds_at(now))
     }
 
     pub fn view(&self, now: Timestamp) -> LimitView {
@@ -293,6 +319,7 @@ impl Limit {
             counters: self.counters,
             created_at: self.created_at,
             updated_at: self.updated_at,
+            paused: self.paused(now).cloned(),
         }
     }
 }

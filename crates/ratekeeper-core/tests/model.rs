@@ -15,7 +15,7 @@ use std::time::Duration;
 use proptest::prelude::*;
 use ratekeeper_core::{
     AcquireError, AcquireRequest, Admission, Change, Claim, Counters, Engine, Grant, Held, LeaseId,
-    LeaseView, LimitPatch, LimitRecord, LimitSpec, Records, RequestId, Timestamp,
+    LeaseView, LimitPatch, LimitRecord, LimitSpec, PauseSpec, Records, RequestId, Timestamp,
 };
 
 const NAMES: [&str; 3] = ["a", "b", "c"];
@@ -36,6 +36,8 @@ struct ModelLimit {
     /// Every rate grant since the last reset: (instant, occupy).
     rate_grants: Vec<(u64, u64)>,
     counters: Counters,
+    /// Nothing fits before this instant (0: never paused).
+    paused_until: u64,
 }
 
 impl ModelLimit {
@@ -59,6 +61,9 @@ impl ModelLimit {
     }
 
     fn fits(&self, occupy: u64, now: u64) -> bool {
+        if now < self.paused_until {
+            return false;
+        }
         let Some(free) = self.slots.checked_sub(self.held + occupy) else {
             return false;
         };
@@ -123,6 +128,7 @@ impl Model {
                 held: 0,
                 rate_grants: Vec::new(),
                 counters: Counters::default(),
+                paused_until: 0,
             },
         );
         self.next_limit += 1;
@@ -381,6 +387,20 @@ impl Model {
         self.grant_pass();
     }
 
+    /// A pause only ever moves the end later.
+    fn pause(&mut self, now: u64, name: &str, ms: u64) {
+        self.advance(now);
+        let limit = self.limits.get_mut(name).unwrap();
+        limit.paused_until = limit.paused_until.max(self.now + ms * 1_000_000);
+        self.grant_pass();
+    }
+
+    fn resume(&mut self, now: u64, name: &str) {
+        self.advance(now);
+        self.limits.get_mut(name).unwrap().paused_until = 0;
+        self.grant_pass();
+    }
+
     fn reset(&mut self, now: u64, name: &str) {
         self.advance(now);
         let id = self.limits[name].id;
@@ -427,6 +447,9 @@ enum Op {
     Reset(usize),
     Delete(usize),
     Create(usize, u64, usize),
+    /// Pause a limit for this many milliseconds.
+    Pause(usize, u64),
+    Resume(usize),
 }
 
 fn acquire_strategy() -> impl Strategy<Value = Acquire> {
@@ -465,6 +488,8 @@ fn op_strategy() -> impl Strategy<Value = Op> {
         1 => (0usize..3).prop_map(Op::Reset),
         1 => (0usize..3).prop_map(Op::Delete),
         1 => (0usize..3, 0u64..=4, 0usize..RATES.len()).prop_map(|(l, s, r)| Op::Create(l, s, r)),
+        1 => (0usize..3, 1u64..3_000).prop_map(|(l, ms)| Op::Pause(l, ms)),
+        1 => (0usize..3).prop_map(Op::Resume),
     ]
 }
 
@@ -636,7 +661,12 @@ impl Run {
                     self.model.advance(self.now);
                 }
             }
-            Op::SetSlots(i, _) | Op::SetActive(i, _) | Op::Reset(i) | Op::Delete(i)
+            Op::SetSlots(i, _)
+            | Op::SetActive(i, _)
+            | Op::Reset(i)
+            | Op::Delete(i)
+            | Op::Pause(i, _)
+            | Op::Resume(i)
                 if !self.model.limits.contains_key(NAMES[*i]) =>
             {
                 let engine = self.engine.reset_limit(ts(self.now), NAMES[*i]);
@@ -653,6 +683,18 @@ impl Run {
                 self.model.delete(self.now, NAMES[*i]);
             }
             Op::Create(i, slots, rate) => self.create(*i, *slots, *rate, true),
+            Op::Pause(i, ms) => {
+                let spec = PauseSpec::for_seconds(*ms as f64 / 1e3);
+                let view = self.engine.pause(ts(self.now), NAMES[*i], &spec).unwrap();
+                self.model.pause(self.now, NAMES[*i], *ms);
+                let until = self.model.limits[NAMES[*i]].paused_until;
+                prop_assert_eq!(view.paused.map(|p| p.until.as_unix_nanos()), Some(until));
+            }
+            Op::Resume(i) => {
+                let view = self.engine.resume(ts(self.now), NAMES[*i]).unwrap();
+                self.model.resume(self.now, NAMES[*i]);
+                prop_assert_eq!(view.paused, None);
+            }
             Op::Release(_) | Op::Renew(_) | Op::Cancel(_) => {}
         }
         self.compare_wakes(engine_grants)?;
@@ -731,6 +773,12 @@ impl Run {
                 model.decaying(self.now)
             );
             prop_assert_eq!(view.counters, model.counters, "counters on {}", view.name);
+            prop_assert_eq!(
+                view.paused.as_ref().map(|p| p.until.as_unix_nanos()),
+                (model.paused_until > self.now).then_some(model.paused_until),
+                "pause of {}",
+                view.name
+            );
             let queue: Vec<u64> = self
                 .engine
                 .waiters_on(&view.name)
@@ -812,7 +860,9 @@ impl Run {
             let fits_everywhere = views.iter().filter(|v| v.active).all(|v| {
                 let id = self.model.limits[&v.name].id;
                 !waiter.limits.contains(&id)
-                    || v.held as f64 + v.decaying + waiter.occupy as f64 <= v.slots as f64 - 1e-9
+                    || v.paused.is_none()
+                        && v.held as f64 + v.decaying + waiter.occupy as f64
+                            <= v.slots as f64 - 1e-9
             });
             prop_assert!(!fits_everywhere, "request {} fits but waits", request);
         }

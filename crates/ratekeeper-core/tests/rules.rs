@@ -8,7 +8,7 @@ use std::time::Duration;
 use common::{Sim, TTL};
 use ratekeeper_core::{
     AcquireError, AcquireRequest, Admission, Claim, Held, LeaseError, LimitError, LimitPatch,
-    LimitSpec, NameError, Timestamp,
+    LimitSpec, NameError, PauseSpec, Timestamp,
 };
 
 fn patch() -> LimitPatch {
@@ -996,4 +996,131 @@ fn has_room_answers_what_a_try_would_and_takes_nothing() {
     assert!(!sim.engine.has_room("db", 1).unwrap());
     assert!(!sim.engine.has_room("db", 2).unwrap());
     assert!(sim.engine.has_room("nobody", 1).is_err());
+}
+
+// ----- pauses ----------------------------------------------------------------
+
+fn pause(sim: &mut Sim, name: &str, seconds: f64, reason: &str) -> ratekeeper_core::LimitView {
+    let spec = PauseSpec {
+        reason: Some(reason.into()),
+        reporter: Some("worker-7".into()),
+        ..PauseSpec::for_seconds(seconds)
+    };
+    sim.engine.pause(sim.now, name, &spec).unwrap()
+}
+
+#[test]
+fn a_paused_limit_grants_nothing_and_grants_its_queue_in_order_the_instant_the_pause_ends() {
+    let mut sim = Sim::new();
+    sim.concurrency("vendor", 3);
+    let view = pause(&mut sim, "vendor", 30.0, "429 from vendor");
+    let paused = view.paused.expect("paused");
+    assert_eq!(
+        paused.until,
+        sim.now.saturating_add(Duration::from_secs(30))
+    );
+    assert_eq!(paused.reason.as_deref(), Some("429 from vendor"));
+    assert_eq!(paused.reporter.as_deref(), Some("worker-7"));
+    let try_once = sim.acquire(&["vendor"], 1, Sim::lease_claim(), Some(Duration::ZERO));
+    assert_eq!(try_once.unwrap_err(), AcquireError::WouldBlock);
+    let first = sim.queue(&["vendor"], 1);
+    let second = sim.queue(&["vendor"], 1);
+    assert!(!sim.engine.has_room("vendor", 1).unwrap());
+    sim.advance_ms(29_999);
+    assert!(sim.granted().is_empty(), "nothing before the pause ends");
+    assert_eq!(
+        sim.advance_to_wakeup(),
+        Some(paused.until),
+        "the engine wakes exactly when the pause ends"
+    );
+    assert_eq!(sim.granted(), [first, second]);
+    assert_eq!(
+        sim.view("vendor").paused,
+        None,
+        "an ended pause is not shown"
+    );
+}
+
+#[test]
+fn a_later_shorter_pause_does_not_shorten_a_pause_and_a_longer_one_extends_it() {
+    let mut sim = Sim::new();
+    sim.rate("api", 10.0, 10);
+    let until = pause(&mut sim, "api", 30.0, "first").paused.unwrap().until;
+    let kept = pause(&mut sim, "api", 5.0, "shorter").paused.unwrap();
+    assert_eq!((kept.until, kept.reason.as_deref()), (until, Some("first")));
+    sim.advance_ms(1_000);
+    let longer = pause(&mut sim, "api", 60.0, "longer").paused.unwrap();
+    assert_eq!(
+        longer.until,
+        sim.now.saturating_add(Duration::from_secs(60))
+    );
+    assert_eq!(longer.reason.as_deref(), Some("longer"));
+}
+
+#[test]
+fn resuming_ends_a_pause_at_once_and_grants_the_head() {
+    let mut sim = Sim::new();
+    sim.concurrency("vendor", 1);
+    pause(&mut sim, "vendor", 600.0, "maintenance");
+    let waiter = sim.queue(&["vendor"], 1);
+    let view = sim.engine.resume(sim.now, "vendor").unwrap();
+    assert_eq!(view.paused, None);
+    assert_eq!(sim.granted(), [waiter]);
+}
+
+#[test]
+fn a_pause_on_one_limit_of_a_multi_limit_request_holds_the_whole_request() {
+    let mut sim = Sim::new();
+    sim.concurrency("tenant", 2);
+    sim.concurrency("vendor", 2);
+    pause(&mut sim, "vendor", 10.0, "429");
+    let waiter = sim.queue(&["tenant", "vendor"], 1);
+    assert_eq!((sim.held("tenant"), sim.held("vendor")), (0, 0));
+    sim.advance_ms(10_000);
+    assert_eq!(sim.granted(), [waiter]);
+    assert_eq!((sim.held("tenant"), sim.held("vendor")), (1, 1));
+}
+
+#[test]
+fn an_inactive_limit_passes_requests_through_even_while_paused() {
+    let mut sim = Sim::new();
+    sim.concurrency("off", 1);
+    pause(&mut sim, "off", 10.0, "429");
+    let deactivate = LimitPatch {
+        active: Some(false),
+        ..patch()
+    };
+    sim.engine
+        .update_limit(sim.now, "off", &deactivate)
+        .unwrap();
+    sim.lease(&["off"], 1);
+}
+
+#[test]
+fn a_bad_pause_is_refused_and_changes_nothing() {
+    let mut sim = Sim::new();
+    sim.concurrency("vendor", 1);
+    for seconds in [-1.0, 0.0, f64::NAN, 1e12] {
+        let err = sim
+            .engine
+            .pause(sim.now, "vendor", &PauseSpec::for_seconds(seconds))
+            .unwrap_err();
+        assert_eq!(err.code(), "invalid_pause", "{seconds}");
+    }
+    assert_eq!(sim.view("vendor").paused, None);
+    let err = sim
+        .engine
+        .pause(sim.now, "nope", &PauseSpec::for_seconds(1.0))
+        .unwrap_err();
+    assert_eq!(err.code(), "limit_not_found");
+}
+
+#[test]
+fn a_pause_survives_a_restore_from_records() {
+    let mut sim = Sim::new();
+    sim.concurrency("vendor", 1);
+    let paused = pause(&mut sim, "vendor", 30.0, "429").paused;
+    let records = sim.engine.records();
+    let restored = ratekeeper_core::Engine::restore([1; 32], records, sim.now).unwrap();
+    assert_eq!(restored.limit("vendor").unwrap().paused, paused);
 }
