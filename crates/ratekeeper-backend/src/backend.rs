@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use ratekeeper_core::{
     AcquireError, AcquireRequest, Claim, LeaseError, LeaseGrant, LeaseId, LeaseView, LimitError,
-    LimitPatch, LimitSpec, LimitView, Mode, Timestamp, WaiterView,
+    LimitPatch, LimitSpec, LimitView, Mode, PauseSpec, Timestamp, WaiterView,
 };
 use tokio::sync::broadcast;
 
@@ -162,6 +162,15 @@ pub trait Backend: Send + Sync + 'static {
     fn delete_limit(&self, name: &str) -> impl Future<Output = Result<(), Error>> + Send;
     /// Revokes every lease on a limit and clears its decaying slots.
     fn reset_limit(&self, name: &str) -> impl Future<Output = Result<LimitView, Error>> + Send;
+    /// Pauses a limit until `pause` ends, or keeps a longer pause (see
+    /// [`Engine::pause`](ratekeeper_core::Engine::pause)).
+    fn pause_limit(
+        &self,
+        name: &str,
+        pause: PauseSpec,
+    ) -> impl Future<Output = Result<LimitView, Error>> + Send;
+    /// Ends a limit's pause now.
+    fn resume_limit(&self, name: &str) -> impl Future<Output = Result<LimitView, Error>> + Send;
     /// Every limit, ordered by name.
     fn limits(&self) -> impl Future<Output = Result<Vec<LimitView>, Error>> + Send;
     /// One limit with its leases and waiters.

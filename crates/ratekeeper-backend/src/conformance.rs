@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use ratekeeper_core::{
     AcquireError, DEFAULT_LEASE_TTL, LeaseError, LeaseId, LimitError, LimitPatch, LimitSpec, Mode,
+    PauseSpec,
 };
 
 use crate::{AcquireSpec, Backend, Error, Event, Granted};
@@ -518,6 +519,114 @@ pub async fn events_report_changes<B: Backend>(backend: &B) {
     assert_eq!(seen.iter().filter(|s| *s == "lease ended").count(), 1);
 }
 
+/// A paused limit grants nothing until the pause ends, then grants its
+/// queue from the head; a shorter pause does not shorten it, a resume ends
+/// it at once, and a bad pause changes nothing.
+pub async fn pauses_hold_the_queue_until_they_end<B: Backend>(backend: &B) {
+    backend
+        .create_limit(LimitSpec::concurrency("vendor", 2))
+        .await
+        .unwrap();
+    let spec = PauseSpec {
+        reason: Some("429 from the vendor".into()),
+        reporter: Some("worker-7".into()),
+        ..PauseSpec::for_seconds(0.3)
+    };
+    let paused = backend.pause_limit("vendor", spec).await.unwrap();
+    let pause = paused.paused.expect("the limit is paused");
+    assert_eq!(pause.reason.as_deref(), Some("429 from the vendor"));
+    assert_eq!(pause.reporter.as_deref(), Some("worker-7"));
+    let detail = backend.limit("vendor").await.unwrap();
+    assert_eq!(
+        detail.limit.paused.as_ref().map(|p| p.until),
+        Some(pause.until)
+    );
+    let try_once = AcquireSpec {
+        timeout: Some(Duration::ZERO),
+        ..lease_on(&["vendor"], 1)
+    };
+    assert_eq!(
+        backend.acquire(try_once).await,
+        Err(AcquireError::WouldBlock.into())
+    );
+    let first = queued(
+        backend,
+        "vendor",
+        1,
+        backend.acquire(lease_on(&["vendor"], 1)),
+    )
+    .await;
+    let second = queued(
+        backend,
+        "vendor",
+        2,
+        backend.acquire(lease_on(&["vendor"], 1)),
+    )
+    .await;
+    let (first, second) = (
+        first.await.unwrap().unwrap(),
+        second.await.unwrap().unwrap(),
+    );
+    assert!(
+        first.granted_at >= pause.until,
+        "{first:?} before {pause:?}"
+    );
+    assert!(first.lease.unwrap().expires_at <= second.lease.unwrap().expires_at);
+    assert_eq!(backend.limit("vendor").await.unwrap().limit.paused, None);
+    backend.release(lease_of(&first)).await.unwrap();
+    backend.release(lease_of(&second)).await.unwrap();
+
+    let long = backend
+        .pause_limit("vendor", PauseSpec::for_seconds(600.0))
+        .await
+        .unwrap()
+        .paused
+        .unwrap();
+    let shorter = backend
+        .pause_limit("vendor", PauseSpec::for_seconds(1.0))
+        .await
+        .unwrap()
+        .paused
+        .unwrap();
+    assert_eq!(
+        shorter.until, long.until,
+        "a shorter pause does not shorten"
+    );
+    let waiter = queued(
+        backend,
+        "vendor",
+        1,
+        backend.acquire(lease_on(&["vendor"], 1)),
+    )
+    .await;
+    let resumed = backend.resume_limit("vendor").await.unwrap();
+    assert_eq!(resumed.paused, None);
+    waiter.await.unwrap().unwrap();
+
+    for seconds in [-1.0, 0.0, f64::NAN, 1e9] {
+        assert!(
+            matches!(
+                backend
+                    .pause_limit("vendor", PauseSpec::for_seconds(seconds))
+                    .await,
+                Err(Error::Limit(LimitError::InvalidPause { .. }))
+            ),
+            "{seconds}"
+        );
+    }
+    assert_eq!(backend.limit("vendor").await.unwrap().limit.paused, None);
+    assert!(matches!(
+        backend
+            .pause_limit("nothing", PauseSpec::for_seconds(1.0))
+            .await,
+        Err(Error::Limit(LimitError::NotFound { .. }))
+    ));
+    assert!(matches!(
+        backend.resume_limit("nothing").await,
+        Err(Error::Limit(LimitError::NotFound { .. }))
+    ));
+}
+
 /// Every case in turn, each on a fresh backend from `make(case name)`: one
 /// test for backends too costly to start once per case (a Redis Cluster).
 pub async fn all_cases<B: Backend, F: Future<Output = B>>(mut make: impl FnMut(&'static str) -> F) {
@@ -541,6 +650,7 @@ pub async fn all_cases<B: Backend, F: Future<Output = B>>(mut make: impl FnMut(&
     .await;
     create_if_missing_passes_through(&make("create_if_missing_passes_through").await).await;
     events_report_changes(&make("events_report_changes").await).await;
+    pauses_hold_the_queue_until_they_end(&make("pauses_hold_the_queue_until_they_end").await).await;
 }
 
 /// One test per case, each with a fresh backend from `$make` (an async
@@ -562,6 +672,7 @@ macro_rules! conformance_tests {
             slow_decay_is_bounded_and_never_over_admits,
             create_if_missing_passes_through,
             events_report_changes,
+            pauses_hold_the_queue_until_they_end,
         );
     };
     (@cases $make:expr; $($case:ident),* $(,)?) => {

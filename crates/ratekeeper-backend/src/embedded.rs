@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use ratekeeper_core::{
     Change, Engine, Held, LeaseGrant, LeaseId, LeaseView, LimitPatch, LimitSpec, LimitView,
+    PauseSpec,
 };
 use ratekeeper_driver::Driver;
 use tokio::sync::broadcast;
@@ -161,6 +162,15 @@ impl Backend for Embedded {
     async fn reset_limit(&self, name: &str) -> Result<LimitView, Error> {
         self.change(|engine, now| engine.reset_limit(now, name))
             .await
+    }
+
+    async fn pause_limit(&self, name: &str, pause: PauseSpec) -> Result<LimitView, Error> {
+        self.change(|engine, now| engine.pause(now, name, &pause))
+            .await
+    }
+
+    async fn resume_limit(&self, name: &str) -> Result<LimitView, Error> {
+        self.change(|engine, now| engine.resume(now, name)).await
     }
 
     async fn limits(&self) -> Result<Vec<LimitView>, Error> {

@@ -13,7 +13,18 @@ fn limit(name: &str, slots: u64) -> Change {
         counters: Counters::default(),
         created_at: Timestamp::EPOCH,
         updated_at: Timestamp::EPOCH,
+        pause: None,
     })
+}
+
+#[test]
+fn a_limit_stored_before_pauses_existed_reads_back_unpaused() {
+    let stored = r#"{"name":"db","slots":3,"slot_decay_per_second":0.0,"active":true,
+        "description":null,"drained_at":0,"counters":{"granted_total":1,
+        "granted_slots_total":1,"waited_total":0,"expired_total":0,"denied_total":0},
+        "created_at":0,"updated_at":0}"#;
+    let record: LimitRecord = serde_json::from_str(stored).unwrap();
+    assert_eq!((record.slots, record.pause), (3, None));
 }
 
 /// The files as a crash would leave them, opened again.
