@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use ratekeeper_backend::Error;
 use ratekeeper_core::{
-    AcquireError, Counters, LeaseError, LeaseId, LeaseView, LimitError, LimitView, Mode, RequestId,
-    Timestamp, WaiterView,
+    AcquireError, Counters, LeaseError, LeaseId, LeaseView, LimitError, LimitView, Mode, Pause,
+    RequestId, Timestamp, WaiterView,
 };
 use serde::Deserialize;
 use serde::de::{Deserializer, Error as _};
@@ -78,6 +78,16 @@ pub struct Limit {
     denied: Int,
     created: Int,
     updated: Int,
+    paused: Option<Paused>,
+}
+
+/// A limit's pause as the scripts describe it (only while it holds).
+#[derive(Debug, Clone, Deserialize)]
+struct Paused {
+    until: Int,
+    since: Int,
+    reason: Option<String>,
+    reporter: Option<String>,
 }
 
 impl From<Limit> for LimitView {
@@ -101,6 +111,12 @@ impl From<Limit> for LimitView {
             },
             created_at: l.created.micros(),
             updated_at: l.updated.micros(),
+            paused: l.paused.map(|p| Pause {
+                until: p.until.micros(),
+                since: p.since.micros(),
+                reason: p.reason,
+                reporter: p.reporter,
+            }),
         }
     }
 }

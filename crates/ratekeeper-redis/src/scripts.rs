@@ -47,6 +47,8 @@ operations! {
     update(name, slots, decay, active, description_change, description) = "lua/update.lua",
     delete(name) = "lua/delete.lua",
     reset(name) = "lua/reset.lua",
+    pause(name, end_kind, end_us, reason, reporter) = "lua/pause.lua",
+    resume(name) = "lua/resume.lua",
     acquire(names, occupy, mode, ttl_us, has_holder, holder, create_if_missing, token, try_once, instance, deadline_at, check_only, whole) = "lua/acquire.lua",
     cancel(token, reason) = "lua/cancel.lua",
     release(id) = "lua/release.lua",

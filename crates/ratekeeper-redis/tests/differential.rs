@@ -13,7 +13,7 @@ use proptest::prelude::*;
 use ratekeeper_backend::{AcquireSpec, Backend, Error, Granted};
 use ratekeeper_core::{
     AcquireRequest, Admission, Claim, Engine, Held, LeaseId, LimitPatch, LimitSpec, LimitView,
-    Mode, RequestId, Timestamp,
+    Mode, PauseSpec, RequestId, Timestamp,
 };
 use ratekeeper_redis::testing::RedisServer;
 use ratekeeper_redis::{ManualClock, Options, RedisBackend};
@@ -57,6 +57,13 @@ enum Op {
     Advance {
         ms: u64,
     },
+    Pause {
+        limit: usize,
+        ms: u64,
+    },
+    Resume {
+        limit: usize,
+    },
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -71,8 +78,10 @@ fn op() -> impl Strategy<Value = Op> {
         2 => (limit.clone(), proptest::option::of(0..4u64), proptest::option::of(any::<bool>()))
             .prop_map(|(limit, slots, active)| Op::Update { limit, slots, active }),
         1 => limit.clone().prop_map(|limit| Op::Reset { limit }),
-        1 => limit.prop_map(|limit| Op::Delete { limit }),
+        1 => limit.clone().prop_map(|limit| Op::Delete { limit }),
         4 => prop_oneof![1..200u64, 200..3000u64].prop_map(|ms| Op::Advance { ms }),
+        1 => (limit.clone(), 1..3000u64).prop_map(|(limit, ms)| Op::Pause { limit, ms }),
+        1 => limit.prop_map(|limit| Op::Resume { limit }),
     ]
 }
 
@@ -224,6 +233,23 @@ impl Pair {
             Op::Delete { limit } => {
                 let expected = self.engine.delete_limit(now, NAMES[*limit]);
                 let got = self.redis.delete_limit(NAMES[*limit]).await;
+                assert_eq!(code(&got, Error::code), code(&expected, |e| e.code()));
+            }
+            Op::Pause { limit, ms } => {
+                let spec = PauseSpec::for_seconds(*ms as f64 / 1e3);
+                let expected = self.engine.pause(now, NAMES[*limit], &spec);
+                let got = self.redis.pause_limit(NAMES[*limit], spec).await;
+                assert_eq!(
+                    got.map(|view| view.paused.map(|p| p.until))
+                        .map_err(|e| e.code()),
+                    expected
+                        .map(|view| view.paused.map(|p| p.until))
+                        .map_err(|e| e.code())
+                );
+            }
+            Op::Resume { limit } => {
+                let expected = self.engine.resume(now, NAMES[*limit]);
+                let got = self.redis.resume_limit(NAMES[*limit]).await;
                 assert_eq!(code(&got, Error::code), code(&expected, |e| e.code()));
             }
             Op::Advance { ms } => {

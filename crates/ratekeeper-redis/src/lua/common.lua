@@ -45,7 +45,8 @@ local NUMERIC = {
   uid = true, slots = true, decay = true, active = true, held = true, drained = true,
   created = true, updated = true, granted = true, granted_slots = true, waited = true,
   expired = true, denied = true, qslots = true, occupy = true, ttl = true, enq = true,
-  seq = true, expires = true, granted_at = true, deadline = true,
+  seq = true, expires = true, granted_at = true, deadline = true, paused = true,
+  paused_since = true,
 }
 
 local function hash(key)
@@ -61,7 +62,7 @@ end
 
 -- What deciding a request needs of a limit; its counters are only read
 -- to describe it (`view`), which reads the whole hash.
-local CORE = { 'uid', 'slots', 'decay', 'active', 'held', 'drained' }
+local CORE = { 'uid', 'slots', 'decay', 'active', 'held', 'drained', 'paused' }
 
 -- Limits read in this call, by name (false: it does not exist), with the
 -- CORE fields. Every change of a limit goes through `bump` or is followed
@@ -101,13 +102,22 @@ local function int(x) return string.format('%.0f', x) end
 -- with the decaying level kept as the instant it drains completely.
 -- Returns 'now', or 'at' and the instant it fits by decay alone, or
 -- 'blocked'.
-local function room(limit, occupy)
+local function capacity(limit, occupy)
   local free = limit.slots - limit.held - occupy
   if free < 0 then return 'blocked' end
   if limit.drained <= NOW then return 'now' end
   local ready = limit.drained - math.floor(free * US / limit.decay)
   if ready <= NOW then return 'now' end
   return 'at', ready
+end
+
+-- Capacity, and not before the limit's pause ends (`paused`, an instant):
+-- a paused limit's head waits for the pause as it waits for decay.
+local function room(limit, occupy)
+  local fits, at = capacity(limit, occupy)
+  local paused = limit.paused
+  if not paused or paused <= NOW or fits == 'blocked' then return fits, at end
+  return 'at', math.max(at or 0, paused)
 end
 
 local function decaying(limit)
@@ -132,6 +142,10 @@ local function view(limit)
     granted = int(full.granted), granted_slots = int(full.granted_slots),
     waited = int(full.waited), expired = int(full.expired), denied = int(full.denied),
     created = int(full.created), updated = int(full.updated),
+    paused = (full.paused and full.paused > NOW) and {
+      ['until'] = int(full.paused), since = int(full.paused_since or NOW),
+      reason = full.pause_reason, reporter = full.pause_reporter,
+    } or nil,
   }
 end
 
