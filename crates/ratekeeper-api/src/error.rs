@@ -104,6 +104,9 @@ error_codes! {
     InvalidDecay = "invalid_decay", 422, false;
     /// A description over 1 024 bytes.
     InvalidDescription = "invalid_description", 422, false;
+    /// A pause without exactly one of `seconds` and `until`, with seconds
+    /// not above 0, or ending more than 7 days away.
+    InvalidPause = "invalid_pause", 422, false;
     /// A request naming no limit, or more than 32.
     InvalidNames = "invalid_names", 422, false;
     /// A request naming one limit twice.

@@ -22,7 +22,8 @@ pub use acquire::{AcquireAnswer, AcquireBody, AcquireMode, RenewBody, Renewed, W
 pub use error::{ErrorBody, ErrorCode, ErrorDetail};
 pub use history::{HistorySample, LimitHistory};
 pub use limit::{
-    CreateLimit, Lease, Limit, LimitDetails, Totals, UpdateLimit, Waiter, WhoAmI, redacted_id,
+    CreateLimit, Lease, Limit, LimitDetails, LimitPause, PauseLimit, Totals, UpdateLimit, Waiter,
+    WhoAmI, redacted_id,
 };
 pub use names::{ID_PATTERN, MAX_SECONDS, NAME_PATTERN, encoded_name, limit_path};
 #[cfg(feature = "openapi")]

@@ -2,7 +2,10 @@
 //! a limit with its state, the leases on it and the requests waiting for
 //! it.
 
-use ratekeeper_core::{Counters, LeaseView, LimitPatch, LimitSpec, LimitView, WaiterView};
+use ratekeeper_core::{
+    Counters, LeaseView, LimitError, LimitPatch, LimitSpec, LimitView, Pause, PauseEnd, PauseSpec,
+    Timestamp, WaiterView,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::acquire::AcquireMode;
@@ -178,6 +181,97 @@ pub struct Limit {
     pub created_at: u64,
     /// When its definition last changed (Unix ms).
     pub updated_at: u64,
+    /// The pause that holds it now, if one does: it grants nothing until
+    /// the pause ends.
+    #[serde(default)]
+    pub paused: Option<LimitPause>,
+}
+
+/// A pause that holds a limit.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct LimitPause {
+    /// When it ends (Unix ms).
+    pub until: u64,
+    /// When it was set or last extended (Unix ms).
+    pub since: u64,
+    /// Why, as reported.
+    pub reason: Option<String>,
+    /// Who reported it.
+    pub reporter: Option<String>,
+}
+
+impl From<Pause> for LimitPause {
+    fn from(p: Pause) -> Self {
+        LimitPause {
+            // Rounded up: a pause is never shown as ending before it does.
+            until: p.until.as_unix_nanos().div_ceil(1_000_000),
+            since: p.since.as_unix_millis(),
+            reason: p.reason,
+            reporter: p.reporter,
+        }
+    }
+}
+
+/// A request to pause a limit: give `seconds` or `until`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct PauseLimit {
+    /// How long from now (e.g. an upstream's `Retry-After`): above 0 and
+    /// at most 604 800 (7 days).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(exclusive_minimum = 0, maximum = 604_800))]
+    pub seconds: Option<f64>,
+    /// Until this instant (Unix ms), at most 7 days away; one already past
+    /// pauses nothing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub until: Option<u64>,
+    /// Why, for people (e.g. "429 from api.vendor.com").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(max_length = 256))]
+    pub reason: Option<String>,
+    /// Who reports it (a worker's host name); the server records the
+    /// caller's token scope when this is absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(max_length = 256))]
+    pub reporter: Option<String>,
+}
+
+impl TryFrom<PauseLimit> for PauseSpec {
+    type Error = LimitError;
+
+    fn try_from(body: PauseLimit) -> Result<Self, LimitError> {
+        let end = match (body.seconds, body.until) {
+            (Some(seconds), None) => PauseEnd::Seconds(seconds),
+            (None, Some(until)) => PauseEnd::Until(Timestamp::from_unix_millis(until)),
+            _ => {
+                return Err(LimitError::InvalidPause {
+                    reason: "give exactly one of seconds and until".into(),
+                });
+            }
+        };
+        Ok(PauseSpec {
+            end,
+            reason: body.reason,
+            reporter: body.reporter,
+        })
+    }
+}
+
+impl From<PauseSpec> for PauseLimit {
+    fn from(spec: PauseSpec) -> Self {
+        let (seconds, until) = match spec.end {
+            PauseEnd::Seconds(seconds) => (Some(seconds), None),
+            PauseEnd::Until(at) => (None, Some(at.as_unix_millis())),
+        };
+        PauseLimit {
+            seconds,
+            until,
+            reason: spec.reason,
+            reporter: spec.reporter,
+        }
+    }
 }
 
 impl Limit {
@@ -188,6 +282,7 @@ impl Limit {
     pub fn has_room(&self, occupy: u64) -> bool {
         !self.active
             || (self.waiting == 0
+                && self.paused.is_none()
                 && self.held as f64 + self.decaying + occupy as f64 <= self.slots as f64)
     }
 }
@@ -207,6 +302,7 @@ impl From<LimitView> for Limit {
             counters: v.counters.into(),
             created_at: v.created_at.as_unix_millis(),
             updated_at: v.updated_at.as_unix_millis(),
+            paused: v.paused.map(Into::into),
         }
     }
 }

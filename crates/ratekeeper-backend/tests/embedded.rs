@@ -110,6 +110,34 @@ async fn deleted_limits_stay_deleted() {
     assert_eq!(names, ["b"]);
 }
 
+#[tokio::test]
+async fn a_pause_survives_a_crash_with_its_reason_and_reporter() {
+    let dir = tempfile::tempdir().unwrap();
+    let backend = Embedded::open(dir.path()).unwrap();
+    backend
+        .create_limit(LimitSpec::concurrency("vendor", 1))
+        .await
+        .unwrap();
+    let pause = ratekeeper_core::PauseSpec {
+        reason: Some("429 from the vendor".into()),
+        reporter: Some("worker-3".into()),
+        ..ratekeeper_core::PauseSpec::for_seconds(600.0)
+    };
+    let paused = backend.pause_limit("vendor", pause).await.unwrap().paused;
+    let image = crash_image(dir.path());
+    let restored = Embedded::open(image.path()).unwrap();
+    let limit = restored.limit("vendor").await.unwrap().limit;
+    assert_eq!(limit.paused, paused);
+    let try_once = AcquireSpec {
+        timeout: Some(Duration::ZERO),
+        ..lease_on("vendor", 1)
+    };
+    assert_eq!(
+        restored.acquire(try_once).await.unwrap_err().code(),
+        "would_block"
+    );
+}
+
 /// The behaviour every backend shares, in memory and on disk.
 mod in_memory {
     use ratekeeper_backend::Embedded;

@@ -42,6 +42,16 @@ pub struct Token {
     pub max_leases: Option<usize>,
 }
 
+impl Scope {
+    /// As configured and shown: `client` or `admin`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Scope::Client => "client",
+            Scope::Admin => "admin",
+        }
+    }
+}
+
 impl Token {
     /// A token with its scope's default quotas.
     pub fn new(secret: impl Into<String>, scope: Scope) -> Self {
@@ -109,7 +119,7 @@ impl Tokens {
     pub fn new(tokens: Vec<Token>) -> Result<Self, TokenError> {
         for token in &tokens {
             let len = token.secret.chars().count();
-            let scope = format!("{:?}", token.scope).to_lowercase();
+            let scope = token.scope.name();
             let fault = if token.secret.chars().any(char::is_whitespace) {
                 Some(format!("an {scope} token has a space in it"))
             } else if len < MIN_TOKEN_LEN {
@@ -121,7 +131,9 @@ impl Tokens {
                 return Err(TokenError::Weak { fault });
             }
             if token.max_tickets == Some(0) || token.max_leases == Some(0) {
-                return Err(TokenError::ZeroQuota { scope });
+                return Err(TokenError::ZeroQuota {
+                    scope: scope.into(),
+                });
             }
         }
         Ok(Tokens(
@@ -164,6 +176,13 @@ fn needed(method: &Method, path: &str) -> Option<Scope> {
     match path {
         "/healthz" | "/livez" | "/readyz" | "/openapi.json" => None,
         _ if crate::ui::is_ui_path(path) => None,
+        // Workers report an upstream's "slow down" with their own token.
+        _ if path.starts_with("/v1/limits/")
+            && path.ends_with("/pause")
+            && method == Method::POST =>
+        {
+            Some(Scope::Client)
+        }
         _ if path.starts_with("/v1/limits") && method != Method::GET => Some(Scope::Admin),
         _ => Some(Scope::Client),
     }

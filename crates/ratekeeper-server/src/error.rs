@@ -160,6 +160,7 @@ mod tests {
             }
             .into(),
             LimitError::DescriptionTooLong { len: 0 }.into(),
+            LimitError::InvalidPause { reason: "x".into() }.into(),
             LimitError::NotFound { name: name() }.into(),
             LimitError::AlreadyExists { name: name() }.into(),
             AcquireError::NameCount { count: 0 }.into(),

@@ -223,6 +223,7 @@ mod tests {
             },
             created_at: Timestamp::EPOCH,
             updated_at: Timestamp::EPOCH,
+            paused: None,
         }
     }
 

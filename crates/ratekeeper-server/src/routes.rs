@@ -9,13 +9,13 @@ use axum::extract::{FromRequest, Path, Query, Request, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use ratekeeper_backend::{AcquireSpec, Backend, Waiting};
-use ratekeeper_core::{DEFAULT_LEASE_TTL, LeaseId, LimitSpec};
+use ratekeeper_core::{DEFAULT_LEASE_TTL, LeaseId, LimitSpec, PauseSpec};
 use serde::Deserialize;
 use tokio::sync::watch;
 
 use crate::api::{
     AcquireAnswer, AcquireBody, CreateLimit, ErrorBody, Lease, Limit, LimitDetails, LimitHistory,
-    RenewBody, Renewed, UpdateLimit, WaitBody, WhoAmI, seconds,
+    PauseLimit, RenewBody, Renewed, UpdateLimit, WaitBody, WhoAmI, seconds,
 };
 use crate::auth::Caller;
 use crate::error::ApiError;
@@ -185,6 +185,36 @@ pub async fn reset_limit<B: Backend>(
     Path(name): Path<String>,
 ) -> Result<Json<Limit>, ApiError> {
     Ok(Json(state.backend.reset_limit(&name).await?.into()))
+}
+
+/// Pauses a limit: it grants nothing until the pause ends, then grants its
+/// queue from the head. A pause is extended by a later one that ends
+/// later, never shortened. A client token may pause (that is how workers
+/// report an upstream's 429 or 503 with `Retry-After`).
+#[utoipa::path(post, path = "/v1/limits/{name}/pause", tag = "limits", params(("name" = String, Path)),
+    request_body = PauseLimit,
+    responses((status = 200, body = Limit), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody, description = "invalid_pause")))]
+pub async fn pause_limit<B: Backend>(
+    State(state): State<AppState<B>>,
+    caller: Option<axum::Extension<Caller>>,
+    Path(name): Path<String>,
+    Body(body): Body<PauseLimit>,
+) -> Result<Json<Limit>, ApiError> {
+    let mut pause = PauseSpec::try_from(body).map_err(ratekeeper_backend::Error::from)?;
+    if pause.reporter.is_none() {
+        pause.reporter = Some(format!("{} token", Caller::scope(&caller).name()));
+    }
+    Ok(Json(state.backend.pause_limit(&name, pause).await?.into()))
+}
+
+/// Ends a limit's pause now; its queue is granted from the head.
+#[utoipa::path(post, path = "/v1/limits/{name}/resume", tag = "limits", params(("name" = String, Path)),
+    responses((status = 200, body = Limit), (status = 404, body = ErrorBody)))]
+pub async fn resume_limit<B: Backend>(
+    State(state): State<AppState<B>>,
+    Path(name): Path<String>,
+) -> Result<Json<Limit>, ApiError> {
+    Ok(Json(state.backend.resume_limit(&name).await?.into()))
 }
 
 /// What a limit did over the last minutes, one sample a second, oldest
@@ -511,12 +541,8 @@ pub async fn whoami<B: Backend>(
     State(state): State<AppState<B>>,
     caller: Option<axum::Extension<Caller>>,
 ) -> Json<WhoAmI> {
-    let scope = match Caller::scope(&caller) {
-        crate::Scope::Admin => "admin",
-        crate::Scope::Client => "client",
-    };
     Json(WhoAmI {
-        scope: scope.into(),
+        scope: Caller::scope(&caller).name().into(),
         tokens_required: state.tokens_required,
     })
 }

@@ -37,6 +37,16 @@ impl Backend for Late {
     async fn reset_limit(&self, name: &str) -> Result<LimitView, Error> {
         self.inner.reset_limit(name).await
     }
+    async fn pause_limit(
+        &self,
+        name: &str,
+        pause: ratekeeper_core::PauseSpec,
+    ) -> Result<LimitView, Error> {
+        self.inner.pause_limit(name, pause).await
+    }
+    async fn resume_limit(&self, name: &str) -> Result<LimitView, Error> {
+        self.inner.resume_limit(name).await
+    }
     async fn limits(&self) -> Result<Vec<LimitView>, Error> {
         self.inner.limits().await
     }
