@@ -17,6 +17,7 @@ pub mod error;
 pub mod history;
 pub mod limit;
 pub mod names;
+pub mod throttle;
 
 pub use acquire::{AcquireAnswer, AcquireBody, AcquireMode, RenewBody, Renewed, WaitBody};
 pub use error::{ErrorBody, ErrorCode, ErrorDetail};
@@ -28,3 +29,4 @@ pub use limit::{
 pub use names::{ID_PATTERN, MAX_SECONDS, NAME_PATTERN, encoded_name, limit_path};
 #[cfg(feature = "openapi")]
 pub use names::{LeaseIdText, LimitName};
+pub use throttle::{DEFAULT_RETRY_AFTER, parse_retry_after, throttled_for};

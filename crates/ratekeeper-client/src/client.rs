@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ratekeeper_backend::AcquireSpec;
-use ratekeeper_core::{DEFAULT_LEASE_TTL, LimitPatch, LimitSpec, Mode};
+use ratekeeper_core::{DEFAULT_LEASE_TTL, LimitPatch, LimitSpec, Mode, PauseSpec};
 use tokio::runtime::{Handle, Runtime};
 use tracing::Instrument;
 
@@ -145,6 +145,37 @@ impl Client {
     /// Returns the limit as reset.
     pub async fn reset_limit(&self, name: &str) -> Result<Limit, Error> {
         self.shared.transport.reset_limit(name).await
+    }
+
+    /// Pauses a limit: it grants nothing until the pause ends (see
+    /// [`PauseSpec`]); a pause that ends later is kept. A client token may
+    /// pause. [`report_throttled`](Self::report_throttled) is the shortcut
+    /// for an upstream's 429.
+    pub async fn pause_limit(&self, name: &str, pause: PauseSpec) -> Result<Limit, Error> {
+        self.shared.transport.pause_limit(name, pause).await
+    }
+
+    /// Ends a limit's pause now (an admin token's right).
+    pub async fn resume_limit(&self, name: &str) -> Result<Limit, Error> {
+        self.shared.transport.resume_limit(name).await
+    }
+
+    /// Tells every user of `name` that the upstream it protects said "slow
+    /// down" (a 429 or 503) and to wait `retry_after`: the limit pauses for
+    /// that long, so the whole fleet waits instead of each worker finding
+    /// out on its own. `reason` is kept with the pause and shown.
+    pub async fn report_throttled(
+        &self,
+        name: &str,
+        retry_after: Duration,
+        reason: impl Into<String>,
+    ) -> Result<Limit, Error> {
+        let pause = PauseSpec {
+            reason: Some(reason.into()),
+            reporter: Some(reporter()),
+            ..PauseSpec::for_seconds(retry_after.as_secs_f64())
+        };
+        self.pause_limit(name, pause).await
     }
 
     /// Sends one acquire request as `body` says and returns the server's
@@ -385,4 +416,15 @@ impl<'c> IntoFuture for RateLimit<'c> {
 /// show up together in the caller's traces.
 fn acquire_span(spec: &AcquireSpec) -> tracing::Span {
     tracing::debug_span!("ratekeeper.acquire", names = ?spec.names, occupy = spec.occupy, mode = ?spec.mode)
+}
+
+/// Who this process is, for the pauses it reports: its host and pid.
+pub(crate) fn reporter() -> String {
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "unknown host".into());
+    format!("{host} (pid {})", std::process::id())
 }

@@ -31,12 +31,17 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// let len = limited.oneshot("https://example.com".to_string()).await?;
 /// # Ok(()) }
 /// ```
+///
+/// With [`report_throttling`](Self::report_throttling), a response in which
+/// the upstream says "slow down" pauses the layer's limits for its
+/// `Retry-After`, so every worker sharing them waits, not only this one.
 #[derive(Clone, Debug)]
-pub struct LimitLayer {
+pub struct LimitLayer<T = NoReports> {
     client: Client,
     concurrency: Vec<String>,
     rate: Vec<String>,
     timeout: Option<Duration>,
+    throttling: T,
 }
 
 impl LimitLayer {
@@ -48,6 +53,23 @@ impl LimitLayer {
             concurrency: Vec::new(),
             rate: Vec::new(),
             timeout: None,
+            throttling: NoReports,
+        }
+    }
+}
+
+impl<T> LimitLayer<T> {
+    /// Reads every response with `signal` ([`HttpThrottling`] for HTTP
+    /// services); when it says the upstream asked to slow down, the layer's
+    /// limits (concurrency and rate) are paused for as long as it asked,
+    /// before the response is handed on.
+    pub fn report_throttling<U>(self, signal: U) -> LimitLayer<U> {
+        LimitLayer {
+            client: self.client,
+            concurrency: self.concurrency,
+            rate: self.rate,
+            timeout: self.timeout,
+            throttling: signal,
         }
     }
 
@@ -72,10 +94,10 @@ impl LimitLayer {
     }
 }
 
-impl<S> Layer<S> for LimitLayer {
-    type Service = Limited<S>;
+impl<S, T: Clone> Layer<S> for LimitLayer<T> {
+    type Service = Limited<S, T>;
 
-    fn layer(&self, inner: S) -> Limited<S> {
+    fn layer(&self, inner: S) -> Limited<S, T> {
         Limited {
             inner,
             limits: self.clone(),
@@ -85,17 +107,18 @@ impl<S> Layer<S> for LimitLayer {
 
 /// A service behind global limits; see [`LimitLayer`].
 #[derive(Clone, Debug)]
-pub struct Limited<S> {
+pub struct Limited<S, T = NoReports> {
     inner: S,
-    limits: LimitLayer,
+    limits: LimitLayer<T>,
 }
 
-impl<S, Request> Service<Request> for Limited<S>
+impl<S, T, Request> Service<Request> for Limited<S, T>
 where
     S: Service<Request> + Clone + Send + 'static,
     S::Future: Send,
     S::Response: Send,
     S::Error: Into<BoxError>,
+    T: ThrottleSignal<S::Response> + Clone + Send + Sync + 'static,
     Request: Send + 'static,
 {
     type Response = S::Response;
@@ -129,6 +152,16 @@ where
                     .await?;
             }
             let response = inner.call(request).await.map_err(Into::into);
+            if let Ok(answer) = &response
+                && let Some(wait) = limits.throttling.retry_after(answer)
+            {
+                for name in limits.concurrency.iter().chain(&limits.rate) {
+                    let reason = format!("upstream asked to wait {:.3} s", wait.as_secs_f64());
+                    if let Err(err) = client.report_throttled(name, wait, reason).await {
+                        tracing::warn!(limit = %name, error = %err, "could not report throttling");
+                    }
+                }
+            }
             if let Some(lease) = lease {
                 // A release that fails leaves the lease to expire; the
                 // call itself succeeded.
@@ -136,5 +169,48 @@ where
             }
             response
         })
+    }
+}
+
+/// Tells whether a service's response says the upstream asked to slow
+/// down, and for how long.
+pub trait ThrottleSignal<R> {
+    /// How long the upstream asked everyone to wait, or `None`.
+    fn retry_after(&self, response: &R) -> Option<Duration>;
+}
+
+/// Reports nothing: the layer's default.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NoReports;
+
+impl<R> ThrottleSignal<R> for NoReports {
+    fn retry_after(&self, _: &R) -> Option<Duration> {
+        None
+    }
+}
+
+/// HTTP responses, by the rules of [`ratekeeper_api::throttled_for`]: a
+/// 429 (its `Retry-After`, or 1 s), a 503 with a `Retry-After`.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct HttpThrottling;
+
+impl HttpThrottling {
+    fn read(status: u16, headers: &http::HeaderMap) -> Option<Duration> {
+        let retry_after = headers
+            .get(http::header::RETRY_AFTER)
+            .and_then(|value| value.to_str().ok());
+        ratekeeper_api::throttled_for(status, retry_after, std::time::SystemTime::now())
+    }
+}
+
+impl<B> ThrottleSignal<http::Response<B>> for HttpThrottling {
+    fn retry_after(&self, response: &http::Response<B>) -> Option<Duration> {
+        Self::read(response.status().as_u16(), response.headers())
+    }
+}
+
+impl ThrottleSignal<reqwest::Response> for HttpThrottling {
+    fn retry_after(&self, response: &reqwest::Response) -> Option<Duration> {
+        Self::read(response.status().as_u16(), response.headers())
     }
 }

@@ -37,7 +37,7 @@ mod transport;
 pub use client::{Client, Concurrency, Names, RateLimit};
 pub use error::Error;
 pub use guard::LeaseGuard;
-pub use layer::{BoxError, LimitLayer, Limited};
+pub use layer::{BoxError, HttpThrottling, LimitLayer, Limited, NoReports, ThrottleSignal};
 pub use ratekeeper_api as api;
 pub use ratekeeper_api::{Lease, Limit, encoded_name};
 pub use transport::{RECONNECT_WINDOW, Tls};

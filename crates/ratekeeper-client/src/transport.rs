@@ -7,10 +7,10 @@ use std::time::{Duration, Instant};
 
 use ratekeeper_api::{
     AcquireAnswer, AcquireBody, CreateLimit, ErrorBody, ErrorCode, Lease, Limit, LimitDetails,
-    LimitHistory, RenewBody, Renewed, UpdateLimit, WaitBody, encoded_name, limit_path,
+    LimitHistory, PauseLimit, RenewBody, Renewed, UpdateLimit, WaitBody, encoded_name, limit_path,
 };
 use ratekeeper_backend::{AcquireSpec, Backend, Embedded, Granted};
-use ratekeeper_core::{LeaseGrant, LeaseId, LimitPatch, LimitSpec, Timestamp};
+use ratekeeper_core::{LeaseGrant, LeaseId, LimitPatch, LimitSpec, PauseSpec, Timestamp};
 use reqwest::{Method, StatusCode};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -188,6 +188,27 @@ impl Transport {
             Transport::Memory(backend) => Ok(backend.reset_limit(name).await?.into()),
             Transport::Http(http) => {
                 let path = format!("{}/reset", limit_path(name));
+                http.call(Method::POST, &path, None::<&()>).await
+            }
+        }
+    }
+
+    pub async fn pause_limit(&self, name: &str, pause: PauseSpec) -> Result<Limit, Error> {
+        match self {
+            Transport::Memory(backend) => Ok(backend.pause_limit(name, pause).await?.into()),
+            Transport::Http(http) => {
+                let path = format!("{}/pause", limit_path(name));
+                http.call(Method::POST, &path, Some(&PauseLimit::from(pause)))
+                    .await
+            }
+        }
+    }
+
+    pub async fn resume_limit(&self, name: &str) -> Result<Limit, Error> {
+        match self {
+            Transport::Memory(backend) => Ok(backend.resume_limit(name).await?.into()),
+            Transport::Http(http) => {
+                let path = format!("{}/resume", limit_path(name));
                 http.call(Method::POST, &path, None::<&()>).await
             }
         }

@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use ratekeeper_client::{Client, Error, LimitLayer};
+use ratekeeper_client::{Client, Error, HttpThrottling, LimitLayer};
 use ratekeeper_core::LimitSpec;
 use tower::{ServiceBuilder, ServiceExt, service_fn};
 
@@ -64,4 +64,51 @@ async fn limit_errors_come_out_of_the_service() {
     let err = limited.oneshot(()).await.unwrap_err();
     let err = err.downcast::<Error>().unwrap();
     assert!(matches!(*err, Error::LimitNotFound(_)), "{err}");
+}
+
+#[tokio::test]
+async fn a_429_with_retry_after_pauses_the_layers_limits_for_every_worker() {
+    let client = Client::connect("memory://layer-throttled").unwrap();
+    client
+        .create_limit(LimitSpec::concurrency("vendor", 4))
+        .await
+        .unwrap();
+    client
+        .create_limit(LimitSpec::rate("vendor-rps", 100.0, 10))
+        .await
+        .unwrap();
+    let vendor = service_fn(|status: u16| async move {
+        let response = http::Response::builder()
+            .status(status)
+            .header("retry-after", "120")
+            .body(())
+            .unwrap();
+        Ok::<_, std::io::Error>(response)
+    });
+    let limited = ServiceBuilder::new()
+        .layer(
+            LimitLayer::new(client.clone())
+                .concurrency("vendor")
+                .rate("vendor-rps")
+                .report_throttling(HttpThrottling),
+        )
+        .service(vendor);
+    let ok = limited.clone().oneshot(200).await.unwrap();
+    assert_eq!(ok.status(), 200);
+    assert!(client.limit("vendor").await.unwrap().paused.is_none());
+    let before = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let throttled = limited.clone().oneshot(429).await.unwrap();
+    assert_eq!(throttled.status(), 429, "the answer is handed on as it is");
+    for name in ["vendor", "vendor-rps"] {
+        let pause = client.limit(name).await.unwrap().paused.expect("paused");
+        assert!(pause.until >= before + 119_000, "{pause:?}");
+        assert!(pause.reason.unwrap().contains("120"));
+        assert!(pause.reporter.unwrap().contains("pid"));
+    }
+    // The next call, from this worker or any other, waits for the pause.
+    let next = tokio::time::timeout(Duration::from_millis(200), limited.oneshot(200)).await;
+    assert!(next.is_err(), "a call went through a paused limit");
 }
