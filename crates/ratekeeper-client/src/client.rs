@@ -419,7 +419,7 @@ fn acquire_span(spec: &AcquireSpec) -> tracing::Span {
 }
 
 /// Who this process is, for the pauses it reports: its host and pid.
-pub(crate) fn reporter() -> String {
+pub fn reporter() -> String {
     let host = std::env::var("HOSTNAME")
         .ok()
         .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())

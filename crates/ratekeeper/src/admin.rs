@@ -7,7 +7,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use clap::{Args, Subcommand, ValueEnum};
 use ratekeeper_client::Client;
 use ratekeeper_client::api::{Lease, Limit, LimitDetails};
-use ratekeeper_core::{LimitPatch, LimitSpec};
+use ratekeeper_core::{LimitPatch, LimitSpec, PauseSpec};
 
 use crate::failure::Failure;
 
@@ -105,6 +105,27 @@ pub enum LimitCommand {
         /// Do not ask for confirmation.
         #[arg(long, short)]
         yes: bool,
+    },
+    /// Pauses a limit: nothing is granted on it until the pause ends, then
+    /// its queue is served from the head. A longer pause already set is
+    /// kept. A client token may pause.
+    Pause {
+        /// The limit.
+        name: String,
+        /// How long, in seconds (above 0, at most 604800: 7 days).
+        #[arg(long)]
+        seconds: f64,
+        /// Why, shown with the pause.
+        #[arg(long)]
+        reason: Option<String>,
+        /// Who reports it (default: this host and process).
+        #[arg(long)]
+        reporter: Option<String>,
+    },
+    /// Ends a limit's pause now.
+    Resume {
+        /// The limit.
+        name: String,
     },
     /// Revokes every lease on a limit and clears its decaying slots.
     Reset {
@@ -221,6 +242,20 @@ pub async fn limit(connection: Connection, command: LimitCommand) -> Result<(), 
             }
             return Ok(());
         }
+        LimitCommand::Pause {
+            name,
+            seconds,
+            reason,
+            reporter,
+        } => {
+            let pause = PauseSpec {
+                reason,
+                reporter: Some(reporter.unwrap_or_else(ratekeeper_client::reporter)),
+                ..PauseSpec::for_seconds(seconds)
+            };
+            client.pause_limit(&name, pause).await?
+        }
+        LimitCommand::Resume { name } => client.resume_limit(&name).await?,
         LimitCommand::Reset { name, yes } => {
             if !yes {
                 confirm(&format!(
@@ -256,6 +291,7 @@ fn print_limits(output: Output, limits: &[Limit]) {
     if output == Output::Json {
         return print_json(&limits);
     }
+    let now = now_millis();
     let rows = limits.iter().map(|l| {
         vec![
             l.name.clone(),
@@ -266,6 +302,9 @@ fn print_limits(output: Output, limits: &[Limit]) {
                 "-".into()
             },
             if l.active { "yes" } else { "no" }.into(),
+            l.paused.as_ref().map_or("-".into(), |p| {
+                format!("for {}", seconds_between(now, p.until))
+            }),
             l.held.to_string(),
             format!("{:.2}", l.decaying),
             l.waiting.to_string(),
@@ -278,6 +317,7 @@ fn print_limits(output: Output, limits: &[Limit]) {
         "SLOTS",
         "DECAY",
         "ACTIVE",
+        "PAUSED",
         "HELD",
         "DECAYING",
         "WAITING",
@@ -292,6 +332,15 @@ fn print_detail(output: Output, detail: &LimitDetails) {
         return print_json(detail);
     }
     print_limits(output, std::slice::from_ref(&detail.limit));
+    if let Some(pause) = &detail.limit.paused {
+        out(&format!(
+            "\npaused for {} more, since {} ago, by {}: {}\n",
+            seconds_between(now_millis(), pause.until),
+            seconds_between(pause.since, now_millis()),
+            pause.reporter.as_deref().unwrap_or("?"),
+            pause.reason.as_deref().unwrap_or("no reason given"),
+        ));
+    }
     let c = &detail.limit.counters;
     out(&format!(
         "\ntotals: granted {} ({} slots), waited {}, expired {}, denied {}\n\nleases:\n",

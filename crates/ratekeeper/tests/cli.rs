@@ -107,6 +107,51 @@ fn limits_are_managed_from_the_command_line() {
 }
 
 #[test]
+fn a_limit_is_paused_and_resumed_from_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(dir.path(), &[]);
+    let url = server.url.as_str();
+    assert!(
+        cli(url, &["limit", "create", "vendor", "--slots", "2"])
+            .status
+            .success()
+    );
+    let paused = cli(
+        url,
+        &[
+            "limit",
+            "pause",
+            "vendor",
+            "--seconds",
+            "600",
+            "--reason",
+            "429 from the vendor",
+        ],
+    );
+    assert!(paused.status.success(), "{}", stderr(&paused));
+    let listed = stdout(&cli(url, &["limit", "ls"]));
+    assert!(
+        listed.lines().next().unwrap().contains("PAUSED"),
+        "{listed}"
+    );
+    assert!(
+        listed.contains("for 599.") || listed.contains("for 600.0s"),
+        "{listed}"
+    );
+    let inspected = stdout(&cli(url, &["limit", "inspect", "vendor"]));
+    assert!(
+        inspected.contains("429 from the vendor") && inspected.contains("(pid "),
+        "{inspected}"
+    );
+    let bad = cli(url, &["limit", "pause", "vendor", "--seconds=-3"]);
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(stderr(&bad).contains("invalid_pause"), "{}", stderr(&bad));
+    let resumed = cli(url, &["limit", "resume", "vendor", "-o", "json"]);
+    let json: serde_json::Value = serde_json::from_str(&stdout(&resumed)).unwrap();
+    assert!(json[0]["paused"].is_null(), "{json}");
+}
+
+#[test]
 fn server_errors_print_one_line_and_exit_nonzero() {
     let dir = tempfile::tempdir().unwrap();
     let server = ServerProcess::start(dir.path(), &[]);
