@@ -420,11 +420,15 @@ fn acquire_span(spec: &AcquireSpec) -> tracing::Span {
 
 /// Who this process is, for the pauses it reports: its host and pid.
 pub fn reporter() -> String {
-    let host = std::env::var("HOSTNAME")
+    format!("{} (pid {})", host_name(), std::process::id())
+}
+
+/// This machine's name, for labels people read (lease holders, reporters).
+pub fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
         .ok()
-        .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
+        .or_else(|| std::env::var("HOSTNAME").ok())
         .map(|h| h.trim().to_owned())
         .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "unknown host".into());
-    format!("{host} (pid {})", std::process::id())
+        .unwrap_or_else(|| "localhost".into())
 }

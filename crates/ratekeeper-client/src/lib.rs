@@ -34,7 +34,7 @@ mod guard;
 mod layer;
 mod transport;
 
-pub use client::{Client, Concurrency, Names, RateLimit, reporter};
+pub use client::{Client, Concurrency, Names, RateLimit, host_name, reporter};
 pub use error::Error;
 pub use guard::LeaseGuard;
 pub use layer::{BoxError, HttpThrottling, LimitLayer, Limited, NoReports, ThrottleSignal};

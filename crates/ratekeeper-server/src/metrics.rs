@@ -126,7 +126,7 @@ struct Scrape {
 /// A per-limit metric: its name, its help text and how to read it.
 type PerLimit = (&'static str, &'static str, fn(&LimitView) -> f64);
 
-const GAUGES: [PerLimit; 6] = [
+const GAUGES: [PerLimit; 7] = [
     ("slots", "Slots of the limit", |l| l.slots as f64),
     ("held", "Slots held by leases", |l| l.held as f64),
     ("decaying", "Rate-mode slots not yet decayed", |l| {
@@ -139,6 +139,22 @@ const GAUGES: [PerLimit; 6] = [
     ("active", "1 if the limit enforces, else 0", |l| {
         u8::from(l.active).into()
     }),
+    (
+        "paused_seconds",
+        "Seconds until the limit's pause ends; 0 when not paused",
+        |l| {
+            l.paused.as_ref().map_or(0.0, |pause| {
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap_or_default();
+                let left = pause
+                    .until
+                    .as_unix_nanos()
+                    .saturating_sub(now.as_nanos() as u64);
+                left as f64 / 1e9
+            })
+        },
+    ),
 ];
 
 const COUNTERS: [PerLimit; 5] = [

@@ -486,6 +486,7 @@ async fn health_openapi_and_metrics_describe_the_service() {
         "ratekeeper_limit_held{limit=\"db\"} 1",
         "ratekeeper_limit_slots{limit=\"db\"} 3",
         "ratekeeper_limit_granted_total{limit=\"db\"} 1",
+        "ratekeeper_limit_paused_seconds{limit=\"db\"} 0",
         "ratekeeper_acquires_total{outcome=\"granted\"} 1",
         "ratekeeper_acquire_wait_seconds_count 1",
     ] {

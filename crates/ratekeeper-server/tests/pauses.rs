@@ -76,6 +76,23 @@ async fn only_an_admin_resumes_and_resuming_grants_the_queue_at_once() {
         )
         .await;
     assert_eq!(status, StatusCode::OK);
+    let metrics = server
+        .http
+        .get(format!("{}/metrics", server.url))
+        .bearer_auth("admin-secret-for-tests")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let left: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("ratekeeper_limit_paused_seconds{limit=\"vendor\"} "))
+        .expect("a paused_seconds gauge")
+        .parse()
+        .unwrap();
+    assert!(left > 3500.0 && left <= 3600.0, "{left}");
     let waiting = {
         let http = reqwest::Client::new();
         let url = format!("{}/v1/acquire", server.url);

@@ -45,6 +45,24 @@ pub struct RunArgs {
     /// a crashed `ratekeeper run` frees its slots within it.
     #[arg(long, default_value_t = 30.0, value_name = "SECONDS")]
     lease_seconds: f64,
+    /// The exit code by which the command says its upstream answered "slow
+    /// down" (a 429). Every `--limit` and `--rate` is then paused, so that
+    /// every other `ratekeeper run` on them waits too: for the
+    /// `Retry-After` the command wrote (seconds or an HTTP date) to the
+    /// file named by `$RATEKEEPER_RETRY_AFTER_FILE`, else for
+    /// `--throttled-seconds`. `ratekeeper` still exits with the command's
+    /// code.
+    #[arg(long, value_name = "CODE")]
+    throttled_exit_code: Option<u8>,
+    /// How long to pause when the command exits with
+    /// `--throttled-exit-code` without writing a `Retry-After`.
+    #[arg(
+        long,
+        default_value_t = 1.0,
+        value_name = "SECONDS",
+        requires = "throttled_exit_code"
+    )]
+    throttled_seconds: f64,
     /// The command and its arguments.
     #[arg(last = true, required = true, value_name = "CMD")]
     command: Vec<String>,
@@ -128,17 +146,24 @@ pub async fn run(args: RunArgs) -> Result<u8, Failure> {
     let holder = args.holder.clone().unwrap_or_else(|| {
         format!(
             "{}:{} ({})",
-            hostname(),
+            ratekeeper_client::host_name(),
             std::process::id(),
             args.command[0]
         )
     });
+    let report = args
+        .throttled_exit_code
+        .map(|code| ThrottleReport::new(code, args.throttled_seconds))
+        .transpose()?;
     let mut leases: Vec<LeaseGuard> = Vec::new();
     let granted = take_slots(&client, &args, ttl, &holder, &mut leases).await;
     let status = match granted {
-        Ok(()) => supervise(&args.command, &leases).await,
+        Ok(()) => supervise(&args.command, &leases, report.as_ref()).await,
         Err(failure) => Err(failure),
     };
+    if let (Some(report), Ok(status)) = (&report, &status) {
+        report.after(&client, &args, *status).await;
+    }
     // Released here, not on drop: a drop would release in the background,
     // and this process is about to end.
     for lease in leases {
@@ -190,14 +215,20 @@ async fn take_slots(
 
 /// Runs the command, passing signals on, until it exits. Says so on stderr
 /// if a lease is lost meanwhile: the command is then no longer protected.
-async fn supervise(command: &[String], leases: &[LeaseGuard]) -> Result<ExitStatus, Failure> {
-    let mut child = tokio::process::Command::new(&command[0])
-        .args(&command[1..])
-        .spawn()
-        .map_err(|e| Failure {
-            message: format!("cannot run {:?}: {e}", command[0]),
-            exit_code: EXIT_CANNOT_RUN,
-        })?;
+async fn supervise(
+    command: &[String],
+    leases: &[LeaseGuard],
+    report: Option<&ThrottleReport>,
+) -> Result<ExitStatus, Failure> {
+    let mut child = tokio::process::Command::new(&command[0]);
+    child.args(&command[1..]);
+    if let Some(report) = report {
+        child.env(RETRY_AFTER_FILE, &report.file);
+    }
+    let mut child = child.spawn().map_err(|e| Failure {
+        message: format!("cannot run {:?}: {e}", command[0]),
+        exit_code: EXIT_CANNOT_RUN,
+    })?;
     let pid = Pid::from_raw(child.id().expect("a running child has a pid") as i32);
     let mut signals = Forwarded::new().map_err(|e| usage(format!("cannot handle signals: {e}")))?;
     let lost = async {
@@ -300,10 +331,64 @@ fn exit_code(status: ExitStatus) -> u8 {
     }
 }
 
-fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_owned())
-        .unwrap_or_else(|_| "localhost".into())
+/// Where the command may write its upstream's `Retry-After`.
+const RETRY_AFTER_FILE: &str = "RATEKEEPER_RETRY_AFTER_FILE";
+
+/// `--throttled-exit-code`: which exit means "the upstream said slow
+/// down", and the file the command may write its `Retry-After` to.
+struct ThrottleReport {
+    code: u8,
+    default: Duration,
+    file: std::path::PathBuf,
+}
+
+impl ThrottleReport {
+    fn new(code: u8, default_seconds: f64) -> Result<Self, Failure> {
+        let default = Duration::try_from_secs_f64(default_seconds)
+            .ok()
+            .filter(|d| !d.is_zero())
+            .ok_or_else(|| {
+                usage(format!(
+                    "--throttled-seconds {default_seconds}: not a number of seconds above 0"
+                ))
+            })?;
+        let file =
+            std::env::temp_dir().join(format!("ratekeeper-run-{}.retry-after", std::process::id()));
+        let _ = std::fs::remove_file(&file);
+        Ok(ThrottleReport {
+            code,
+            default,
+            file,
+        })
+    }
+
+    /// Pauses every limit of the run if the command exited with the code.
+    async fn after(&self, client: &Client, args: &RunArgs, status: ExitStatus) {
+        let written = std::fs::read_to_string(&self.file).ok();
+        let _ = std::fs::remove_file(&self.file);
+        if status.code() != Some(i32::from(self.code)) {
+            return;
+        }
+        let asked = written.as_deref().and_then(|v| {
+            ratekeeper_client::api::parse_retry_after(v, std::time::SystemTime::now())
+        });
+        let wait = asked.unwrap_or(self.default);
+        if wait.is_zero() {
+            return;
+        }
+        let reason = format!(
+            "{:?} exited {} (throttled by its upstream)",
+            args.command[0], self.code
+        );
+        for claim in args.limits.iter().chain(&args.rates) {
+            let Ok((name, _)) = parse_claim(claim) else {
+                continue;
+            };
+            if let Err(err) = client.report_throttled(&name, wait, reason.clone()).await {
+                eprintln!("ratekeeper run: reporting throttling on {name}: {err}");
+            }
+        }
+    }
 }
 
 #[cfg(test)]

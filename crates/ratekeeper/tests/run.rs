@@ -191,3 +191,70 @@ fn a_holder_killed_with_sigkill_frees_its_slots_within_its_ttl() {
         "freed after {freed_after:?}"
     );
 }
+
+#[test]
+fn a_command_exiting_with_the_throttled_code_pauses_its_limits_for_the_retry_after_it_wrote() {
+    let (server, _dir) = server_with(&[("vendor", "2")]);
+    let url = server.url.as_str();
+    let output = run(
+        url,
+        &[
+            "--limit",
+            "vendor",
+            "--throttled-exit-code",
+            "42",
+            "--",
+            "sh",
+            "-c",
+            "echo 120 > \"$RATEKEEPER_RETRY_AFTER_FILE\"; exit 42",
+        ],
+    )
+    .output()
+    .unwrap();
+    assert_eq!(output.status.code(), Some(42), "{}", stderr(&output));
+    let limit: serde_json::Value = serde_json::from_str(&stdout(&cli(
+        url,
+        &["limit", "inspect", "vendor", "-o", "json"],
+    )))
+    .unwrap();
+    let pause = &limit["paused"];
+    let left = pause["until"].as_u64().unwrap() - pause["since"].as_u64().unwrap();
+    assert!((119_000..=121_000).contains(&left), "{limit}");
+    assert!(
+        pause["reason"].as_str().unwrap().contains("exited 42"),
+        "{limit}"
+    );
+    // The next run waits for the pause rather than hitting the upstream.
+    let waited = run(url, &["--limit", "vendor", "--timeout", "0", "--", "true"])
+        .output()
+        .unwrap();
+    assert_eq!(waited.status.code(), Some(75), "{}", stderr(&waited));
+}
+
+#[test]
+fn any_other_exit_reports_nothing() {
+    let (server, _dir) = server_with(&[("vendor", "2")]);
+    let url = server.url.as_str();
+    let output = run(
+        url,
+        &[
+            "--limit",
+            "vendor",
+            "--throttled-exit-code",
+            "42",
+            "--",
+            "sh",
+            "-c",
+            "exit 3",
+        ],
+    )
+    .output()
+    .unwrap();
+    assert_eq!(output.status.code(), Some(3));
+    let limit: serde_json::Value = serde_json::from_str(&stdout(&cli(
+        url,
+        &["limit", "inspect", "vendor", "-o", "json"],
+    )))
+    .unwrap();
+    assert!(limit["paused"].is_null(), "{limit}");
+}
