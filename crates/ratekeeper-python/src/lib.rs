@@ -12,6 +12,7 @@
 
 mod bridge;
 mod local;
+mod throttle;
 
 use std::future::{Future, IntoFuture};
 use std::sync::OnceLock;
@@ -24,7 +25,7 @@ use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyDict, PyType};
 use ratekeeper_client::api::{Lease as LeaseInfo, Limit};
 use ratekeeper_client::{Client as RustClient, Error, LeaseGuard};
-use ratekeeper_core::{LimitPatch, LimitSpec};
+use ratekeeper_core::{LimitPatch, LimitSpec, PauseSpec};
 
 use bridge::{Mailbox, Pending};
 
@@ -299,6 +300,18 @@ fn limit_dict(py: Python<'_>, state: Limit) -> PyResult<Py<PyAny>> {
     dict.set_item("held", state.held)?;
     dict.set_item("decaying", state.decaying)?;
     dict.set_item("waiting", state.waiting)?;
+    let paused = state
+        .paused
+        .map(|pause| {
+            let dict = PyDict::new(py);
+            dict.set_item("until", pause.until as f64 / 1e3)?;
+            dict.set_item("since", pause.since as f64 / 1e3)?;
+            dict.set_item("reason", pause.reason)?;
+            dict.set_item("reporter", pause.reporter)?;
+            PyResult::Ok(dict)
+        })
+        .transpose()?;
+    dict.set_item("paused", paused)?;
     Ok(dict.into_any().unbind())
 }
 
@@ -453,6 +466,31 @@ impl Client {
         limit_dict(py, reset)
     }
 
+    /// Pauses a limit for `seconds` (a longer pause already set is kept).
+    #[pyo3(signature = (name, seconds, reason=None, reporter=None))]
+    fn pause_limit(
+        &self,
+        py: Python<'_>,
+        name: &str,
+        seconds: f64,
+        reason: Option<String>,
+        reporter: Option<String>,
+    ) -> PyResult<Py<PyAny>> {
+        let pause = PauseSpec {
+            reason,
+            reporter: Some(reporter.unwrap_or_else(ratekeeper_client::reporter)),
+            ..PauseSpec::for_seconds(seconds)
+        };
+        let paused = self.call(py, self.inner.pause_limit(name, pause))?;
+        limit_dict(py, paused)
+    }
+
+    /// Ends a limit's pause now.
+    fn resume_limit(&self, py: Python<'_>, name: &str) -> PyResult<Py<PyAny>> {
+        let resumed = self.call(py, self.inner.resume_limit(name))?;
+        limit_dict(py, resumed)
+    }
+
     /// A limit's state, as a dict.
     fn limit(&self, py: Python<'_>, name: &str) -> PyResult<Py<PyAny>> {
         let state = self.call(py, self.inner.limit(name))?;
@@ -591,6 +629,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<local::ConcurrencyLimiter>()?;
     m.add_class::<local::Permit>()?;
     m.add_function(wrap_pyfunction!(register_errors, m)?)?;
+    m.add_function(wrap_pyfunction!(throttle::throttled_for, m)?)?;
     m.add_function(wrap_pyfunction!(error_codes, m)?)?;
     m.add_function(wrap_pyfunction!(after_fork, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;

@@ -32,10 +32,10 @@ import functools
 import inspect
 import os
 import threading
-from typing import Any, Callable, Iterator, Optional, TypeVar
+from typing import Any, Callable, Iterator, Optional, TypeVar, Union
 
 from . import _native
-from ._client import Client, Lease, LeaseInfo, Limit, Names, _holder, _names
+from ._client import Client, Lease, LeaseInfo, Limit, Names, Pause, _holder, _names
 from .errors import (
     AcquireTimeout,
     BlockingCallInEventLoop,
@@ -75,6 +75,7 @@ __all__ = [
     "LeaseLost",
     "Limit",
     "LimitDeleted",
+    "Pause",
     "LimitExists",
     "LimitNotFound",
     "RateLimiter",
@@ -90,6 +91,7 @@ __all__ = [
     "configure",
     "limit_concurrency",
     "rate_limit",
+    "report_throttled",
     "throttled_map",
 ]
 
@@ -152,6 +154,25 @@ def rate_limit(names: Names, occupy: int = 1, timeout_seconds: Optional[float] =
     """Blocks until this call's turn on every named rate limit; returns the
     seconds it waited."""
     return client().rate_limit(names, occupy, timeout_seconds)
+
+
+def report_throttled(
+    names: Names, retry_after: Union[float, str, None] = None, reason: Optional[str] = None
+) -> None:
+    """Tells every worker using ``names`` that their upstream said "slow
+    down" (a 429, or a 503 with ``Retry-After``): each limit is paused for
+    ``retry_after`` (seconds, or a ``Retry-After`` header's text; 1 s when
+    absent), so the whole fleet waits it out together. For code that sees
+    throttling its own way: a Celery task, an SDK raising its own
+    exception::
+
+        try:
+            vendor.send(item)
+        except vendor.RateLimited as err:
+            ratekeeper.report_throttled("vendor-api", err.retry_after)
+            raise
+    """
+    client().report_throttled(names, retry_after, reason)
 
 
 def limit_concurrency(names: Names, **options: Any) -> Callable[[F], F]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import time
 from typing import Any, List, Optional, Sequence, Union
 
 from . import _aio, _native
@@ -48,6 +49,25 @@ def _holder(holder: Any) -> Optional[str]:
 
 
 @dataclasses.dataclass(frozen=True)
+class Pause:
+    """A pause that holds a limit: nothing is granted on it until ``until``."""
+
+    #: When it ends (Unix seconds).
+    until: float
+    #: When it was set or last extended (Unix seconds).
+    since: float
+    #: Why, as reported.
+    reason: Optional[str]
+    #: Who reported it.
+    reporter: Optional[str]
+
+    @property
+    def seconds_left(self) -> float:
+        """Seconds until it ends, as of now."""
+        return max(0.0, self.until - time.time())
+
+
+@dataclasses.dataclass(frozen=True)
 class Limit:
     """A limit's definition and current state."""
 
@@ -62,11 +82,18 @@ class Limit:
     decaying: float
     #: Requests queued now.
     waiting: int
+    #: The pause that holds it now (an upstream said "slow down"), if any.
+    paused: Optional[Pause] = None
 
     @property
     def is_rate_limit(self) -> bool:
         """Whether its slots decay (a rate limit)."""
         return self.slot_decay_per_second > 0
+
+    @classmethod
+    def _from(cls, state: dict) -> "Limit":
+        paused = state.pop("paused", None)
+        return cls(**state, paused=Pause(**paused) if paused else None)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -203,7 +230,7 @@ class Client:
         """Creates a limit: at most ``slots`` at once, or, with
         ``slot_decay_per_second``, a rate limit (``slots`` is then the
         burst). ``LimitExists`` if the name is taken."""
-        return Limit(**self._native.create_limit(name, slots, slot_decay_per_second, active, description))
+        return Limit._from(self._native.create_limit(name, slots, slot_decay_per_second, active, description))
 
     def ensure_limit(
         self,
@@ -224,13 +251,13 @@ class Client:
 
     def limit(self, name: str) -> Limit:
         """A limit's definition and current state; ``LimitNotFound`` if none."""
-        return Limit(**self._native.limit(name))
+        return Limit._from(self._native.limit(name))
 
     get_limit = limit
 
     def limits(self) -> List[Limit]:
         """Every limit, ordered by name."""
-        return [Limit(**state) for state in self._native.limits()]
+        return [Limit._from(state) for state in self._native.limits()]
 
     def update_limit(
         self,
@@ -248,8 +275,8 @@ class Client:
             description_arg = None
         else:
             description_arg = description or ""
-        return Limit(
-            **self._native.update_limit(name, slots, slot_decay_per_second, active, description_arg)
+        return Limit._from(
+            self._native.update_limit(name, slots, slot_decay_per_second, active, description_arg)
         )
 
     def enable_limit(self, name: str) -> Limit:
@@ -262,7 +289,41 @@ class Client:
 
     def reset_limit(self, name: str) -> Limit:
         """Revokes every lease on a limit and clears its decaying slots."""
-        return Limit(**self._native.reset_limit(name))
+        return Limit._from(self._native.reset_limit(name))
+
+    def pause_limit(
+        self, name: str, seconds: float, reason: Optional[str] = None, reporter: Optional[str] = None
+    ) -> Limit:
+        """Pauses a limit: nothing is granted on it for ``seconds``, then its
+        queue is served from the head. A longer pause already set is kept.
+        ``reporter`` defaults to this host and process. A client token may
+        pause."""
+        return Limit._from(self._native.pause_limit(name, seconds, reason, reporter))
+
+    def resume_limit(self, name: str) -> Limit:
+        """Ends a limit's pause now (an admin token's right)."""
+        return Limit._from(self._native.resume_limit(name))
+
+    def report_throttled(
+        self, names: Names, retry_after: Union[float, str, None] = None, reason: Optional[str] = None
+    ) -> None:
+        """Tells everyone using ``names`` that the upstream they protect
+        answered "slow down", so the whole fleet waits instead of each
+        worker finding out alone: each limit pauses for ``retry_after``,
+        seconds or a ``Retry-After`` header's text (a number of seconds or
+        an HTTP date; 1 s when absent or unreadable). For code that sees
+        throttling its own way: Celery tasks, SDKs raising their own
+        exceptions."""
+        if isinstance(retry_after, str):
+            wait = _native.throttled_for(429, retry_after)
+        elif retry_after is None:
+            wait = _native.throttled_for(429, None)
+        else:
+            wait = float(retry_after)
+        if not wait or wait <= 0:
+            return
+        for name in _names(names):
+            self.pause_limit(name, wait, reason or f"throttled by the upstream: wait {wait:g} s")
 
     def delete_limit(self, name: str) -> None:
         """Deletes a limit; requests waiting for it fail with ``LimitDeleted``."""

@@ -6,10 +6,12 @@ limits as close as possible to the moment it goes out."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import urllib.parse
 from typing import Callable, List, Optional, Union
 
-from . import Lease, Names, RatekeeperError, _names, client, rate_limit
+from . import Lease, Names, RatekeeperError, _names, _native, client, rate_limit
 from .local import ConcurrencyLimiter, Permit, RateLimiter
 
 log = logging.getLogger("ratekeeper")
@@ -29,7 +31,12 @@ class Gate:
     function of ``(method, url)`` returning them. ``max_in_flight`` /
     ``per_second``: local limits of this gate. ``occupy``,
     ``timeout_seconds``, ``lease_seconds`` and ``holder`` are as for
-    ``ratekeeper.concurrency``."""
+    ``ratekeeper.concurrency``.
+
+    ``report_throttling`` (on by default): a response in which the upstream
+    says "slow down" (a 429, or a 503 with ``Retry-After``) pauses the
+    request's global limits for its ``Retry-After`` (1 s without one), so
+    every worker sharing them waits it out, not only this one."""
 
     def __init__(
         self,
@@ -42,6 +49,7 @@ class Gate:
         holder: Optional[str] = None,
         max_in_flight: Optional[int] = None,
         per_second: Optional[float] = None,
+        report_throttling: bool = True,
     ):
         self.limit = limit
         self.rate = rate
@@ -51,6 +59,7 @@ class Gate:
         self.holder = holder
         self.local_slots = ConcurrencyLimiter(max_in_flight) if max_in_flight else None
         self.local_pace = RateLimiter(per_second) if per_second else None
+        self.report_throttling = report_throttling
 
     @staticmethod
     def _route(route: Route, method: str, url: str) -> Optional[List[str]]:
@@ -103,6 +112,29 @@ class Gate:
             raise
         return held
 
+    def _throttled(self, method: str, url: str, status: int, retry_after: Optional[str]):
+        """The limits to pause and for how long, if this answer says the
+        upstream asked to slow down."""
+        if not self.report_throttling or status not in (429, 503):
+            return None
+        wait = _native.throttled_for(status, retry_after)
+        names = (self._route(self.limit, method, url) or []) + (self._route(self.rate, method, url) or [])
+        if not wait or not names:
+            return None
+        return names, wait, f"{status} from {_host(url)}: wait {wait:g} s"
+
+    def report(self, method: str, url: str, status: int, retry_after: Optional[str]) -> None:
+        """Pauses the request's limits if its answer says "slow down"."""
+        throttled = self._throttled(method, url, status, retry_after)
+        if throttled:
+            _report(*throttled)
+
+    async def report_async(self, method: str, url: str, status: int, retry_after: Optional[str]) -> None:
+        """``report`` for asyncio: the call to the server runs on a thread."""
+        throttled = self._throttled(method, url, status, retry_after)
+        if throttled:
+            await asyncio.get_running_loop().run_in_executor(None, _report, *throttled)
+
     def exit(self, held: List[Held]) -> None:
         """Gives back what ``enter`` returned, innermost first."""
         for item in reversed(held):
@@ -125,6 +157,18 @@ class Gate:
                 await _release_async(item.release_async)
             else:
                 item.release()
+
+
+def _host(url: str) -> str:
+    return urllib.parse.urlsplit(url).netloc or url
+
+
+def _report(names: List[str], wait: float, reason: str) -> None:
+    # As with releasing: the response is the caller's whatever happens here.
+    try:
+        client().report_throttled(names, wait, reason)
+    except RatekeeperError as err:
+        log.warning("ratekeeper: could not report the upstream's throttling: %s", err)
 
 
 def _release(release: Callable[[], None]) -> None:

@@ -7,6 +7,8 @@ or ``RATEKEEPER_URL``); ``ratekeeper.Client`` has the same methods.
     admin.create_limit("vendor-api", slots=5, slot_decay_per_second=5)   # 5/s
     admin.update_limit("database", slots=20)
     admin.disable_limit("database")          # admits everyone, keeps the limit
+    admin.pause_limit("vendor-api", 30, reason="vendor maintenance")
+    admin.resume_limit("vendor-api")
     for limit in admin.limits():
         print(limit.name, limit.held, "/", limit.slots)
     for lease in admin.leases("database"):
@@ -36,7 +38,9 @@ __all__ = [
     "get_limit",
     "leases",
     "limits",
+    "pause_limit",
     "reset_limit",
+    "resume_limit",
     "update_limit",
 ]
 
@@ -62,5 +66,7 @@ update_limit = _on_shared_client(Client.update_limit)
 enable_limit = _on_shared_client(Client.enable_limit)
 disable_limit = _on_shared_client(Client.disable_limit)
 reset_limit = _on_shared_client(Client.reset_limit)
+pause_limit = _on_shared_client(Client.pause_limit)
+resume_limit = _on_shared_client(Client.resume_limit)
 delete_limit = _on_shared_client(Client.delete_limit)
 leases = _on_shared_client(Client.leases)

@@ -16,7 +16,10 @@ other argument goes to ``ClientSession``:
   of ``(method, url)`` returning them (a limit per host, say);
 - ``max_in_flight`` / ``per_second``: limits local to this session;
 - ``occupy``, ``timeout_seconds``, ``lease_seconds``, ``holder``: as for
-  ``ratekeeper.concurrency``.
+  ``ratekeeper.concurrency``;
+- ``report_throttling`` (default on): a 429, or a 503 with ``Retry-After``,
+  pauses the request's global limits for its ``Retry-After``, so every
+  worker waits it out together.
 
 A request holds its slots until its response is done with: its body read
 (``read``, ``text``, ``json``), or the response released or closed (the end
@@ -45,6 +48,7 @@ _LIMIT_OPTIONS = (
     "holder",
     "max_in_flight",
     "per_second",
+    "report_throttling",
 )
 
 
@@ -64,6 +68,9 @@ def middleware(**limits: Any) -> Callable:
         except BaseException:
             await gate.exit_async(held)
             raise
+        await gate.report_async(
+            request.method, str(request.url), response.status, response.headers.get("Retry-After")
+        )
         _hold_until_done(response, held)
         return response
 

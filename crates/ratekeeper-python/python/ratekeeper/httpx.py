@@ -13,7 +13,10 @@ The keyword options are the limits (see ``Gate``): ``limit`` and ``rate``
 name global limits, or are functions of ``(method, url)`` returning names
 (one limit per host, say); ``max_in_flight`` and ``per_second`` are limits
 local to this transport; ``occupy``, ``timeout_seconds``, ``lease_seconds``
-and ``holder`` are as for ``ratekeeper.concurrency``. A request holds its
+and ``holder`` are as for ``ratekeeper.concurrency``. A 429 (or a 503 with
+``Retry-After``) pauses the request's global limits for its
+``Retry-After``, so every worker waits it out together
+(``report_throttling=False`` turns that off). A request holds its
 slots until its response is read or closed, so a streamed download counts
 for as long as it streams. ``transport`` sends the requests (by default a
 new ``httpx.HTTPTransport`` / ``httpx.AsyncHTTPTransport``).
@@ -45,6 +48,9 @@ class LimitedTransport(httpx.BaseTransport):
         except BaseException:
             self._gate.exit(held)
             raise
+        self._gate.report(
+            request.method, str(request.url), response.status_code, response.headers.get("retry-after")
+        )
         return _with_stream(response, _ReleasingStream(response.stream, self._gate, held))
 
     def close(self) -> None:
@@ -66,6 +72,9 @@ class AsyncLimitedTransport(httpx.AsyncBaseTransport):
         except BaseException:
             await self._gate.exit_async(held)
             raise
+        await self._gate.report_async(
+            request.method, str(request.url), response.status_code, response.headers.get("retry-after")
+        )
         return _with_stream(response, _AsyncReleasingStream(response.stream, self._gate, held))
 
     async def aclose(self) -> None:
