@@ -640,3 +640,59 @@ test("lowering slots below what is held asks first, and cancelling changes nothi
     await server.stop();
   }
 });
+
+test("a paused limit says why and for how long; a client token pauses from the page, an admin resumes", async () => {
+  const admin = "admin-secret-for-tests";
+  const client = "client-secret-for-tests";
+  const server = await startServer("--admin-token", admin, "--client-token", client);
+  await call(server, "POST", "/v1/limits", { name: "vendor", slots: 2 }, admin);
+  await call(server, "POST", "/v1/limits", { name: "other", slots: 2 }, admin);
+  const paused = await call(server, "POST", "/v1/limits/vendor/pause",
+    { seconds: 600, reason: "429 from api.vendor.test", reporter: "worker-7" }, client);
+  assert.equal(paused.status, 200, JSON.stringify(paused.body));
+  const { page, close } = await open(server.url);
+  try {
+    const dialog = page.getByRole("dialog", { name: "This server needs a token" });
+    await dialog.getByLabel("Access token").fill(client);
+    await dialog.getByRole("button", { name: "Use token" }).click();
+    const row = page.locator('tr[data-name="vendor"]');
+    await until(async () => /paused (9|10) min/.test(await row.textContent()), "the list marks the paused limit");
+    assert.ok(!/paused/.test(await page.locator('tr[data-name="other"]').textContent()), "only the paused one");
+    await shot(page, "paused-in-list");
+
+    await page.getByRole("link", { name: "vendor" }).click();
+    const banner = page.locator(".pause-banner");
+    await until(async () => /nothing is granted for (9|10) min .* more\. 429 from api\.vendor\.test — reported by worker-7/.test(await banner.textContent()),
+      "the page says why, by whom and for how long");
+    assert.equal(await banner.getByRole("button", { name: "Resume now" }).isVisible(), false, "a client token cannot resume");
+
+    // A client token may pause, as workers do.
+    await page.goto(`${server.url}/#/limits/other`);
+    await page.getByRole("button", { name: "Pause other" }).click();
+    const form = page.getByRole("dialog", { name: "Pause other" });
+    await form.getByLabel("For how many seconds").fill("-5");
+    await form.getByRole("button", { name: "Pause" }).click();
+    await until(async () => /above 0/.test(await form.locator("#pause-error").textContent()), "a bad duration is refused on the page");
+    await form.getByLabel("For how many seconds").fill("300");
+    await form.getByLabel("Reason").fill("vendor maintenance");
+    await form.getByRole("button", { name: "Pause" }).click();
+    await until(async () => (await call(server, "GET", "/v1/limits/other", undefined, client)).body.paused?.reporter === "web UI",
+      "the server has the pause");
+    await until(async () => /vendor maintenance/.test(await banner.textContent()), "the banner shows the new pause");
+
+    // An admin resumes.
+    await page.getByRole("button", { name: "Forget token" }).click();
+    await dialog.getByLabel("Access token").fill(admin);
+    await dialog.getByRole("button", { name: "Use token" }).click();
+    await page.goto(`${server.url}/#/limits/vendor`);
+    const resume = banner.getByRole("button", { name: "Resume now" });
+    await resume.waitFor();
+    await shot(page, "paused-limit-page");
+    await resume.click();
+    await until(async () => await banner.isHidden(), "the banner goes");
+    assert.equal((await call(server, "GET", "/v1/limits/vendor", undefined, admin)).body.paused, null);
+  } finally {
+    await close();
+    await server.stop();
+  }
+});

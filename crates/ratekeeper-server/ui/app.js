@@ -102,6 +102,7 @@ function whyWaiting(entry, waiters) {
   if (!entry || waiters.length === 0 || !entry.limit.active) return null;
   const { limit } = entry;
   if (limit.slots === 0) return "This limit is closed (0 slots): every request waits until it is given slots.";
+  if (pauseNow(limit)) return "This limit is paused: the queue is served in order, from the first in line, when the pause ends.";
   const free = Math.max(0, Math.floor(limit.slots - limit.held - decayingNow(entry) + 1e-9));
   const head = waiters[0];
   if (head.occupy <= free) return null;
@@ -113,6 +114,23 @@ function whyWaiting(entry, waiters) {
       ? " The one behind it waits too, even if it would fit: requests are served first come, first served."
       : ` The ${rest} behind it wait too, even those that would fit: requests are served first come, first served.`;
   return `The first in line needs ${slots(head.occupy)} and ${slots(free)} ${free === 1 ? "is" : "are"} free.${behind}`;
+}
+
+/** The pause that holds a limit now, or null (a pause the server set may
+ *  have ended since: nothing tells the page when nobody waits). */
+function pauseNow(limit) {
+  return limit.paused && limit.paused.until > Date.now() ? limit.paused : null;
+}
+
+/** "paused 29 s" for a list row. */
+function pauseBadge(limit) {
+  const pause = pauseNow(limit);
+  if (!pause) return "";
+  return el("span", {
+    class: "badge paused",
+    title: `${pause.reason ?? "paused"} (reported by ${pause.reporter ?? "someone"})`,
+    text: `paused ${formatDuration(pause.until - Date.now())}`,
+  });
 }
 
 function isRateLimit(limit) {
@@ -463,6 +481,7 @@ function usageBar() {
         limit.waiting > 0
           ? el("span", { class: "waiting-count", text: ` · ${formatNumber(limit.waiting)} waiting` })
           : "",
+        limit.active ? pauseBadge(limit) : "",
       );
     },
   };
@@ -807,10 +826,20 @@ function limitPage(name) {
   const leaseTitle = el("h2", { id: "leases-title" });
   const waiterTitle = el("h2", { id: "queue-title" });
   const queueNote = el("p", { class: "hint queue-note", id: "queue-note", hidden: true });
+  const pauseText = el("span", { id: "pause-text" });
+  const pauseBanner = el(
+    "div",
+    { class: "pause-banner", role: "status", hidden: true },
+    pauseText,
+    el("button", { type: "button", class: "small admin-only", text: "Resume now", onclick: () => resumeLimit(name) }),
+  );
   const body = el(
     "div",
     {},
-    el("div", { class: "heading" }, el("h1", { text: name }), el("span", { class: "switch" }, active.root, "Active"), actionButtons(name)),
+    el("div", { class: "heading" }, el("h1", { text: name }), el("span", { class: "switch" }, active.root, "Active"),
+      el("button", { type: "button", class: "pause-button", "aria-label": `Pause ${name}`, text: "Pause…", onclick: () => openPauseForm(name) }),
+      actionButtons(name)),
+    pauseBanner,
     description,
     el("dl", { class: "summary" }, Object.values(stats).map((s) => s.root)),
     el("div", { class: "charts" }, occupancy.root, waiting.root, grants.root),
@@ -852,6 +881,14 @@ function limitPage(name) {
       const rate = isRateLimit(limit);
       const decayingSlots = decayingNow(entry);
       active.update(limit);
+      const pause = pauseNow(limit);
+      pauseBanner.hidden = !pause;
+      if (pause) {
+        const left = formatDuration(pause.until - Date.now());
+        const since = formatDuration(Date.now() - pause.since);
+        const inactive = limit.active ? "" : " It is inactive, so the pause holds nothing back until it is activated.";
+        setText(pauseText, `Paused: nothing is granted for ${left} more. ${pause.reason ?? "No reason given"} — reported by ${pause.reporter ?? "someone"} ${since} ago.${inactive}`);
+      }
       setText(description, limit.description ?? "");
       setText(stats.slots.value, formatNumber(limit.slots) + (rate ? ` (+${formatNumber(limit.slot_decay_per_second)}/s)` : ""));
       setText(stats.held.value, formatNumber(limit.held));
@@ -945,6 +982,49 @@ function confirmAction(title, text, label) {
   dialog.showModal();
   return new Promise((resolve) =>
     dialog.addEventListener("close", () => resolve(dialog.returnValue === "confirm"), { once: true }));
+}
+
+/** Asks for how long and why, then pauses the limit. A client token may. */
+function openPauseForm(name) {
+  const dialog = $("#pause-dialog");
+  dialog.dataset.name = name;
+  setText($("#pause-title"), `Pause ${name}`);
+  $("#pause-error").hidden = true;
+  $("#p-seconds").value = "60";
+  $("#p-reason").value = "";
+  dialog.showModal();
+}
+
+async function submitPauseForm(event) {
+  event.preventDefault();
+  const dialog = $("#pause-dialog");
+  const name = dialog.dataset.name;
+  const seconds = Number($("#p-seconds").value.trim());
+  const error = $("#pause-error");
+  if (!Number.isFinite(seconds) || seconds <= 0 || seconds > 604800) {
+    setText(error, "Enter a number of seconds above 0, at most 604800 (7 days).");
+    error.hidden = false;
+    $("#p-seconds").focus();
+    return;
+  }
+  const reason = $("#p-reason").value.trim();
+  try {
+    answered(await api("POST", `${limitPath(name)}/pause`, { seconds, ...(reason ? { reason, reporter: "web UI" } : { reporter: "web UI" }) }));
+    dialog.close();
+    toast(`${name} is paused for ${formatDuration(seconds * 1000)}.`);
+  } catch (failure) {
+    setText(error, failure.message);
+    error.hidden = false;
+  }
+}
+
+async function resumeLimit(name) {
+  try {
+    answered(await api("POST", `${limitPath(name)}/resume`));
+    toast(`${name} was resumed.`);
+  } catch (error) {
+    toast(error.message, true);
+  }
 }
 
 async function resetLimit(name) {
@@ -1157,6 +1237,8 @@ function tokenButtonClicked() {
 $("#limit-form").addEventListener("submit", submitLimitForm);
 $("#limit-form [data-cancel]").addEventListener("click", () => $("#limit-dialog").close());
 $("#token-form").addEventListener("submit", submitToken);
+$("#pause-form").addEventListener("submit", submitPauseForm);
+$("#pause-form [data-cancel]").addEventListener("click", () => $("#pause-dialog").close());
 $("#forget-token").addEventListener("click", tokenButtonClicked);
 window.addEventListener("hashchange", () => {
   route();
