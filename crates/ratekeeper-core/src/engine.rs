@@ -23,7 +23,7 @@ use smallvec::SmallVec;
 use crate::error::{AcquireError, LeaseError, LimitError};
 use crate::journal::{Change, LimitRecord, Records, RestoreError};
 use crate::lease::{Lease, LeaseGrant, LeaseId, LeaseView, Permit, check_ttl};
-use crate::limit::{Limit, LimitId, LimitPatch, LimitSpec, LimitView, Room, check_drain};
+use crate::limit::{Limit, LimitId, LimitPatch, LimitSpec, LimitView, Role, Room, check_drain};
 use crate::name::{self, LimitName};
 use crate::pause::{Pause, PauseSpec};
 use crate::request::{
@@ -33,6 +33,38 @@ use crate::time::Timestamp;
 
 type Map<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 type LimitIds = SmallVec<[LimitId; 2]>;
+
+/// What a name of a request stands for, before anything is created.
+#[derive(Clone, Copy)]
+enum Found {
+    Limit(LimitId),
+    /// A key of this template, without an instance yet.
+    Key(LimitId),
+    /// Nothing, and the request may create it.
+    Missing,
+}
+
+/// Which instances of a template to list, and how.
+#[derive(Debug, Clone, Copy)]
+pub struct InstanceQuery<'a> {
+    /// Only those whose name starts with this.
+    pub prefix: &'a str,
+    /// The order.
+    pub order: InstanceOrder,
+    /// Start after the instance of this name (the last of the page before).
+    pub after: Option<&'a str>,
+    /// At most this many.
+    pub count: usize,
+}
+
+/// How instances are listed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InstanceOrder {
+    /// By name.
+    Name,
+    /// Most occupied first (held, decaying and waiting slots), then by name.
+    Busiest,
+}
 
 /// Something the engine must do at an instant. The variant order is the
 /// order of timers due at the same instant.
@@ -46,6 +78,9 @@ enum Timer {
     Ready(RequestId),
     /// The waiter's timeout ends.
     Deadline(RequestId),
+    /// An instance's decaying slots have drained or its pause has ended:
+    /// it may be idle now.
+    Idle(LimitId),
 }
 
 /// The pure limit engine. See the [crate docs](crate) for the rules it keeps.
@@ -56,6 +91,10 @@ pub struct Engine {
     limits: Map<LimitId, Limit>,
     /// Every key names a live entry of `limits`, and every limit is here once.
     by_name: Map<LimitName, LimitId>,
+    /// Templates by the prefix their keys start with (`tenant:` for `tenant:*`).
+    templates: Map<Box<str>, LimitId>,
+    /// Instances that may have become idle, to drop (see `drop_idle`).
+    idle: Vec<LimitId>,
     next_limit: u64,
     next_request: u64,
     /// Queued requests. Each is in the queue of every limit it names.
@@ -95,6 +134,8 @@ impl Engine {
             now: Timestamp::EPOCH,
             limits: Map::default(),
             by_name: Map::default(),
+            templates: Map::default(),
+            idle: Vec::new(),
             next_limit: 0,
             next_request: 0,
             waiters: Map::default(),
@@ -125,7 +166,12 @@ impl Engine {
         let mut engine = Engine::new(seed);
         engine.now = now;
         engine.enable_journal();
-        for record in records.limits {
+        // Templates first, so that their instances find them.
+        let (templates, others): (Vec<_>, Vec<_>) = records
+            .limits
+            .into_iter()
+            .partition(|record| record.name.ends_with('*'));
+        for record in templates.into_iter().chain(others) {
             engine.restore_limit(record)?;
         }
         for mut record in records.leases {
@@ -164,8 +210,8 @@ impl Engine {
             journal
                 .limits
                 .iter()
-                .filter_map(|id| self.limits.get(id))
-                .map(|limit| Change::Limit(limit.record())),
+                .filter(|id| self.limits.contains_key(id))
+                .map(|&id| Change::Limit(self.record_of(id))),
         );
         journal.leases.sort_unstable();
         journal.leases.dedup();
@@ -178,7 +224,8 @@ impl Engine {
 
     /// Everything that survives a restart, as records.
     pub fn records(&self) -> Records {
-        let mut limits: Vec<LimitRecord> = self.limits.values().map(Limit::record).collect();
+        let mut limits: Vec<LimitRecord> =
+            self.limits.keys().map(|&id| self.record_of(id)).collect();
         limits.sort_by(|a, b| a.name.cmp(&b.name));
         let mut leases: Vec<LeaseView> = self
             .leases
@@ -229,6 +276,7 @@ impl Engine {
                     }
                 }
                 Timer::Deadline(id) => deadlines.push(id),
+                Timer::Idle(id) => self.idle.push(id),
             }
         }
         self.settle();
@@ -240,11 +288,15 @@ impl Engine {
             }
         }
         self.settle();
+        self.drop_idle();
     }
 
     // ----- limits -------------------------------------------------------
 
-    /// Creates a limit.
+    /// Creates a limit. A name ending in `*` makes a template; creating a
+    /// limit with the name of a live instance makes that instance a limit
+    /// of its own (its holders and queue stay), overriding the template for
+    /// that key.
     pub fn create_limit(
         &mut self,
         now: Timestamp,
@@ -252,21 +304,37 @@ impl Engine {
     ) -> Result<LimitView, LimitError> {
         self.advance(now);
         let limit = Limit::new(spec, self.now)?;
-        if self.by_name.contains_key(limit.name.as_str()) {
-            return Err(LimitError::AlreadyExists {
-                name: spec.name.clone(),
-            });
+        if let Some(&id) = self.by_name.get(limit.name.as_str()) {
+            if self.limits[&id].template_of().is_none() {
+                return Err(LimitError::AlreadyExists {
+                    name: spec.name.clone(),
+                });
+            }
+            self.detach(id);
+            let patch = LimitPatch {
+                slots: Some(spec.slots),
+                slot_decay_per_second: Some(spec.slot_decay_per_second),
+                active: Some(spec.active),
+                description: Some(spec.description.clone()),
+                max_instances: None,
+            };
+            self.change_definition(id, &patch);
+            self.settle();
+            let view = self.view_of(id);
+            self.drop_idle();
+            return Ok(view);
         }
-        let view = limit.view(self.now);
-        self.insert_limit(limit);
-        Ok(view)
+        let id = self.insert_limit(limit);
+        Ok(self.view_of(id))
     }
 
     /// Changes a limit's definition. Raising `slots`, deactivating it or
     /// speeding up its decay lets waiters in at once; lowering `slots` keeps
     /// existing holders. Waiters that the change makes impossible (more
     /// `occupy` than the new nonzero `slots`, or rate mode once decay is 0)
-    /// fail rather than block their queue forever.
+    /// fail rather than block their queue forever. Changing a template
+    /// changes every instance of it alike; an instance itself cannot be
+    /// changed (its definition is its template's).
     pub fn update_limit(
         &mut self,
         now: Timestamp,
@@ -274,13 +342,329 @@ impl Engine {
         patch: &LimitPatch,
     ) -> Result<LimitView, LimitError> {
         patch.check()?;
+        self.advance(now);
         let id = self.limit_id(name)?;
         let current = &self.limits[&id];
+        if let Some(template) = current.template_of() {
+            return Err(LimitError::IsInstance {
+                name: name.to_owned(),
+                template: self.limits[&template].name.to_string(),
+            });
+        }
+        if patch.max_instances.is_some() && !current.is_template() {
+            return Err(LimitError::InvalidMaxInstances {
+                reason: "is only for a template (a name ending in '*')".into(),
+            });
+        }
         check_drain(
             patch.slots.unwrap_or(current.slots),
             patch.slot_decay_per_second.unwrap_or(current.decay),
         )?;
+        self.change_definition(id, patch);
+        self.settle();
+        let view = self.view_of(id);
+        self.drop_idle();
+        Ok(view)
+    }
+
+    /// Deletes a limit. Its waiters fail with `limit_deleted`; leases and
+    /// permits that hold it stay valid for their other limits. Deleting a
+    /// template deletes every instance of it so.
+    pub fn delete_limit(&mut self, now: Timestamp, name: &str) -> Result<(), LimitError> {
         self.advance(now);
+        let id = self.limit_id(name)?;
+        for instance in self.instances_of(id) {
+            self.remove_limit(instance);
+        }
+        self.remove_limit(id);
+        self.settle();
+        self.drop_idle();
+        Ok(())
+    }
+
+    /// Revokes every lease on a limit (their next renew or release says
+    /// `lease_revoked`), forgets permits on it and clears its decaying slots;
+    /// on a template, on every instance of it.
+    pub fn reset_limit(&mut self, now: Timestamp, name: &str) -> Result<LimitView, LimitError> {
+        self.advance(now);
+        let id = self.limit_id(name)?;
+        for instance in self.instances_of(id) {
+            self.reset_one(instance);
+        }
+        self.reset_one(id);
+        self.settle();
+        let view = self.view_of(id);
+        self.drop_idle();
+        Ok(view)
+    }
+
+    /// Pauses a limit until the pause asked for ends, or keeps a pause
+    /// that ends later (with its reason and reporter): a pause is extended,
+    /// never shortened. Nothing is granted on the limit until then; queued
+    /// requests keep their order and their timeouts. Pausing a template
+    /// pauses every instance, and instances made during the pause start
+    /// paused; pausing a key of a template pauses that key alone (making
+    /// its instance if it has none: the worker that saw the 429 may have
+    /// let go of it already).
+    pub fn pause(
+        &mut self,
+        now: Timestamp,
+        name: &str,
+        spec: &PauseSpec,
+    ) -> Result<LimitView, LimitError> {
+        let until = spec.until(now.max(self.now))?;
+        self.advance(now);
+        let id = match (self.limit_id(name), self.template_for(name)) {
+            (Ok(id), _) => id,
+            (Err(LimitError::NotFound { .. }), Some(template)) => {
+                self.check_room_for_instance(template, name, &mut SmallVec::new())
+                    .map_err(|err| LimitError::InvalidPause {
+                        reason: err.to_string(),
+                    })?;
+                self.new_instance(template, name)
+            }
+            (Err(err), _) => return Err(err),
+        };
+        let pause = Pause {
+            until,
+            since: self.now,
+            reason: spec.reason.clone(),
+            reporter: spec.reporter.clone(),
+        };
+        for instance in self.instances_of(id) {
+            self.pause_one(instance, &pause);
+        }
+        self.pause_one(id, &pause);
+        self.settle();
+        let view = self.view_of(id);
+        self.drop_idle();
+        Ok(view)
+    }
+
+    /// Ends a limit's pause now, granting its queue from the head (on a
+    /// template, every instance's). A limit that is not paused is left as
+    /// it is.
+    pub fn resume(&mut self, now: Timestamp, name: &str) -> Result<LimitView, LimitError> {
+        self.advance(now);
+        let id = self.limit_id(name)?;
+        for instance in self.instances_of(id) {
+            self.resume_one(instance);
+        }
+        self.resume_one(id);
+        self.settle();
+        let view = self.view_of(id);
+        self.drop_idle();
+        Ok(view)
+    }
+
+    /// A limit as of the latest instant the engine was given.
+    pub fn limit(&self, name: &str) -> Result<LimitView, LimitError> {
+        Ok(self.view_of(self.limit_id(name)?))
+    }
+
+    /// Whether `occupy` slots of `name` would be granted now, without
+    /// asking: nobody is queued and they fit (the same rule an acquire
+    /// follows, decaying slots counted exactly), or the limit is inactive.
+    /// A key of a template without an instance yet answers as a fresh
+    /// instance would.
+    pub fn has_room(&self, name: &str, occupy: u64) -> Result<bool, LimitError> {
+        let limit = match self.by_name.get(name) {
+            Some(id) => &self.limits[id],
+            None => match self.template_for(name) {
+                Some(template) => {
+                    let template = &self.limits[&template];
+                    let paused = template.paused(self.now).is_some();
+                    return Ok(!template.active || (occupy <= template.slots && !paused));
+                }
+                None => &self.limits[&self.limit_id(name)?],
+            },
+        };
+        Ok(!limit.active || (limit.queue.is_empty() && limit.room(occupy, self.now) == Room::Now))
+    }
+
+    /// Every limit and template, ordered by name; instances are listed by
+    /// [`instances`](Self::instances).
+    pub fn limits(&self) -> Vec<LimitView> {
+        let mut views: Vec<LimitView> = self
+            .limits
+            .iter()
+            .filter(|(_, limit)| limit.template_of().is_none())
+            .map(|(&id, _)| self.view_of(id))
+            .collect();
+        views.sort_by(|a, b| a.name.cmp(&b.name));
+        views
+    }
+
+    /// A page of a template's instances: those whose name starts with
+    /// `prefix`, after `after` in `order`, at most `count`.
+    pub fn instances(
+        &self,
+        template: &str,
+        query: &InstanceQuery<'_>,
+    ) -> Result<Vec<LimitView>, LimitError> {
+        let id = self.limit_id(template)?;
+        let mut views: Vec<LimitView> = self
+            .instances_of(id)
+            .into_iter()
+            .map(|instance| self.view_of(instance))
+            .filter(|view| view.name.starts_with(query.prefix))
+            .collect();
+        match query.order {
+            InstanceOrder::Name => views.sort_by(|a, b| a.name.cmp(&b.name)),
+            InstanceOrder::Busiest => views.sort_by(|a, b| {
+                let load = |v: &LimitView| v.held as f64 + v.decaying + v.waiting_slots as f64;
+                load(b)
+                    .total_cmp(&load(a))
+                    .then_with(|| a.name.cmp(&b.name))
+            }),
+        }
+        let start = match (query.after, query.order) {
+            (Some(after), InstanceOrder::Name) => {
+                views.partition_point(|v| v.name.as_str() <= after)
+            }
+            (Some(after), InstanceOrder::Busiest) => views
+                .iter()
+                .position(|v| v.name == after)
+                .map_or(views.len(), |at| at + 1),
+            (None, _) => 0,
+        };
+        Ok(views.into_iter().skip(start).take(query.count).collect())
+    }
+
+    // ----- templates and instances (internals) ---------------------------
+
+    /// A limit as shown: a template with the sums over its instances, an
+    /// instance with its template's name.
+    fn view_of(&self, id: LimitId) -> LimitView {
+        let limit = &self.limits[&id];
+        let mut view = limit.view(self.now);
+        match &limit.role {
+            Role::Instance(template) => {
+                view.instance_of = Some(self.limits[template].name.to_string());
+            }
+            Role::Template { instances, .. } => {
+                for instance in instances {
+                    let instance = &self.limits[instance];
+                    view.held += instance.held;
+                    view.decaying += instance.decaying(self.now);
+                    view.waiting += instance.queue.len() as u64;
+                    view.waiting_slots += instance.queued_slots;
+                }
+            }
+            Role::Plain => {}
+        }
+        view
+    }
+
+    /// The instances of a template (none for any other limit).
+    fn instances_of(&self, id: LimitId) -> Vec<LimitId> {
+        match &self.limits[&id].role {
+            Role::Template { instances, .. } => instances.iter().copied().collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// The template whose prefix is the longest that starts `name`.
+    fn template_for(&self, name: &str) -> Option<LimitId> {
+        if self.templates.is_empty() {
+            return None;
+        }
+        (1..=name.len())
+            .rev()
+            .filter(|&end| name.is_char_boundary(end))
+            .find_map(|end| self.templates.get(&name[..end]).copied())
+    }
+
+    /// A new instance of `template` named `name`, as the template is now.
+    fn new_instance(&mut self, template: LimitId, name: &str) -> LimitId {
+        let t = &self.limits[&template];
+        let spec = LimitSpec {
+            name: name.to_owned(),
+            slots: t.slots,
+            slot_decay_per_second: t.decay,
+            active: t.active,
+            description: t.description.clone(),
+            max_instances: None,
+        };
+        let pause = t.paused(self.now).cloned();
+        let mut instance = Limit::new(&spec, self.now).expect("a key of a valid template is valid");
+        instance.role = Role::Instance(template);
+        instance.pause = pause;
+        let id = self.insert_limit(instance);
+        if let Role::Template { instances, .. } = &mut self.limit_mut(template).role {
+            instances.insert(id);
+        }
+        self.idle.push(id);
+        id
+    }
+
+    /// Makes an instance a limit of its own.
+    fn detach(&mut self, id: LimitId) {
+        let Some(template) = self.limits[&id].template_of() else {
+            return;
+        };
+        if let Role::Template { instances, .. } = &mut self.limit_mut(template).role {
+            instances.remove(&id);
+        }
+        self.limit_mut(id).role = Role::Plain;
+        self.touch_limits(&[id, template]);
+    }
+
+    /// Drops the instances that hold nothing, have nobody waiting, have no
+    /// decaying slots left and are not paused; one that will be idle once
+    /// its slots drain or its pause ends is looked at again then (a rate
+    /// instance must not forget admissions it still counts).
+    fn drop_idle(&mut self) {
+        while let Some(id) = self.idle.pop() {
+            let Some(limit) = self.limits.get(&id) else {
+                continue;
+            };
+            if limit.template_of().is_none() || limit.held > 0 || !limit.queue.is_empty() {
+                continue;
+            }
+            let busy_until = limit
+                .drained_at
+                .max(limit.paused(self.now).map_or(Timestamp::EPOCH, |p| p.until));
+            if busy_until > self.now {
+                self.timers.insert((busy_until, Timer::Idle(id)));
+            } else {
+                self.remove_limit(id);
+            }
+        }
+    }
+
+    /// Changes the definition of a limit and, for a template, of every
+    /// instance, then lets the change act: every definition first, so that
+    /// no waiter is decided on a half-changed template.
+    fn change_definition(&mut self, id: LimitId, patch: &LimitPatch) {
+        let mut changed = vec![id];
+        changed.extend(self.instances_of(id));
+        let deactivated: Vec<bool> = changed
+            .iter()
+            .map(|&limit| self.apply_patch(limit, patch))
+            .collect();
+        for (&limit, deactivated) in changed.iter().zip(deactivated) {
+            if deactivated {
+                // Any waiter in this queue may have been held back by it
+                // alone. Its queue no longer orders anything, so look at
+                // each directly.
+                let queued: Vec<RequestId> = self.limits[&limit].queue.iter().copied().collect();
+                for request in queued {
+                    if self.waiters.contains_key(&request) {
+                        self.examine(request);
+                    }
+                }
+            }
+        }
+        for &limit in &changed {
+            self.fail_impossible_waiters(limit);
+            self.dirty.push(limit);
+            self.idle.push(limit);
+        }
+    }
+
+    /// Changes one limit's fields; says whether it was deactivated.
+    fn apply_patch(&mut self, id: LimitId, patch: &LimitPatch) -> bool {
         let now = self.now;
         self.touch_limits(&[id]);
         let limit = self.limits.get_mut(&id).expect("by_name is consistent");
@@ -297,41 +681,30 @@ impl Engine {
         if let Some(description) = &patch.description {
             limit.description.clone_from(description);
         }
-        limit.updated_at = now;
-        let now_active = limit.active;
-        if was_active && !now_active {
-            // Any waiter in this queue may have been held back by it alone.
-            // Its queue no longer orders anything, so look at each directly.
-            let queued: Vec<RequestId> = limit.queue.iter().copied().collect();
-            for request in queued {
-                if self.waiters.contains_key(&request) {
-                    self.examine(request);
-                }
-            }
+        if let (Some(max), Role::Template { max_instances, .. }) =
+            (patch.max_instances, &mut limit.role)
+        {
+            *max_instances = max;
         }
-        self.fail_impossible_waiters(id);
-        self.dirty.push(id);
-        self.settle();
-        Ok(self.limits[&id].view(now))
+        limit.updated_at = now;
+        was_active && !limit.active
     }
 
-    /// Deletes a limit. Its waiters fail with `limit_deleted`; leases and
-    /// permits that hold it stay valid for their other limits.
-    pub fn delete_limit(&mut self, now: Timestamp, name: &str) -> Result<(), LimitError> {
-        let id = self.limit_id(name)?;
-        self.advance(now);
+    /// Removes a limit: its waiters fail with `limit_deleted`, its leases
+    /// let go of it.
+    fn remove_limit(&mut self, id: LimitId) {
+        self.detach_from_template(id);
+        let name = self.limits[&id].name.to_string();
         let queued: Vec<RequestId> = self.limits[&id].queue.iter().copied().collect();
         for request in queued {
             self.remove_waiter(request);
-            self.fail(
-                request,
-                AcquireError::LimitDeleted {
-                    name: name.to_owned(),
-                },
-            );
+            self.fail(request, AcquireError::LimitDeleted { name: name.clone() });
         }
         let limit = self.limits.remove(&id).expect("by_name is consistent");
         self.by_name.remove(&limit.name);
+        if let Some(prefix) = limit.name.template_prefix() {
+            self.templates.remove(prefix);
+        }
         for &lease_id in &limit.leases {
             if let Some(lease) = self.leases.get_mut(&lease_id) {
                 lease.limits.retain(|held| *held != id);
@@ -339,17 +712,21 @@ impl Engine {
             }
         }
         if let Some(journal) = self.journal.as_mut() {
-            journal.deleted.push(limit.name.to_string());
+            journal.deleted.push(name);
         }
-        self.settle();
-        Ok(())
     }
 
-    /// Revokes every lease on a limit (their next renew or release says
-    /// `lease_revoked`), forgets permits on it and clears its decaying slots.
-    pub fn reset_limit(&mut self, now: Timestamp, name: &str) -> Result<LimitView, LimitError> {
-        let id = self.limit_id(name)?;
-        self.advance(now);
+    fn detach_from_template(&mut self, id: LimitId) {
+        if let Some(template) = self.limits[&id].template_of()
+            && let Some(Role::Template { instances, .. }) =
+                self.limits.get_mut(&template).map(|t| &mut t.role)
+        {
+            instances.remove(&id);
+            self.touch_limits(&[template]);
+        }
+    }
+
+    fn reset_one(&mut self, id: LimitId) {
         let leases: Vec<LeaseId> = self.limits[&id].leases.iter().copied().collect();
         for lease_id in leases {
             let lease = self.drop_lease(lease_id).expect("limit leases are live");
@@ -359,80 +736,50 @@ impl Engine {
         }
         let now = self.now;
         self.touch_limits(&[id]);
-        let limit = self.limits.get_mut(&id).expect("by_name is consistent");
+        let limit = self.limit_mut(id);
         // What is still held belongs to permits, which are forgotten.
         limit.held = 0;
         limit.generation += 1;
         limit.drained_at = now;
         self.dirty.push(id);
-        self.settle();
-        Ok(self.limits[&id].view(now))
+        self.idle.push(id);
     }
 
-    /// Pauses a limit until the pause asked for ends, or keeps a pause
-    /// that ends later (with its reason and reporter): a pause is extended,
-    /// never shortened. Nothing is granted on the limit until then; queued
-    /// requests keep their order and their timeouts.
-    pub fn pause(
-        &mut self,
-        now: Timestamp,
-        name: &str,
-        spec: &PauseSpec,
-    ) -> Result<LimitView, LimitError> {
-        let id = self.limit_id(name)?;
-        let until = spec.until(now.max(self.now))?;
-        self.advance(now);
+    fn pause_one(&mut self, id: LimitId, pause: &Pause) {
         let now = self.now;
         let limit = self.limit_mut(id);
-        let current = limit.paused(now).map_or(now, |pause| pause.until);
-        if until > current {
-            limit.pause = Some(Pause {
-                until,
-                since: now,
-                reason: spec.reason.clone(),
-                reporter: spec.reporter.clone(),
-            });
+        let current = limit.paused(now).map_or(now, |p| p.until);
+        if pause.until > current {
+            limit.pause = Some(pause.clone());
             self.touch_limits(&[id]);
             // Its head's decay timer, if any, now waits for the pause.
             self.dirty.push(id);
-            self.settle();
         }
-        Ok(self.limits[&id].view(now))
     }
 
-    /// Ends a limit's pause now, granting its queue from the head. A limit
-    /// that is not paused is left as it is.
-    pub fn resume(&mut self, now: Timestamp, name: &str) -> Result<LimitView, LimitError> {
-        let id = self.limit_id(name)?;
-        self.advance(now);
-        let now = self.now;
+    fn resume_one(&mut self, id: LimitId) {
         if self.limit_mut(id).pause.take().is_some() {
             self.touch_limits(&[id]);
             self.dirty.push(id);
-            self.settle();
+            self.idle.push(id);
         }
-        Ok(self.limits[&id].view(now))
     }
 
-    /// A limit as of the latest instant the engine was given.
-    pub fn limit(&self, name: &str) -> Result<LimitView, LimitError> {
-        let id = self.limit_id(name)?;
-        Ok(self.limits[&id].view(self.now))
-    }
-
-    /// Whether `occupy` slots of `name` would be granted now, without
-    /// asking: nobody is queued and they fit (the same rule an acquire
-    /// follows, decaying slots counted exactly), or the limit is inactive.
-    pub fn has_room(&self, name: &str, occupy: u64) -> Result<bool, LimitError> {
-        let limit = &self.limits[&self.limit_id(name)?];
-        Ok(!limit.active || (limit.queue.is_empty() && limit.room(occupy, self.now) == Room::Now))
-    }
-
-    /// Every limit, ordered by name.
-    pub fn limits(&self) -> Vec<LimitView> {
-        let mut views: Vec<LimitView> = self.limits.values().map(|l| l.view(self.now)).collect();
-        views.sort_by(|a, b| a.name.cmp(&b.name));
-        views
+    /// Updates a limit's counters if it is active, and its template's.
+    fn tally(&mut self, id: LimitId, update: &impl Fn(&mut crate::Counters)) {
+        let Some(limit) = self.limits.get_mut(&id) else {
+            return;
+        };
+        if !limit.active {
+            return;
+        }
+        update(&mut limit.counters);
+        let template = limit.template_of();
+        self.touch_limits(&[id]);
+        if let Some(template) = template {
+            update(&mut self.limit_mut(template).counters);
+            self.touch_limits(&[template]);
+        }
     }
 
     // ----- acquire ------------------------------------------------------
@@ -467,10 +814,14 @@ impl Engine {
             !limit.active || (limit.queue.is_empty() && limit.room(waiter.occupy, now) == Room::Now)
         });
         if fits_now {
-            return Ok(Admission::Granted(self.grant(id, waiter)));
+            let grant = self.grant(id, waiter);
+            self.drop_idle();
+            return Ok(Admission::Granted(grant));
         }
         if request.timeout == Some(Duration::ZERO) {
             self.count(&waiter.limits, |c| c.denied_total += 1);
+            self.idle.extend_from_slice(&waiter.limits);
+            self.drop_idle();
             return Err(AcquireError::WouldBlock);
         }
         self.enqueue(id, waiter);
@@ -490,6 +841,7 @@ impl Engine {
         }
         self.remove_waiter(request);
         self.settle();
+        self.drop_idle();
         true
     }
 
@@ -526,6 +878,7 @@ impl Engine {
             return Err(self.lease_gone(id));
         }
         self.settle();
+        self.drop_idle();
         Ok(())
     }
 
@@ -539,10 +892,12 @@ impl Engine {
             if limit.generation == generation {
                 limit.held -= permit.occupy;
                 self.dirty.push(id);
+                self.idle.push(id);
                 self.touch_limits(&[id]);
             }
         }
         self.settle();
+        self.drop_idle();
     }
 
     /// A live lease.
@@ -610,6 +965,9 @@ impl Engine {
     fn insert_limit(&mut self, limit: Limit) -> LimitId {
         let id = LimitId(self.next_limit);
         self.next_limit += 1;
+        if let Some(prefix) = limit.name.template_prefix() {
+            self.templates.insert(prefix.into(), id);
+        }
         self.by_name.insert(limit.name.clone(), id);
         self.limits.insert(id, limit);
         self.touch_limits(&[id]);
@@ -621,35 +979,89 @@ impl Engine {
     fn resolve(&mut self, request: &AcquireRequest<'_>) -> Result<LimitIds, AcquireError> {
         let names = request.names;
         request.check()?;
-        let mut found = SmallVec::<[Option<LimitId>; 2]>::new();
+        let mut found = SmallVec::<[Found; 2]>::new();
+        // New instances per template in this request, against its bound.
+        let mut new_keys = SmallVec::<[(LimitId, u64); 2]>::new();
         for (i, &name) in names.iter().enumerate() {
             request.check_repeat(i)?;
-            let id = self.by_name.get(name).copied();
-            if id.is_none() {
-                name::validate(name)?;
-                if !request.create_if_missing {
-                    return Err(AcquireError::LimitNotFound { name: name.into() });
+            let found_here = match self.by_name.get(name).copied() {
+                Some(id) if self.limits[&id].is_template() => {
+                    return Err(AcquireError::IsTemplate {
+                        name: name.into(),
+                        example: name::example_key(name),
+                    });
                 }
-            }
-            if let Some(id) = id {
-                self.check_possible(id, request.occupy, request.claim.mode())?;
-            }
-            found.push(id);
+                Some(id) => {
+                    self.check_possible(id, request.occupy, request.claim.mode())?;
+                    Found::Limit(id)
+                }
+                None => {
+                    name::validate(name)?;
+                    match self.template_for(name) {
+                        Some(template) => {
+                            self.check_room_for_instance(template, name, &mut new_keys)?;
+                            self.check_possible(template, request.occupy, request.claim.mode())?;
+                            Found::Key(template)
+                        }
+                        None if request.create_if_missing => Found::Missing,
+                        None => return Err(AcquireError::LimitNotFound { name: name.into() }),
+                    }
+                }
+            };
+            found.push(found_here);
         }
         let now = self.now;
         Ok(found
             .into_iter()
             .zip(names)
-            .map(|(id, &name)| {
-                id.unwrap_or_else(|| {
+            .map(|(found, &name)| match found {
+                Found::Limit(id) => id,
+                Found::Key(template) => self.new_instance(template, name),
+                Found::Missing => {
                     let spec = LimitSpec {
                         active: false,
                         ..LimitSpec::concurrency(name, 1)
                     };
                     self.insert_limit(Limit::new(&spec, now).expect("name was validated"))
-                })
+                }
             })
             .collect())
+    }
+
+    /// Refuses a new key of `template` beyond its `max_instances`,
+    /// counting the keys this request adds already.
+    fn check_room_for_instance(
+        &self,
+        template: LimitId,
+        name: &str,
+        new_keys: &mut SmallVec<[(LimitId, u64); 2]>,
+    ) -> Result<(), AcquireError> {
+        let limit = &self.limits[&template];
+        let Role::Template {
+            max_instances,
+            instances,
+        } = &limit.role
+        else {
+            unreachable!("templates map to templates");
+        };
+        let adding = match new_keys.iter_mut().find(|(id, _)| *id == template) {
+            Some((_, count)) => {
+                *count += 1;
+                *count
+            }
+            None => {
+                new_keys.push((template, 1));
+                1
+            }
+        };
+        if instances.len() as u64 + adding > *max_instances {
+            return Err(AcquireError::TooManyInstances {
+                name: name.into(),
+                template: limit.name.to_string(),
+                max: *max_instances,
+            });
+        }
+        Ok(())
     }
 
     /// Refuses a request that this limit, as it is, could never grant.
@@ -696,9 +1108,7 @@ impl Engine {
             let limit = self.limits.get_mut(limit_id).expect("resolved");
             limit.queue.insert(id);
             limit.queued_slots += waiter.occupy;
-            if limit.active {
-                limit.counters.waited_total += 1;
-            }
+            self.tally(*limit_id, &|c| c.waited_total += 1);
         }
         if let Some(deadline) = waiter.deadline {
             self.timers.insert((deadline, Timer::Deadline(id)));
@@ -720,6 +1130,7 @@ impl Engine {
             limit.queued_slots -= waiter.occupy;
         }
         self.dirty.extend_from_slice(&waiter.limits);
+        self.idle.extend_from_slice(&waiter.limits);
         self.touch_limits(&waiter.limits);
         if let Some(deadline) = waiter.deadline {
             self.timers.remove(&(deadline, Timer::Deadline(id)));
@@ -807,19 +1218,20 @@ impl Engine {
         // Only active limits are occupied and counted.
         self.touch_limits(&waiter.limits);
         let mut active = waiter.limits;
-        active.retain(|id| {
-            let limit = self.limits.get_mut(id).expect("resolved");
-            if limit.active {
-                limit.counters.granted_total += 1;
-                limit.counters.granted_slots_total += occupy;
-            }
-            limit.active
-        });
+        active.retain(|id| self.limits[id].active);
+        for &id in &active {
+            self.tally(id, &|c| {
+                c.granted_total += 1;
+                c.granted_slots_total += occupy;
+            });
+        }
         let held = match waiter.claim {
             PendingClaim::Rate => {
                 for id in &active {
                     self.limit_mut(*id).add_decaying(occupy, now);
                 }
+                // An instance counts its admissions until they drain.
+                self.idle.extend_from_slice(&active);
                 Held::Nothing
             }
             PendingClaim::Permit => {
@@ -886,6 +1298,7 @@ impl Engine {
             limit.leases.remove(&id);
         }
         self.dirty.extend_from_slice(&lease.limits);
+        self.idle.extend_from_slice(&lease.limits);
         self.touch_limits(&lease.limits);
         self.touch_lease(id);
         Some(lease)
@@ -914,13 +1327,8 @@ impl Engine {
 
     /// Updates the counters of those of `limits` that are active.
     fn count(&mut self, limits: &[LimitId], update: impl Fn(&mut crate::Counters)) {
-        self.touch_limits(limits);
-        for id in limits {
-            if let Some(limit) = self.limits.get_mut(id)
-                && limit.active
-            {
-                update(&mut limit.counters);
-            }
+        for &id in limits {
+            self.tally(id, &update);
         }
     }
 
@@ -947,11 +1355,21 @@ impl Engine {
             slot_decay_per_second: record.slot_decay_per_second,
             active: record.active,
             description: record.description.clone(),
+            max_instances: record.max_instances,
         };
         let mut limit = Limit::new(&spec, record.created_at).map_err(|e| invalid(e.to_string()))?;
         if self.by_name.contains_key(limit.name.as_str()) {
             return Err(invalid("the name is stored twice".into()));
         }
+        let template = match &record.instance_of {
+            Some(template) => match self.by_name.get(template.as_str()) {
+                Some(&id) if self.limits[&id].is_template() => Some(id),
+                _ => {
+                    return Err(invalid(format!("its template {template:?} is not stored")));
+                }
+            },
+            None => None,
+        };
         // A limit that does not decay has nothing decaying (see `drained_at`).
         limit.drained_at = if limit.decay > 0.0 {
             record.drained_at
@@ -961,7 +1379,18 @@ impl Engine {
         limit.counters = record.counters;
         limit.updated_at = record.updated_at;
         limit.pause = record.pause;
-        self.insert_limit(limit);
+        if let Some(template) = template {
+            limit.role = Role::Instance(template);
+        }
+        let id = self.insert_limit(limit);
+        if let Some(template) = template {
+            if let Role::Template { instances, .. } = &mut self.limit_mut(template).role {
+                instances.insert(id);
+            }
+            // Idle ones (it may have been stored just before it was dropped)
+            // go on the first step.
+            self.idle.push(id);
+        }
         Ok(())
     }
 
@@ -1000,6 +1429,17 @@ impl Engine {
             },
         );
         Ok(())
+    }
+
+    /// A limit's record, naming its template if it is an instance.
+    fn record_of(&self, id: LimitId) -> LimitRecord {
+        let limit = &self.limits[&id];
+        LimitRecord {
+            instance_of: limit
+                .template_of()
+                .map(|template| self.limits[&template].name.to_string()),
+            ..limit.record()
+        }
     }
 
     fn limit_mut(&mut self, id: LimitId) -> &mut Limit {

@@ -32,6 +32,18 @@ pub enum NameError {
         /// Its position, counted in characters from 0.
         position: usize,
     },
+    /// A `*` anywhere but at the end, or a name that is only `*`: a
+    /// trailing `*` makes a template (`tenant:*`), nothing else may have one.
+    #[error(
+        "limit name {name:?} has '*' at position {position}; a '*' may only end a name, \
+         after at least one other character, where it makes a template (like \"tenant:*\")"
+    )]
+    Star {
+        /// The whole name as given.
+        name: String,
+        /// Where the misplaced `*` is, counted in characters from 0.
+        position: usize,
+    },
     /// The name is `.` or `..`, which URL paths treat as steps, so no
     /// HTTP client could name the limit.
     #[error("limit name {name:?} is reserved: URLs read it as a path step")]
@@ -88,6 +100,25 @@ pub enum LimitError {
         /// What is wrong with it.
         reason: String,
     },
+    /// `max_instances` given for a limit that is not a template, or out
+    /// of range.
+    #[error("max_instances {reason}")]
+    InvalidMaxInstances {
+        /// What is wrong.
+        reason: String,
+    },
+    /// The limit is an instance of a template: its definition is the
+    /// template's.
+    #[error(
+        "{name:?} is an instance of template {template:?}: change the template, or create \
+         {name:?} as a limit of its own to override it for this key"
+    )]
+    IsInstance {
+        /// The instance.
+        name: String,
+        /// Its template.
+        template: String,
+    },
     /// No limit has this name.
     #[error("no limit is named {name:?}")]
     NotFound {
@@ -111,6 +142,8 @@ impl LimitError {
             LimitError::InvalidDecay { .. } | LimitError::DecayTooSlow { .. } => "invalid_decay",
             LimitError::DescriptionTooLong { .. } => "invalid_description",
             LimitError::InvalidPause { .. } => "invalid_pause",
+            LimitError::InvalidMaxInstances { .. } => "invalid_max_instances",
+            LimitError::IsInstance { .. } => "limit_is_instance",
             LimitError::NotFound { .. } => "limit_not_found",
             LimitError::AlreadyExists { .. } => "limit_exists",
         }
@@ -125,7 +158,10 @@ impl LimitError {
                 Some("slot_decay_per_second")
             }
             LimitError::DescriptionTooLong { .. } => Some("description"),
-            LimitError::InvalidPause { .. } | LimitError::NotFound { .. } => None,
+            LimitError::InvalidMaxInstances { .. } => Some("max_instances"),
+            LimitError::InvalidPause { .. }
+            | LimitError::IsInstance { .. }
+            | LimitError::NotFound { .. } => None,
         }
     }
 }
@@ -203,6 +239,27 @@ pub enum AcquireError {
         /// The deleted limit.
         name: String,
     },
+    /// The request names a template itself, which holds nothing.
+    #[error("{name:?} is a template: acquire on one of its keys, such as {example:?}")]
+    IsTemplate {
+        /// The template.
+        name: String,
+        /// A name that would use it.
+        example: String,
+    },
+    /// A new key of a template would make more instances than it allows.
+    #[error(
+        "template {template:?} has {max} instances, its max_instances: {name:?} would be one \
+         more (idle instances are dropped; raise max_instances to allow more keys)"
+    )]
+    TooManyInstances {
+        /// The new key.
+        name: String,
+        /// Its template.
+        template: String,
+        /// The template's `max_instances`.
+        max: u64,
+    },
 }
 
 impl AcquireError {
@@ -221,6 +278,8 @@ impl AcquireError {
             AcquireError::WouldBlock => "would_block",
             AcquireError::TimedOut => "timeout",
             AcquireError::LimitDeleted { .. } => "limit_deleted",
+            AcquireError::IsTemplate { .. } => "limit_is_template",
+            AcquireError::TooManyInstances { .. } => "too_many_instances",
         }
     }
 }

@@ -40,6 +40,12 @@ pub struct LimitRecord {
     /// Its latest pause (absent in records written before pauses existed).
     #[cfg_attr(feature = "serde", serde(default))]
     pub pause: Option<Pause>,
+    /// For a template: how many instances it may have.
+    #[cfg_attr(feature = "serde", serde(default))]
+    pub max_instances: Option<u64>,
+    /// For an instance: its template's name.
+    #[cfg_attr(feature = "serde", serde(default))]
+    pub instance_of: Option<String>,
 }
 
 /// One change to the stored state. Applied in order, the changes taken after

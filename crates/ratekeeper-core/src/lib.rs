@@ -83,7 +83,7 @@ mod pause;
 mod request;
 mod time;
 
-pub use engine::Engine;
+pub use engine::{Engine, InstanceOrder, InstanceQuery};
 pub use error::{AcquireError, LeaseError, LimitError, NameError};
 pub use journal::{Change, LimitRecord, Records, RestoreError};
 pub use lease::{
@@ -91,10 +91,10 @@ pub use lease::{
     ParseLeaseIdError, Permit, check_ttl,
 };
 pub use limit::{
-    Counters, LimitPatch, LimitSpec, LimitView, MAX_DECAY, MAX_DESCRIPTION_LEN, MAX_DRAIN_SECONDS,
-    MAX_SLOTS, check_drain,
+    Counters, DEFAULT_MAX_INSTANCES, LimitPatch, LimitSpec, LimitView, MAX_DECAY,
+    MAX_DESCRIPTION_LEN, MAX_DRAIN_SECONDS, MAX_INSTANCES, MAX_SLOTS, TemplateView, check_drain,
 };
-pub use name::{LimitName, MAX_NAME_LEN};
+pub use name::{LimitName, MAX_NAME_LEN, template_prefix};
 pub use pause::{MAX_PAUSE, MAX_PAUSE_TEXT_LEN, Pause, PauseEnd, PauseSpec};
 pub use request::{
     AcquireRequest, Admission, Claim, Grant, Held, MAX_HOLDER_LEN, MAX_NAMES_PER_REQUEST, Mode,

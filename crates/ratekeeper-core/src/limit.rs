@@ -22,6 +22,10 @@ pub const MAX_DECAY: f64 = 1e9;
 pub const MAX_DRAIN_SECONDS: f64 = 100.0 * 365.0 * 86_400.0;
 /// The longest description allowed, in characters.
 pub const MAX_DESCRIPTION_LEN: usize = 1024;
+/// How many instances a template keeps at most unless told otherwise.
+pub const DEFAULT_MAX_INSTANCES: u64 = 100_000;
+/// The most instances a template may be allowed.
+pub const MAX_INSTANCES: u64 = 10_000_000;
 
 const NANOS_PER_SEC: f64 = 1e9;
 
@@ -39,6 +43,9 @@ pub struct LimitSpec {
     pub active: bool,
     /// Free text for people.
     pub description: Option<String>,
+    /// For a template (a name ending in `*`): how many instances it may
+    /// have at once (default [`DEFAULT_MAX_INSTANCES`]).
+    pub max_instances: Option<u64>,
 }
 
 impl LimitSpec {
@@ -50,6 +57,7 @@ impl LimitSpec {
             slot_decay_per_second: 0.0,
             active: true,
             description: None,
+            max_instances: None,
         }
     }
 
@@ -67,7 +75,8 @@ impl LimitSpec {
     /// Checks every field as creating the limit does, for a backend that
     /// keeps its limits elsewhere.
     pub fn check(&self) -> Result<(), LimitError> {
-        LimitName::new(&self.name)?;
+        let name = LimitName::new(&self.name)?;
+        check_max_instances(self.max_instances, name.template_prefix().is_some())?;
         check_slots(self.slots)?;
         check_decay(self.slot_decay_per_second)?;
         check_drain(self.slots, self.slot_decay_per_second)?;
@@ -80,6 +89,7 @@ impl LimitPatch {
     pub fn check(&self) -> Result<(), LimitError> {
         self.slots.map(check_slots).transpose()?;
         self.slot_decay_per_second.map(check_decay).transpose()?;
+        check_max_instances(self.max_instances, true)?;
         if let Some(description) = &self.description {
             check_description(description.as_deref())?;
         }
@@ -98,6 +108,8 @@ pub struct LimitPatch {
     pub active: Option<bool>,
     /// New description; `Some(None)` clears it.
     pub description: Option<Option<String>>,
+    /// New `max_instances`, for a template.
+    pub max_instances: Option<u64>,
 }
 
 /// Running totals of what happened on a limit. Only requests that found the
@@ -148,6 +160,35 @@ pub struct LimitView {
     pub updated_at: Timestamp,
     /// The pause that holds it, if one does at this instant.
     pub paused: Option<Pause>,
+    /// For a template: its instances. Its `held`, `decaying`, `waiting`
+    /// and `waiting_slots` are then the sums over its instances, and its
+    /// counters the totals of every instance it ever had.
+    pub template: Option<TemplateView>,
+    /// For an instance: the template it follows.
+    pub instance_of: Option<String>,
+}
+
+/// What a template has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TemplateView {
+    /// Instances alive now.
+    pub instances: u64,
+    /// How many it may have at once.
+    pub max_instances: u64,
+}
+
+/// What a limit is to templates.
+#[derive(Debug)]
+pub(crate) enum Role {
+    /// A limit of its own.
+    Plain,
+    /// A template: a name ending in `*`, whose keys get instances.
+    Template {
+        max_instances: u64,
+        instances: HashSet<LimitId, foldhash::fast::RandomState>,
+    },
+    /// An instance, made on demand for a key of this template.
+    Instance(LimitId),
 }
 
 /// Whether a request fits into a limit now.
@@ -198,12 +239,20 @@ pub(crate) struct Limit {
     pub updated_at: Timestamp,
     /// The latest pause; it holds only until its end (see [`Pause::holds_at`]).
     pub pause: Option<Pause>,
+    pub role: Role,
 }
 
 impl Limit {
     pub fn new(spec: &LimitSpec, now: Timestamp) -> Result<Self, LimitError> {
         spec.check()?;
         let name = LimitName::new(&spec.name)?;
+        let role = match name.template_prefix() {
+            Some(_) => Role::Template {
+                max_instances: spec.max_instances.unwrap_or(DEFAULT_MAX_INSTANCES),
+                instances: HashSet::default(),
+            },
+            None => Role::Plain,
+        };
         Ok(Limit {
             name,
             slots: spec.slots,
@@ -221,6 +270,7 @@ impl Limit {
             created_at: now,
             updated_at: now,
             pause: None,
+            role,
         })
     }
 
@@ -297,6 +347,22 @@ impl Limit {
             created_at: self.created_at,
             updated_at: self.updated_at,
             pause: self.pause.clone(),
+            max_instances: match &self.role {
+                Role::Template { max_instances, .. } => Some(*max_instances),
+                _ => None,
+            },
+            instance_of: None,
+        }
+    }
+
+    pub fn is_template(&self) -> bool {
+        matches!(self.role, Role::Template { .. })
+    }
+
+    pub fn template_of(&self) -> Option<LimitId> {
+        match self.role {
+            Role::Instance(template) => Some(template),
+            _ => None,
         }
     }
 
@@ -320,6 +386,17 @@ impl Limit {
             created_at: self.created_at,
             updated_at: self.updated_at,
             paused: self.paused(now).cloned(),
+            template: match &self.role {
+                Role::Template {
+                    max_instances,
+                    instances,
+                } => Some(TemplateView {
+                    instances: instances.len() as u64,
+                    max_instances: *max_instances,
+                }),
+                _ => None,
+            },
+            instance_of: None,
         }
     }
 }
@@ -360,6 +437,18 @@ pub fn check_drain(slots: u64, decay: f64) -> Result<(), LimitError> {
         });
     }
     Ok(())
+}
+
+fn check_max_instances(max: Option<u64>, template: bool) -> Result<(), LimitError> {
+    let Some(max) = max else { return Ok(()) };
+    let reason = if !template {
+        "is only for a template (a name ending in '*')".to_owned()
+    } else if !(1..=MAX_INSTANCES).contains(&max) {
+        format!("must be between 1 and {MAX_INSTANCES}, got {max}")
+    } else {
+        return Ok(());
+    };
+    Err(LimitError::InvalidMaxInstances { reason })
 }
 
 pub(crate) fn check_description(description: Option<&str>) -> Result<(), LimitError> {

@@ -9,7 +9,8 @@ use crate::error::NameError;
 pub const MAX_NAME_LEN: usize = 128;
 
 /// A validated limit name: 1–128 characters of `A-Z a-z 0-9 . _ - :`,
-/// other than `.` and `..`.
+/// other than `.` and `..`; a name may end in `*` after at least one other
+/// character, which makes it a template (`tenant:*`).
 ///
 /// The colon is allowed so that users can namespace their limits
 /// (`vendor:stripe`, `tag:db`); everything that would need escaping in a URL
@@ -28,6 +29,22 @@ impl LimitName {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// For a template (`tenant:*`), the prefix its keys start with
+    /// (`tenant:`).
+    pub fn template_prefix(&self) -> Option<&str> {
+        template_prefix(&self.0)
+    }
+}
+
+/// For a template name (`tenant:*`), the prefix its keys start with.
+pub fn template_prefix(name: &str) -> Option<&str> {
+    name.strip_suffix('*')
+}
+
+/// A key a template would apply to, for messages: `tenant:*` → `tenant:acme`.
+pub(crate) fn example_key(template: &str) -> String {
+    format!("{}acme", template_prefix(template).unwrap_or(template))
 }
 
 /// Checks a name without allocating.
@@ -42,7 +59,22 @@ pub(crate) fn validate(name: &str) -> Result<(), NameError> {
     if name == "." || name == ".." {
         return Err(NameError::PathStep { name: name.into() });
     }
-    match name.chars().enumerate().find(|&(_, ch)| !is_name_char(ch)) {
+    let last = len - 1;
+    if let Some((position, _)) = name
+        .chars()
+        .enumerate()
+        .find(|&(i, ch)| ch == '*' && (i != last || i == 0))
+    {
+        return Err(NameError::Star {
+            name: name.to_owned(),
+            position,
+        });
+    }
+    match name
+        .chars()
+        .enumerate()
+        .find(|&(i, ch)| !(is_name_char(ch) || ch == '*' && i == last))
+    {
         Some((position, ch)) => Err(NameError::BadChar {
             name: name.to_owned(),
             ch,
@@ -88,6 +120,25 @@ mod tests {
             &"x".repeat(128),
         ] {
             assert_eq!(LimitName::new(name).unwrap().as_str(), name);
+        }
+    }
+
+    #[test]
+    fn a_star_may_only_end_a_name_of_two_characters_or_more() {
+        let template = LimitName::new("tenant:*").unwrap();
+        assert_eq!(template.template_prefix(), Some("tenant:"));
+        assert_eq!(LimitName::new("tenant").unwrap().template_prefix(), None);
+        for (name, position) in [("*", 0), ("a*b", 1), ("**", 0), ("a**", 1), ("*a", 0)] {
+            let err = LimitName::new(name).unwrap_err();
+            assert_eq!(
+                err,
+                NameError::Star {
+                    name: name.into(),
+                    position
+                },
+                "{name}"
+            );
+            assert!(err.to_string().contains("template"), "{err}");
         }
     }
 

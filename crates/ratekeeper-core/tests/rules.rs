@@ -1124,3 +1124,242 @@ fn a_pause_survives_a_restore_from_records() {
     let restored = ratekeeper_core::Engine::restore([1; 32], records, sim.now).unwrap();
     assert_eq!(restored.limit("vendor").unwrap().paused, paused);
 }
+
+// ----- templates -------------------------------------------------------------
+
+fn template(sim: &mut Sim, name: &str, slots: u64, decay: f64) {
+    let spec = LimitSpec {
+        slot_decay_per_second: decay,
+        ..LimitSpec::concurrency(name, slots)
+    };
+    sim.engine.create_limit(sim.now, &spec).unwrap();
+}
+
+#[test]
+fn a_key_of_a_template_gets_an_active_instance_on_demand_that_behaves_like_a_limit() {
+    let mut sim = Sim::new();
+    template(&mut sim, "tenant:*", 2, 0.0);
+    let a = sim.lease(&["tenant:acme"], 1);
+    sim.lease(&["tenant:acme"], 1);
+    let waiter = sim.queue(&["tenant:acme"], 1);
+    // Another key has its own slots.
+    sim.lease(&["tenant:globex"], 2);
+    let acme = sim.view("tenant:acme");
+    assert_eq!((acme.held, acme.waiting, acme.slots), (2, 1, 2));
+    assert_eq!(acme.instance_of.as_deref(), Some("tenant:*"));
+    let t = sim.view("tenant:*");
+    assert_eq!(t.template.unwrap().instances, 2);
+    assert_eq!((t.held, t.waiting), (4, 1), "a template shows the sums");
+    assert_eq!(t.counters.granted_total, 3, "and every instance's totals");
+    sim.release(a);
+    assert_eq!(sim.granted(), [waiter]);
+    let listed: Vec<String> = sim.engine.limits().into_iter().map(|l| l.name).collect();
+    assert_eq!(listed, ["tenant:*"], "instances are listed apart");
+}
+
+#[test]
+fn the_longest_matching_template_wins_and_an_explicit_limit_overrides_it() {
+    let mut sim = Sim::new();
+    template(&mut sim, "host:*", 5, 0.0);
+    template(&mut sim, "host:api.*", 1, 0.0);
+    sim.lease(&["host:api.vendor.com"], 1);
+    assert_eq!(
+        sim.view("host:api.vendor.com").instance_of.as_deref(),
+        Some("host:api.*")
+    );
+    sim.lease(&["host:cdn.vendor.com"], 1);
+    assert_eq!(
+        sim.view("host:cdn.vendor.com").instance_of.as_deref(),
+        Some("host:*")
+    );
+    // Creating the key as a limit takes over the instance, holders and all.
+    let own = sim
+        .engine
+        .create_limit(sim.now, &LimitSpec::concurrency("host:api.vendor.com", 3))
+        .unwrap();
+    assert_eq!((own.slots, own.held, own.instance_of), (3, 1, None));
+    assert_eq!(sim.view("host:api.*").template.unwrap().instances, 0);
+}
+
+#[test]
+fn changing_a_template_changes_every_instance_and_an_instance_cannot_be_changed_alone() {
+    let mut sim = Sim::new();
+    template(&mut sim, "tenant:*", 1, 0.0);
+    sim.lease(&["tenant:a"], 1);
+    sim.lease(&["tenant:b"], 1);
+    let waiter = sim.queue(&["tenant:a"], 1);
+    let raise = LimitPatch {
+        slots: Some(2),
+        ..patch()
+    };
+    sim.engine
+        .update_limit(sim.now, "tenant:*", &raise)
+        .unwrap();
+    assert_eq!(
+        sim.granted(),
+        [waiter],
+        "raising the template lets waiters in"
+    );
+    assert_eq!(sim.view("tenant:b").slots, 2);
+    let err = sim
+        .engine
+        .update_limit(sim.now, "tenant:a", &raise)
+        .unwrap_err();
+    assert_eq!(err.code(), "limit_is_instance");
+    assert!(err.to_string().contains("tenant:*"), "{err}");
+}
+
+#[test]
+fn deleting_a_template_fails_its_instances_waiters() {
+    let mut sim = Sim::new();
+    template(&mut sim, "tenant:*", 1, 0.0);
+    sim.lease(&["tenant:a"], 1);
+    let waiter = sim.queue(&["tenant:a"], 1);
+    sim.engine.delete_limit(sim.now, "tenant:*").unwrap();
+    let wakes = sim.engine.take_wakes();
+    assert_eq!(wakes.len(), 1);
+    assert_eq!(wakes[0].request, waiter);
+    assert_eq!(
+        wakes[0].outcome.as_ref().unwrap_err().code(),
+        "limit_deleted"
+    );
+    assert_eq!(
+        sim.engine.limit("tenant:a").unwrap_err().code(),
+        "limit_not_found"
+    );
+}
+
+#[test]
+fn an_idle_instance_is_dropped_but_a_rate_instance_only_once_its_admissions_have_drained() {
+    let mut sim = Sim::new();
+    template(&mut sim, "tenant:*", 1, 0.0);
+    let lease = sim.lease(&["tenant:a"], 1);
+    sim.release(lease);
+    assert!(sim.engine.limit("tenant:a").is_err(), "dropped once idle");
+    assert_eq!(
+        sim.view("tenant:*").counters.granted_total,
+        1,
+        "its totals stay"
+    );
+
+    template(&mut sim, "api:*", 2, 1.0); // 1 per second, bursts of 2
+    assert!(sim.try_rate(&["api:k"], 1));
+    assert!(sim.try_rate(&["api:k"], 1));
+    assert!(!sim.try_rate(&["api:k"], 1), "the bucket is empty");
+    sim.advance_ms(1_500);
+    assert!(
+        sim.engine.limit("api:k").is_ok(),
+        "kept while it still counts admissions"
+    );
+    assert!(sim.try_rate(&["api:k"], 1));
+    assert!(
+        !sim.try_rate(&["api:k"], 1),
+        "dropping it never lets more through"
+    );
+    sim.advance_to_wakeup();
+    sim.advance_ms(3_000);
+    assert!(sim.engine.limit("api:k").is_err(), "dropped once drained");
+}
+
+#[test]
+fn a_template_allows_at_most_max_instances_keys_and_refusing_one_changes_nothing() {
+    let mut sim = Sim::new();
+    let spec = LimitSpec {
+        max_instances: Some(2),
+        ..LimitSpec::concurrency("tenant:*", 1)
+    };
+    sim.engine.create_limit(sim.now, &spec).unwrap();
+    sim.lease(&["tenant:a"], 1);
+    sim.lease(&["tenant:b"], 1);
+    sim.concurrency("db", 1);
+    let err = sim
+        .acquire(&["db", "tenant:c"], 1, Sim::lease_claim(), None)
+        .unwrap_err();
+    assert_eq!(err.code(), "too_many_instances");
+    assert!(err.to_string().contains("max_instances"), "{err}");
+    assert_eq!(sim.held("db"), 0, "nothing else changed");
+    assert_eq!(sim.view("tenant:*").template.unwrap().instances, 2);
+    let two_new = sim.acquire(
+        &["tenant:a", "tenant:d"],
+        1,
+        Sim::lease_claim(),
+        Some(Duration::ZERO),
+    );
+    assert_eq!(two_new.unwrap_err().code(), "too_many_instances");
+}
+
+#[test]
+fn templates_and_stars_are_named_by_the_rules() {
+    let mut sim = Sim::new();
+    template(&mut sim, "tenant:*", 1, 0.0);
+    let err = sim
+        .acquire(&["tenant:*"], 1, Sim::lease_claim(), None)
+        .unwrap_err();
+    assert_eq!(err.code(), "limit_is_template");
+    assert!(err.to_string().contains("tenant:acme"), "{err}");
+    for bad in ["a*b", "*"] {
+        let err = sim
+            .engine
+            .create_limit(sim.now, &LimitSpec::concurrency(bad, 1))
+            .unwrap_err();
+        assert_eq!(err.code(), "invalid_name", "{bad}");
+    }
+    let not_template = LimitSpec {
+        max_instances: Some(5),
+        ..LimitSpec::concurrency("plain", 1)
+    };
+    let err = sim.engine.create_limit(sim.now, &not_template).unwrap_err();
+    assert_eq!(err.code(), "invalid_max_instances");
+    let occupy = sim
+        .acquire(&["tenant:x"], 2, Sim::lease_claim(), None)
+        .unwrap_err();
+    assert_eq!(occupy.code(), "occupy_exceeds_slots");
+    assert!(
+        sim.engine.limit("tenant:x").is_err(),
+        "a refused key makes no instance"
+    );
+}
+
+#[test]
+fn pausing_a_key_pauses_that_key_alone_and_pausing_the_template_pauses_every_key() {
+    let mut sim = Sim::new();
+    template(&mut sim, "host:*", 2, 0.0);
+    // The key has no instance yet: pausing makes one, kept while paused.
+    pause(&mut sim, "host:a", 10.0, "429");
+    sim.advance_ms(1);
+    assert!(sim.view("host:a").paused.is_some());
+    sim.queue(&["host:a"], 1);
+    sim.lease(&["host:b"], 1);
+    pause(&mut sim, "host:*", 5.0, "all down");
+    sim.queue(&["host:b"], 1);
+    sim.queue(&["host:c"], 1);
+    sim.advance_ms(5_000);
+    assert_eq!(
+        sim.granted().len(),
+        2,
+        "b and c when the template's pause ends"
+    );
+    sim.advance_ms(5_000);
+    assert_eq!(sim.granted().len(), 1, "a when its own pause ends");
+}
+
+#[test]
+fn templates_and_their_instances_survive_a_restore() {
+    let mut sim = Sim::new();
+    template(&mut sim, "tenant:*", 3, 0.0);
+    let lease = sim.lease(&["tenant:a"], 2);
+    let restored =
+        ratekeeper_core::Engine::restore([1; 32], sim.engine.records(), sim.now).unwrap();
+    let a = restored.limit("tenant:a").unwrap();
+    assert_eq!((a.held, a.instance_of.as_deref()), (2, Some("tenant:*")));
+    assert_eq!(
+        restored
+            .limit("tenant:*")
+            .unwrap()
+            .template
+            .unwrap()
+            .instances,
+        1
+    );
+    assert!(restored.lease(lease).is_some());
+}
