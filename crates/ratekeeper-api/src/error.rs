@@ -104,6 +104,17 @@ error_codes! {
     InvalidDecay = "invalid_decay", 422, false;
     /// A description over 1 024 bytes.
     InvalidDescription = "invalid_description", 422, false;
+    /// Something this server's store does not do yet (templates on Redis).
+    Unsupported = "unsupported", 422, false;
+    /// `max_instances` on a limit that is not a template, or out of range.
+    InvalidMaxInstances = "invalid_max_instances", 422, false;
+    /// A change to an instance of a template: change the template, or
+    /// create the key as a limit of its own.
+    LimitIsInstance = "limit_is_instance", 409, false;
+    /// An acquire naming a template itself rather than one of its keys.
+    LimitIsTemplate = "limit_is_template", 422, false;
+    /// A new key of a template beyond its `max_instances`.
+    TooManyInstances = "too_many_instances", 429, false;
     /// A pause without exactly one of `seconds` and `until`, with seconds
     /// not above 0, or ending more than 7 days away.
     InvalidPause = "invalid_pause", 422, false;

@@ -15,6 +15,7 @@
 pub mod acquire;
 pub mod error;
 pub mod history;
+pub mod instances;
 pub mod limit;
 pub mod names;
 pub mod throttle;
@@ -22,9 +23,10 @@ pub mod throttle;
 pub use acquire::{AcquireAnswer, AcquireBody, AcquireMode, RenewBody, Renewed, WaitBody};
 pub use error::{ErrorBody, ErrorCode, ErrorDetail};
 pub use history::{HistorySample, LimitHistory};
+pub use instances::{InstanceOrder, InstancePage, Instances, MAX_PAGE};
 pub use limit::{
-    CreateLimit, Lease, Limit, LimitDetails, LimitPause, PauseLimit, Totals, UpdateLimit, Waiter,
-    WhoAmI, redacted_id,
+    CreateLimit, Lease, Limit, LimitDetails, LimitPause, LimitTemplate, PauseLimit, Totals,
+    UpdateLimit, Waiter, WhoAmI, redacted_id,
 };
 pub use names::{ID_PATTERN, MAX_SECONDS, NAME_PATTERN, encoded_name, limit_path};
 #[cfg(feature = "openapi")]

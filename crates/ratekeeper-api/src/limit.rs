@@ -41,6 +41,11 @@ pub struct CreateLimit {
     #[serde(default)]
     #[cfg_attr(feature = "openapi", schema(max_length = 1024))]
     pub description: Option<String>,
+    /// For a template (a name ending in `*`): how many instances it may
+    /// have at once (default 100 000, at most 10 000 000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 10_000_000))]
+    pub max_instances: Option<u64>,
 }
 
 fn yes() -> bool {
@@ -55,6 +60,7 @@ impl From<CreateLimit> for LimitSpec {
             slot_decay_per_second: body.slot_decay_per_second,
             active: body.active,
             description: body.description,
+            max_instances: body.max_instances,
         }
     }
 }
@@ -86,6 +92,10 @@ pub struct UpdateLimit {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "openapi", schema(max_length = 1024))]
     pub description: Option<String>,
+    /// New `max_instances`, for a template.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 10_000_000))]
+    pub max_instances: Option<u64>,
 }
 
 impl From<LimitSpec> for CreateLimit {
@@ -96,6 +106,7 @@ impl From<LimitSpec> for CreateLimit {
             slot_decay_per_second: spec.slot_decay_per_second,
             active: spec.active,
             description: spec.description,
+            max_instances: spec.max_instances,
         }
     }
 }
@@ -108,6 +119,7 @@ impl From<LimitPatch> for UpdateLimit {
             active: patch.active,
             // Clearing is written as an empty description.
             description: patch.description.map(Option::unwrap_or_default),
+            max_instances: patch.max_instances,
         }
     }
 }
@@ -121,6 +133,7 @@ impl From<UpdateLimit> for LimitPatch {
             description: body
                 .description
                 .map(|d| if d.is_empty() { None } else { Some(d) }),
+            max_instances: body.max_instances,
         }
     }
 }
@@ -185,6 +198,24 @@ pub struct Limit {
     /// the pause ends.
     #[serde(default)]
     pub paused: Option<LimitPause>,
+    /// For a template (a name ending in `*`): its instances. Its `held`,
+    /// `decaying`, `waiting` and `waiting_slots` are the sums over them,
+    /// its counters the totals of every instance it had.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template: Option<LimitTemplate>,
+    /// For an instance: the template it follows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance_of: Option<String>,
+}
+
+/// What a template has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct LimitTemplate {
+    /// Instances alive now (idle ones are dropped).
+    pub instances: u64,
+    /// How many it may have at once.
+    pub max_instances: u64,
 }
 
 /// A pause that holds a limit.
@@ -303,6 +334,11 @@ impl From<LimitView> for Limit {
             created_at: v.created_at.as_unix_millis(),
             updated_at: v.updated_at.as_unix_millis(),
             paused: v.paused.map(Into::into),
+            template: v.template.map(|t| LimitTemplate {
+                instances: t.instances,
+                max_instances: t.max_instances,
+            }),
+            instance_of: v.instance_of,
         }
     }
 }

@@ -3,7 +3,7 @@
 //! numbers that may be written `3.0`, and limit names in URL paths.
 
 /// What a limit name looks like (`.` and `..` are refused besides).
-pub const NAME_PATTERN: &str = r"^[A-Za-z0-9._:-]{1,128}$";
+pub const NAME_PATTERN: &str = r"^(?:[A-Za-z0-9._:-]{1,128}|[A-Za-z0-9._:-]{1,127}\*)$";
 /// What a lease id and a ticket look like.
 pub const ID_PATTERN: &str = "^[0-9a-f]{32}$";
 
@@ -20,7 +20,10 @@ pub struct LimitName;
 #[cfg(feature = "openapi")]
 impl utoipa::PartialSchema for LimitName {
     fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
-        id_like(NAME_PATTERN, "a limit name, other than `.` and `..`")
+        id_like(
+            NAME_PATTERN,
+            "a limit name, other than `.` and `..`; one ending in `*` is a template",
+        )
     }
 }
 

@@ -5,8 +5,8 @@ use std::future::Future;
 use std::time::Duration;
 
 use ratekeeper_core::{
-    AcquireError, AcquireRequest, Claim, LeaseError, LeaseGrant, LeaseId, LeaseView, LimitError,
-    LimitPatch, LimitSpec, LimitView, Mode, PauseSpec, Timestamp, WaiterView,
+    AcquireError, AcquireRequest, Claim, InstanceQuery, LeaseError, LeaseGrant, LeaseId, LeaseView,
+    LimitError, LimitPatch, LimitSpec, LimitView, Mode, PauseSpec, Timestamp, WaiterView,
 };
 use tokio::sync::broadcast;
 
@@ -107,6 +107,12 @@ pub enum Error {
         /// Why.
         reason: String,
     },
+    /// The backend does not do this yet.
+    #[error("{what} is not supported by this store yet")]
+    Unsupported {
+        /// What was asked for.
+        what: String,
+    },
     /// The backend's configuration does not fit its store (another key
     /// layout, another partition count, a value out of range): waiting
     /// does not help, changing the configuration does.
@@ -126,6 +132,7 @@ impl Error {
             Error::Lease(e) => e.code(),
             Error::Unavailable { .. } => "unavailable",
             Error::Misconfigured { .. } => "misconfigured",
+            Error::Unsupported { .. } => "unsupported",
         }
     }
 
@@ -173,6 +180,12 @@ pub trait Backend: Send + Sync + 'static {
     fn resume_limit(&self, name: &str) -> impl Future<Output = Result<LimitView, Error>> + Send;
     /// Every limit, ordered by name.
     fn limits(&self) -> impl Future<Output = Result<Vec<LimitView>, Error>> + Send;
+    /// A page of a template's instances.
+    fn instances(
+        &self,
+        template: &str,
+        query: InstanceQuery<'_>,
+    ) -> impl Future<Output = Result<Vec<LimitView>, Error>> + Send;
     /// One limit with its leases and waiters.
     fn limit(&self, name: &str) -> impl Future<Output = Result<LimitDetail, Error>> + Send;
     /// Live leases, all or those on one limit.

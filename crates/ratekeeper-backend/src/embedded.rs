@@ -9,8 +9,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ratekeeper_core::{
-    Change, Engine, Held, LeaseGrant, LeaseId, LeaseView, LimitPatch, LimitSpec, LimitView,
-    PauseSpec,
+    Change, Engine, Held, InstanceQuery, LeaseGrant, LeaseId, LeaseView, LimitPatch, LimitSpec,
+    LimitView, PauseSpec,
 };
 use ratekeeper_driver::Driver;
 use tokio::sync::broadcast;
@@ -178,6 +178,17 @@ impl Backend for Embedded {
             engine.advance(now);
             engine.limits()
         }))
+    }
+
+    async fn instances(
+        &self,
+        template: &str,
+        query: InstanceQuery<'_>,
+    ) -> Result<Vec<LimitView>, Error> {
+        Ok(self.driver.apply(|engine, now| {
+            engine.advance(now);
+            engine.instances(template, &query)
+        })?)
     }
 
     async fn limit(&self, name: &str) -> Result<LimitDetail, Error> {

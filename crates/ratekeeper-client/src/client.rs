@@ -13,7 +13,9 @@ use tracing::Instrument;
 use crate::error::Error;
 use crate::guard::LeaseGuard;
 use crate::transport::{Tls, Transport};
-use ratekeeper_api::{AcquireAnswer, AcquireBody, Lease, Limit, LimitDetails, LimitHistory};
+use ratekeeper_api::{
+    AcquireAnswer, AcquireBody, InstancePage, Instances, Lease, Limit, LimitDetails, LimitHistory,
+};
 
 /// What every clone of a client, and every guard it handed out, shares.
 pub(crate) struct Shared {
@@ -145,6 +147,11 @@ impl Client {
     /// Returns the limit as reset.
     pub async fn reset_limit(&self, name: &str) -> Result<Limit, Error> {
         self.shared.transport.reset_limit(name).await
+    }
+
+    /// A page of a template's instances.
+    pub async fn instances(&self, template: &str, page: &InstancePage) -> Result<Instances, Error> {
+        self.shared.transport.instances(template, page).await
     }
 
     /// Pauses a limit: it grants nothing until the pause ends (see

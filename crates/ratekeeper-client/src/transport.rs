@@ -6,8 +6,9 @@ use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use ratekeeper_api::{
-    AcquireAnswer, AcquireBody, CreateLimit, ErrorBody, ErrorCode, Lease, Limit, LimitDetails,
-    LimitHistory, PauseLimit, RenewBody, Renewed, UpdateLimit, WaitBody, encoded_name, limit_path,
+    AcquireAnswer, AcquireBody, CreateLimit, ErrorBody, ErrorCode, InstanceOrder, InstancePage,
+    Instances, Lease, Limit, LimitDetails, LimitHistory, PauseLimit, RenewBody, Renewed,
+    UpdateLimit, WaitBody, encoded_name, limit_path,
 };
 use ratekeeper_backend::{AcquireSpec, Backend, Embedded, Granted};
 use ratekeeper_core::{LeaseGrant, LeaseId, LimitPatch, LimitSpec, PauseSpec, Timestamp};
@@ -189,6 +190,31 @@ impl Transport {
             Transport::Http(http) => {
                 let path = format!("{}/reset", limit_path(name));
                 http.call(Method::POST, &path, None::<&()>).await
+            }
+        }
+    }
+
+    pub async fn instances(&self, template: &str, page: &InstancePage) -> Result<Instances, Error> {
+        match self {
+            Transport::Memory(backend) => {
+                let found = backend.instances(template, page.query()).await?;
+                Ok(Instances::new(
+                    found.into_iter().map(Into::into).collect(),
+                    page,
+                ))
+            }
+            Transport::Http(http) => {
+                let mut path = format!("{}/instances?limit={}", limit_path(template), page.count);
+                if !page.prefix.is_empty() {
+                    path.push_str(&format!("&prefix={}", encoded_name(&page.prefix)));
+                }
+                if page.order == InstanceOrder::Busiest {
+                    path.push_str("&order=busiest");
+                }
+                if let Some(after) = &page.after {
+                    path.push_str(&format!("&after={}", encoded_name(after)));
+                }
+                http.get(&path).await
             }
         }
     }

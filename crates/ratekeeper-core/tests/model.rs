@@ -1034,7 +1034,7 @@ impl Run {
                 Some(model) => model,
                 None => template.as_ref().expect("only the template is apart"),
             };
-            if view.template.is_some() {
+            if let Some(shown) = view.template {
                 let decaying: f64 = self
                     .model
                     .limits
@@ -1046,7 +1046,7 @@ impl Run {
                 prop_assert!((view.decaying - decaying).abs() < 1e-6);
                 prop_assert_eq!(view.counters, model.counters, "template totals");
                 let live = self.model.limits.values().filter(|l| l.instance).count();
-                prop_assert_eq!(view.template.unwrap().instances, live as u64);
+                prop_assert_eq!(shown.instances, live as u64);
                 continue;
             }
             prop_assert_eq!(view.held, model.held, "held on {}", view.name);

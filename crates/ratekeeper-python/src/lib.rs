@@ -312,6 +312,17 @@ fn limit_dict(py: Python<'_>, state: Limit) -> PyResult<Py<PyAny>> {
         })
         .transpose()?;
     dict.set_item("paused", paused)?;
+    let template = state
+        .template
+        .map(|t| {
+            let dict = PyDict::new(py);
+            dict.set_item("instances", t.instances)?;
+            dict.set_item("max_instances", t.max_instances)?;
+            PyResult::Ok(dict)
+        })
+        .transpose()?;
+    dict.set_item("template", template)?;
+    dict.set_item("instance_of", state.instance_of)?;
     Ok(dict.into_any().unbind())
 }
 
@@ -413,7 +424,8 @@ impl Client {
     }
 
     /// Creates a limit; returns its state as a dict.
-    #[pyo3(signature = (name, slots, slot_decay_per_second=0.0, active=true, description=None))]
+    #[pyo3(signature = (name, slots, slot_decay_per_second=0.0, active=true, description=None, max_instances=None))]
+    #[allow(clippy::too_many_arguments)]
     fn create_limit(
         &self,
         py: Python<'_>,
@@ -422,6 +434,7 @@ impl Client {
         slot_decay_per_second: f64,
         active: bool,
         description: Option<String>,
+        max_instances: Option<u64>,
     ) -> PyResult<Py<PyAny>> {
         let spec = LimitSpec {
             name: name.clone(),
@@ -429,13 +442,15 @@ impl Client {
             slot_decay_per_second,
             active,
             description,
+            max_instances,
         };
         let created = self.call(py, self.inner.create_limit(spec))?;
         limit_dict(py, created)
     }
 
     /// Changes any of a limit's fields; `description=""` clears it.
-    #[pyo3(signature = (name, slots=None, slot_decay_per_second=None, active=None, description=None))]
+    #[pyo3(signature = (name, slots=None, slot_decay_per_second=None, active=None, description=None, max_instances=None))]
+    #[allow(clippy::too_many_arguments)]
     fn update_limit(
         &self,
         py: Python<'_>,
@@ -444,12 +459,14 @@ impl Client {
         slot_decay_per_second: Option<f64>,
         active: Option<bool>,
         description: Option<String>,
+        max_instances: Option<u64>,
     ) -> PyResult<Py<PyAny>> {
         let patch = LimitPatch {
             slots,
             slot_decay_per_second,
             active,
             description: description.map(|d| Some(d).filter(|d| !d.is_empty())),
+            max_instances,
         };
         let changed = self.call(py, self.inner.update_limit(name, patch))?;
         limit_dict(py, changed)

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use ratekeeper_backend::{AcquireSpec, Backend, Error, Event, LimitDetail, Waiting};
 use ratekeeper_core::{
-    LeaseGrant, LeaseId, LeaseView, LimitPatch, LimitSpec, LimitView, PauseEnd, PauseSpec,
-    Timestamp,
+    InstanceQuery, LeaseGrant, LeaseId, LeaseView, LimitPatch, LimitSpec, LimitView, PauseEnd,
+    PauseSpec, Timestamp,
 };
 use tokio::sync::{broadcast, watch};
 
@@ -126,6 +126,14 @@ pub(crate) fn check_ttl(ttl: Option<Duration>) -> Result<(), Error> {
 impl Backend for RedisBackend {
     async fn create_limit(&self, spec: LimitSpec) -> Result<LimitView, Error> {
         spec.check()?;
+        if spec.name.ends_with('*') {
+            return Err(Error::Unsupported {
+                what: format!(
+                    "template {:?} (a name ending in '*'): templates need the embedded store",
+                    spec.name
+                ),
+            });
+        }
         let inner = &self.inner;
         let reply = inner
             .run::<reply::Limit>(
@@ -246,6 +254,16 @@ impl Backend for RedisBackend {
             .collect();
         limits.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(limits)
+    }
+
+    async fn instances(
+        &self,
+        template: &str,
+        _query: InstanceQuery<'_>,
+    ) -> Result<Vec<LimitView>, Error> {
+        // No template is ever stored here (create_limit refuses them).
+        self.limit(template).await?;
+        Ok(Vec::new())
     }
 
     async fn limit(&self, name: &str) -> Result<LimitDetail, Error> {

@@ -117,6 +117,9 @@ impl From<Limit> for LimitView {
                 reason: p.reason,
                 reporter: p.reporter,
             }),
+            // Templates are not kept in Redis yet (create_limit refuses them).
+            template: None,
+            instance_of: None,
         }
     }
 }

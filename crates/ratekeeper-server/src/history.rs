@@ -224,6 +224,8 @@ mod tests {
             created_at: Timestamp::EPOCH,
             updated_at: Timestamp::EPOCH,
             paused: None,
+            template: None,
+            instance_of: None,
         }
     }
 

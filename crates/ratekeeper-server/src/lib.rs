@@ -128,6 +128,7 @@ operations![
     routes::update_limit::<B>,
     routes::delete_limit::<B>,
     routes::reset_limit::<B>,
+    routes::list_instances::<B>,
     routes::pause_limit::<B>,
     routes::resume_limit::<B>,
     routes::limit_history::<B>,

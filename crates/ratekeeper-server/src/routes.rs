@@ -14,8 +14,9 @@ use serde::Deserialize;
 use tokio::sync::watch;
 
 use crate::api::{
-    AcquireAnswer, AcquireBody, CreateLimit, ErrorBody, Lease, Limit, LimitDetails, LimitHistory,
-    PauseLimit, RenewBody, Renewed, UpdateLimit, WaitBody, WhoAmI, seconds,
+    AcquireAnswer, AcquireBody, CreateLimit, ErrorBody, InstancePage, Instances, Lease, Limit,
+    LimitDetails, LimitHistory, PauseLimit, RenewBody, Renewed, UpdateLimit, WaitBody, WhoAmI,
+    seconds,
 };
 use crate::auth::Caller;
 use crate::error::ApiError;
@@ -185,6 +186,21 @@ pub async fn reset_limit<B: Backend>(
     Path(name): Path<String>,
 ) -> Result<Json<Limit>, ApiError> {
     Ok(Json(state.backend.reset_limit(&name).await?.into()))
+}
+
+/// A template's instances, a page at a time: by name (from `after`), or
+/// the busiest first; `prefix` narrows them to keys starting with it.
+#[utoipa::path(get, path = "/v1/limits/{name}/instances", tag = "limits",
+    params(("name" = String, Path), InstancePage),
+    responses((status = 200, body = Instances), (status = 404, body = ErrorBody)))]
+pub async fn list_instances<B: Backend>(
+    State(state): State<AppState<B>>,
+    Path(name): Path<String>,
+    Query(page): Query<InstancePage>,
+) -> Result<Json<Instances>, ApiError> {
+    let found = state.backend.instances(&name, page.query()).await?;
+    let found = found.into_iter().map(Limit::from).collect();
+    Ok(Json(Instances::new(found, &page)))
 }
 
 /// Pauses a limit: it grants nothing until the pause ends, then grants its

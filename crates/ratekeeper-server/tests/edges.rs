@@ -197,7 +197,10 @@ async fn the_api_description_lists_every_status_the_pattern_and_the_bounds() {
         .iter()
         .find(|p| p["name"] == "name")
         .unwrap();
-    assert_eq!(name["schema"]["pattern"], r"^[A-Za-z0-9._:-]{1,128}$");
+    assert_eq!(
+        name["schema"]["pattern"],
+        r"^(?:[A-Za-z0-9._:-]{1,128}|[A-Za-z0-9._:-]{1,127}\*)$"
+    );
     assert!(
         doc["paths"]["/healthz"]["get"]["responses"]
             .get("401")

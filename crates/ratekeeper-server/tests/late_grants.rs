@@ -47,6 +47,13 @@ impl Backend for Late {
     async fn resume_limit(&self, name: &str) -> Result<LimitView, Error> {
         self.inner.resume_limit(name).await
     }
+    async fn instances(
+        &self,
+        template: &str,
+        query: ratekeeper_core::InstanceQuery<'_>,
+    ) -> Result<Vec<LimitView>, Error> {
+        self.inner.instances(template, query).await
+    }
     async fn limits(&self) -> Result<Vec<LimitView>, Error> {
         self.inner.limits().await
     }

@@ -6,7 +6,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use clap::{Args, Subcommand, ValueEnum};
 use ratekeeper_client::Client;
-use ratekeeper_client::api::{Lease, Limit, LimitDetails};
+use ratekeeper_client::api::{InstanceOrder, InstancePage, Lease, Limit, LimitDetails};
 use ratekeeper_core::{LimitPatch, LimitSpec, PauseSpec};
 
 use crate::failure::Failure;
@@ -65,10 +65,31 @@ pub enum LimitCommand {
         /// Free text for people.
         #[arg(long)]
         description: Option<String>,
+        /// For a template (a name ending in `*`, like `tenant:*`): how many
+        /// keys may have an instance at once (default 100000).
+        #[arg(long)]
+        max_instances: Option<u64>,
     },
-    /// Lists every limit.
+    /// Lists every limit; each template with its busiest instances under it.
     #[command(alias = "list")]
     Ls,
+    /// Lists a template's instances, a page at a time.
+    Instances {
+        /// The template, like `tenant:*`.
+        template: String,
+        /// Only keys starting with this.
+        #[arg(long, default_value = "")]
+        prefix: String,
+        /// Most occupied first, instead of by name.
+        #[arg(long)]
+        busiest: bool,
+        /// Start after this instance (the last one of the page before).
+        #[arg(long)]
+        after: Option<String>,
+        /// At most this many.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
     /// Shows a limit with its leases and waiters.
     Inspect {
         /// The limit.
@@ -87,6 +108,9 @@ pub enum LimitCommand {
         /// New description ("" clears it).
         #[arg(long)]
         description: Option<String>,
+        /// New bound on a template's instances.
+        #[arg(long)]
+        max_instances: Option<u64>,
     },
     /// Makes a limit enforce again.
     Enable {
@@ -183,6 +207,7 @@ pub async fn limit(connection: Connection, command: LimitCommand) -> Result<(), 
             decay,
             inactive,
             description,
+            max_instances,
         } => {
             let spec = LimitSpec {
                 name,
@@ -190,11 +215,59 @@ pub async fn limit(connection: Connection, command: LimitCommand) -> Result<(), 
                 slot_decay_per_second: decay,
                 active: !inactive,
                 description,
+                max_instances,
             };
             client.create_limit(spec).await?
         }
         LimitCommand::Ls => {
-            print_limits(output, &client.limits().await?);
+            let limits = client.limits().await?;
+            if output == Output::Json {
+                print_json(&limits);
+                return Ok(());
+            }
+            // Each template with its busiest few instances under it.
+            let mut rows = Vec::new();
+            for limit in limits {
+                let template = limit.template.is_some().then(|| limit.name.clone());
+                rows.push(limit);
+                if let Some(template) = template {
+                    let busiest = InstancePage {
+                        order: InstanceOrder::Busiest,
+                        count: LS_INSTANCES,
+                        ..InstancePage::default()
+                    };
+                    rows.extend(client.instances(&template, &busiest).await?.instances);
+                }
+            }
+            print_limits(output, &rows);
+            return Ok(());
+        }
+        LimitCommand::Instances {
+            template,
+            prefix,
+            busiest,
+            after,
+            limit,
+        } => {
+            let page = InstancePage {
+                prefix,
+                order: if busiest {
+                    InstanceOrder::Busiest
+                } else {
+                    InstanceOrder::Name
+                },
+                after,
+                count: limit,
+            };
+            let found = client.instances(&template, &page).await?;
+            if output == Output::Json {
+                print_json(&found);
+            } else {
+                print_limits(output, &found.instances);
+                if let Some(next) = found.next_after {
+                    out(&format!("\nmore: --after {next}\n"));
+                }
+            }
             return Ok(());
         }
         LimitCommand::Inspect { name } => {
@@ -206,6 +279,7 @@ pub async fn limit(connection: Connection, command: LimitCommand) -> Result<(), 
             slots,
             decay,
             description,
+            max_instances,
         } => {
             let patch = LimitPatch {
                 slots,
@@ -213,6 +287,7 @@ pub async fn limit(connection: Connection, command: LimitCommand) -> Result<(), 
                 active: None,
                 // "" clears it.
                 description: description.map(|d| Some(d).filter(|d| !d.is_empty())),
+                max_instances,
             };
             client.update_limit(&name, patch).await?
         }
@@ -269,6 +344,9 @@ pub async fn limit(connection: Connection, command: LimitCommand) -> Result<(), 
     Ok(())
 }
 
+/// How many instances `limit ls` shows under each template.
+const LS_INSTANCES: usize = 5;
+
 /// Runs `ratekeeper leases`.
 pub async fn leases(connection: Connection, limit: Option<String>) -> Result<(), Failure> {
     let output = connection.output;
@@ -294,7 +372,11 @@ fn print_limits(output: Output, limits: &[Limit]) {
     let now = now_millis();
     let rows = limits.iter().map(|l| {
         vec![
-            l.name.clone(),
+            match (&l.template, &l.instance_of) {
+                (Some(t), _) => format!("{} ({} instances)", l.name, t.instances),
+                (_, Some(_)) => format!("  {}", l.name),
+                _ => l.name.clone(),
+            },
             l.slots.to_string(),
             if l.slot_decay_per_second > 0.0 {
                 format!("{}/s", l.slot_decay_per_second)

@@ -14,6 +14,8 @@ fn limit(name: &str, slots: u64) -> Change {
         created_at: Timestamp::EPOCH,
         updated_at: Timestamp::EPOCH,
         pause: None,
+        max_instances: None,
+        instance_of: None,
     })
 }
 

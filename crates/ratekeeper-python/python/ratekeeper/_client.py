@@ -84,6 +84,11 @@ class Limit:
     waiting: int
     #: The pause that holds it now (an upstream said "slow down"), if any.
     paused: Optional[Pause] = None
+    #: For a template (a name ending in ``*``): ``{"instances", "max_instances"}``.
+    #: Its ``held`` and ``waiting`` are then the sums over its instances.
+    template: Optional[dict] = None
+    #: For an instance: the template it follows.
+    instance_of: Optional[str] = None
 
     @property
     def is_rate_limit(self) -> bool:
@@ -226,11 +231,18 @@ class Client:
         slot_decay_per_second: float = 0.0,
         active: bool = True,
         description: Optional[str] = None,
+        max_instances: Optional[int] = None,
     ) -> Limit:
         """Creates a limit: at most ``slots`` at once, or, with
         ``slot_decay_per_second``, a rate limit (``slots`` is then the
-        burst). ``LimitExists`` if the name is taken."""
-        return Limit._from(self._native.create_limit(name, slots, slot_decay_per_second, active, description))
+        burst). ``LimitExists`` if the name is taken.
+
+        A name ending in ``*`` (``"tenant:*"``) makes a template: every
+        key starting with the rest (``"tenant:acme"``) gets a limit of its
+        own, made on demand, at most ``max_instances`` at once."""
+        return Limit._from(
+            self._native.create_limit(name, slots, slot_decay_per_second, active, description, max_instances)
+        )
 
     def ensure_limit(
         self,
@@ -239,13 +251,14 @@ class Client:
         slot_decay_per_second: float = 0.0,
         active: bool = True,
         description: Optional[str] = None,
+        max_instances: Optional[int] = None,
     ) -> Limit:
         """Creates the limit unless it exists; returns it either way (an
         existing limit is left as it is)."""
         from .errors import LimitExists
 
         try:
-            return self.create_limit(name, slots, slot_decay_per_second, active, description)
+            return self.create_limit(name, slots, slot_decay_per_second, active, description, max_instances)
         except LimitExists:
             return self.limit(name)
 
@@ -267,6 +280,7 @@ class Client:
         slot_decay_per_second: Optional[float] = None,
         active: Optional[bool] = None,
         description: Optional[str] = _UNSET,
+        max_instances: Optional[int] = None,
     ) -> Limit:
         """Changes any of a limit's fields (``description=None`` clears
         it); the rest stay as they are. Raising slots or deactivating wakes
@@ -276,7 +290,7 @@ class Client:
         else:
             description_arg = description or ""
         return Limit._from(
-            self._native.update_limit(name, slots, slot_decay_per_second, active, description_arg)
+            self._native.update_limit(name, slots, slot_decay_per_second, active, description_arg, max_instances)
         )
 
     def enable_limit(self, name: str) -> Limit:

@@ -60,6 +60,7 @@ class Client:
         slot_decay_per_second: float = 0.0,
         active: bool = True,
         description: Optional[str] = None,
+        max_instances: Optional[int] = None,
     ) -> Dict[str, Any]: ...
     def update_limit(
         self,
@@ -68,6 +69,7 @@ class Client:
         slot_decay_per_second: Optional[float] = None,
         active: Optional[bool] = None,
         description: Optional[str] = None,
+        max_instances: Optional[int] = None,
     ) -> Dict[str, Any]: ...
     def delete_limit(self, name: str) -> None: ...
     def reset_limit(self, name: str) -> Dict[str, Any]: ...
