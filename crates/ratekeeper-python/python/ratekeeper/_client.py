@@ -36,6 +36,18 @@ def _names(names: Names) -> List[str]:
     return names
 
 
+def _keyed(names: Names, key: Any) -> List[str]:
+    """``names`` with every template (a name ending in ``*``, like
+    ``"tenant:*"``) turned into its key for ``key`` (``"tenant:acme"``)."""
+    names = _names(names)
+    if not any(name.endswith("*") for name in names):
+        return names
+    if key is None:
+        template = next(name for name in names if name.endswith("*"))
+        raise invalid("key", f"{template!r} is a template: give key= to pick its key for each call")
+    return [name[:-1] + str(key) if name.endswith("*") else name for name in names]
+
+
 def _holder(holder: Any) -> Optional[str]:
     """A holder label from a string, or from Prefect's holder shape (a dict
     or object with ``type`` and ``id``), or anything else by ``str()``."""

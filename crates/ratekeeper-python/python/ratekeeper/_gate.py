@@ -11,7 +11,8 @@ import logging
 import urllib.parse
 from typing import Callable, List, Optional, Union
 
-from . import Lease, Names, RatekeeperError, _names, _native, client, rate_limit
+from . import Lease, Names, RatekeeperError, _native, client, rate_limit
+from ._client import _keyed
 from .local import ConcurrencyLimiter, Permit, RateLimiter
 
 log = logging.getLogger("ratekeeper")
@@ -63,8 +64,10 @@ class Gate:
 
     @staticmethod
     def _route(route: Route, method: str, url: str) -> Optional[List[str]]:
+        """The names for one request; a template (``"host:*"``) is taken on
+        the request's host (``host:api.example.com``)."""
         names = route(method, url) if callable(route) else route
-        return None if names is None else _names(names)
+        return None if names is None else _keyed(names, urllib.parse.urlsplit(url).hostname or "")
 
     def enter(self, method: str, url: str) -> List[Held]:
         """Waits for everything a request needs; returns what it holds."""
