@@ -696,3 +696,35 @@ test("a paused limit says why and for how long; a client token pauses from the p
     await server.stop();
   }
 });
+
+test("a template is listed with its key count, and its page lists its busiest keys", async () => {
+  const server = await startServer();
+  const created = await call(server, "POST", "/v1/limits", { name: "tenant:*", slots: 2, description: "per tenant" });
+  assert.equal(created.status, 201, JSON.stringify(created.body));
+  await acquire(server, "tenant:acme", "worker-1");
+  await acquire(server, "tenant:acme", "worker-2");
+  await acquire(server, "tenant:globex", "worker-3");
+  const { page, close } = await open(server.url);
+  try {
+    const row = page.locator('tr[data-name="tenant:*"]');
+    await until(async () => /template · 2 keys/.test(await row.textContent()), "the list shows the template with its keys");
+    assert.equal(await page.locator('tr[data-name="tenant:acme"]').count(), 0, "instances are not rows of their own");
+    await until(async () => /3 held over 2 keys/.test(await row.textContent()), "the template's usage is the sum over its keys");
+    await shot(page, "template-in-list");
+
+    await page.getByRole("link", { name: "tenant:*" }).click();
+    const panel = page.getByRole("region", { name: /Instances/ });
+    await until(async () => /Instances \(2 of at most 100,000\)/.test(await panel.textContent()), "the page counts the keys");
+    const first = panel.locator("tbody tr").first();
+    await until(async () => /tenant:acme\s*2/.test(await first.textContent()), "the busiest key comes first");
+    assert.equal(await page.getByRole("region", { name: /Leases/ }).isVisible(), false, "a template holds nothing itself");
+    await shot(page, "template-page");
+
+    await panel.getByRole("link", { name: "tenant:acme" }).click();
+    await until(async () => /A key of template tenant:\*/.test(await page.locator(".instance-of").textContent()), "a key's page names its template");
+    await until(async () => /Leases \(2\)/.test(await page.locator("#leases-title").textContent()), "a key's page shows its holders");
+  } finally {
+    await close();
+    await server.stop();
+  }
+});

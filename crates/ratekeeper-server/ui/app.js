@@ -6,6 +6,7 @@
 // page opens with the server's own samples of the last minutes
 // (/v1/limits/{name}/history), so its charts start full.
 
+const BUSIEST_SHOWN = 10; // instances a template's page lists
 const HISTORY_SECONDS = 900; // how far back the charts reach (the server keeps as much)
 const RATE_WINDOW_SECONDS = 10; // the admitted rate is averaged over this
 const TOKEN_KEY = "ratekeeper-token";
@@ -341,9 +342,15 @@ async function refreshDetail() {
   if (name === undefined) return;
   try {
     const details = await api("GET", limitPath(name));
+    // A template's page lists its busiest instances.
+    const instances = details.template
+      ? (await api("GET", `${limitPath(name)}/instances?order=busiest&limit=${BUSIEST_SHOWN}`)).instances
+      : [];
     if (store.detail?.name !== name) return;
-    store.detail = { name, leases: details.leases, waiters: details.waiters, missing: false };
-    answered(details);
+    store.detail = { name, leases: details.leases, waiters: details.waiters, instances, missing: false };
+    // An instance is in no snapshot: its page learns of it here.
+    if (!store.limits.has(name)) upsertLimit(details);
+    else answered(details);
   } catch (error) {
     if (store.detail?.name !== name) return;
     if (error.code === "limit_not_found") store.detail = { name, leases: [], waiters: [], missing: true };
@@ -466,7 +473,9 @@ function usageBar() {
     update(entry) {
       const { limit } = entry;
       const decayingSlots = decayingNow(entry);
-      const slots = Math.max(limit.slots, 1);
+      // A template's figures are sums over its keys, each with its slots.
+      const keys = limit.template ? Math.max(limit.template.instances, 1) : 1;
+      const slots = Math.max(limit.slots * keys, 1);
       held.style.width = `${Math.min(100, (limit.held / slots) * 100)}%`;
       decaying.style.width = `${Math.min(100 - (limit.held / slots) * 100, (decayingSlots / slots) * 100)}%`;
       const parts = [`${formatNumber(limit.held)} of ${formatNumber(limit.slots)} held`];
@@ -477,7 +486,7 @@ function usageBar() {
         ? (limit.held + decayingSlots).toFixed(1)
         : formatNumber(limit.held);
       text.replaceChildren(
-        `${occupied}/${formatNumber(limit.slots)}`,
+        limit.template ? `${occupied} held over ${formatNumber(limit.template.instances)} keys` : `${occupied}/${formatNumber(limit.slots)}`,
         limit.waiting > 0
           ? el("span", { class: "waiting-count", text: ` · ${formatNumber(limit.waiting)} waiting` })
           : "",
@@ -576,12 +585,13 @@ function limitsPage() {
     const cell = (label, className, ...content) => el("td", { "data-label": label, class: className }, ...content);
     const slots = cell("Slots", "num");
     const decay = cell("Decay /s", "num");
+    const instanceCount = el("span", { class: "badge template", hidden: true });
     const rate = cell("Grants /s", "num");
     const counters = ["Granted", "Waited", "Expired", "Denied"].map((label) => cell(label, "num"));
     const tr = el(
       "tr",
       { "data-name": name },
-      cell("Name", "", el("a", { href: limitHash(name), text: name })),
+      cell("Name", "", el("a", { href: limitHash(name), text: name }), instanceCount),
       slots,
       decay,
       cell("Active", "", active.root),
@@ -595,6 +605,11 @@ function limitsPage() {
       update(entry) {
         const { limit } = entry;
         setText(slots, limit.slots === 0 ? "0 (closed)" : formatNumber(limit.slots));
+        instanceCount.hidden = !limit.template;
+        if (limit.template) {
+          const n = limit.template.instances;
+          setText(instanceCount, `template · ${formatNumber(n)} key${n === 1 ? "" : "s"}`);
+        }
         setText(decay, isRateLimit(limit) ? formatNumber(limit.slot_decay_per_second) : "–");
         active.update(limit);
         usage.update(entry);
@@ -611,7 +626,9 @@ function limitsPage() {
     root,
     update() {
       const needle = filter.value.trim().toLowerCase();
-      const names = [...store.limits.keys()].sort().filter((name) => name.toLowerCase().includes(needle));
+      const names = [...store.limits.keys()]
+        .sort()
+        .filter((name) => !store.limits.get(name).limit.instance_of && name.toLowerCase().includes(needle));
       for (const [name, parts] of shown) {
         if (!names.includes(name)) {
           parts.tr.remove();
@@ -823,6 +840,12 @@ function limitPage(name) {
   });
   const leaseRows = el("tbody");
   const waiterRows = el("tbody");
+  const instanceRows = el("tbody");
+  const instanceTitle = el("h2", { id: "instances-title" });
+  const instancesPanel = el("section", { class: "panel", "aria-labelledby": "instances-title", hidden: true },
+    instanceTitle,
+    el("p", { class: "hint", text: "Each key gets its own limit with the template's settings, made when first used and dropped when idle. The busiest first." }));
+  const instanceOf = el("p", { class: "hint instance-of", hidden: true });
   const leaseTitle = el("h2", { id: "leases-title" });
   const waiterTitle = el("h2", { id: "queue-title" });
   const queueNote = el("p", { class: "hint queue-note", id: "queue-note", hidden: true });
@@ -840,14 +863,17 @@ function limitPage(name) {
       el("button", { type: "button", class: "pause-button", "aria-label": `Pause ${name}`, text: "Pause…", onclick: () => openPauseForm(name) }),
       actionButtons(name)),
     pauseBanner,
+    instanceOf,
     description,
     el("dl", { class: "summary" }, Object.values(stats).map((s) => s.root)),
     el("div", { class: "charts" }, occupancy.root, waiting.root, grants.root),
-    el("section", { class: "panel", "aria-labelledby": "leases-title" }, leaseTitle,
+    instancesPanel,
+    el("section", { class: "panel holders", "aria-labelledby": "leases-title" }, leaseTitle,
       table(["Holder", "Slots", "Age", "Expires in", "Lease"], leaseRows)),
-    el("section", { class: "panel", "aria-labelledby": "queue-title" }, waiterTitle, queueNote,
+    el("section", { class: "panel holders", "aria-labelledby": "queue-title" }, waiterTitle, queueNote,
       table(["Position", "Holder", "Occupy", "Mode", "Waiting for"], waiterRows)),
   );
+  instancesPanel.append(table(["Key", "Held", "Decaying", "Waiting", "Paused"], instanceRows));
   const missing = el("p", { class: "empty" });
   const root = el(
     "section",
@@ -881,6 +907,24 @@ function limitPage(name) {
       const rate = isRateLimit(limit);
       const decayingSlots = decayingNow(entry);
       active.update(limit);
+      instancesPanel.hidden = !limit.template;
+      for (const panel of root.querySelectorAll(".holders")) panel.hidden = Boolean(limit.template);
+      instanceOf.hidden = !limit.instance_of;
+      if (limit.instance_of) {
+        instanceOf.replaceChildren("A key of template ", el("a", { href: limitHash(limit.instance_of), text: limit.instance_of }),
+          ": its settings are the template's; it is dropped when idle.");
+      }
+      if (limit.template) {
+        const shown = store.detail?.instances ?? [];
+        setText(instanceTitle, `Instances (${formatNumber(limit.template.instances)} of at most ${formatNumber(limit.template.max_instances)})`);
+        instanceRows.replaceChildren(...shown.map((instance) => el("tr", {},
+          el("td", { "data-label": "Key" }, el("a", { href: limitHash(instance.name), text: instance.name })),
+          el("td", { "data-label": "Held", text: formatNumber(instance.held) }),
+          el("td", { "data-label": "Decaying", text: instance.decaying.toFixed(2) }),
+          el("td", { "data-label": "Waiting", text: formatNumber(instance.waiting) }),
+          el("td", { "data-label": "Paused", text: pauseNow(instance) ? formatDuration(pauseNow(instance).until - Date.now()) : "–" }))));
+        if (shown.length === 0) instanceRows.append(el("tr", {}, el("td", { colspan: 5, class: "empty", text: "No key is in use." })));
+      }
       const pause = pauseNow(limit);
       pauseBanner.hidden = !pause;
       if (pause) {
@@ -890,7 +934,7 @@ function limitPage(name) {
         setText(pauseText, `Paused: nothing is granted for ${left} more. ${pause.reason ?? "No reason given"} — reported by ${pause.reporter ?? "someone"} ${since} ago.${inactive}`);
       }
       setText(description, limit.description ?? "");
-      setText(stats.slots.value, formatNumber(limit.slots) + (rate ? ` (+${formatNumber(limit.slot_decay_per_second)}/s)` : ""));
+      setText(stats.slots.value, formatNumber(limit.slots) + (rate ? ` (+${formatNumber(limit.slot_decay_per_second)}/s)` : "") + (limit.template ? " per key" : ""));
       setText(stats.held.value, formatNumber(limit.held));
       setText(stats.decaying.value, rate ? decayingSlots.toFixed(2) : "–");
       setText(stats.waiting.value, `${formatNumber(limit.waiting)}` + (limit.waiting_slots > limit.waiting ? ` (${formatNumber(limit.waiting_slots)} slots)` : ""));
@@ -902,10 +946,9 @@ function limitPage(name) {
 
       const occupied = limit.held + decayingSlots;
       const series = (key) => samples.map((s) => ({ at: s.at, value: s[key] }));
-      occupancy.update(series("occupancy"), {
-        reference: limit.slots,
-        current: `${formatNumber(Math.round(occupied * 10) / 10)} of ${formatNumber(limit.slots)} slots`,
-      });
+      occupancy.update(series("occupancy"), limit.template
+        ? { reference: null, current: `${formatNumber(Math.round(occupied * 10) / 10)} over all keys` }
+        : { reference: limit.slots, current: `${formatNumber(Math.round(occupied * 10) / 10)} of ${formatNumber(limit.slots)} slots` });
       waiting.update(series("waiting"), { current: `${formatNumber(limit.waiting)} waiting` });
       const perSecond = grantsPerSecond(samples);
       grants.update(perSecond, {
