@@ -152,6 +152,86 @@ fn a_limit_is_paused_and_resumed_from_the_command_line() {
 }
 
 #[test]
+fn limit_ls_groups_instances_under_their_template_and_instances_pages_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(dir.path(), &[]);
+    let url = server.url.as_str();
+    let created = cli(
+        url,
+        &[
+            "limit",
+            "create",
+            "tenant:*",
+            "--slots",
+            "2",
+            "--max-instances",
+            "50",
+        ],
+    );
+    assert!(created.status.success(), "{}", stderr(&created));
+    assert!(
+        cli(url, &["limit", "create", "zeta", "--slots", "1"])
+            .status
+            .success()
+    );
+    // Idle keys are dropped: hold some so that they show.
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let http = reqwest::Client::new();
+        for tenant in ["acme", "acme", "globex"] {
+            let answer = http
+                .post(format!("{url}/v1/acquire"))
+                .json(&serde_json::json!({"names": [format!("tenant:{tenant}")]}))
+                .send()
+                .await
+                .unwrap();
+            assert!(answer.status().is_success());
+        }
+    });
+    let listed = stdout(&cli(url, &["limit", "ls"]));
+    let rows: Vec<&str> = listed.lines().skip(1).collect();
+    let expected = [
+        "tenant:* (2 instances) ",
+        "  tenant:acme ",
+        "  tenant:globex ",
+        "zeta ",
+    ];
+    assert_eq!(rows.len(), expected.len(), "{listed}");
+    for (row, start) in rows.iter().zip(expected) {
+        assert!(row.starts_with(start), "{row:?} in\n{listed}");
+    }
+    let page = stdout(&cli(
+        url,
+        &["limit", "instances", "tenant:*", "--limit", "1"],
+    ));
+    assert!(
+        page.contains("tenant:acme") && page.contains("more: --after tenant:acme"),
+        "{page}"
+    );
+    let rest = stdout(&cli(
+        url,
+        &[
+            "limit",
+            "instances",
+            "tenant:*",
+            "--after",
+            "tenant:acme",
+            "-o",
+            "json",
+        ],
+    ));
+    let rest: serde_json::Value = serde_json::from_str(&rest).unwrap();
+    assert_eq!(rest["instances"][0]["name"], "tenant:globex");
+    let refused = cli(url, &["limit", "update", "tenant:acme", "--slots", "9"]);
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(
+        stderr(&refused).contains("limit_is_instance"),
+        "{}",
+        stderr(&refused)
+    );
+}
+
+#[test]
 fn server_errors_print_one_line_and_exit_nonzero() {
     let dir = tempfile::tempdir().unwrap();
     let server = ServerProcess::start(dir.path(), &[]);
