@@ -20,6 +20,7 @@ use rand::rngs::StdRng;
 use rand::{RngCore, SeedableRng};
 use smallvec::SmallVec;
 
+use crate::adaptive::ADAPT_STEP;
 use crate::error::{AcquireError, LeaseError, LimitError};
 use crate::journal::{Change, LimitRecord, Records, RestoreError};
 use crate::lease::{Lease, LeaseGrant, LeaseId, LeaseView, Permit, check_ttl};
@@ -81,6 +82,8 @@ enum Timer {
     /// An instance's decaying slots have drained or its pause has ended:
     /// it may be idle now.
     Idle(LimitId),
+    /// An adaptive limit climbs one step back to its configured value.
+    Recover(LimitId),
 }
 
 /// The pure limit engine. See the [crate docs](crate) for the rules it keeps.
@@ -277,6 +280,7 @@ impl Engine {
                 }
                 Timer::Deadline(id) => deadlines.push(id),
                 Timer::Idle(id) => self.idle.push(id),
+                Timer::Recover(id) => self.recover(id),
             }
         }
         self.settle();
@@ -317,6 +321,7 @@ impl Engine {
                 active: Some(spec.active),
                 description: Some(spec.description.clone()),
                 max_instances: None,
+                adaptive: Some(spec.adaptive),
             };
             self.change_definition(id, &patch);
             self.settle();
@@ -585,6 +590,7 @@ impl Engine {
             active: t.active,
             description: t.description.clone(),
             max_instances: None,
+            adaptive: t.adaptive,
         };
         let pause = t.paused(self.now).cloned();
         let mut instance = Limit::new(&spec, self.now).expect("a key of a valid template is valid");
@@ -611,7 +617,7 @@ impl Engine {
     }
 
     /// Drops the instances that hold nothing, have nobody waiting, have no
-    /// decaying slots left and are not paused; one that will be idle once
+    /// decaying slots left, are not paused and are not lowered by adapting; one that will be idle once
     /// its slots drain or its pause ends is looked at again then (a rate
     /// instance must not forget admissions it still counts).
     fn drop_idle(&mut self) {
@@ -619,7 +625,13 @@ impl Engine {
             let Some(limit) = self.limits.get(&id) else {
                 continue;
             };
-            if limit.template_of().is_none() || limit.held > 0 || !limit.queue.is_empty() {
+            // A lowered adaptive instance is kept until it has climbed back
+            // (each step looks again): a new one would start at full speed.
+            if limit.template_of().is_none()
+                || limit.held > 0
+                || !limit.queue.is_empty()
+                || limit.scale < 1.0
+            {
                 continue;
             }
             let busy_until = limit
@@ -686,6 +698,12 @@ impl Engine {
         {
             *max_instances = max;
         }
+        if let Some(adaptive) = patch.adaptive {
+            limit.adaptive = adaptive;
+            // A limit made fixed is back at its configured value.
+            let scale = if adaptive.is_some() { limit.scale } else { 1.0 };
+            limit.set_scale(scale, now);
+        }
         limit.updated_at = now;
         was_active && !limit.active
     }
@@ -746,6 +764,7 @@ impl Engine {
     }
 
     fn pause_one(&mut self, id: LimitId, pause: &Pause) {
+        self.lower(id);
         let now = self.now;
         let limit = self.limit_mut(id);
         let current = limit.paused(now).map_or(now, |p| p.until);
@@ -755,6 +774,61 @@ impl Engine {
             // Its head's decay timer, if any, now waits for the pause.
             self.dirty.push(id);
         }
+    }
+
+    /// A throttling report on an adaptive limit: its rate or slots are
+    /// multiplied by its `decrease_factor`, at most once per
+    /// [`ADAPT_STEP`], and climb back from the next step on.
+    fn lower(&mut self, id: LimitId) {
+        let now = self.now;
+        let limit = self.limit_mut(id);
+        let Some(adaptive) = limit.adaptive else {
+            return;
+        };
+        if limit.is_template()
+            || limit
+                .lowered_at
+                .is_some_and(|at| now < at.saturating_add(ADAPT_STEP))
+        {
+            return;
+        }
+        limit.set_scale(limit.scale * adaptive.decrease_factor, now);
+        limit.lowered_at = Some(now);
+        // The climb starts a whole step after the decrease.
+        if let Some(at) = limit.recover_at.take() {
+            self.timers.remove(&(at, Timer::Recover(id)));
+        }
+        self.touch_limits(&[id]);
+        self.schedule_recovery(id);
+    }
+
+    /// One step of an adaptive limit's climb back to its configured value.
+    fn recover(&mut self, id: LimitId) {
+        let now = self.now;
+        let Some(limit) = self.limits.get_mut(&id) else {
+            return;
+        };
+        limit.recover_at = None;
+        let Some(adaptive) = limit.adaptive else {
+            return;
+        };
+        limit.set_scale(limit.scale + adaptive.step_increase(), now);
+        self.touch_limits(&[id]);
+        self.dirty.push(id);
+        self.idle.push(id);
+        self.schedule_recovery(id);
+    }
+
+    /// Sets the timer of the next climbing step, while one is due.
+    fn schedule_recovery(&mut self, id: LimitId) {
+        let now = self.now;
+        let limit = self.limit_mut(id);
+        if limit.adaptive.is_none() || limit.scale >= 1.0 || limit.recover_at.is_some() {
+            return;
+        }
+        let at = now.saturating_add(ADAPT_STEP);
+        limit.recover_at = Some(at);
+        self.timers.insert((at, Timer::Recover(id)));
     }
 
     fn resume_one(&mut self, id: LimitId) {
@@ -1356,6 +1430,7 @@ impl Engine {
             active: record.active,
             description: record.description.clone(),
             max_instances: record.max_instances,
+            adaptive: record.adaptive,
         };
         let mut limit = Limit::new(&spec, record.created_at).map_err(|e| invalid(e.to_string()))?;
         if self.by_name.contains_key(limit.name.as_str()) {
@@ -1370,6 +1445,9 @@ impl Engine {
             },
             None => None,
         };
+        if let (Some(scale), Some(_)) = (record.scale, limit.adaptive) {
+            limit.set_scale(scale, self.now);
+        }
         // A limit that does not decay has nothing decaying (see `drained_at`).
         limit.drained_at = if limit.decay > 0.0 {
             record.drained_at
@@ -1383,6 +1461,7 @@ impl Engine {
             limit.role = Role::Instance(template);
         }
         let id = self.insert_limit(limit);
+        self.schedule_recovery(id);
         if let Some(template) = template {
             if let Role::Template { instances, .. } = &mut self.limit_mut(template).role {
                 instances.insert(id);

@@ -100,6 +100,12 @@ pub enum LimitError {
         /// What is wrong with it.
         reason: String,
     },
+    /// An adaptive limit's parameters are out of range.
+    #[error("invalid adaptive settings: {reason}")]
+    InvalidAdaptive {
+        /// What is wrong.
+        reason: String,
+    },
     /// `max_instances` given for a limit that is not a template, or out
     /// of range.
     #[error("max_instances {reason}")]
@@ -143,6 +149,7 @@ impl LimitError {
             LimitError::DescriptionTooLong { .. } => "invalid_description",
             LimitError::InvalidPause { .. } => "invalid_pause",
             LimitError::InvalidMaxInstances { .. } => "invalid_max_instances",
+            LimitError::InvalidAdaptive { .. } => "invalid_adaptive",
             LimitError::IsInstance { .. } => "limit_is_instance",
             LimitError::NotFound { .. } => "limit_not_found",
             LimitError::AlreadyExists { .. } => "limit_exists",
@@ -159,6 +166,7 @@ impl LimitError {
             }
             LimitError::DescriptionTooLong { .. } => Some("description"),
             LimitError::InvalidMaxInstances { .. } => Some("max_instances"),
+            LimitError::InvalidAdaptive { .. } => Some("adaptive"),
             LimitError::InvalidPause { .. }
             | LimitError::IsInstance { .. }
             | LimitError::NotFound { .. } => None,

@@ -46,6 +46,12 @@ pub struct LimitRecord {
     /// For an instance: its template's name.
     #[cfg_attr(feature = "serde", serde(default))]
     pub instance_of: Option<String>,
+    /// How it adapts to throttling reports, if it does.
+    #[cfg_attr(feature = "serde", serde(default))]
+    pub adaptive: Option<crate::Adaptive>,
+    /// The share of its configured value in force, if lowered.
+    #[cfg_attr(feature = "serde", serde(default))]
+    pub scale: Option<f64>,
 }
 
 /// One change to the stored state. Applied in order, the changes taken after

@@ -73,6 +73,7 @@
 //! assert!(wakes[0].outcome.is_ok());
 //! ```
 
+mod adaptive;
 mod engine;
 mod error;
 mod journal;
@@ -83,6 +84,7 @@ mod pause;
 mod request;
 mod time;
 
+pub use adaptive::{ADAPT_STEP, Adaptive, AdaptiveView, MAX_RECOVERY_SECONDS, MIN_SCALE};
 pub use engine::{Engine, InstanceOrder, InstanceQuery};
 pub use error::{AcquireError, LeaseError, LimitError, NameError};
 pub use journal::{Change, LimitRecord, Records, RestoreError};

@@ -2,6 +2,7 @@
 
 use std::collections::{BTreeSet, HashSet};
 
+use crate::adaptive::{Adaptive, AdaptiveView, MIN_SCALE};
 use crate::error::LimitError;
 use crate::journal::LimitRecord;
 use crate::lease::LeaseId;
@@ -46,6 +47,9 @@ pub struct LimitSpec {
     /// For a template (a name ending in `*`): how many instances it may
     /// have at once (default [`DEFAULT_MAX_INSTANCES`]).
     pub max_instances: Option<u64>,
+    /// Adapt to throttling reports (see [`crate::Adaptive`]); `None`: a
+    /// fixed limit.
+    pub adaptive: Option<Adaptive>,
 }
 
 impl LimitSpec {
@@ -58,6 +62,7 @@ impl LimitSpec {
             active: true,
             description: None,
             max_instances: None,
+            adaptive: None,
         }
     }
 
@@ -80,6 +85,7 @@ impl LimitSpec {
         check_slots(self.slots)?;
         check_decay(self.slot_decay_per_second)?;
         check_drain(self.slots, self.slot_decay_per_second)?;
+        self.adaptive.as_ref().map(Adaptive::check).transpose()?;
         check_description(self.description.as_deref())
     }
 }
@@ -90,6 +96,9 @@ impl LimitPatch {
         self.slots.map(check_slots).transpose()?;
         self.slot_decay_per_second.map(check_decay).transpose()?;
         check_max_instances(self.max_instances, true)?;
+        if let Some(Some(adaptive)) = &self.adaptive {
+            adaptive.check()?;
+        }
         if let Some(description) = &self.description {
             check_description(description.as_deref())?;
         }
@@ -110,6 +119,8 @@ pub struct LimitPatch {
     pub description: Option<Option<String>>,
     /// New `max_instances`, for a template.
     pub max_instances: Option<u64>,
+    /// Make it adaptive (with these settings), or `Some(None)` fixed.
+    pub adaptive: Option<Option<Adaptive>>,
 }
 
 /// Running totals of what happened on a limit. Only requests that found the
@@ -166,6 +177,8 @@ pub struct LimitView {
     pub template: Option<TemplateView>,
     /// For an instance: the template it follows.
     pub instance_of: Option<String>,
+    /// For an adaptive limit: its settings and the value in force now.
+    pub adaptive: Option<AdaptiveView>,
 }
 
 /// What a template has.
@@ -215,6 +228,18 @@ pub(crate) struct Limit {
     pub slots: u64,
     /// Slots per second; finite, `0..=MAX_DECAY`.
     pub decay: f64,
+    /// The rate decaying slots drain at now: `decay`, times `scale` for an
+    /// adaptive limit.
+    pub rate: f64,
+    /// How it adapts, if it does.
+    pub adaptive: Option<Adaptive>,
+    /// The share of its configured rate or slots in force (1 unless
+    /// adaptive and lowered).
+    pub scale: f64,
+    /// When it was last lowered.
+    pub lowered_at: Option<Timestamp>,
+    /// When it next climbs back, while it is below its configured value.
+    pub recover_at: Option<Timestamp>,
     pub active: bool,
     pub description: Option<String>,
     /// Slots held by live leases and permits. May exceed `slots` only after
@@ -257,7 +282,11 @@ impl Limit {
             name,
             slots: spec.slots,
             decay: spec.slot_decay_per_second + 0.0, // -0.0 is stored as 0
-
+            rate: spec.slot_decay_per_second + 0.0,
+            adaptive: spec.adaptive,
+            scale: 1.0,
+            lowered_at: None,
+            recover_at: None,
             active: spec.active,
             description: spec.description.clone(),
             held: 0,
@@ -290,7 +319,8 @@ impl Limit {
 
     /// The capacity check alone.
     fn capacity(&self, occupy: u64, now: Timestamp) -> Room {
-        let Some(free) = self.slots.checked_sub(self.held.saturating_add(occupy)) else {
+        let slots = self.effective_slots();
+        let Some(free) = slots.checked_sub(self.held.saturating_add(occupy)) else {
             return Room::Blocked;
         };
         if self.drained_at <= now {
@@ -298,7 +328,7 @@ impl Limit {
         }
         // The decaying level may be at most `free`, i.e. the drain instant at
         // most `free / decay` seconds away. Rounded down: never admit early.
-        let slack = nanos_for(free as f64, self.decay, f64::floor);
+        let slack = nanos_for(free as f64, self.rate, f64::floor);
         let ready_at = self.drained_at.sub_nanos(slack);
         if ready_at <= now {
             Room::Now
@@ -310,7 +340,7 @@ impl Limit {
     /// Adds `occupy` decaying slots at `now`.
     pub fn add_decaying(&mut self, occupy: u64, now: Timestamp) {
         // Rounded up: a slot never decays sooner than its rate allows.
-        let drain = nanos_for(occupy as f64, self.decay, f64::ceil);
+        let drain = nanos_for(occupy as f64, self.rate, f64::ceil);
         self.drained_at = self.drained_at.max(now).add_nanos(drain);
     }
 
@@ -320,19 +350,71 @@ impl Limit {
             .drained_at
             .as_unix_nanos()
             .saturating_sub(now.as_unix_nanos());
-        remaining as f64 * self.decay / NANOS_PER_SEC
+        remaining as f64 * self.rate / NANOS_PER_SEC
     }
 
     /// Changes the decay rate, keeping the current decaying level. With a rate
     /// of 0 nothing would ever decay again, so decaying slots are dropped.
     pub fn set_decay(&mut self, decay: f64, now: Timestamp) {
-        let level = self.decaying(now);
         self.decay = decay + 0.0; // -0.0 is stored as 0
-        self.drained_at = if decay > 0.0 {
-            now.add_nanos(nanos_for(level, decay, f64::ceil))
+        self.set_rate(now);
+    }
+
+    /// The slots in force: a lowered adaptive concurrency limit has fewer
+    /// than its configured slots (at least 1 of a nonzero count).
+    pub fn effective_slots(&self) -> u64 {
+        if self.scale >= 1.0 || self.decay > 0.0 || self.slots == 0 {
+            return self.slots;
+        }
+        ((self.slots as f64 * self.scale).floor() as u64).max(1)
+    }
+
+    /// Sets the share of the configured value in force, keeping the
+    /// decaying level.
+    pub fn set_scale(&mut self, scale: f64, now: Timestamp) {
+        // Never so low that a full load would drain past what instants
+        // can hold (see `MAX_DRAIN_SECONDS`).
+        let floor = if self.decay > 0.0 {
+            (self.slots as f64 / (self.decay * MAX_DRAIN_SECONDS)).max(MIN_SCALE)
+        } else {
+            MIN_SCALE
+        };
+        // Steps of 1/recovery_seconds add up to 1 only up to rounding.
+        let scale = if scale > 1.0 - 1e-9 { 1.0 } else { scale };
+        self.scale = scale.clamp(floor.min(1.0), 1.0);
+        self.set_rate(now);
+    }
+
+    /// Recomputes the draining rate from the decay and the scale, keeping
+    /// the decaying level. At a rate of 0 nothing would ever decay again,
+    /// so decaying slots are dropped.
+    fn set_rate(&mut self, now: Timestamp) {
+        let level = self.decaying(now);
+        let scale = if self.adaptive.is_some() {
+            self.scale
+        } else {
+            1.0
+        };
+        self.rate = self.decay * scale;
+        self.drained_at = if self.rate > 0.0 {
+            now.add_nanos(nanos_for(level, self.rate, f64::ceil))
         } else {
             now
         };
+    }
+
+    /// Its adaptive settings and the value in force.
+    pub fn adaptive_view(&self) -> Option<AdaptiveView> {
+        let adaptive = self.adaptive?;
+        Some(AdaptiveView {
+            adaptive,
+            scale: self.scale,
+            effective: if self.decay > 0.0 {
+                self.rate
+            } else {
+                self.effective_slots() as f64
+            },
+        })
     }
 
     pub fn record(&self) -> LimitRecord {
@@ -352,6 +434,8 @@ impl Limit {
                 _ => None,
             },
             instance_of: None,
+            adaptive: self.adaptive,
+            scale: (self.scale < 1.0).then_some(self.scale),
         }
     }
 
@@ -397,6 +481,7 @@ impl Limit {
                 _ => None,
             },
             instance_of: None,
+            adaptive: self.adaptive_view(),
         }
     }
 }

@@ -1363,3 +1363,112 @@ fn templates_and_their_instances_survive_a_restore() {
     );
     assert!(restored.lease(lease).is_some());
 }
+
+// ----- adaptive limits ---------------------------------------------------------
+
+fn adaptive(sim: &mut Sim, spec: LimitSpec) {
+    let spec = LimitSpec {
+        adaptive: Some(ratekeeper_core::Adaptive {
+            decrease_factor: 0.5,
+            recovery_seconds: 10.0,
+        }),
+        ..spec
+    };
+    sim.engine.create_limit(sim.now, &spec).unwrap();
+}
+
+fn effective(sim: &Sim, name: &str) -> f64 {
+    sim.view(name).adaptive.unwrap().effective
+}
+
+#[test]
+fn a_report_halves_an_adaptive_rate_once_per_second_and_it_climbs_back_in_steps() {
+    let mut sim = Sim::new();
+    adaptive(&mut sim, LimitSpec::rate("vendor", 100.0, 1));
+    assert_eq!(effective(&sim, "vendor"), 100.0);
+    pause(&mut sim, "vendor", 0.001, "429");
+    assert_eq!(effective(&sim, "vendor"), 50.0);
+    // The rest of the fleet reporting the same burst lowers nothing more.
+    pause(&mut sim, "vendor", 0.001, "429 again");
+    assert_eq!(effective(&sim, "vendor"), 50.0);
+    sim.advance_ms(1_000);
+    assert_eq!(effective(&sim, "vendor"), 60.0, "10 s from 0 to 100: +10 a second");
+    pause(&mut sim, "vendor", 0.001, "429");
+    assert_eq!(effective(&sim, "vendor"), 30.0);
+    for _ in 0..7 {
+        sim.advance_ms(1_000);
+    }
+    assert_eq!(effective(&sim, "vendor"), 100.0, "back to the configured rate, no further");
+    sim.advance_ms(5_000);
+    assert_eq!(effective(&sim, "vendor"), 100.0);
+    assert_eq!(sim.view("vendor").slot_decay_per_second, 100.0, "the configuration stays");
+}
+
+#[test]
+fn a_lowered_rate_admits_at_the_lowered_rate_exactly() {
+    let mut sim = Sim::new();
+    adaptive(&mut sim, LimitSpec::rate("vendor", 10.0, 1));
+    pause(&mut sim, "vendor", 0.001, "429");
+    sim.advance_ms(1);
+    assert!(sim.try_rate(&["vendor"], 1));
+    // At 5/s the next turn is 200 ms later, not 100.
+    sim.advance_ms(199);
+    assert!(!sim.try_rate(&["vendor"], 1));
+    sim.advance_ms(1);
+    assert!(sim.try_rate(&["vendor"], 1));
+}
+
+#[test]
+fn an_adaptive_concurrency_limit_lowers_its_slots_and_keeps_at_least_one() {
+    let mut sim = Sim::new();
+    adaptive(&mut sim, LimitSpec::concurrency("pool", 4));
+    pause(&mut sim, "pool", 0.001, "503");
+    assert_eq!(effective(&sim, "pool"), 2.0);
+    sim.advance_ms(1);
+    sim.lease(&["pool"], 1);
+    sim.lease(&["pool"], 1);
+    let waiter = sim.queue(&["pool"], 1);
+    for _ in 0..3 {
+        sim.advance_ms(1_000);
+        pause(&mut sim, "pool", 0.001, "503");
+    }
+    assert_eq!(effective(&sim, "pool"), 1.0);
+    // Climbing back lets the waiter in once a third slot is in force.
+    let mut granted = Vec::new();
+    for _ in 0..10 {
+        sim.advance_ms(1_000);
+        granted.extend(sim.granted());
+    }
+    assert_eq!(granted, [waiter]);
+    assert_eq!(effective(&sim, "pool"), 4.0);
+}
+
+#[test]
+fn adaptive_settings_out_of_range_are_refused_and_a_fixed_limit_is_not_lowered() {
+    let mut sim = Sim::new();
+    let bad = LimitSpec {
+        adaptive: Some(ratekeeper_core::Adaptive {
+            decrease_factor: 1.5,
+            recovery_seconds: 10.0,
+        }),
+        ..LimitSpec::rate("vendor", 10.0, 1)
+    };
+    let err = sim.engine.create_limit(sim.now, &bad).unwrap_err();
+    assert_eq!(err.code(), "invalid_adaptive");
+    sim.rate("fixed", 10.0, 1);
+    pause(&mut sim, "fixed", 0.001, "429");
+    assert_eq!(sim.view("fixed").adaptive, None);
+}
+
+#[test]
+fn an_adaptive_limit_keeps_its_lowered_value_across_a_restore() {
+    let mut sim = Sim::new();
+    adaptive(&mut sim, LimitSpec::rate("vendor", 100.0, 1));
+    pause(&mut sim, "vendor", 0.001, "429");
+    let mut restored =
+        ratekeeper_core::Engine::restore([1; 32], sim.engine.records(), sim.now).unwrap();
+    assert_eq!(restored.limit("vendor").unwrap().adaptive.unwrap().effective, 50.0);
+    let later = sim.now.saturating_add(Duration::from_secs(1));
+    restored.advance(later);
+    assert_eq!(restored.limit("vendor").unwrap().adaptive.unwrap().effective, 60.0);
+}
