@@ -106,6 +106,8 @@ error_codes! {
     InvalidDescription = "invalid_description", 422, false;
     /// Something this server's store does not do yet (templates on Redis).
     Unsupported = "unsupported", 422, false;
+    /// Adaptive settings out of range.
+    InvalidAdaptive = "invalid_adaptive", 422, false;
     /// `max_instances` on a limit that is not a template, or out of range.
     InvalidMaxInstances = "invalid_max_instances", 422, false;
     /// A change to an instance of a template: change the template, or

@@ -25,8 +25,8 @@ pub use error::{ErrorBody, ErrorCode, ErrorDetail};
 pub use history::{HistorySample, LimitHistory};
 pub use instances::{InstanceOrder, InstancePage, Instances, MAX_PAGE};
 pub use limit::{
-    CreateLimit, Lease, Limit, LimitDetails, LimitPause, LimitTemplate, PauseLimit, Totals,
-    UpdateLimit, Waiter, WhoAmI, redacted_id,
+    AdaptiveSetting, AdaptiveSettings, CreateLimit, Lease, Limit, LimitAdaptive, LimitDetails,
+    LimitPause, LimitTemplate, PauseLimit, Totals, UpdateLimit, Waiter, WhoAmI, redacted_id,
 };
 pub use names::{ID_PATTERN, MAX_SECONDS, NAME_PATTERN, encoded_name, limit_path};
 #[cfg(feature = "openapi")]

@@ -3,8 +3,8 @@
 //! it.
 
 use ratekeeper_core::{
-    Counters, LeaseView, LimitError, LimitPatch, LimitSpec, LimitView, Pause, PauseEnd, PauseSpec,
-    Timestamp, WaiterView,
+    Adaptive, Counters, LeaseView, LimitError, LimitPatch, LimitSpec, LimitView, Pause, PauseEnd,
+    PauseSpec, Timestamp, WaiterView,
 };
 use serde::{Deserialize, Serialize};
 
@@ -46,6 +46,70 @@ pub struct CreateLimit {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 10_000_000))]
     pub max_instances: Option<u64>,
+    /// Adapt to the upstream's "slow down" reports: `true` (the default
+    /// settings), `false`, or the settings.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub adaptive: Option<AdaptiveSetting>,
+}
+
+/// Whether and how a limit adapts to throttling reports (each report
+/// multiplies its rate or slots by `decrease_factor`, which then climbs
+/// back to the configured value over `recovery_seconds`).
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(untagged)]
+pub enum AdaptiveSetting {
+    /// `true`: adaptive with the default settings; `false`: fixed.
+    Switch(bool),
+    /// Adaptive with these settings.
+    Settings(AdaptiveSettings),
+}
+
+/// An adaptive limit's settings.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct AdaptiveSettings {
+    /// Each report multiplies the rate or slots in force by this: above 0,
+    /// below 1 (default 0.7).
+    #[serde(default = "default_factor")]
+    pub decrease_factor: f64,
+    /// Seconds to climb from nothing back to the configured value: 1 to
+    /// 86 400 (default 30).
+    #[serde(default = "default_recovery")]
+    pub recovery_seconds: f64,
+}
+
+fn default_factor() -> f64 {
+    Adaptive::default().decrease_factor
+}
+
+fn default_recovery() -> f64 {
+    Adaptive::default().recovery_seconds
+}
+
+impl AdaptiveSetting {
+    /// The engine's setting: `None` for a fixed limit.
+    pub fn adaptive(self) -> Option<Adaptive> {
+        match self {
+            AdaptiveSetting::Switch(false) => None,
+            AdaptiveSetting::Switch(true) => Some(Adaptive::default()),
+            AdaptiveSetting::Settings(s) => Some(Adaptive {
+                decrease_factor: s.decrease_factor,
+                recovery_seconds: s.recovery_seconds,
+            }),
+        }
+    }
+
+    fn from_engine(adaptive: Option<Adaptive>) -> Self {
+        match adaptive {
+            None => AdaptiveSetting::Switch(false),
+            Some(a) => AdaptiveSetting::Settings(AdaptiveSettings {
+                decrease_factor: a.decrease_factor,
+                recovery_seconds: a.recovery_seconds,
+            }),
+        }
+    }
 }
 
 fn yes() -> bool {
@@ -61,6 +125,7 @@ impl From<CreateLimit> for LimitSpec {
             active: body.active,
             description: body.description,
             max_instances: body.max_instances,
+            adaptive: body.adaptive.and_then(AdaptiveSetting::adaptive),
         }
     }
 }
@@ -96,6 +161,9 @@ pub struct UpdateLimit {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 10_000_000))]
     pub max_instances: Option<u64>,
+    /// Make it adaptive (`true` or settings) or fixed (`false`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub adaptive: Option<AdaptiveSetting>,
 }
 
 impl From<LimitSpec> for CreateLimit {
@@ -107,6 +175,7 @@ impl From<LimitSpec> for CreateLimit {
             active: spec.active,
             description: spec.description,
             max_instances: spec.max_instances,
+            adaptive: spec.adaptive.map(|a| AdaptiveSetting::from_engine(Some(a))),
         }
     }
 }
@@ -120,6 +189,7 @@ impl From<LimitPatch> for UpdateLimit {
             // Clearing is written as an empty description.
             description: patch.description.map(Option::unwrap_or_default),
             max_instances: patch.max_instances,
+            adaptive: patch.adaptive.map(AdaptiveSetting::from_engine),
         }
     }
 }
@@ -134,6 +204,7 @@ impl From<UpdateLimit> for LimitPatch {
                 .description
                 .map(|d| if d.is_empty() { None } else { Some(d) }),
             max_instances: body.max_instances,
+            adaptive: body.adaptive.map(AdaptiveSetting::adaptive),
         }
     }
 }
@@ -206,6 +277,25 @@ pub struct Limit {
     /// For an instance: the template it follows.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub instance_of: Option<String>,
+    /// For an adaptive limit: its settings and the value in force now,
+    /// beside the configured one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub adaptive: Option<LimitAdaptive>,
+}
+
+/// An adaptive limit's state.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct LimitAdaptive {
+    /// Each report multiplies the value in force by this.
+    pub decrease_factor: f64,
+    /// Seconds to climb from nothing back to the configured value.
+    pub recovery_seconds: f64,
+    /// The share of the configured value in force now (1: all of it).
+    pub scale: f64,
+    /// The value in force now: the rate of a rate limit (slots per
+    /// second), the slots of a concurrency limit.
+    pub effective: f64,
 }
 
 /// What a template has.
@@ -339,6 +429,12 @@ impl From<LimitView> for Limit {
                 max_instances: t.max_instances,
             }),
             instance_of: v.instance_of,
+            adaptive: v.adaptive.map(|a| LimitAdaptive {
+                decrease_factor: a.adaptive.decrease_factor,
+                recovery_seconds: a.adaptive.recovery_seconds,
+                scale: a.scale,
+                effective: a.effective,
+            }),
         }
     }
 }

@@ -1392,16 +1392,28 @@ fn a_report_halves_an_adaptive_rate_once_per_second_and_it_climbs_back_in_steps(
     pause(&mut sim, "vendor", 0.001, "429 again");
     assert_eq!(effective(&sim, "vendor"), 50.0);
     sim.advance_ms(1_000);
-    assert_eq!(effective(&sim, "vendor"), 60.0, "10 s from 0 to 100: +10 a second");
+    assert_eq!(
+        effective(&sim, "vendor"),
+        60.0,
+        "10 s from 0 to 100: +10 a second"
+    );
     pause(&mut sim, "vendor", 0.001, "429");
     assert_eq!(effective(&sim, "vendor"), 30.0);
     for _ in 0..7 {
         sim.advance_ms(1_000);
     }
-    assert_eq!(effective(&sim, "vendor"), 100.0, "back to the configured rate, no further");
+    assert_eq!(
+        effective(&sim, "vendor"),
+        100.0,
+        "back to the configured rate, no further"
+    );
     sim.advance_ms(5_000);
     assert_eq!(effective(&sim, "vendor"), 100.0);
-    assert_eq!(sim.view("vendor").slot_decay_per_second, 100.0, "the configuration stays");
+    assert_eq!(
+        sim.view("vendor").slot_decay_per_second,
+        100.0,
+        "the configuration stays"
+    );
 }
 
 #[test]
@@ -1467,8 +1479,24 @@ fn an_adaptive_limit_keeps_its_lowered_value_across_a_restore() {
     pause(&mut sim, "vendor", 0.001, "429");
     let mut restored =
         ratekeeper_core::Engine::restore([1; 32], sim.engine.records(), sim.now).unwrap();
-    assert_eq!(restored.limit("vendor").unwrap().adaptive.unwrap().effective, 50.0);
+    assert_eq!(
+        restored
+            .limit("vendor")
+            .unwrap()
+            .adaptive
+            .unwrap()
+            .effective,
+        50.0
+    );
     let later = sim.now.saturating_add(Duration::from_secs(1));
     restored.advance(later);
-    assert_eq!(restored.limit("vendor").unwrap().adaptive.unwrap().effective, 60.0);
+    assert_eq!(
+        restored
+            .limit("vendor")
+            .unwrap()
+            .adaptive
+            .unwrap()
+            .effective,
+        60.0
+    );
 }

@@ -25,7 +25,7 @@ use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyDict, PyType};
 use ratekeeper_client::api::{Lease as LeaseInfo, Limit};
 use ratekeeper_client::{Client as RustClient, Error, LeaseGuard};
-use ratekeeper_core::{LimitPatch, LimitSpec, PauseSpec};
+use ratekeeper_core::{Adaptive, LimitPatch, LimitSpec, PauseSpec};
 
 use bridge::{Mailbox, Pending};
 
@@ -323,7 +323,27 @@ fn limit_dict(py: Python<'_>, state: Limit) -> PyResult<Py<PyAny>> {
         .transpose()?;
     dict.set_item("template", template)?;
     dict.set_item("instance_of", state.instance_of)?;
+    let adaptive = state
+        .adaptive
+        .map(|a| {
+            let dict = PyDict::new(py);
+            dict.set_item("decrease_factor", a.decrease_factor)?;
+            dict.set_item("recovery_seconds", a.recovery_seconds)?;
+            dict.set_item("scale", a.scale)?;
+            dict.set_item("effective", a.effective)?;
+            PyResult::Ok(dict)
+        })
+        .transpose()?;
+    dict.set_item("adaptive", adaptive)?;
     Ok(dict.into_any().unbind())
+}
+
+/// An adaptive limit's settings from Python's `(decrease_factor, recovery_seconds)`.
+fn adaptive_settings((decrease_factor, recovery_seconds): (f64, f64)) -> Adaptive {
+    Adaptive {
+        decrease_factor,
+        recovery_seconds,
+    }
 }
 
 fn lease_dict(py: Python<'_>, state: LeaseInfo) -> PyResult<Py<PyAny>> {
@@ -424,7 +444,7 @@ impl Client {
     }
 
     /// Creates a limit; returns its state as a dict.
-    #[pyo3(signature = (name, slots, slot_decay_per_second=0.0, active=true, description=None, max_instances=None))]
+    #[pyo3(signature = (name, slots, slot_decay_per_second=0.0, active=true, description=None, max_instances=None, adaptive=None))]
     #[allow(clippy::too_many_arguments)]
     fn create_limit(
         &self,
@@ -435,6 +455,7 @@ impl Client {
         active: bool,
         description: Option<String>,
         max_instances: Option<u64>,
+        adaptive: Option<(f64, f64)>,
     ) -> PyResult<Py<PyAny>> {
         let spec = LimitSpec {
             name: name.clone(),
@@ -443,13 +464,14 @@ impl Client {
             active,
             description,
             max_instances,
+            adaptive: adaptive.map(adaptive_settings),
         };
         let created = self.call(py, self.inner.create_limit(spec))?;
         limit_dict(py, created)
     }
 
     /// Changes any of a limit's fields; `description=""` clears it.
-    #[pyo3(signature = (name, slots=None, slot_decay_per_second=None, active=None, description=None, max_instances=None))]
+    #[pyo3(signature = (name, slots=None, slot_decay_per_second=None, active=None, description=None, max_instances=None, adaptive=None))]
     #[allow(clippy::too_many_arguments)]
     fn update_limit(
         &self,
@@ -460,6 +482,7 @@ impl Client {
         active: Option<bool>,
         description: Option<String>,
         max_instances: Option<u64>,
+        adaptive: Option<(bool, f64, f64)>,
     ) -> PyResult<Py<PyAny>> {
         let patch = LimitPatch {
             slots,
@@ -467,6 +490,8 @@ impl Client {
             active,
             description: description.map(|d| Some(d).filter(|d| !d.is_empty())),
             max_instances,
+            adaptive: adaptive
+                .map(|(on, factor, recovery)| on.then(|| adaptive_settings((factor, recovery)))),
         };
         let changed = self.call(py, self.inner.update_limit(name, patch))?;
         limit_dict(py, changed)

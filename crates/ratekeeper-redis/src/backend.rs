@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use ratekeeper_backend::{AcquireSpec, Backend, Error, Event, LimitDetail, Waiting};
 use ratekeeper_core::{
-    InstanceQuery, LeaseGrant, LeaseId, LeaseView, LimitPatch, LimitSpec, LimitView, PauseEnd,
-    PauseSpec, Timestamp,
+    InstanceQuery, LeaseGrant, LeaseId, LeaseView, LimitError, LimitPatch, LimitSpec, LimitView,
+    PauseEnd, PauseSpec, Timestamp,
 };
 use tokio::sync::{broadcast, watch};
 
@@ -126,6 +126,11 @@ pub(crate) fn check_ttl(ttl: Option<Duration>) -> Result<(), Error> {
 impl Backend for RedisBackend {
     async fn create_limit(&self, spec: LimitSpec) -> Result<LimitView, Error> {
         spec.check()?;
+        if spec.adaptive.is_some() {
+            return Err(Error::Unsupported {
+                what: "an adaptive limit: adaptive limits need the embedded store".into(),
+            });
+        }
         if spec.name.ends_with('*') {
             return Err(Error::Unsupported {
                 what: format!(
@@ -154,6 +159,17 @@ impl Backend for RedisBackend {
 
     async fn update_limit(&self, name: &str, patch: LimitPatch) -> Result<LimitView, Error> {
         patch.check()?;
+        if let Some(Some(_)) = patch.adaptive {
+            return Err(Error::Unsupported {
+                what: "an adaptive limit: adaptive limits need the embedded store".into(),
+            });
+        }
+        if patch.max_instances.is_some() {
+            return Err(LimitError::InvalidMaxInstances {
+                reason: "is only for a template (a name ending in '*')".into(),
+            }
+            .into());
+        }
         let inner = &self.inner;
         let (description_mode, description) = match &patch.description {
             None => ("", ""),
@@ -217,7 +233,16 @@ impl Backend for RedisBackend {
             .unwrap_or_default();
         pause.until(Timestamp::EPOCH.saturating_add(here))?;
         let (kind, micros) = match pause.end {
-            PauseEnd::Seconds(seconds) => ("for", (seconds * 1e6).ceil() as u64),
+            // As the engine counts it (to the nanosecond), then up to
+            // Redis's microseconds: never a shorter pause.
+            PauseEnd::Seconds(seconds) => (
+                "for",
+                Duration::from_secs_f64(seconds)
+                    .as_nanos()
+                    .div_ceil(1000)
+                    .try_into()
+                    .unwrap_or(u64::MAX),
+            ),
             PauseEnd::Until(at) => ("until", at.as_unix_nanos().div_ceil(1000)),
         };
         let inner = &self.inner;

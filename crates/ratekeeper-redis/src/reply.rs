@@ -120,6 +120,8 @@ impl From<Limit> for LimitView {
             // Templates are not kept in Redis yet (create_limit refuses them).
             template: None,
             instance_of: None,
+            // Nor adaptive limits (create_limit and update_limit refuse them).
+            adaptive: None,
         }
     }
 }

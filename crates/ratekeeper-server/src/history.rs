@@ -226,6 +226,7 @@ mod tests {
             paused: None,
             template: None,
             instance_of: None,
+            adaptive: None,
         }
     }
 

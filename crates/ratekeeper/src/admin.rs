@@ -7,7 +7,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use clap::{Args, Subcommand, ValueEnum};
 use ratekeeper_client::Client;
 use ratekeeper_client::api::{InstanceOrder, InstancePage, Lease, Limit, LimitDetails};
-use ratekeeper_core::{LimitPatch, LimitSpec, PauseSpec};
+use ratekeeper_core::{Adaptive, LimitPatch, LimitSpec, PauseSpec};
 
 use crate::failure::Failure;
 
@@ -69,6 +69,8 @@ pub enum LimitCommand {
         /// keys may have an instance at once (default 100000).
         #[arg(long)]
         max_instances: Option<u64>,
+        #[command(flatten)]
+        adaptive: AdaptiveArgs,
     },
     /// Lists every limit; each template with its busiest instances under it.
     #[command(alias = "list")]
@@ -111,6 +113,11 @@ pub enum LimitCommand {
         /// New bound on a template's instances.
         #[arg(long)]
         max_instances: Option<u64>,
+        #[command(flatten)]
+        adaptive: AdaptiveArgs,
+        /// Make an adaptive limit fixed again, at its configured value.
+        #[arg(long, conflicts_with = "adaptive")]
+        fixed: bool,
     },
     /// Makes a limit enforce again.
     Enable {
@@ -208,6 +215,7 @@ pub async fn limit(connection: Connection, command: LimitCommand) -> Result<(), 
             inactive,
             description,
             max_instances,
+            adaptive,
         } => {
             let spec = LimitSpec {
                 name,
@@ -216,6 +224,7 @@ pub async fn limit(connection: Connection, command: LimitCommand) -> Result<(), 
                 active: !inactive,
                 description,
                 max_instances,
+                adaptive: adaptive.settings(),
             };
             client.create_limit(spec).await?
         }
@@ -280,6 +289,8 @@ pub async fn limit(connection: Connection, command: LimitCommand) -> Result<(), 
             decay,
             description,
             max_instances,
+            adaptive,
+            fixed,
         } => {
             let patch = LimitPatch {
                 slots,
@@ -288,6 +299,11 @@ pub async fn limit(connection: Connection, command: LimitCommand) -> Result<(), 
                 // "" clears it.
                 description: description.map(|d| Some(d).filter(|d| !d.is_empty())),
                 max_instances,
+                adaptive: if fixed {
+                    Some(None)
+                } else {
+                    adaptive.settings().map(Some)
+                },
             };
             client.update_limit(&name, patch).await?
         }
@@ -344,6 +360,32 @@ pub async fn limit(connection: Connection, command: LimitCommand) -> Result<(), 
     Ok(())
 }
 
+/// `--adaptive` and its settings.
+#[derive(Debug, clap::Args)]
+pub struct AdaptiveArgs {
+    /// Adapt to throttling reports: each report (a pause) lowers the rate
+    /// or slots in force, which climb back to the configured value (AIMD).
+    #[arg(long)]
+    adaptive: bool,
+    /// What each report multiplies the value in force by (default 0.7).
+    #[arg(long, requires = "adaptive", value_name = "FACTOR")]
+    decrease_factor: Option<f64>,
+    /// Seconds to climb from nothing back to the configured value
+    /// (default 30).
+    #[arg(long, requires = "adaptive", value_name = "SECONDS")]
+    recovery_seconds: Option<f64>,
+}
+
+impl AdaptiveArgs {
+    fn settings(&self) -> Option<Adaptive> {
+        let default = Adaptive::default();
+        self.adaptive.then(|| Adaptive {
+            decrease_factor: self.decrease_factor.unwrap_or(default.decrease_factor),
+            recovery_seconds: self.recovery_seconds.unwrap_or(default.recovery_seconds),
+        })
+    }
+}
+
 /// How many instances `limit ls` shows under each template.
 const LS_INSTANCES: usize = 5;
 
@@ -384,6 +426,13 @@ fn print_limits(output: Output, limits: &[Limit]) {
                 "-".into()
             },
             if l.active { "yes" } else { "no" }.into(),
+            l.adaptive.map_or("-".into(), |a| {
+                if l.slot_decay_per_second > 0.0 {
+                    format!("{:.3}/s", a.effective)
+                } else {
+                    format!("{} slots", a.effective)
+                }
+            }),
             l.paused.as_ref().map_or("-".into(), |p| {
                 format!("for {}", seconds_between(now, p.until))
             }),
@@ -399,6 +448,7 @@ fn print_limits(output: Output, limits: &[Limit]) {
         "SLOTS",
         "DECAY",
         "ACTIVE",
+        "IN FORCE",
         "PAUSED",
         "HELD",
         "DECAYING",

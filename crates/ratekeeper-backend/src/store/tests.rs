@@ -16,6 +16,8 @@ fn limit(name: &str, slots: u64) -> Change {
         pause: None,
         max_instances: None,
         instance_of: None,
+        adaptive: None,
+        scale: None,
     })
 }
 

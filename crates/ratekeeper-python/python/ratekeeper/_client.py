@@ -48,6 +48,17 @@ def _keyed(names: Names, key: Any) -> List[str]:
     return [name[:-1] + str(key) if name.endswith("*") else name for name in names]
 
 
+def _adaptive(adaptive: Union[bool, dict, None]) -> Optional[tuple]:
+    """``(decrease_factor, recovery_seconds)`` for an adaptive limit, or None."""
+    if not adaptive:
+        return None
+    settings = {} if adaptive is True else dict(adaptive)
+    unknown = set(settings) - {"decrease_factor", "recovery_seconds"}
+    if unknown:
+        raise invalid("adaptive", f"unknown adaptive settings: {', '.join(sorted(unknown))}")
+    return (float(settings.get("decrease_factor", 0.7)), float(settings.get("recovery_seconds", 30.0)))
+
+
 def _holder(holder: Any) -> Optional[str]:
     """A holder label from a string, or from Prefect's holder shape (a dict
     or object with ``type`` and ``id``), or anything else by ``str()``."""
@@ -101,6 +112,10 @@ class Limit:
     template: Optional[dict] = None
     #: For an instance: the template it follows.
     instance_of: Optional[str] = None
+    #: For an adaptive limit: ``{"decrease_factor", "recovery_seconds",
+    #: "scale", "effective"}``; ``effective`` is the rate (or slots) in
+    #: force now, beside the configured one.
+    adaptive: Optional[dict] = None
 
     @property
     def is_rate_limit(self) -> bool:
@@ -244,6 +259,7 @@ class Client:
         active: bool = True,
         description: Optional[str] = None,
         max_instances: Optional[int] = None,
+        adaptive: Union[bool, dict] = False,
     ) -> Limit:
         """Creates a limit: at most ``slots`` at once, or, with
         ``slot_decay_per_second``, a rate limit (``slots`` is then the
@@ -251,9 +267,16 @@ class Client:
 
         A name ending in ``*`` (``"tenant:*"``) makes a template: every
         key starting with the rest (``"tenant:acme"``) gets a limit of its
-        own, made on demand, at most ``max_instances`` at once."""
+        own, made on demand, at most ``max_instances`` at once.
+
+        ``adaptive=True`` (or ``{"decrease_factor": 0.7,
+        "recovery_seconds": 30}``): every throttling report lowers the rate
+        (or slots) in force by the factor, and it climbs back over
+        ``recovery_seconds`` (AIMD)."""
         return Limit._from(
-            self._native.create_limit(name, slots, slot_decay_per_second, active, description, max_instances)
+            self._native.create_limit(
+                name, slots, slot_decay_per_second, active, description, max_instances, _adaptive(adaptive)
+            )
         )
 
     def ensure_limit(
@@ -264,13 +287,16 @@ class Client:
         active: bool = True,
         description: Optional[str] = None,
         max_instances: Optional[int] = None,
+        adaptive: Union[bool, dict] = False,
     ) -> Limit:
         """Creates the limit unless it exists; returns it either way (an
         existing limit is left as it is)."""
         from .errors import LimitExists
 
         try:
-            return self.create_limit(name, slots, slot_decay_per_second, active, description, max_instances)
+            return self.create_limit(
+                name, slots, slot_decay_per_second, active, description, max_instances, adaptive
+            )
         except LimitExists:
             return self.limit(name)
 
@@ -293,6 +319,7 @@ class Client:
         active: Optional[bool] = None,
         description: Optional[str] = _UNSET,
         max_instances: Optional[int] = None,
+        adaptive: Union[None, bool, dict] = None,
     ) -> Limit:
         """Changes any of a limit's fields (``description=None`` clears
         it); the rest stay as they are. Raising slots or deactivating wakes
@@ -302,7 +329,15 @@ class Client:
         else:
             description_arg = description or ""
         return Limit._from(
-            self._native.update_limit(name, slots, slot_decay_per_second, active, description_arg, max_instances)
+            self._native.update_limit(
+                name,
+                slots,
+                slot_decay_per_second,
+                active,
+                description_arg,
+                max_instances,
+                None if adaptive is None else (bool(adaptive), *(_adaptive(adaptive) or (0.7, 30.0))),
+            )
         )
 
     def enable_limit(self, name: str) -> Limit:

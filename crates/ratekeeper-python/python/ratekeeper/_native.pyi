@@ -61,6 +61,7 @@ class Client:
         active: bool = True,
         description: Optional[str] = None,
         max_instances: Optional[int] = None,
+        adaptive: Optional[Tuple[float, float]] = None,
     ) -> Dict[str, Any]: ...
     def update_limit(
         self,
@@ -70,6 +71,7 @@ class Client:
         active: Optional[bool] = None,
         description: Optional[str] = None,
         max_instances: Optional[int] = None,
+        adaptive: Optional[Tuple[bool, float, float]] = None,
     ) -> Dict[str, Any]: ...
     def delete_limit(self, name: str) -> None: ...
     def reset_limit(self, name: str) -> Dict[str, Any]: ...
