@@ -74,6 +74,9 @@ pub struct LimitDetail {
 
 /// A change of state, for live views.
 #[derive(Debug, Clone, PartialEq)]
+// Most events are limit changes: boxing them would allocate for each to
+// save space on the rarer lease events.
+#[allow(clippy::large_enum_variant)]
 pub enum Event {
     /// A limit was created or its state changed.
     Limit(LimitView),
