@@ -728,3 +728,24 @@ test("a template is listed with its key count, and its page lists its busiest ke
     await server.stop();
   }
 });
+
+test("an adaptive limit shows the rate in force beside the configured one", async () => {
+  const server = await startServer();
+  const created = await call(server, "POST", "/v1/limits",
+    { name: "vendor", slots: 1, slot_decay_per_second: 100, adaptive: { decrease_factor: 0.5, recovery_seconds: 600 } });
+  assert.equal(created.status, 201, JSON.stringify(created.body));
+  const reported = await call(server, "POST", "/v1/limits/vendor/pause", { seconds: 0.001, reason: "429" });
+  assert.equal(reported.body.adaptive.effective, 50);
+  const { page, close } = await open(server.url);
+  try {
+    const row = page.locator('tr[data-name="vendor"]');
+    await until(async () => /50(\.\d)? of 100/.test(await row.textContent()), "the list shows the rate in force");
+    await page.getByRole("link", { name: "vendor" }).click();
+    const note = page.locator(".adaptive-note");
+    await until(async () => /Adaptive: 50(\.\d)?\/s in force of 100\/s configured, climbing back/.test(await note.textContent()), "the page explains");
+    await shot(page, "adaptive-limit-page");
+  } finally {
+    await close();
+    await server.stop();
+  }
+});

@@ -126,7 +126,7 @@ struct Scrape {
 /// A per-limit metric: its name, its help text and how to read it.
 type PerLimit = (&'static str, &'static str, fn(&LimitView) -> f64);
 
-const GAUGES: [PerLimit; 7] = [
+const GAUGES: [PerLimit; 8] = [
     ("slots", "Slots of the limit", |l| l.slots as f64),
     ("held", "Slots held by leases", |l| l.held as f64),
     ("decaying", "Rate-mode slots not yet decayed", |l| {
@@ -139,6 +139,15 @@ const GAUGES: [PerLimit; 7] = [
     ("active", "1 if the limit enforces, else 0", |l| {
         u8::from(l.active).into()
     }),
+    (
+        "effective",
+        "The rate (rate limit) or slots (concurrency limit) in force: lower than configured while an adaptive limit is lowered",
+        |l| match &l.adaptive {
+            Some(a) => a.effective,
+            None if l.slot_decay_per_second > 0.0 => l.slot_decay_per_second,
+            None => l.slots as f64,
+        },
+    ),
     (
         "paused_seconds",
         "Seconds until the limit's pause ends; 0 when not paused",

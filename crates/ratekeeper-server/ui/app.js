@@ -123,6 +123,15 @@ function pauseNow(limit) {
   return limit.paused && limit.paused.until > Date.now() ? limit.paused : null;
 }
 
+/** A rate as configured, or, for a lowered adaptive limit, the rate in
+ *  force and the configured one: "42.5 of 100". */
+function inForce(limit) {
+  const configured = formatNumber(limit.slot_decay_per_second);
+  const adaptive = limit.adaptive;
+  if (!adaptive || adaptive.scale >= 1) return configured;
+  return `${formatNumber(Math.round(adaptive.effective * 10) / 10)} of ${configured}`;
+}
+
 /** "paused 29 s" for a list row. */
 function pauseBadge(limit) {
   const pause = pauseNow(limit);
@@ -610,7 +619,7 @@ function limitsPage() {
           const n = limit.template.instances;
           setText(instanceCount, `template · ${formatNumber(n)} key${n === 1 ? "" : "s"}`);
         }
-        setText(decay, isRateLimit(limit) ? formatNumber(limit.slot_decay_per_second) : "–");
+        setText(decay, isRateLimit(limit) ? inForce(limit) : "–");
         active.update(limit);
         usage.update(entry);
         const perSecond = recentRate(store.history.get(limit.name), "granted");
@@ -846,6 +855,7 @@ function limitPage(name) {
     instanceTitle,
     el("p", { class: "hint", text: "Each key gets its own limit with the template's settings, made when first used and dropped when idle. The busiest first." }));
   const instanceOf = el("p", { class: "hint instance-of", hidden: true });
+  const adaptiveNote = el("p", { class: "hint adaptive-note", hidden: true });
   const leaseTitle = el("h2", { id: "leases-title" });
   const waiterTitle = el("h2", { id: "queue-title" });
   const queueNote = el("p", { class: "hint queue-note", id: "queue-note", hidden: true });
@@ -863,6 +873,7 @@ function limitPage(name) {
       el("button", { type: "button", class: "pause-button", "aria-label": `Pause ${name}`, text: "Pause…", onclick: () => openPauseForm(name) }),
       actionButtons(name)),
     pauseBanner,
+    adaptiveNote,
     instanceOf,
     description,
     el("dl", { class: "summary" }, Object.values(stats).map((s) => s.root)),
@@ -910,6 +921,16 @@ function limitPage(name) {
       instancesPanel.hidden = !limit.template;
       for (const panel of root.querySelectorAll(".holders")) panel.hidden = Boolean(limit.template);
       instanceOf.hidden = !limit.instance_of;
+      adaptiveNote.hidden = !limit.adaptive;
+      if (limit.adaptive) {
+        const a = limit.adaptive;
+        const what = rate ? "/s" : " slots";
+        const configured = rate ? limit.slot_decay_per_second : limit.slots;
+        const state = a.scale >= 1
+          ? `at its configured ${formatNumber(configured)}${what}`
+          : `${formatNumber(Math.round(a.effective * 10) / 10)}${what} in force of ${formatNumber(configured)}${what} configured, climbing back`;
+        setText(adaptiveNote, `Adaptive: ${state}. Each report of throttling multiplies it by ${a.decrease_factor}; it recovers fully over ${formatNumber(a.recovery_seconds)} s.`);
+      }
       if (limit.instance_of) {
         instanceOf.replaceChildren("A key of template ", el("a", { href: limitHash(limit.instance_of), text: limit.instance_of }),
           ": its settings are the template's; it is dropped when idle.");
