@@ -31,4 +31,4 @@ pub use limit::{
 pub use names::{ID_PATTERN, MAX_SECONDS, NAME_PATTERN, encoded_name, limit_path};
 #[cfg(feature = "openapi")]
 pub use names::{LeaseIdText, LimitName};
-pub use throttle::{DEFAULT_RETRY_AFTER, parse_retry_after, throttled_for};
+pub use throttle::{ThrottledBody, parse_retry_after, throttled_for};

@@ -5,23 +5,64 @@
 
 use std::time::{Duration, SystemTime};
 
-/// How long a limit pauses for a 429 that carries no `Retry-After`.
-pub const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(1);
-
-/// How long an upstream's answer asks everyone to wait, if it is a
-/// "slow down": a 429 (its `Retry-After`, or [`DEFAULT_RETRY_AFTER`]
-/// without a readable one), or a 503 with a `Retry-After` (a 503 without one is an
-/// outage, not a request to slow down). `None` for any other answer, and
-/// for a `Retry-After` already past.
-pub fn throttled_for(status: u16, retry_after: Option<&str>, now: SystemTime) -> Option<Duration> {
-    let asked = retry_after.and_then(|value| parse_retry_after(value, now));
+/// Whether an upstream's answer says "slow down", and the wait it asked
+/// for: a 429 (with its `Retry-After` if it gave a readable one, not yet
+/// past), or a 503 with a `Retry-After` (a 503 without one is an outage,
+/// not a request to slow down). `None` for any other answer. The server
+/// decides what a report without a wait does (a fixed limit pauses a
+/// second, an adaptive one slows down).
+pub fn throttled_for(
+    status: u16,
+    retry_after: Option<&str>,
+    now: SystemTime,
+) -> Option<Option<Duration>> {
+    let asked = retry_after
+        .and_then(|value| parse_retry_after(value, now))
+        .filter(|wait| !wait.is_zero());
     match status {
-        429 => match asked {
-            Some(wait) => Some(wait).filter(|wait| !wait.is_zero()),
-            None => Some(DEFAULT_RETRY_AFTER),
-        },
-        503 => asked.filter(|wait| !wait.is_zero()),
+        429 => Some(asked),
+        503 => asked.map(Some),
         _ => None,
+    }
+}
+
+/// A report that the upstream behind a limit said "slow down" (the body of
+/// `POST /v1/limits/{name}/throttled`).
+#[derive(Debug, Clone, Default, serde::Deserialize, serde::Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct ThrottledBody {
+    /// The wait the upstream asked for (its `Retry-After`), in seconds:
+    /// the limit pauses that long. Without it, a fixed limit pauses a
+    /// second and an adaptive one only slows down.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_after_seconds: Option<f64>,
+    /// Why, for people (e.g. "429 from api.vendor.com").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Who reports it; the server records the caller's token scope when
+    /// this is absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reporter: Option<String>,
+}
+
+impl From<ThrottledBody> for ratekeeper_core::ThrottleReport {
+    fn from(body: ThrottledBody) -> Self {
+        ratekeeper_core::ThrottleReport {
+            retry_after: body.retry_after_seconds,
+            reason: body.reason,
+            reporter: body.reporter,
+        }
+    }
+}
+
+impl From<ratekeeper_core::ThrottleReport> for ThrottledBody {
+    fn from(report: ratekeeper_core::ThrottleReport) -> Self {
+        ThrottledBody {
+            retry_after_seconds: report.retry_after,
+            reason: report.reason,
+            reporter: report.reporter,
+        }
     }
 }
 
@@ -67,12 +108,13 @@ mod tests {
     #[test]
     fn a_429_always_counts_and_a_503_only_with_a_retry_after() {
         let wait = |status, header| throttled_for(status, header, now());
-        assert_eq!(wait(429, Some("7")), Some(Duration::from_secs(7)));
-        assert_eq!(wait(429, None), Some(DEFAULT_RETRY_AFTER));
-        assert_eq!(wait(503, Some("7")), Some(Duration::from_secs(7)));
+        let seven = Some(Duration::from_secs(7));
+        assert_eq!(wait(429, Some("7")), Some(seven));
+        assert_eq!(wait(429, None), Some(None), "throttled, no wait asked");
+        assert_eq!(wait(503, Some("7")), Some(seven));
         assert_eq!(wait(503, None), None);
-        assert_eq!(wait(429, Some("0")), None, "nothing to wait for");
-        assert_eq!(wait(429, Some("garbage")), Some(DEFAULT_RETRY_AFTER));
+        assert_eq!(wait(429, Some("0")), Some(None));
+        assert_eq!(wait(429, Some("garbage")), Some(None));
         assert_eq!(wait(500, Some("7")), None);
         assert_eq!(wait(200, None), None);
     }

@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use ratekeeper_core::{
     AcquireError, AcquireRequest, Claim, InstanceQuery, LeaseError, LeaseGrant, LeaseId, LeaseView,
-    LimitError, LimitPatch, LimitSpec, LimitView, Mode, PauseSpec, Timestamp, WaiterView,
+    LimitError, LimitPatch, LimitSpec, LimitView, Mode, PauseSpec, ThrottleReport, Timestamp,
+    WaiterView,
 };
 use tokio::sync::broadcast;
 
@@ -178,6 +179,13 @@ pub trait Backend: Send + Sync + 'static {
         &self,
         name: &str,
         pause: PauseSpec,
+    ) -> impl Future<Output = Result<LimitView, Error>> + Send;
+    /// Takes a report that the upstream behind a limit said "slow down"
+    /// (see [`Engine::report_throttled`](ratekeeper_core::Engine::report_throttled)).
+    fn report_throttled(
+        &self,
+        name: &str,
+        report: ThrottleReport,
     ) -> impl Future<Output = Result<LimitView, Error>> + Send;
     /// Ends a limit's pause now.
     fn resume_limit(&self, name: &str) -> impl Future<Output = Result<LimitView, Error>> + Send;

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use ratekeeper_core::{
     Change, Engine, Held, InstanceQuery, LeaseGrant, LeaseId, LeaseView, LimitPatch, LimitSpec,
-    LimitView, PauseSpec,
+    LimitView, PauseSpec, ThrottleReport,
 };
 use ratekeeper_driver::Driver;
 use tokio::sync::broadcast;
@@ -166,6 +166,15 @@ impl Backend for Embedded {
 
     async fn pause_limit(&self, name: &str, pause: PauseSpec) -> Result<LimitView, Error> {
         self.change(|engine, now| engine.pause(now, name, &pause))
+            .await
+    }
+
+    async fn report_throttled(
+        &self,
+        name: &str,
+        report: ThrottleReport,
+    ) -> Result<LimitView, Error> {
+        self.change(|engine, now| engine.report_throttled(now, name, &report))
             .await
     }
 

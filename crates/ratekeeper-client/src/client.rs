@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ratekeeper_backend::AcquireSpec;
-use ratekeeper_core::{DEFAULT_LEASE_TTL, LimitPatch, LimitSpec, Mode, PauseSpec};
+use ratekeeper_core::{DEFAULT_LEASE_TTL, LimitPatch, LimitSpec, Mode, PauseSpec, ThrottleReport};
 use tokio::runtime::{Handle, Runtime};
 use tracing::Instrument;
 
@@ -168,21 +168,27 @@ impl Client {
     }
 
     /// Tells every user of `name` that the upstream it protects said "slow
-    /// down" (a 429 or 503) and to wait `retry_after`: the limit pauses for
-    /// that long, so the whole fleet waits instead of each worker finding
-    /// out on its own. `reason` is kept with the pause and shown.
+    /// down" (a 429, or a 503 with `Retry-After`), so the whole fleet backs
+    /// off instead of each worker finding out on its own: the limit pauses
+    /// for `retry_after` (a fixed limit for a second without one), and an
+    /// adaptive limit slows down. `reason` is kept with the pause and shown.
     pub async fn report_throttled(
         &self,
         name: &str,
-        retry_after: Duration,
+        retry_after: Option<Duration>,
         reason: impl Into<String>,
     ) -> Result<Limit, Error> {
-        let pause = PauseSpec {
+        let report = ThrottleReport {
+            retry_after: retry_after.map(|wait| wait.as_secs_f64()),
             reason: Some(reason.into()),
             reporter: Some(reporter()),
-            ..PauseSpec::for_seconds(retry_after.as_secs_f64())
         };
-        self.pause_limit(name, pause).await
+        self.report(name, report).await
+    }
+
+    /// [`report_throttled`](Self::report_throttled) with every field given.
+    pub async fn report(&self, name: &str, report: ThrottleReport) -> Result<Limit, Error> {
+        self.shared.transport.report_throttled(name, report).await
     }
 
     /// Sends one acquire request as `body` says and returns the server's

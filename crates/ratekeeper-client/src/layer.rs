@@ -153,10 +153,13 @@ where
             }
             let response = inner.call(request).await.map_err(Into::into);
             if let Ok(answer) = &response
-                && let Some(wait) = limits.throttling.retry_after(answer)
+                && let Some(wait) = limits.throttling.throttled(answer)
             {
                 for name in limits.concurrency.iter().chain(&limits.rate) {
-                    let reason = format!("upstream asked to wait {:.3} s", wait.as_secs_f64());
+                    let reason = match wait {
+                        Some(wait) => format!("upstream asked to wait {:.3} s", wait.as_secs_f64()),
+                        None => "upstream said slow down".to_owned(),
+                    };
                     if let Err(err) = client.report_throttled(name, wait, reason).await {
                         tracing::warn!(limit = %name, error = %err, "could not report throttling");
                     }
@@ -175,8 +178,9 @@ where
 /// Tells whether a service's response says the upstream asked to slow
 /// down, and for how long.
 pub trait ThrottleSignal<R> {
-    /// How long the upstream asked everyone to wait, or `None`.
-    fn retry_after(&self, response: &R) -> Option<Duration>;
+    /// `None` if the upstream did not say "slow down"; else the wait it
+    /// asked for, if it asked for one.
+    fn throttled(&self, response: &R) -> Option<Option<Duration>>;
 }
 
 /// Reports nothing: the layer's default.
@@ -184,18 +188,18 @@ pub trait ThrottleSignal<R> {
 pub struct NoReports;
 
 impl<R> ThrottleSignal<R> for NoReports {
-    fn retry_after(&self, _: &R) -> Option<Duration> {
+    fn throttled(&self, _: &R) -> Option<Option<Duration>> {
         None
     }
 }
 
 /// HTTP responses, by the rules of [`ratekeeper_api::throttled_for`]: a
-/// 429 (its `Retry-After`, or 1 s), a 503 with a `Retry-After`.
+/// 429 (with its `Retry-After`, if any), a 503 with a `Retry-After`.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct HttpThrottling;
 
 impl HttpThrottling {
-    fn read(status: u16, headers: &http::HeaderMap) -> Option<Duration> {
+    fn read(status: u16, headers: &http::HeaderMap) -> Option<Option<Duration>> {
         let retry_after = headers
             .get(http::header::RETRY_AFTER)
             .and_then(|value| value.to_str().ok());
@@ -204,13 +208,13 @@ impl HttpThrottling {
 }
 
 impl<B> ThrottleSignal<http::Response<B>> for HttpThrottling {
-    fn retry_after(&self, response: &http::Response<B>) -> Option<Duration> {
+    fn throttled(&self, response: &http::Response<B>) -> Option<Option<Duration>> {
         Self::read(response.status().as_u16(), response.headers())
     }
 }
 
 impl ThrottleSignal<reqwest::Response> for HttpThrottling {
-    fn retry_after(&self, response: &reqwest::Response) -> Option<Duration> {
+    fn throttled(&self, response: &reqwest::Response) -> Option<Option<Duration>> {
         Self::read(response.status().as_u16(), response.headers())
     }
 }

@@ -8,10 +8,12 @@ use std::time::{Duration, Instant};
 use ratekeeper_api::{
     AcquireAnswer, AcquireBody, CreateLimit, ErrorBody, ErrorCode, InstanceOrder, InstancePage,
     Instances, Lease, Limit, LimitDetails, LimitHistory, PauseLimit, RenewBody, Renewed,
-    UpdateLimit, WaitBody, encoded_name, limit_path,
+    ThrottledBody, UpdateLimit, WaitBody, encoded_name, limit_path,
 };
 use ratekeeper_backend::{AcquireSpec, Backend, Embedded, Granted};
-use ratekeeper_core::{LeaseGrant, LeaseId, LimitPatch, LimitSpec, PauseSpec, Timestamp};
+use ratekeeper_core::{
+    LeaseGrant, LeaseId, LimitPatch, LimitSpec, PauseSpec, ThrottleReport, Timestamp,
+};
 use reqwest::{Method, StatusCode};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -225,6 +227,21 @@ impl Transport {
             Transport::Http(http) => {
                 let path = format!("{}/pause", limit_path(name));
                 http.call(Method::POST, &path, Some(&PauseLimit::from(pause)))
+                    .await
+            }
+        }
+    }
+
+    pub async fn report_throttled(
+        &self,
+        name: &str,
+        report: ThrottleReport,
+    ) -> Result<Limit, Error> {
+        match self {
+            Transport::Memory(backend) => Ok(backend.report_throttled(name, report).await?.into()),
+            Transport::Http(http) => {
+                let path = format!("{}/throttled", limit_path(name));
+                http.call(Method::POST, &path, Some(&ThrottledBody::from(report)))
                     .await
             }
         }

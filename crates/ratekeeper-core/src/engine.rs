@@ -26,7 +26,7 @@ use crate::journal::{Change, LimitRecord, Records, RestoreError};
 use crate::lease::{Lease, LeaseGrant, LeaseId, LeaseView, Permit, check_ttl};
 use crate::limit::{Limit, LimitId, LimitPatch, LimitSpec, LimitView, Role, Room, check_drain};
 use crate::name::{self, LimitName};
-use crate::pause::{Pause, PauseSpec};
+use crate::pause::{Pause, PauseSpec, ThrottleReport};
 use crate::request::{
     AcquireRequest, Admission, Grant, Held, Mode, PendingClaim, RequestId, Waiter, WaiterView, Wake,
 };
@@ -419,17 +419,64 @@ impl Engine {
     ) -> Result<LimitView, LimitError> {
         let until = spec.until(now.max(self.now))?;
         self.advance(now);
-        let id = match (self.limit_id(name), self.template_for(name)) {
-            (Ok(id), _) => id,
+        let id = self.limit_or_key(name)?;
+        self.pause_all(id, spec, until);
+        self.settle();
+        let view = self.view_of(id);
+        self.drop_idle();
+        Ok(view)
+    }
+
+    /// Takes a report that the upstream behind a limit said "slow down"
+    /// (see [`ThrottleReport`]): an adaptive limit is lowered, and the
+    /// limit paused for the wait the upstream asked for (a fixed limit for
+    /// a second when it asked for none). On a template, every instance;
+    /// on a key of a template, that key alone.
+    pub fn report_throttled(
+        &mut self,
+        now: Timestamp,
+        name: &str,
+        report: &ThrottleReport,
+    ) -> Result<LimitView, LimitError> {
+        // Checked before anything changes.
+        if let Some(spec) = report.pause(false) {
+            spec.until(now.max(self.now))?;
+        }
+        self.advance(now);
+        let id = self.limit_or_key(name)?;
+        let mut lowered = vec![id];
+        lowered.extend(self.instances_of(id));
+        for &limit in &lowered {
+            self.lower(limit);
+        }
+        if let Some(spec) = report.pause(self.limits[&id].adaptive.is_some()) {
+            let until = spec.until(self.now)?;
+            self.pause_all(id, &spec, until);
+        }
+        self.settle();
+        let view = self.view_of(id);
+        self.drop_idle();
+        Ok(view)
+    }
+
+    /// A limit, or the instance of a key of a template, made if it has
+    /// none: the worker that saw the 429 may have let go of it already.
+    fn limit_or_key(&mut self, name: &str) -> Result<LimitId, LimitError> {
+        match (self.limit_id(name), self.template_for(name)) {
+            (Ok(id), _) => Ok(id),
             (Err(LimitError::NotFound { .. }), Some(template)) => {
                 self.check_room_for_instance(template, name, &mut SmallVec::new())
                     .map_err(|err| LimitError::InvalidPause {
                         reason: err.to_string(),
                     })?;
-                self.new_instance(template, name)
+                Ok(self.new_instance(template, name))
             }
-            (Err(err), _) => return Err(err),
-        };
+            (Err(err), _) => Err(err),
+        }
+    }
+
+    /// Pauses a limit and, for a template, every instance.
+    fn pause_all(&mut self, id: LimitId, spec: &PauseSpec, until: Timestamp) {
         let pause = Pause {
             until,
             since: self.now,
@@ -440,10 +487,6 @@ impl Engine {
             self.pause_one(instance, &pause);
         }
         self.pause_one(id, &pause);
-        self.settle();
-        let view = self.view_of(id);
-        self.drop_idle();
-        Ok(view)
     }
 
     /// Ends a limit's pause now, granting its queue from the head (on a
@@ -764,7 +807,6 @@ impl Engine {
     }
 
     fn pause_one(&mut self, id: LimitId, pause: &Pause) {
-        self.lower(id);
         let now = self.now;
         let limit = self.limit_mut(id);
         let current = limit.paused(now).map_or(now, |p| p.until);

@@ -97,7 +97,10 @@ pub use limit::{
     MAX_DESCRIPTION_LEN, MAX_DRAIN_SECONDS, MAX_INSTANCES, MAX_SLOTS, TemplateView, check_drain,
 };
 pub use name::{LimitName, MAX_NAME_LEN, template_prefix};
-pub use pause::{MAX_PAUSE, MAX_PAUSE_TEXT_LEN, Pause, PauseEnd, PauseSpec};
+pub use pause::{
+    DEFAULT_THROTTLE_PAUSE, MAX_PAUSE, MAX_PAUSE_TEXT_LEN, Pause, PauseEnd, PauseSpec,
+    ThrottleReport,
+};
 pub use request::{
     AcquireRequest, Admission, Claim, Grant, Held, MAX_HOLDER_LEN, MAX_NAMES_PER_REQUEST, Mode,
     RequestId, WaiterView, Wake,

@@ -87,6 +87,43 @@ impl PauseSpec {
     }
 }
 
+/// How long a fixed limit pauses for a report that names no wait.
+pub const DEFAULT_THROTTLE_PAUSE: Duration = Duration::from_secs(1);
+
+/// A report that the upstream a limit protects said "slow down" (a 429, or
+/// a 503 with `Retry-After`).
+///
+/// An adaptive limit is lowered (see [`crate::Adaptive`]); every limit is
+/// paused for `retry_after` when the upstream asked for a wait, and a fixed
+/// limit for [`DEFAULT_THROTTLE_PAUSE`] when it did not (an adaptive one
+/// then only slows down).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ThrottleReport {
+    /// The wait the upstream asked for, in seconds (its `Retry-After`).
+    pub retry_after: Option<f64>,
+    /// Why, for people.
+    pub reason: Option<String>,
+    /// Who reports it.
+    pub reporter: Option<String>,
+}
+
+impl ThrottleReport {
+    /// The pause it makes on a limit, adaptive or not; checked as a
+    /// pause is.
+    pub fn pause(&self, adaptive: bool) -> Option<PauseSpec> {
+        let seconds = match self.retry_after {
+            Some(seconds) => seconds,
+            None if adaptive => return None,
+            None => DEFAULT_THROTTLE_PAUSE.as_secs_f64(),
+        };
+        Some(PauseSpec {
+            end: PauseEnd::Seconds(seconds),
+            reason: self.reason.clone(),
+            reporter: self.reporter.clone(),
+        })
+    }
+}
+
 /// A limit's pause, as stored and shown.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]

@@ -1377,6 +1377,15 @@ fn adaptive(sim: &mut Sim, spec: LimitSpec) {
     sim.engine.create_limit(sim.now, &spec).unwrap();
 }
 
+/// A report of a 429 without `Retry-After`.
+fn report(sim: &mut Sim, name: &str) -> ratekeeper_core::LimitView {
+    let report = ratekeeper_core::ThrottleReport {
+        reason: Some("429".into()),
+        ..Default::default()
+    };
+    sim.engine.report_throttled(sim.now, name, &report).unwrap()
+}
+
 fn effective(sim: &Sim, name: &str) -> f64 {
     sim.view(name).adaptive.unwrap().effective
 }
@@ -1386,10 +1395,10 @@ fn a_report_halves_an_adaptive_rate_once_per_second_and_it_climbs_back_in_steps(
     let mut sim = Sim::new();
     adaptive(&mut sim, LimitSpec::rate("vendor", 100.0, 1));
     assert_eq!(effective(&sim, "vendor"), 100.0);
-    pause(&mut sim, "vendor", 0.001, "429");
+    report(&mut sim, "vendor");
     assert_eq!(effective(&sim, "vendor"), 50.0);
     // The rest of the fleet reporting the same burst lowers nothing more.
-    pause(&mut sim, "vendor", 0.001, "429 again");
+    report(&mut sim, "vendor");
     assert_eq!(effective(&sim, "vendor"), 50.0);
     sim.advance_ms(1_000);
     assert_eq!(
@@ -1397,7 +1406,7 @@ fn a_report_halves_an_adaptive_rate_once_per_second_and_it_climbs_back_in_steps(
         60.0,
         "10 s from 0 to 100: +10 a second"
     );
-    pause(&mut sim, "vendor", 0.001, "429");
+    report(&mut sim, "vendor");
     assert_eq!(effective(&sim, "vendor"), 30.0);
     for _ in 0..7 {
         sim.advance_ms(1_000);
@@ -1420,7 +1429,7 @@ fn a_report_halves_an_adaptive_rate_once_per_second_and_it_climbs_back_in_steps(
 fn a_lowered_rate_admits_at_the_lowered_rate_exactly() {
     let mut sim = Sim::new();
     adaptive(&mut sim, LimitSpec::rate("vendor", 10.0, 1));
-    pause(&mut sim, "vendor", 0.001, "429");
+    report(&mut sim, "vendor");
     sim.advance_ms(1);
     assert!(sim.try_rate(&["vendor"], 1));
     // At 5/s the next turn is 200 ms later, not 100.
@@ -1434,7 +1443,7 @@ fn a_lowered_rate_admits_at_the_lowered_rate_exactly() {
 fn an_adaptive_concurrency_limit_lowers_its_slots_and_keeps_at_least_one() {
     let mut sim = Sim::new();
     adaptive(&mut sim, LimitSpec::concurrency("pool", 4));
-    pause(&mut sim, "pool", 0.001, "503");
+    report(&mut sim, "pool");
     assert_eq!(effective(&sim, "pool"), 2.0);
     sim.advance_ms(1);
     sim.lease(&["pool"], 1);
@@ -1442,7 +1451,7 @@ fn an_adaptive_concurrency_limit_lowers_its_slots_and_keeps_at_least_one() {
     let waiter = sim.queue(&["pool"], 1);
     for _ in 0..3 {
         sim.advance_ms(1_000);
-        pause(&mut sim, "pool", 0.001, "503");
+        report(&mut sim, "pool");
     }
     assert_eq!(effective(&sim, "pool"), 1.0);
     // Climbing back lets the waiter in once a third slot is in force.
@@ -1468,7 +1477,7 @@ fn adaptive_settings_out_of_range_are_refused_and_a_fixed_limit_is_not_lowered()
     let err = sim.engine.create_limit(sim.now, &bad).unwrap_err();
     assert_eq!(err.code(), "invalid_adaptive");
     sim.rate("fixed", 10.0, 1);
-    pause(&mut sim, "fixed", 0.001, "429");
+    report(&mut sim, "fixed");
     assert_eq!(sim.view("fixed").adaptive, None);
 }
 
@@ -1476,7 +1485,7 @@ fn adaptive_settings_out_of_range_are_refused_and_a_fixed_limit_is_not_lowered()
 fn an_adaptive_limit_keeps_its_lowered_value_across_a_restore() {
     let mut sim = Sim::new();
     adaptive(&mut sim, LimitSpec::rate("vendor", 100.0, 1));
-    pause(&mut sim, "vendor", 0.001, "429");
+    report(&mut sim, "vendor");
     let mut restored =
         ratekeeper_core::Engine::restore([1; 32], sim.engine.records(), sim.now).unwrap();
     assert_eq!(
@@ -1499,4 +1508,45 @@ fn an_adaptive_limit_keeps_its_lowered_value_across_a_restore() {
             .effective,
         60.0
     );
+}
+
+#[test]
+fn a_report_pauses_a_fixed_limit_a_second_without_retry_after_and_every_limit_for_its_retry_after()
+{
+    let mut sim = Sim::new();
+    sim.rate("fixed", 10.0, 1);
+    adaptive(&mut sim, LimitSpec::rate("adaptive", 10.0, 1));
+    let fixed = report(&mut sim, "fixed")
+        .paused
+        .expect("a fixed limit pauses");
+    assert_eq!(fixed.until, sim.now.saturating_add(Duration::from_secs(1)));
+    let adapting = report(&mut sim, "adaptive");
+    assert_eq!(
+        adapting.paused, None,
+        "an adaptive limit slows down instead"
+    );
+    assert_eq!(adapting.adaptive.unwrap().effective, 5.0);
+    sim.advance_ms(1_000);
+    let asked = ratekeeper_core::ThrottleReport {
+        retry_after: Some(30.0),
+        ..Default::default()
+    };
+    let both = sim
+        .engine
+        .report_throttled(sim.now, "adaptive", &asked)
+        .unwrap();
+    assert_eq!(
+        both.paused.unwrap().until,
+        sim.now.saturating_add(Duration::from_secs(30))
+    );
+    assert!(both.adaptive.unwrap().effective < 5.0);
+    let bad = ratekeeper_core::ThrottleReport {
+        retry_after: Some(-1.0),
+        ..Default::default()
+    };
+    let err = sim
+        .engine
+        .report_throttled(sim.now, "fixed", &bad)
+        .unwrap_err();
+    assert_eq!(err.code(), "invalid_pause");
 }

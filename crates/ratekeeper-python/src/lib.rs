@@ -25,7 +25,7 @@ use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyDict, PyType};
 use ratekeeper_client::api::{Lease as LeaseInfo, Limit};
 use ratekeeper_client::{Client as RustClient, Error, LeaseGuard};
-use ratekeeper_core::{Adaptive, LimitPatch, LimitSpec, PauseSpec};
+use ratekeeper_core::{Adaptive, LimitPatch, LimitSpec, PauseSpec, ThrottleReport};
 
 use bridge::{Mailbox, Pending};
 
@@ -525,6 +525,25 @@ impl Client {
         };
         let paused = self.call(py, self.inner.pause_limit(name, pause))?;
         limit_dict(py, paused)
+    }
+
+    /// Reports that the upstream behind a limit said "slow down".
+    #[pyo3(signature = (name, retry_after=None, reason=None, reporter=None))]
+    fn report_throttled(
+        &self,
+        py: Python<'_>,
+        name: &str,
+        retry_after: Option<f64>,
+        reason: Option<String>,
+        reporter: Option<String>,
+    ) -> PyResult<Py<PyAny>> {
+        let report = ThrottleReport {
+            retry_after,
+            reason,
+            reporter: Some(reporter.unwrap_or_else(ratekeeper_client::reporter)),
+        };
+        let reported = self.call(py, self.inner.report(name, report))?;
+        limit_dict(py, reported)
     }
 
     /// Ends a limit's pause now.

@@ -3,12 +3,14 @@
 
 use pyo3::prelude::*;
 
-/// Seconds an upstream's answer asks everyone to wait: for a 429 its
-/// `Retry-After` (or 1 s), for a 503 with a `Retry-After` that; `None` for
-/// any other answer.
+/// Whether an upstream's answer says "slow down" (a 429, or a 503 with
+/// `Retry-After`), and the seconds it asked to wait if it asked:
+/// `(throttled, retry_after_seconds)`.
 #[pyfunction]
 #[pyo3(signature = (status, retry_after=None))]
-pub fn throttled_for(status: u16, retry_after: Option<&str>) -> Option<f64> {
-    ratekeeper_client::api::throttled_for(status, retry_after, std::time::SystemTime::now())
-        .map(|wait| wait.as_secs_f64())
+pub fn throttled_for(status: u16, retry_after: Option<&str>) -> (bool, Option<f64>) {
+    match ratekeeper_client::api::throttled_for(status, retry_after, std::time::SystemTime::now()) {
+        Some(wait) => (true, wait.map(|wait| wait.as_secs_f64())),
+        None => (false, None),
+    }
 }

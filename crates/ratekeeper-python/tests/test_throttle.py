@@ -56,9 +56,12 @@ def test_report_throttled_reads_seconds_or_a_retry_after_header(rk):
     c = new_limit(rk, 1)
     ratekeeper.report_throttled(c)  # no Retry-After: a second
     assert 0 < rk.limit(c).paused.seconds_left <= 1.01
-    d = new_limit(rk, 1)
-    ratekeeper.report_throttled(d, 0)  # nothing to wait for
-    assert rk.limit(d).paused is None
+    adaptive = f"adaptive-{os.getpid()}-{time.monotonic_ns()}"
+    rk.create_limit(adaptive, 1, 100.0, adaptive={"decrease_factor": 0.5})
+    ratekeeper.report_throttled(adaptive)  # no wait: it slows down instead
+    limit = rk.limit(adaptive)
+    assert limit.paused is None
+    assert limit.adaptive["effective"] == 50.0 and limit.slot_decay_per_second == 100.0
 
 
 class Vendor:

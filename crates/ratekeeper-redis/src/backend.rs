@@ -7,7 +7,7 @@ use std::time::Duration;
 use ratekeeper_backend::{AcquireSpec, Backend, Error, Event, LimitDetail, Waiting};
 use ratekeeper_core::{
     InstanceQuery, LeaseGrant, LeaseId, LeaseView, LimitError, LimitPatch, LimitSpec, LimitView,
-    PauseEnd, PauseSpec, Timestamp,
+    PauseEnd, PauseSpec, ThrottleReport, Timestamp,
 };
 use tokio::sync::{broadcast, watch};
 
@@ -255,6 +255,16 @@ impl Backend for RedisBackend {
             ("reporter", pause.reporter.as_deref().unwrap_or("")),
         ];
         limit_reply(inner.run(part, &inner.scripts.pause, &args).await?)
+    }
+
+    async fn report_throttled(
+        &self,
+        name: &str,
+        report: ThrottleReport,
+    ) -> Result<LimitView, Error> {
+        // No limit here adapts (they are refused), so a report is a pause.
+        let pause = report.pause(false).expect("a fixed limit always pauses");
+        self.pause_limit(name, pause).await
     }
 
     async fn resume_limit(&self, name: &str) -> Result<LimitView, Error> {

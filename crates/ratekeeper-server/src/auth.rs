@@ -178,7 +178,7 @@ fn needed(method: &Method, path: &str) -> Option<Scope> {
         _ if crate::ui::is_ui_path(path) => None,
         // Workers report an upstream's "slow down" with their own token.
         _ if path.starts_with("/v1/limits/")
-            && path.ends_with("/pause")
+            && (path.ends_with("/pause") || path.ends_with("/throttled"))
             && method == Method::POST =>
         {
             Some(Scope::Client)

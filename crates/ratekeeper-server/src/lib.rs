@@ -130,6 +130,7 @@ operations![
     routes::reset_limit::<B>,
     routes::list_instances::<B>,
     routes::pause_limit::<B>,
+    routes::report_throttled::<B>,
     routes::resume_limit::<B>,
     routes::limit_history::<B>,
     routes::acquire::<B>,

@@ -9,14 +9,14 @@ use axum::extract::{FromRequest, Path, Query, Request, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use ratekeeper_backend::{AcquireSpec, Backend, Waiting};
-use ratekeeper_core::{DEFAULT_LEASE_TTL, LeaseId, LimitSpec, PauseSpec};
+use ratekeeper_core::{DEFAULT_LEASE_TTL, LeaseId, LimitSpec, PauseSpec, ThrottleReport};
 use serde::Deserialize;
 use tokio::sync::watch;
 
 use crate::api::{
     AcquireAnswer, AcquireBody, CreateLimit, ErrorBody, InstancePage, Instances, Lease, Limit,
-    LimitDetails, LimitHistory, PauseLimit, RenewBody, Renewed, UpdateLimit, WaitBody, WhoAmI,
-    seconds,
+    LimitDetails, LimitHistory, PauseLimit, RenewBody, Renewed, ThrottledBody, UpdateLimit,
+    WaitBody, WhoAmI, seconds,
 };
 use crate::auth::Caller;
 use crate::error::ApiError;
@@ -221,6 +221,28 @@ pub async fn pause_limit<B: Backend>(
         pause.reporter = Some(format!("{} token", Caller::scope(&caller).name()));
     }
     Ok(Json(state.backend.pause_limit(&name, pause).await?.into()))
+}
+
+/// Reports that the upstream behind a limit said "slow down" (a 429, or a
+/// 503 with `Retry-After`): an adaptive limit slows down, and the limit
+/// pauses for `retry_after_seconds` (a fixed limit for a second without
+/// it). A client token may report.
+#[utoipa::path(post, path = "/v1/limits/{name}/throttled", tag = "limits", params(("name" = String, Path)),
+    request_body = ThrottledBody,
+    responses((status = 200, body = Limit), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody, description = "invalid_pause")))]
+pub async fn report_throttled<B: Backend>(
+    State(state): State<AppState<B>>,
+    caller: Option<axum::Extension<Caller>>,
+    Path(name): Path<String>,
+    Body(body): Body<ThrottledBody>,
+) -> Result<Json<Limit>, ApiError> {
+    let mut report = ThrottleReport::from(body);
+    if report.reporter.is_none() {
+        report.reporter = Some(format!("{} token", Caller::scope(&caller).name()));
+    }
+    Ok(Json(
+        state.backend.report_throttled(&name, report).await?.into(),
+    ))
 }
 
 /// Ends a limit's pause now; its queue is granted from the head.

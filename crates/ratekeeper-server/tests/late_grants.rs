@@ -44,6 +44,13 @@ impl Backend for Late {
     ) -> Result<LimitView, Error> {
         self.inner.pause_limit(name, pause).await
     }
+    async fn report_throttled(
+        &self,
+        name: &str,
+        report: ratekeeper_core::ThrottleReport,
+    ) -> Result<LimitView, Error> {
+        self.inner.report_throttled(name, report).await
+    }
     async fn resume_limit(&self, name: &str) -> Result<LimitView, Error> {
         self.inner.resume_limit(name).await
     }

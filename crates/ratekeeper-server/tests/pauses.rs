@@ -156,3 +156,62 @@ async fn a_bad_pause_is_refused_naming_the_problem_and_changes_nothing() {
         (StatusCode::NOT_FOUND, "limit_not_found")
     );
 }
+
+#[tokio::test]
+async fn a_throttled_report_pauses_a_fixed_limit_and_slows_an_adaptive_one() {
+    let mut server = with_tokens().await;
+    server
+        .post(
+            "/v1/limits",
+            json!({"name": "vendor", "slots": 1, "slot_decay_per_second": 100, "adaptive": true}),
+        )
+        .await;
+    server.create("fixed", 1).await;
+    server.token = Some("client-secret-for-tests".into());
+    let (status, adaptive) = server
+        .post("/v1/limits/vendor/throttled", json!({"reason": "429"}))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{adaptive}");
+    assert!(adaptive["paused"].is_null(), "{adaptive}");
+    assert_eq!(adaptive["adaptive"]["effective"], 70.0);
+    assert_eq!(adaptive["slot_decay_per_second"], 100.0);
+    let (_, fixed) = server.post("/v1/limits/fixed/throttled", json!({})).await;
+    let pause = &fixed["paused"];
+    let left = pause["until"].as_u64().unwrap() - pause["since"].as_u64().unwrap();
+    assert!((999..=1001).contains(&left), "{fixed}");
+    let (_, asked) = server
+        .post(
+            "/v1/limits/vendor/throttled",
+            json!({"retry_after_seconds": 30}),
+        )
+        .await;
+    assert!(!asked["paused"].is_null(), "{asked}");
+    let (status, body) = server
+        .post(
+            "/v1/limits/vendor/throttled",
+            json!({"retry_after_seconds": -1}),
+        )
+        .await;
+    assert_eq!(
+        (status, code(&body)),
+        (StatusCode::UNPROCESSABLE_ENTITY, "invalid_pause")
+    );
+    let (status, body) = server
+        .post(
+            "/v1/limits",
+            json!({"name": "bad", "slots": 1, "adaptive": {"decrease_factor": 2}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    server.token = Some("admin-secret-for-tests".into());
+    let (status, body) = server
+        .post(
+            "/v1/limits",
+            json!({"name": "bad", "slots": 1, "adaptive": {"decrease_factor": 2}}),
+        )
+        .await;
+    assert_eq!(
+        (status, code(&body)),
+        (StatusCode::UNPROCESSABLE_ENTITY, "invalid_adaptive")
+    );
+}

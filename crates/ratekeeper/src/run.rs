@@ -46,23 +46,14 @@ pub struct RunArgs {
     #[arg(long, default_value_t = 30.0, value_name = "SECONDS")]
     lease_seconds: f64,
     /// The exit code by which the command says its upstream answered "slow
-    /// down" (a 429). Every `--limit` and `--rate` is then paused, so that
-    /// every other `ratekeeper run` on them waits too: for the
-    /// `Retry-After` the command wrote (seconds or an HTTP date) to the
-    /// file named by `$RATEKEEPER_RETRY_AFTER_FILE`, else for
-    /// `--throttled-seconds`. `ratekeeper` still exits with the command's
-    /// code.
+    /// down" (a 429). Every `--limit` and `--rate` is then reported
+    /// throttled, so that every other `ratekeeper run` on them backs off
+    /// too: paused for the `Retry-After` the command wrote (seconds or an
+    /// HTTP date) to the file named by `$RATEKEEPER_RETRY_AFTER_FILE`
+    /// (without one, a fixed limit pauses a second and an adaptive one
+    /// slows down). `ratekeeper` still exits with the command's code.
     #[arg(long, value_name = "CODE")]
     throttled_exit_code: Option<u8>,
-    /// How long to pause when the command exits with
-    /// `--throttled-exit-code` without writing a `Retry-After`.
-    #[arg(
-        long,
-        default_value_t = 1.0,
-        value_name = "SECONDS",
-        requires = "throttled_exit_code"
-    )]
-    throttled_seconds: f64,
     /// The command and its arguments.
     #[arg(last = true, required = true, value_name = "CMD")]
     command: Vec<String>,
@@ -151,10 +142,7 @@ pub async fn run(args: RunArgs) -> Result<u8, Failure> {
             args.command[0]
         )
     });
-    let report = args
-        .throttled_exit_code
-        .map(|code| ThrottleReport::new(code, args.throttled_seconds))
-        .transpose()?;
+    let report = args.throttled_exit_code.map(ThrottleReport::new);
     let mut leases: Vec<LeaseGuard> = Vec::new();
     let granted = take_slots(&client, &args, ttl, &holder, &mut leases).await;
     let status = match granted {
@@ -338,44 +326,31 @@ const RETRY_AFTER_FILE: &str = "RATEKEEPER_RETRY_AFTER_FILE";
 /// down", and the file the command may write its `Retry-After` to.
 struct ThrottleReport {
     code: u8,
-    default: Duration,
     file: std::path::PathBuf,
 }
 
 impl ThrottleReport {
-    fn new(code: u8, default_seconds: f64) -> Result<Self, Failure> {
-        let default = Duration::try_from_secs_f64(default_seconds)
-            .ok()
-            .filter(|d| !d.is_zero())
-            .ok_or_else(|| {
-                usage(format!(
-                    "--throttled-seconds {default_seconds}: not a number of seconds above 0"
-                ))
-            })?;
+    fn new(code: u8) -> Self {
         let file =
             std::env::temp_dir().join(format!("ratekeeper-run-{}.retry-after", std::process::id()));
         let _ = std::fs::remove_file(&file);
-        Ok(ThrottleReport {
-            code,
-            default,
-            file,
-        })
+        ThrottleReport { code, file }
     }
 
-    /// Pauses every limit of the run if the command exited with the code.
+    /// Reports every limit of the run throttled if the command exited with
+    /// the code.
     async fn after(&self, client: &Client, args: &RunArgs, status: ExitStatus) {
         let written = std::fs::read_to_string(&self.file).ok();
         let _ = std::fs::remove_file(&self.file);
         if status.code() != Some(i32::from(self.code)) {
             return;
         }
-        let asked = written.as_deref().and_then(|v| {
-            ratekeeper_client::api::parse_retry_after(v, std::time::SystemTime::now())
-        });
-        let wait = asked.unwrap_or(self.default);
-        if wait.is_zero() {
-            return;
-        }
+        let wait = written
+            .as_deref()
+            .and_then(|v| {
+                ratekeeper_client::api::parse_retry_after(v, std::time::SystemTime::now())
+            })
+            .filter(|wait| !wait.is_zero());
         let reason = format!(
             "{:?} exited {} (throttled by its upstream)",
             args.command[0], self.code

@@ -369,22 +369,23 @@ class Client:
         self, names: Names, retry_after: Union[float, str, None] = None, reason: Optional[str] = None
     ) -> None:
         """Tells everyone using ``names`` that the upstream they protect
-        answered "slow down", so the whole fleet waits instead of each
-        worker finding out alone: each limit pauses for ``retry_after``,
-        seconds or a ``Retry-After`` header's text (a number of seconds or
-        an HTTP date; 1 s when absent or unreadable). For code that sees
-        throttling its own way: Celery tasks, SDKs raising their own
-        exceptions."""
+        answered "slow down", so the whole fleet backs off instead of each
+        worker finding out alone: each limit pauses for ``retry_after``
+        (seconds, or a ``Retry-After`` header's text: a number of seconds
+        or an HTTP date), and an adaptive limit slows down. Without a wait,
+        a fixed limit pauses a second and an adaptive one only slows down.
+        For code that sees throttling its own way: Celery tasks, SDKs
+        raising their own exceptions."""
         if isinstance(retry_after, str):
-            wait = _native.throttled_for(429, retry_after)
-        elif retry_after is None:
-            wait = _native.throttled_for(429, None)
+            _, wait = _native.throttled_for(429, retry_after)
+        elif retry_after is None or retry_after == 0:
+            wait = None
         else:
             wait = float(retry_after)
-        if not wait or wait <= 0:
-            return
+        if reason is None:
+            reason = "throttled by the upstream" + (f": wait {wait:g} s" if wait else "")
         for name in _names(names):
-            self.pause_limit(name, wait, reason or f"throttled by the upstream: wait {wait:g} s")
+            self._native.report_throttled(name, wait, reason)
 
     def delete_limit(self, name: str) -> None:
         """Deletes a limit; requests waiting for it fail with ``LimitDeleted``."""

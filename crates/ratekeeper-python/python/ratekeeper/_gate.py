@@ -120,11 +120,12 @@ class Gate:
         upstream asked to slow down."""
         if not self.report_throttling or status not in (429, 503):
             return None
-        wait = _native.throttled_for(status, retry_after)
+        throttled, wait = _native.throttled_for(status, retry_after)
         names = (self._route(self.limit, method, url) or []) + (self._route(self.rate, method, url) or [])
-        if not wait or not names:
+        if not throttled or not names:
             return None
-        return names, wait, f"{status} from {_host(url)}: wait {wait:g} s"
+        asked = f": wait {wait:g} s" if wait else ""
+        return names, wait, f"{status} from {_host(url)}{asked}"
 
     def report(self, method: str, url: str, status: int, retry_after: Optional[str]) -> None:
         """Pauses the request's limits if its answer says "slow down"."""
