@@ -204,3 +204,100 @@ def test_reporting_can_be_turned_off(rk, vendor):
         http.get(vendor.url)
         assert http.get(vendor.url).status_code == 429
     assert rk.limit(limit).paused is None
+
+
+class CappedVendor:
+    """An upstream that really serves `per_second` requests a second (a
+    token bucket with a small burst) and answers 429 without `Retry-After`
+    beyond that, recording when each answer was given."""
+
+    def __init__(self, per_second: float, burst: float = 6):
+        self.rate, self.burst = per_second, burst
+        self.tokens, self.last = burst, time.monotonic()
+        self.answers = []
+        self.lock = threading.Lock()
+        vendor = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self):
+                status = vendor.answer()
+                self.send_response(status)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_port}/items"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def answer(self) -> int:
+        with self.lock:
+            now = time.monotonic()
+            self.tokens = min(self.burst, self.tokens + (now - self.last) * self.rate)
+            self.last = now
+            status = 200 if self.tokens >= 1 else 429
+            if status == 200:
+                self.tokens -= 1
+            self.answers.append((now, status))
+            return status
+
+    def after(self, seconds: float):
+        """(ok per second, share of 429s) from `seconds` after the first answer."""
+        start = self.answers[0][0] + seconds
+        late = [status for at, status in self.answers if at >= start]
+        span = self.answers[-1][0] - start
+        ok = sum(1 for status in late if status == 200)
+        return ok / span, (len(late) - ok) / max(1, len(late))
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def run_capped_fleet(server_url: str, vendor: CappedVendor, adaptive: bool, seconds: float = 8.0):
+    """Three worker processes share one 100/s rate limit against `vendor`."""
+    client = ratekeeper.Client(server_url)
+    name = f"capped-{os.getpid()}-{int(adaptive)}-{time.monotonic_ns()}"
+    settings = {"decrease_factor": 0.8, "recovery_seconds": 10} if adaptive else False
+    client.create_limit(name, 1, 100.0, adaptive=settings)
+    env = dict(os.environ, RATEKEEPER_URL=server_url)
+    procs = [
+        subprocess.Popen(
+            [sys.executable, WORKER, vendor.url, name, str(seconds), "1" if adaptive else "0"],
+            stdout=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        for _ in range(3)
+    ]
+    for proc in procs:
+        proc.communicate(timeout=60)
+        assert proc.returncode == 0
+    return client.limit(name)
+
+
+def test_an_adaptive_limit_converges_on_the_vendors_real_capacity_where_a_fixed_one_keeps_hitting_it(server_url):
+    fixed = CappedVendor(per_second=60)
+    try:
+        run_capped_fleet(server_url, fixed, adaptive=False)
+    finally:
+        fixed.close()
+    adapting = CappedVendor(per_second=60)
+    try:
+        limit = run_capped_fleet(server_url, adapting, adaptive=True)
+    finally:
+        adapting.close()
+    fixed_ok, fixed_share = fixed.after(2.0)
+    ok, share = adapting.after(2.0)
+    print(
+        f"\nvendor allows 60/s, fleet configured for 100/s, 3 workers, 8 s, figures after the first 2 s:"
+        f"\n  fixed 100/s:  {fixed_ok:.1f} ok/s, {fixed_share:.1%} 429s"
+        f"\n  adaptive:     {ok:.1f} ok/s, {share:.1%} 429s"
+        f" (rate in force at the end {limit.adaptive['effective']:.1f}/s)"
+    )
+    assert fixed_share > 0.3
+    assert share < 0.08
+    assert ok > 0.75 * 60
+    assert limit.adaptive["effective"] < 100
