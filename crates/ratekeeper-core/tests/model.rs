@@ -175,6 +175,21 @@ impl Model {
         }
     }
 
+    /// A new instance of the template for `key`: its definition, its pause
+    /// if one holds, fresh counters.
+    fn new_instance(&mut self, key: &str) {
+        let (template, _) = self.template.as_ref().unwrap();
+        let mut instance = template.clone();
+        instance.id = self.next_limit;
+        instance.instance = true;
+        instance.counters = Counters::default();
+        if instance.paused_until <= self.now {
+            instance.paused_until = 0;
+        }
+        self.next_limit += 1;
+        self.limits.insert(key.into(), instance);
+    }
+
     /// Drops every instance that holds nothing, has nobody waiting, has no
     /// decaying slots left and is not paused.
     fn drop_idle(&mut self) {
@@ -340,16 +355,7 @@ impl Model {
             }
         }
         for key in new_keys {
-            let (template, _) = self.template.as_ref().unwrap();
-            let mut instance = template.clone();
-            instance.id = self.next_limit;
-            instance.instance = true;
-            instance.counters = Counters::default();
-            if instance.paused_until <= self.now {
-                instance.paused_until = 0;
-            }
-            self.next_limit += 1;
-            self.limits.insert(key.into(), instance);
+            self.new_instance(key);
         }
         let limits: Vec<u64> = names.iter().map(|name| self.limits[*name].id).collect();
         let id = self.next_request;
@@ -513,15 +519,7 @@ impl Model {
             if live + 1 > *max {
                 return Err("invalid_pause");
             }
-            let mut instance = template.clone();
-            instance.id = self.next_limit;
-            instance.instance = true;
-            instance.counters = Counters::default();
-            if instance.paused_until <= self.now {
-                instance.paused_until = 0;
-            }
-            self.next_limit += 1;
-            self.limits.insert(key.into(), instance);
+            self.new_instance(key);
         }
         let until = self.now + ms * 1_000_000;
         let limit = self.limits.get_mut(key).unwrap();

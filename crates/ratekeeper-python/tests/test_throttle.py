@@ -64,6 +64,46 @@ def test_report_throttled_reads_seconds_or_a_retry_after_header(rk):
     assert limit.adaptive["effective"] == 50.0 and limit.slot_decay_per_second == 100.0
 
 
+def serve(answer):
+    """A local HTTP server whose every GET is answered by `answer()`:
+    `(status, headers)`. Returns the server and its URL."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self):
+            status, headers = answer()
+            self.send_response(status)
+            for header, value in headers.items():
+                self.send_header(header, value)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, f"http://127.0.0.1:{server.server_port}/items"
+
+
+def run_workers(server_url: str, vendor_url: str, name: str, report: bool, seconds: float, workers: int = 3):
+    """`workers` processes calling `vendor_url` through the transport on
+    rate limit `name` for `seconds`."""
+    env = dict(os.environ, RATEKEEPER_URL=server_url)
+    procs = [
+        subprocess.Popen(
+            [sys.executable, WORKER, vendor_url, name, str(seconds), "1" if report else "0"],
+            stdout=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        for _ in range(workers)
+    ]
+    for proc in procs:
+        out, _ = proc.communicate(timeout=60)
+        assert proc.returncode == 0
+        json.loads(out)
+
+
 class Vendor:
     """An upstream that serves `per_second` requests a second and answers
     the rest 429 with `Retry-After: 1`; a request sent before a
@@ -74,23 +114,11 @@ class Vendor:
         self.blocked_until = 0.0
         self.ok = self.throttled = self.ignored = 0
         self.lock = threading.Lock()
-        vendor = self
+        self.server, self.url = serve(self.respond)
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self):
-                status = vendor.answer()
-                self.send_response(status)
-                if status == 429:
-                    self.send_header("Retry-After", "1")
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_port}/items"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+    def respond(self):
+        status = self.answer()
+        return status, ({"Retry-After": "1"} if status == 429 else {})
 
     def answer(self) -> int:
         with self.lock:
@@ -123,20 +151,7 @@ def run_fleet(server_url: str, vendor: Vendor, report: bool, workers: int = 3, s
     client = ratekeeper.Client(server_url)
     name = f"vendor-{os.getpid()}-{int(report)}-{time.monotonic_ns()}"
     client.create_limit(name, 1, 30.0)
-    env = dict(os.environ, RATEKEEPER_URL=server_url)
-    procs = [
-        subprocess.Popen(
-            [sys.executable, WORKER, vendor.url, name, str(seconds), "1" if report else "0"],
-            stdout=subprocess.PIPE,
-            text=True,
-            env=env,
-        )
-        for _ in range(workers)
-    ]
-    for proc in procs:
-        out, _ = proc.communicate(timeout=60)
-        assert proc.returncode == 0
-        json.loads(out)
+    run_workers(server_url, vendor.url, name, report, seconds, workers)
     return client.limit(name)
 
 
@@ -216,21 +231,7 @@ class CappedVendor:
         self.tokens, self.last = burst, time.monotonic()
         self.answers = []
         self.lock = threading.Lock()
-        vendor = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self):
-                status = vendor.answer()
-                self.send_response(status)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_port}/items"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.server, self.url = serve(lambda: (self.answer(), {}))
 
     def answer(self) -> int:
         with self.lock:
@@ -262,19 +263,7 @@ def run_capped_fleet(server_url: str, vendor: CappedVendor, adaptive: bool, seco
     name = f"capped-{os.getpid()}-{int(adaptive)}-{time.monotonic_ns()}"
     settings = {"decrease_factor": 0.8, "recovery_seconds": 10} if adaptive else False
     client.create_limit(name, 1, 100.0, adaptive=settings)
-    env = dict(os.environ, RATEKEEPER_URL=server_url)
-    procs = [
-        subprocess.Popen(
-            [sys.executable, WORKER, vendor.url, name, str(seconds), "1" if adaptive else "0"],
-            stdout=subprocess.PIPE,
-            text=True,
-            env=env,
-        )
-        for _ in range(3)
-    ]
-    for proc in procs:
-        proc.communicate(timeout=60)
-        assert proc.returncode == 0
+    run_workers(server_url, vendor.url, name, adaptive, seconds)
     return client.limit(name)
 
 
