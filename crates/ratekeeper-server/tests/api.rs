@@ -360,15 +360,7 @@ async fn bad_requests_get_clear_errors_and_change_nothing() {
 
 #[tokio::test]
 async fn tokens_guard_every_route_by_scope() {
-    let config = ServerConfig {
-        tokens: Tokens::new(vec![
-            Token::new("admin-secret-for-tests", Scope::Admin),
-            Token::new("client-secret-for-tests", Scope::Client),
-        ])
-        .unwrap(),
-        ..ServerConfig::default()
-    };
-    let mut server = TestServer::with_config(config).await;
+    let mut server = TestServer::with_tokens().await;
     let create = json!({"name": "db", "slots": 1});
 
     let (status, body) = server.post("/v1/limits", create.clone()).await;

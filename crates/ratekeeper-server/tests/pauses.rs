@@ -4,20 +4,11 @@
 mod common;
 
 use common::{TestServer, code};
-use ratekeeper_server::{Scope, ServerConfig, Token, Tokens};
 use reqwest::StatusCode;
 use serde_json::json;
 
 async fn with_tokens() -> TestServer {
-    let config = ServerConfig {
-        tokens: Tokens::new(vec![
-            Token::new("admin-secret-for-tests", Scope::Admin),
-            Token::new("client-secret-for-tests", Scope::Client),
-        ])
-        .unwrap(),
-        ..ServerConfig::default()
-    };
-    let mut server = TestServer::with_config(config).await;
+    let mut server = TestServer::with_tokens().await;
     server.token = Some("admin-secret-for-tests".into());
     server
 }

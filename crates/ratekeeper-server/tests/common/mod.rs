@@ -27,6 +27,26 @@ impl TestServer {
         Self::with_config(ServerConfig::default()).await
     }
 
+    /// A server with an admin token (`admin-secret-for-tests`) and a
+    /// client token (`client-secret-for-tests`), called with neither yet.
+    pub async fn with_tokens() -> Self {
+        let config = ServerConfig {
+            tokens: ratekeeper_server::Tokens::new(vec![
+                ratekeeper_server::Token::new(
+                    "admin-secret-for-tests",
+                    ratekeeper_server::Scope::Admin,
+                ),
+                ratekeeper_server::Token::new(
+                    "client-secret-for-tests",
+                    ratekeeper_server::Scope::Client,
+                ),
+            ])
+            .unwrap(),
+            ..ServerConfig::default()
+        };
+        Self::with_config(config).await
+    }
+
     pub async fn with_config(config: ServerConfig) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let backend = Arc::new(Embedded::open(dir.path()).unwrap());
