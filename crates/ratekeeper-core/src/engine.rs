@@ -314,7 +314,7 @@ impl Engine {
                     name: spec.name.clone(),
                 });
             }
-            self.detach(id);
+            self.detach_from_template(id);
             let patch = LimitPatch {
                 slots: Some(spec.slots),
                 slot_decay_per_second: Some(spec.slot_decay_per_second),
@@ -590,13 +590,18 @@ impl Engine {
             Role::Instance(template) => {
                 view.instance_of = Some(self.limits[template].name.to_string());
             }
-            Role::Template { instances, .. } => {
-                for instance in instances {
-                    let instance = &self.limits[instance];
-                    view.held += instance.held;
-                    view.decaying += instance.decaying(self.now);
-                    view.waiting += instance.queue.len() as u64;
-                    view.waiting_slots += instance.queued_slots;
+            Role::Template {
+                instances, sums, ..
+            } => {
+                view.held = sums.held;
+                view.waiting = sums.waiting;
+                view.waiting_slots = sums.waiting_slots;
+                // Only a rate template's instances have decaying slots.
+                if limit.decay > 0.0 {
+                    view.decaying = instances
+                        .iter()
+                        .map(|instance| self.limits[instance].decaying(self.now))
+                        .sum();
                 }
             }
             Role::Plain => {}
@@ -647,16 +652,18 @@ impl Engine {
         id
     }
 
-    /// Makes an instance a limit of its own.
-    fn detach(&mut self, id: LimitId) {
-        let Some(template) = self.limits[&id].template_of() else {
-            return;
-        };
-        if let Role::Template { instances, .. } = &mut self.limit_mut(template).role {
-            instances.remove(&id);
+    /// Changes what a limit holds or is asked for, keeping its template's
+    /// sums (if it is an instance) in step.
+    fn occupy(&mut self, id: LimitId, change: impl FnOnce(&mut Limit)) {
+        let limit = self.limit_mut(id);
+        let before = limit.occupancy();
+        change(limit);
+        let after = limit.occupancy();
+        if let Some(template) = limit.template_of()
+            && let Role::Template { sums, .. } = &mut self.limit_mut(template).role
+        {
+            *sums = sums.moved(before, after);
         }
-        self.limit_mut(id).role = Role::Plain;
-        self.touch_limits(&[id, template]);
     }
 
     /// Drops the instances that hold nothing, have nobody waiting, have no
@@ -777,12 +784,20 @@ impl Engine {
         }
     }
 
+    /// Takes an instance out of its template, and out of its sums: it is
+    /// a limit of its own from then on.
     fn detach_from_template(&mut self, id: LimitId) {
-        if let Some(template) = self.limits[&id].template_of()
-            && let Some(Role::Template { instances, .. }) =
-                self.limits.get_mut(&template).map(|t| &mut t.role)
+        let limit = self.limit_mut(id);
+        let occupancy = limit.occupancy();
+        let template = limit.template_of();
+        limit.role = Role::Plain;
+        if let Some(template) = template
+            && let Some(Role::Template {
+                instances, sums, ..
+            }) = self.limits.get_mut(&template).map(|t| &mut t.role)
         {
             instances.remove(&id);
+            *sums = sums.moved(occupancy, Default::default());
             self.touch_limits(&[template]);
         }
     }
@@ -797,9 +812,9 @@ impl Engine {
         }
         let now = self.now;
         self.touch_limits(&[id]);
-        let limit = self.limit_mut(id);
         // What is still held belongs to permits, which are forgotten.
-        limit.held = 0;
+        self.occupy(id, |limit| limit.held = 0);
+        let limit = self.limit_mut(id);
         limit.generation += 1;
         limit.drained_at = now;
         self.dirty.push(id);
@@ -1002,11 +1017,11 @@ impl Engine {
     pub fn release_permit(&mut self, now: Timestamp, permit: Permit) {
         self.advance(now);
         for (id, generation) in permit.holds {
-            let Some(limit) = self.limits.get_mut(&id) else {
+            let Some(limit) = self.limits.get(&id) else {
                 continue;
             };
             if limit.generation == generation {
-                limit.held -= permit.occupy;
+                self.occupy(id, |limit| limit.held -= permit.occupy);
                 self.dirty.push(id);
                 self.idle.push(id);
                 self.touch_limits(&[id]);
@@ -1156,6 +1171,7 @@ impl Engine {
         let Role::Template {
             max_instances,
             instances,
+            ..
         } = &limit.role
         else {
             unreachable!("templates map to templates");
@@ -1220,11 +1236,12 @@ impl Engine {
     }
 
     fn enqueue(&mut self, id: RequestId, waiter: Waiter) {
-        for limit_id in &waiter.limits {
-            let limit = self.limits.get_mut(limit_id).expect("resolved");
-            limit.queue.insert(id);
-            limit.queued_slots += waiter.occupy;
-            self.tally(*limit_id, &|c| c.waited_total += 1);
+        for &limit_id in &waiter.limits {
+            self.occupy(limit_id, |limit| {
+                limit.queue.insert(id);
+                limit.queued_slots += waiter.occupy;
+            });
+            self.tally(limit_id, &|c| c.waited_total += 1);
         }
         if let Some(deadline) = waiter.deadline {
             self.timers.insert((deadline, Timer::Deadline(id)));
@@ -1237,13 +1254,11 @@ impl Engine {
     /// on may have a new head, so they are marked dirty.
     fn remove_waiter(&mut self, id: RequestId) -> Waiter {
         let waiter = self.waiters.remove(&id).expect("waiter is queued");
-        for limit_id in &waiter.limits {
-            let limit = self
-                .limits
-                .get_mut(limit_id)
-                .expect("queued on live limits");
-            limit.queue.remove(&id);
-            limit.queued_slots -= waiter.occupy;
+        for &limit_id in &waiter.limits {
+            self.occupy(limit_id, |limit| {
+                limit.queue.remove(&id);
+                limit.queued_slots -= waiter.occupy;
+            });
         }
         self.dirty.extend_from_slice(&waiter.limits);
         self.idle.extend_from_slice(&waiter.limits);
@@ -1354,19 +1369,19 @@ impl Engine {
                 let holds = active
                     .iter()
                     .map(|&id| {
-                        let limit = self.limit_mut(id);
-                        limit.held += occupy;
-                        (id, limit.generation)
+                        self.occupy(id, |limit| limit.held += occupy);
+                        (id, self.limits[&id].generation)
                     })
                     .collect();
                 Held::Permit(Permit { holds, occupy })
             }
             PendingClaim::Lease { ttl, holder } => {
                 let id = self.new_lease_id();
-                for limit_id in &active {
-                    let limit = self.limit_mut(*limit_id);
-                    limit.held += occupy;
-                    limit.leases.insert(id);
+                for &limit_id in &active {
+                    self.occupy(limit_id, |limit| {
+                        limit.held += occupy;
+                        limit.leases.insert(id);
+                    });
                 }
                 let expires_at = now.saturating_add(ttl);
                 self.timers.insert((expires_at, Timer::Expire(id)));
@@ -1408,10 +1423,11 @@ impl Engine {
     fn drop_lease(&mut self, id: LeaseId) -> Option<Lease> {
         let lease = self.leases.remove(&id)?;
         self.timers.remove(&(lease.expires_at, Timer::Expire(id)));
-        for limit_id in &lease.limits {
-            let limit = self.limit_mut(*limit_id);
-            limit.held -= lease.occupy;
-            limit.leases.remove(&id);
+        for &limit_id in &lease.limits {
+            self.occupy(limit_id, |limit| {
+                limit.held -= lease.occupy;
+                limit.leases.remove(&id);
+            });
         }
         self.dirty.extend_from_slice(&lease.limits);
         self.idle.extend_from_slice(&lease.limits);
@@ -1532,10 +1548,11 @@ impl Engine {
             .iter()
             .filter_map(|name| self.by_name.get(name.as_str()).copied())
             .collect();
-        for limit_id in &limits {
-            let limit = self.limit_mut(*limit_id);
-            limit.held = limit.held.saturating_add(record.occupy);
-            limit.leases.insert(id);
+        for &limit_id in &limits {
+            self.occupy(limit_id, |limit| {
+                limit.held = limit.held.saturating_add(record.occupy);
+                limit.leases.insert(id);
+            });
         }
         self.timers.insert((record.expires_at, Timer::Expire(id)));
         self.leases.insert(

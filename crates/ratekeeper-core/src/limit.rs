@@ -190,6 +190,26 @@ pub struct TemplateView {
     pub max_instances: u64,
 }
 
+/// What a limit holds and is asked for: held slots, queued requests and
+/// the slots they ask for.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Occupancy {
+    pub held: u64,
+    pub waiting: u64,
+    pub waiting_slots: u64,
+}
+
+impl Occupancy {
+    /// `self - before + after`, for a sum over instances as one changes.
+    pub fn moved(self, before: Occupancy, after: Occupancy) -> Occupancy {
+        Occupancy {
+            held: self.held - before.held + after.held,
+            waiting: self.waiting - before.waiting + after.waiting,
+            waiting_slots: self.waiting_slots - before.waiting_slots + after.waiting_slots,
+        }
+    }
+}
+
 /// What a limit is to templates.
 #[derive(Debug)]
 pub(crate) enum Role {
@@ -199,6 +219,9 @@ pub(crate) enum Role {
     Template {
         max_instances: u64,
         instances: HashSet<LimitId, foldhash::fast::RandomState>,
+        /// The sums over its instances, kept as they change, so that
+        /// showing a template does not visit every instance.
+        sums: Occupancy,
     },
     /// An instance, made on demand for a key of this template.
     Instance(LimitId),
@@ -275,6 +298,7 @@ impl Limit {
             Some(_) => Role::Template {
                 max_instances: spec.max_instances.unwrap_or(DEFAULT_MAX_INSTANCES),
                 instances: HashSet::default(),
+                sums: Occupancy::default(),
             },
             None => Role::Plain,
         };
@@ -439,6 +463,15 @@ impl Limit {
         }
     }
 
+    /// What it holds and is asked for now.
+    pub fn occupancy(&self) -> Occupancy {
+        Occupancy {
+            held: self.held,
+            waiting: self.queue.len() as u64,
+            waiting_slots: self.queued_slots,
+        }
+    }
+
     pub fn is_template(&self) -> bool {
         matches!(self.role, Role::Template { .. })
     }
@@ -474,6 +507,7 @@ impl Limit {
                 Role::Template {
                     max_instances,
                     instances,
+                    ..
                 } => Some(TemplateView {
                     instances: instances.len() as u64,
                     max_instances: *max_instances,

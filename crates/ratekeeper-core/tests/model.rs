@@ -1041,6 +1041,25 @@ impl Run {
                     .map(|l| l.decaying(self.now))
                     .sum();
                 prop_assert_eq!(view.held, model.held, "held on the template");
+                let instance_ids: Vec<u64> = self
+                    .model
+                    .limits
+                    .values()
+                    .filter(|l| l.instance)
+                    .map(|l| l.id)
+                    .collect();
+                let (waiting, waiting_slots) = self
+                    .model
+                    .waiters
+                    .values()
+                    .flat_map(|w| w.limits.iter().map(move |l| (l, w.occupy)))
+                    .filter(|(l, _)| instance_ids.contains(l))
+                    .fold((0, 0), |(n, slots), (_, occupy)| (n + 1, slots + occupy));
+                prop_assert_eq!(
+                    (view.waiting, view.waiting_slots),
+                    (waiting, waiting_slots),
+                    "waiting on the template"
+                );
                 prop_assert!((view.decaying - decaying).abs() < 1e-6);
                 prop_assert_eq!(view.counters, model.counters, "template totals");
                 let live = self.model.limits.values().filter(|l| l.instance).count();
