@@ -512,7 +512,7 @@ impl Model {
     fn pause_key(&mut self, now: u64, key: &str, ms: u64) -> Result<(), &'static str> {
         self.advance(now);
         if !self.limits.contains_key(key) {
-            let Some((template, max)) = &self.template else {
+            let Some((_, max)) = &self.template else {
                 return Err("limit_not_found");
             };
             let live = self.limits.values().filter(|l| l.instance).count() as u64;
