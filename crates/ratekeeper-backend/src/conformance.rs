@@ -13,8 +13,8 @@ use std::future::Future;
 use std::time::{Duration, Instant};
 
 use ratekeeper_core::{
-    AcquireError, DEFAULT_LEASE_TTL, LeaseError, LeaseId, LimitError, LimitPatch, LimitSpec, Mode,
-    PauseSpec,
+    AcquireError, DEFAULT_LEASE_TTL, InstanceOrder, InstanceQuery, LeaseError, LeaseId, LimitError,
+    LimitPatch, LimitSpec, Mode, PauseSpec, ThrottleReport,
 };
 
 use crate::{AcquireSpec, Backend, Error, Event, Granted};
@@ -626,6 +626,109 @@ pub async fn pauses_hold_the_queue_until_they_end<B: Backend>(backend: &B) {
     ));
 }
 
+/// A throttling report pauses a fixed limit for the wait asked, or a
+/// second without one.
+pub async fn throttling_reports_pause_a_fixed_limit<B: Backend>(backend: &B) {
+    backend
+        .create_limit(LimitSpec::concurrency("vendor", 1))
+        .await
+        .unwrap();
+    let report = ThrottleReport {
+        reason: Some("429".into()),
+        ..ThrottleReport::default()
+    };
+    let paused = backend.report_throttled("vendor", report).await.unwrap();
+    let pause = paused.paused.expect("paused");
+    let length = pause.until.saturating_duration_since(pause.since);
+    assert!(
+        (Duration::from_millis(999)..=Duration::from_millis(1001)).contains(&length),
+        "{pause:?}"
+    );
+    let asked = ThrottleReport {
+        retry_after: Some(30.0),
+        ..ThrottleReport::default()
+    };
+    let longer = backend.report_throttled("vendor", asked).await.unwrap();
+    assert!(longer.paused.unwrap().until > pause.until);
+}
+
+/// Templates: kept with per-key instances, or, by a backend without them,
+/// refused as unsupported without creating anything.
+pub async fn templates_make_an_instance_per_key_or_are_refused<B: Backend>(backend: &B) {
+    let template = LimitSpec {
+        max_instances: Some(2),
+        ..LimitSpec::concurrency("tenant:*", 1)
+    };
+    match backend.create_limit(template).await {
+        Err(Error::Unsupported { what }) => {
+            assert!(what.contains("tenant:*"), "{what}");
+            assert!(backend.limits().await.unwrap().is_empty());
+            return;
+        }
+        created => assert_eq!(created.unwrap().template.unwrap().instances, 0),
+    }
+    let a = backend.acquire(lease_on(&["tenant:a"], 1)).await.unwrap();
+    let waiter = queued(
+        backend,
+        "tenant:a",
+        1,
+        backend.acquire(lease_on(&["tenant:a"], 1)),
+    )
+    .await;
+    let b = backend.acquire(lease_on(&["tenant:b"], 1)).await.unwrap();
+    let refused = backend.acquire(lease_on(&["tenant:c"], 1)).await;
+    assert!(
+        matches!(
+            refused,
+            Err(Error::Acquire(AcquireError::TooManyInstances { .. }))
+        ),
+        "{refused:?}"
+    );
+    let shown = backend.limit("tenant:*").await.unwrap().limit;
+    assert_eq!(
+        (shown.held, shown.waiting, shown.template.unwrap().instances),
+        (2, 1, 2)
+    );
+    let names: Vec<String> = backend
+        .limits()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|l| l.name)
+        .collect();
+    assert_eq!(names, ["tenant:*"]);
+    let all = InstanceQuery {
+        prefix: "",
+        order: InstanceOrder::Name,
+        after: None,
+        count: 10,
+    };
+    let instances: Vec<String> = backend
+        .instances("tenant:*", all)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|l| l.name)
+        .collect();
+    assert_eq!(instances, ["tenant:a", "tenant:b"]);
+    backend.release(lease_of(&a)).await.unwrap();
+    let handed = waiter.await.unwrap().unwrap();
+    backend.release(lease_of(&handed)).await.unwrap();
+    backend.release(lease_of(&b)).await.unwrap();
+    assert_eq!(
+        backend
+            .limit("tenant:*")
+            .await
+            .unwrap()
+            .limit
+            .template
+            .unwrap()
+            .instances,
+        0,
+        "idle instances are dropped"
+    );
+}
+
 /// Every case in turn, each on a fresh backend from `make(case name)`: one
 /// test for backends too costly to start once per case (a Redis Cluster).
 pub async fn all_cases<B: Backend, F: Future<Output = B>>(mut make: impl FnMut(&'static str) -> F) {
@@ -650,6 +753,12 @@ pub async fn all_cases<B: Backend, F: Future<Output = B>>(mut make: impl FnMut(&
     create_if_missing_passes_through(&make("create_if_missing_passes_through").await).await;
     events_report_changes(&make("events_report_changes").await).await;
     pauses_hold_the_queue_until_they_end(&make("pauses_hold_the_queue_until_they_end").await).await;
+    throttling_reports_pause_a_fixed_limit(&make("throttling_reports_pause_a_fixed_limit").await)
+        .await;
+    templates_make_an_instance_per_key_or_are_refused(
+        &make("templates_make_an_instance_per_key_or_are_refused").await,
+    )
+    .await;
 }
 
 /// One test per case, each with a fresh backend from `$make` (an async
@@ -672,6 +781,8 @@ macro_rules! conformance_tests {
             create_if_missing_passes_through,
             events_report_changes,
             pauses_hold_the_queue_until_they_end,
+            throttling_reports_pause_a_fixed_limit,
+            templates_make_an_instance_per_key_or_are_refused,
         );
     };
     (@cases $make:expr; $($case:ident),* $(,)?) => {
