@@ -11,6 +11,7 @@ pub const MAX_PAGE: usize = 1000;
 /// `GET /v1/limits/{template}/instances`).
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
 #[cfg_attr(feature = "openapi", derive(utoipa::IntoParams, utoipa::ToSchema))]
+#[cfg_attr(feature = "openapi", into_params(parameter_in = Query))]
 #[serde(deny_unknown_fields)]
 pub struct InstancePage {
     /// Only instances whose name starts with this.
@@ -19,12 +20,14 @@ pub struct InstancePage {
     /// `name` (the default) or `busiest` (most held, decaying and waiting
     /// slots first).
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", param(inline))]
     pub order: InstanceOrder,
     /// Start after this instance: the `next_after` of the page before.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub after: Option<String>,
     /// At most this many (1–1000, default 100).
-    #[serde(default = "default_count", rename = "limit")]
+    #[serde(default = "default_count")]
+    #[cfg_attr(feature = "openapi", param(minimum = 1, maximum = 1000))]
     pub count: usize,
 }
 
@@ -65,6 +68,18 @@ impl From<InstanceOrder> for ratekeeper_core::InstanceOrder {
 }
 
 impl InstancePage {
+    /// Refuses a page size outside 1 to [`MAX_PAGE`], saying so.
+    pub fn check(&self) -> Result<(), String> {
+        if (1..=MAX_PAGE).contains(&self.count) {
+            Ok(())
+        } else {
+            Err(format!(
+                "count must be between 1 and {MAX_PAGE}, got {}",
+                self.count
+            ))
+        }
+    }
+
     /// The engine's query for this page (at most [`MAX_PAGE`] instances).
     pub fn query(&self) -> ratekeeper_core::InstanceQuery<'_> {
         ratekeeper_core::InstanceQuery {

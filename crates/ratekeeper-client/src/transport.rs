@@ -206,7 +206,7 @@ impl Transport {
                 ))
             }
             Transport::Http(http) => {
-                let mut path = format!("{}/instances?limit={}", limit_path(template), page.count);
+                let mut path = format!("{}/instances?count={}", limit_path(template), page.count);
                 if !page.prefix.is_empty() {
                     path.push_str(&format!("&prefix={}", encoded_name(&page.prefix)));
                 }

@@ -84,6 +84,36 @@ impl<S: Send + Sync, T: serde::de::DeserializeOwned> FromRequest<S> for Body<T> 
     }
 }
 
+/// A query string read into `T`; what does not fit is a JSON 422
+/// `invalid_field` naming the problem, as for bodies (axum's own answer
+/// is a plain-text 400).
+pub struct Params<T>(pub T);
+
+impl<S: Send + Sync, T: serde::de::DeserializeOwned> axum::extract::FromRequestParts<S>
+    for Params<T>
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, ApiError> {
+        match Query::<T>::from_request_parts(parts, state).await {
+            Ok(Query(value)) => Ok(Params(value)),
+            Err(rejection) => {
+                let text = rejection.body_text();
+                let detail = text
+                    .split_once("query string: ")
+                    .map_or(text.as_str(), |(_, detail)| detail);
+                Err(ApiError::new(
+                    ErrorCode::InvalidField,
+                    format!("the query string does not fit: {detail}"),
+                ))
+            }
+        }
+    }
+}
+
 /// Like [`Body`], but an empty body means the default value.
 pub struct OptionalBody<T>(pub T);
 
@@ -196,8 +226,10 @@ pub async fn reset_limit<B: Backend>(
 pub async fn list_instances<B: Backend>(
     State(state): State<AppState<B>>,
     Path(name): Path<String>,
-    Query(page): Query<InstancePage>,
+    Params(page): Params<InstancePage>,
 ) -> Result<Json<Instances>, ApiError> {
+    page.check()
+        .map_err(|message| ApiError::new(ErrorCode::InvalidField, message).in_field("count"))?;
     let found = state.backend.instances(&name, page.query()).await?;
     let found = found.into_iter().map(Limit::from).collect();
     Ok(Json(Instances::new(found, &page)))
@@ -503,6 +535,7 @@ impl Drop for Parking<'_> {
 
 /// Which leases to list.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct LeaseFilter {
     /// Only leases holding slots on this limit.
     pub limit: Option<String>,
@@ -514,7 +547,7 @@ pub struct LeaseFilter {
 pub async fn list_leases<B: Backend>(
     State(state): State<AppState<B>>,
     caller: Option<axum::Extension<Caller>>,
-    Query(filter): Query<LeaseFilter>,
+    Params(filter): Params<LeaseFilter>,
 ) -> Result<Json<Vec<Lease>>, ApiError> {
     let leases = state.backend.leases(filter.limit.as_deref()).await?;
     let whole = Caller::scope(&caller) == crate::Scope::Admin;

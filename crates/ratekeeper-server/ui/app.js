@@ -353,7 +353,7 @@ async function refreshDetail() {
     const details = await api("GET", limitPath(name));
     // A template's page lists its busiest instances.
     const instances = details.template
-      ? (await api("GET", `${limitPath(name)}/instances?order=busiest&limit=${BUSIEST_SHOWN}`)).instances
+      ? (await api("GET", `${limitPath(name)}/instances?order=busiest&count=${BUSIEST_SHOWN}`)).instances
       : [];
     if (store.detail?.name !== name) return;
     store.detail = { name, leases: details.leases, waiters: details.waiters, instances, missing: false };

@@ -88,9 +88,9 @@ pub enum LimitCommand {
         /// Start after this instance (the last one of the page before).
         #[arg(long)]
         after: Option<String>,
-        /// At most this many.
+        /// At most this many (1 to 1000).
         #[arg(long, default_value_t = 100)]
-        limit: usize,
+        count: usize,
     },
     /// Shows a limit with its leases and waiters.
     Inspect {
@@ -256,7 +256,7 @@ pub async fn limit(connection: Connection, command: LimitCommand) -> Result<(), 
             prefix,
             busiest,
             after,
-            limit,
+            count,
         } => {
             let page = InstancePage {
                 prefix,
@@ -266,7 +266,7 @@ pub async fn limit(connection: Connection, command: LimitCommand) -> Result<(), 
                     InstanceOrder::Name
                 },
                 after,
-                count: limit,
+                count,
             };
             let found = client.instances(&template, &page).await?;
             if output == Output::Json {

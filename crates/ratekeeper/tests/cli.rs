@@ -202,7 +202,7 @@ fn limit_ls_groups_instances_under_their_template_and_instances_pages_them() {
     }
     let page = stdout(&cli(
         url,
-        &["limit", "instances", "tenant:*", "--limit", "1"],
+        &["limit", "instances", "tenant:*", "--count", "1"],
     ));
     assert!(
         page.contains("tenant:acme") && page.contains("more: --after tenant:acme"),
