@@ -23,7 +23,7 @@ use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyDict, PyType};
-use ratekeeper_client::api::{Lease as LeaseInfo, Limit};
+use ratekeeper_client::api::{InstanceOrder, InstancePage, Lease as LeaseInfo, Limit};
 use ratekeeper_client::{Client as RustClient, Error, LeaseGuard};
 use ratekeeper_core::{Adaptive, LimitPatch, LimitSpec, PauseSpec, ThrottleReport};
 
@@ -569,6 +569,37 @@ impl Client {
     fn limits(&self, py: Python<'_>) -> PyResult<Vec<Py<PyAny>>> {
         let states = self.call(py, self.inner.limits())?;
         states.into_iter().map(|s| limit_dict(py, s)).collect()
+    }
+
+    /// A page of a template's instances: `(states, next_after)`.
+    #[pyo3(signature = (template, prefix=String::new(), busiest=false, after=None, count=100))]
+    #[allow(clippy::too_many_arguments)]
+    fn instances(
+        &self,
+        py: Python<'_>,
+        template: &str,
+        prefix: String,
+        busiest: bool,
+        after: Option<String>,
+        count: usize,
+    ) -> PyResult<(Vec<Py<PyAny>>, Option<String>)> {
+        let page = InstancePage {
+            prefix,
+            order: if busiest {
+                InstanceOrder::Busiest
+            } else {
+                InstanceOrder::Name
+            },
+            after,
+            count,
+        };
+        let found = self.call(py, self.inner.instances(template, &page))?;
+        let states = found
+            .instances
+            .into_iter()
+            .map(|s| limit_dict(py, s))
+            .collect::<PyResult<_>>()?;
+        Ok((states, found.next_after))
     }
 
     /// Live leases, all or those on one limit.

@@ -27,6 +27,12 @@ def test_a_template_shows_its_instances_and_an_instance_its_template(rk):
     assert rk.limit(key).instance_of == template
     assert rk.limit(template).template == {"instances": 1, "max_instances": 10}
     assert rk.limit(template).held == 1
+    other = rk.acquire(template[:-1] + "globex")
+    page, after = rk.instances(template, count=1)
+    assert [limit.name for limit in page] == [key] and after == key
+    page, after = rk.instances(template, after=after)
+    assert [limit.name for limit in page] == [template[:-1] + "globex"] and after is None
+    other.release()
     lease.release()
     assert rk.limit(template).template["instances"] == 0, "an idle instance is dropped"
     with pytest.raises(ratekeeper.errors.LimitIsTemplate):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
-from typing import Any, List, Optional, Sequence, Union
+from typing import Any, List, Optional, Sequence, Tuple, Union
 
 from . import _aio, _native
 from .errors import invalid
@@ -390,6 +390,20 @@ class Client:
     def delete_limit(self, name: str) -> None:
         """Deletes a limit; requests waiting for it fail with ``LimitDeleted``."""
         self._native.delete_limit(name)
+
+    def instances(
+        self,
+        template: str,
+        prefix: str = "",
+        busiest: bool = False,
+        after: Optional[str] = None,
+        count: int = 100,
+    ) -> Tuple[List[Limit], Optional[str]]:
+        """A page of a template's instances (keys in use): by name from
+        ``after``, or the busiest first; ``prefix`` narrows them. Returns
+        the page and the ``after`` of the next page (``None`` at the end)."""
+        states, next_after = self._native.instances(template, prefix, busiest, after, count)
+        return [Limit._from(state) for state in states], next_after
 
     def leases(self, limit: Optional[str] = None) -> List[LeaseInfo]:
         """Live leases: all of them, or those on ``limit``."""

@@ -36,6 +36,7 @@ __all__ = [
     "enable_limit",
     "ensure_limit",
     "get_limit",
+    "instances",
     "leases",
     "limits",
     "pause_limit",
@@ -70,3 +71,4 @@ pause_limit = _on_shared_client(Client.pause_limit)
 resume_limit = _on_shared_client(Client.resume_limit)
 delete_limit = _on_shared_client(Client.delete_limit)
 leases = _on_shared_client(Client.leases)
+instances = _on_shared_client(Client.instances)
