@@ -7,8 +7,8 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use ratekeeper_core::{
-    AcquireError, AcquireRequest, Claim, Grant, Held, LimitError, LimitPatch, LimitSpec, LimitView,
-    Permit, Timestamp,
+    AcquireError, AcquireRequest, Claim, Grant, Held, InstanceQuery, LimitError, LimitPatch,
+    LimitSpec, LimitView, PauseSpec, Permit, ThrottleReport, Timestamp,
 };
 use smallvec::SmallVec;
 
@@ -67,6 +67,41 @@ impl Limiter {
     pub fn reset(&self, name: &str) -> Result<LimitView, LimitError> {
         self.driver
             .apply(|engine, now| engine.reset_limit(now, name))
+    }
+
+    /// Pauses a limit: nothing is granted until the pause ends (see
+    /// [`Engine::pause`](ratekeeper_core::Engine::pause)).
+    pub fn pause(&self, name: &str, pause: PauseSpec) -> Result<LimitView, LimitError> {
+        self.driver
+            .apply(|engine, now| engine.pause(now, name, &pause))
+    }
+
+    /// Ends a limit's pause now.
+    pub fn resume(&self, name: &str) -> Result<LimitView, LimitError> {
+        self.driver.apply(|engine, now| engine.resume(now, name))
+    }
+
+    /// Reports that the upstream behind a limit said "slow down" (see
+    /// [`Engine::report_throttled`](ratekeeper_core::Engine::report_throttled)).
+    pub fn report_throttled(
+        &self,
+        name: &str,
+        report: ThrottleReport,
+    ) -> Result<LimitView, LimitError> {
+        self.driver
+            .apply(|engine, now| engine.report_throttled(now, name, &report))
+    }
+
+    /// A page of a template's instances.
+    pub fn instances(
+        &self,
+        template: &str,
+        query: InstanceQuery<'_>,
+    ) -> Result<Vec<LimitView>, LimitError> {
+        self.driver.apply(|engine, now| {
+            engine.advance(now);
+            engine.instances(template, &query)
+        })
     }
 
     /// A limit as it is now.

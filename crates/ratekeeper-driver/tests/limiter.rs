@@ -387,3 +387,47 @@ fn futures_poll_once<F: std::future::Future>(future: std::pin::Pin<&mut F>) -> O
         std::task::Poll::Pending => None,
     }
 }
+
+#[tokio::test]
+async fn a_paused_limit_holds_waiting_tasks_until_it_is_resumed_and_a_template_gives_each_key_its_slots()
+ {
+    let limiter = limiter_with(&[
+        LimitSpec::concurrency("vendor", 1),
+        LimitSpec::concurrency("tenant:*", 1),
+    ]);
+    limiter
+        .pause("vendor", ratekeeper_core::PauseSpec::for_seconds(600.0))
+        .unwrap();
+    assert_eq!(
+        limiter.concurrency("vendor").try_acquire().unwrap_err(),
+        AcquireError::WouldBlock
+    );
+    let waiting = tokio::spawn({
+        let limiter = limiter.clone();
+        async move { limiter.concurrency("vendor").await.map(drop) }
+    });
+    while limiter.limit("vendor").unwrap().waiting == 0 {
+        tokio::task::yield_now().await;
+    }
+    limiter.resume("vendor").unwrap();
+    waiting.await.unwrap().unwrap();
+
+    let acme = limiter.concurrency("tenant:acme").try_acquire().unwrap();
+    let globex = limiter.concurrency("tenant:globex").try_acquire().unwrap();
+    assert!(limiter.concurrency("tenant:acme").try_acquire().is_err());
+    let all = ratekeeper_core::InstanceQuery {
+        prefix: "",
+        order: ratekeeper_core::InstanceOrder::Name,
+        after: None,
+        count: 10,
+    };
+    let keys: Vec<String> = limiter
+        .instances("tenant:*", all)
+        .unwrap()
+        .into_iter()
+        .map(|l| l.name)
+        .collect();
+    assert_eq!(keys, ["tenant:acme", "tenant:globex"]);
+    drop((acme, globex));
+    assert!(limiter.instances("tenant:*", all).unwrap().is_empty());
+}
