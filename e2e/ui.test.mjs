@@ -17,12 +17,18 @@ const BINARY = process.env.RATEKEEPER_BIN ?? path.join(ROOT, "target", "debug", 
 const CHROMIUM = process.env.CHROMIUM ?? "/usr/bin/chromium";
 const SCREENSHOTS = path.join(ROOT, "target", "ui-screenshots");
 
+/** Servers still running: a test that fails before it stops its server
+ *  must not leave the run waiting on it (see `after`). */
+const running = new Set();
+
 /** A `ratekeeper serve` with a fresh store directory. */
 async function startServer(...args) {
   const dir = mkdtempSync(path.join(tmpdir(), "ratekeeper-ui-"));
   const child = spawn(BINARY, ["serve", "--addr", "127.0.0.1:0", "--data-dir", dir, ...args], {
     stdio: ["ignore", "pipe", "inherit"],
   });
+  running.add(child);
+  child.on("exit", () => running.delete(child));
   const url = await new Promise((resolve, reject) => {
     let output = "";
     child.stdout.on("data", (chunk) => {
@@ -93,6 +99,7 @@ before(async () => {
 
 after(async () => {
   await browser?.close();
+  for (const child of running) child.kill("SIGKILL");
 });
 
 /** A new page that fails the test on any script error or console error
@@ -734,10 +741,12 @@ test("an adaptive limit shows the rate in force beside the configured one", asyn
   const created = await call(server, "POST", "/v1/limits",
     { name: "vendor", slots: 1, slot_decay_per_second: 100, adaptive: { decrease_factor: 0.5, recovery_seconds: 600 } });
   assert.equal(created.status, 201, JSON.stringify(created.body));
-  const reported = await call(server, "POST", "/v1/limits/vendor/pause", { seconds: 0.001, reason: "429" });
-  assert.equal(reported.body.adaptive.effective, 50);
-  const { page, close } = await open(server.url);
+  let page, close;
   try {
+    // A worker's report of a 429 without Retry-After: it slows down.
+    const reported = await call(server, "POST", "/v1/limits/vendor/throttled", { reason: "429" });
+    assert.equal(reported.body.adaptive.effective, 50, JSON.stringify(reported.body));
+    ({ page, close } = await open(server.url));
     const row = page.locator('tr[data-name="vendor"]');
     await until(async () => /50(\.\d)? of 100/.test(await row.textContent()), "the list shows the rate in force");
     await page.getByRole("link", { name: "vendor" }).click();
@@ -745,7 +754,7 @@ test("an adaptive limit shows the rate in force beside the configured one", asyn
     await until(async () => /Adaptive: 50(\.\d)?\/s in force of 100\/s configured, climbing back/.test(await note.textContent()), "the page explains");
     await shot(page, "adaptive-limit-page");
   } finally {
-    await close();
+    await close?.();
     await server.stop();
   }
 });
