@@ -58,6 +58,17 @@ pub enum InstanceOrder {
     Busiest,
 }
 
+impl InstanceOrder {
+    /// The busiest first, or by name: how a `--busiest` flag reads.
+    pub fn busiest_first(busiest: bool) -> Self {
+        if busiest {
+            InstanceOrder::Busiest
+        } else {
+            InstanceOrder::Name
+        }
+    }
+}
+
 impl From<InstanceOrder> for ratekeeper_core::InstanceOrder {
     fn from(order: InstanceOrder) -> Self {
         match order {

@@ -585,11 +585,7 @@ impl Client {
     ) -> PyResult<(Vec<Py<PyAny>>, Option<String>)> {
         let page = InstancePage {
             prefix,
-            order: if busiest {
-                InstanceOrder::Busiest
-            } else {
-                InstanceOrder::Name
-            },
+            order: InstanceOrder::busiest_first(busiest),
             after,
             count,
         };

@@ -260,11 +260,7 @@ pub async fn limit(connection: Connection, command: LimitCommand) -> Result<(), 
         } => {
             let page = InstancePage {
                 prefix,
-                order: if busiest {
-                    InstanceOrder::Busiest
-                } else {
-                    InstanceOrder::Name
-                },
+                order: InstanceOrder::busiest_first(busiest),
                 after,
                 count,
             };
