@@ -648,7 +648,7 @@ impl Engine {
         if let Role::Template { instances, .. } = &mut self.limit_mut(template).role {
             instances.insert(id);
         }
-        self.idle.push(id);
+        self.maybe_idle(&[id]);
         id
     }
 
@@ -663,6 +663,15 @@ impl Engine {
             && let Role::Template { sums, .. } = &mut self.limit_mut(template).role
         {
             *sums = sums.moved(before, after);
+        }
+    }
+
+    /// Notes limits that may have become idle instances. Without templates
+    /// there are no instances, and nothing is noted: the common path pays
+    /// nothing for them.
+    fn maybe_idle(&mut self, ids: &[LimitId]) {
+        if !self.templates.is_empty() {
+            self.idle.extend_from_slice(ids);
         }
     }
 
@@ -721,7 +730,7 @@ impl Engine {
         for &limit in &changed {
             self.fail_impossible_waiters(limit);
             self.dirty.push(limit);
-            self.idle.push(limit);
+            self.maybe_idle(&[limit]);
         }
     }
 
@@ -818,7 +827,7 @@ impl Engine {
         limit.generation += 1;
         limit.drained_at = now;
         self.dirty.push(id);
-        self.idle.push(id);
+        self.maybe_idle(&[id]);
     }
 
     fn pause_one(&mut self, id: LimitId, pause: &Pause) {
@@ -872,7 +881,7 @@ impl Engine {
         limit.set_scale(limit.scale + adaptive.step_increase(), now);
         self.touch_limits(&[id]);
         self.dirty.push(id);
-        self.idle.push(id);
+        self.maybe_idle(&[id]);
         self.schedule_recovery(id);
     }
 
@@ -892,7 +901,7 @@ impl Engine {
         if self.limit_mut(id).pause.take().is_some() {
             self.touch_limits(&[id]);
             self.dirty.push(id);
-            self.idle.push(id);
+            self.maybe_idle(&[id]);
         }
     }
 
@@ -951,7 +960,7 @@ impl Engine {
         }
         if request.timeout == Some(Duration::ZERO) {
             self.count(&waiter.limits, |c| c.denied_total += 1);
-            self.idle.extend_from_slice(&waiter.limits);
+            self.maybe_idle(&waiter.limits);
             self.drop_idle();
             return Err(AcquireError::WouldBlock);
         }
@@ -1023,7 +1032,7 @@ impl Engine {
             if limit.generation == generation {
                 self.occupy(id, |limit| limit.held -= permit.occupy);
                 self.dirty.push(id);
-                self.idle.push(id);
+                self.maybe_idle(&[id]);
                 self.touch_limits(&[id]);
             }
         }
@@ -1261,7 +1270,7 @@ impl Engine {
             });
         }
         self.dirty.extend_from_slice(&waiter.limits);
-        self.idle.extend_from_slice(&waiter.limits);
+        self.maybe_idle(&waiter.limits);
         self.touch_limits(&waiter.limits);
         if let Some(deadline) = waiter.deadline {
             self.timers.remove(&(deadline, Timer::Deadline(id)));
@@ -1362,7 +1371,7 @@ impl Engine {
                     self.limit_mut(*id).add_decaying(occupy, now);
                 }
                 // An instance counts its admissions until they drain.
-                self.idle.extend_from_slice(&active);
+                self.maybe_idle(&active);
                 Held::Nothing
             }
             PendingClaim::Permit => {
@@ -1430,7 +1439,7 @@ impl Engine {
             });
         }
         self.dirty.extend_from_slice(&lease.limits);
-        self.idle.extend_from_slice(&lease.limits);
+        self.maybe_idle(&lease.limits);
         self.touch_limits(&lease.limits);
         self.touch_lease(id);
         Some(lease)
@@ -1526,7 +1535,7 @@ impl Engine {
             }
             // Idle ones (it may have been stored just before it was dropped)
             // go on the first step.
-            self.idle.push(id);
+            self.maybe_idle(&[id]);
         }
         Ok(())
     }

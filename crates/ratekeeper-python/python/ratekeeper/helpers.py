@@ -106,6 +106,7 @@ async def athrottled_map(
 
 def _check_key(limit: Optional[Names], rate: Optional[Names], key: Any) -> None:
     """A template needs ``key``: say so before any call is made."""
-    for names in (limit, rate):
-        if names is not None:
-            _keyed(names, key if key is None else "k")
+    if key is None:
+        for names in (limit, rate):
+            if names is not None:
+                _keyed(names, None)
