@@ -58,6 +58,34 @@ pub struct InstanceQuery<'a> {
     pub count: usize,
 }
 
+impl InstanceQuery<'_> {
+    /// The page this query asks for, out of every instance of a template
+    /// (in any order).
+    pub fn page(&self, mut views: Vec<LimitView>) -> Vec<LimitView> {
+        views.retain(|view| view.name.starts_with(self.prefix));
+        match self.order {
+            InstanceOrder::Name => views.sort_by(|a, b| a.name.cmp(&b.name)),
+            InstanceOrder::Busiest => views.sort_by(|a, b| {
+                let load = |v: &LimitView| v.held as f64 + v.decaying + v.waiting_slots as f64;
+                load(b)
+                    .total_cmp(&load(a))
+                    .then_with(|| a.name.cmp(&b.name))
+            }),
+        }
+        let start = match (self.after, self.order) {
+            (Some(after), InstanceOrder::Name) => {
+                views.partition_point(|v| v.name.as_str() <= after)
+            }
+            (Some(after), InstanceOrder::Busiest) => views
+                .iter()
+                .position(|v| v.name == after)
+                .map_or(views.len(), |at| at + 1),
+            (None, _) => 0,
+        };
+        views.into_iter().skip(start).take(self.count).collect()
+    }
+}
+
 /// How instances are listed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum InstanceOrder {
@@ -551,32 +579,8 @@ impl Engine {
         query: &InstanceQuery<'_>,
     ) -> Result<Vec<LimitView>, LimitError> {
         let id = self.limit_id(template)?;
-        let mut views: Vec<LimitView> = self
-            .instances_of(id)
-            .into_iter()
-            .map(|instance| self.view_of(instance))
-            .filter(|view| view.name.starts_with(query.prefix))
-            .collect();
-        match query.order {
-            InstanceOrder::Name => views.sort_by(|a, b| a.name.cmp(&b.name)),
-            InstanceOrder::Busiest => views.sort_by(|a, b| {
-                let load = |v: &LimitView| v.held as f64 + v.decaying + v.waiting_slots as f64;
-                load(b)
-                    .total_cmp(&load(a))
-                    .then_with(|| a.name.cmp(&b.name))
-            }),
-        }
-        let start = match (query.after, query.order) {
-            (Some(after), InstanceOrder::Name) => {
-                views.partition_point(|v| v.name.as_str() <= after)
-            }
-            (Some(after), InstanceOrder::Busiest) => views
-                .iter()
-                .position(|v| v.name == after)
-                .map_or(views.len(), |at| at + 1),
-            (None, _) => 0,
-        };
-        Ok(views.into_iter().skip(start).take(query.count).collect())
+        let views = self.instances_of(id).into_iter();
+        Ok(query.page(views.map(|instance| self.view_of(instance)).collect()))
     }
 
     // ----- templates and instances (internals) ---------------------------

@@ -96,7 +96,7 @@ pub use limit::{
     Counters, DEFAULT_MAX_INSTANCES, LimitPatch, LimitSpec, LimitView, MAX_DECAY,
     MAX_DESCRIPTION_LEN, MAX_DRAIN_SECONDS, MAX_INSTANCES, MAX_SLOTS, TemplateView, check_drain,
 };
-pub use name::{LimitName, MAX_NAME_LEN, template_prefix};
+pub use name::{LimitName, MAX_NAME_LEN, example_key, template_prefix};
 pub use pause::{
     DEFAULT_THROTTLE_PAUSE, MAX_PAUSE, MAX_PAUSE_TEXT_LEN, Pause, PauseEnd, PauseSpec,
     ThrottleReport,

@@ -43,7 +43,7 @@ pub fn template_prefix(name: &str) -> Option<&str> {
 }
 
 /// A key a template would apply to, for messages: `tenant:*` → `tenant:acme`.
-pub(crate) fn example_key(template: &str) -> String {
+pub fn example_key(template: &str) -> String {
     format!("{}acme", template_prefix(template).unwrap_or(template))
 }
 

@@ -243,7 +243,10 @@ pub(crate) async fn whole_leases(
                 continue;
             }
             let rest: reply::Leases = inner
-                .read(part, &[("what", "lease"), ("name", &id.to_string())])
+                .read(
+                    part,
+                    &[("what", "lease"), ("name", &id.to_string()), ("query", "")],
+                )
                 .await?;
             parts.extend(rest.leases.into_iter().map(|lease| (part, lease)));
         }

@@ -6,8 +6,9 @@ use std::time::Duration;
 
 use ratekeeper_backend::{AcquireSpec, Backend, Error, Event, LimitDetail, Waiting};
 use ratekeeper_core::{
-    InstanceQuery, LeaseGrant, LeaseId, LeaseView, LimitError, LimitPatch, LimitSpec, LimitView,
-    PauseEnd, PauseSpec, ThrottleReport, Timestamp,
+    DEFAULT_MAX_INSTANCES, InstanceOrder, InstanceQuery, LeaseGrant, LeaseId, LeaseView,
+    LimitError, LimitPatch, LimitSpec, LimitView, PauseEnd, PauseSpec, ThrottleReport, Timestamp,
+    template_prefix,
 };
 use tokio::sync::{broadcast, watch};
 
@@ -17,7 +18,7 @@ use crate::layout::Layout;
 use crate::markers::{check_layout, partition_count};
 use crate::options::Options;
 use crate::reply::Reply;
-use crate::scripts::Scripts;
+use crate::scripts::{Function, Scripts};
 use crate::tasks::{LISTENED, feed_events, heartbeat_loop, listen, tick_loop};
 use crate::{across, layout, reply};
 
@@ -126,103 +127,101 @@ pub(crate) fn check_ttl(ttl: Option<Duration>) -> Result<(), Error> {
 impl Backend for RedisBackend {
     async fn create_limit(&self, spec: LimitSpec) -> Result<LimitView, Error> {
         spec.check()?;
-        if spec.adaptive.is_some() {
-            return Err(Error::Unsupported {
-                what: "an adaptive limit: adaptive limits need the embedded store".into(),
-            });
-        }
-        if spec.name.ends_with('*') {
-            return Err(Error::Unsupported {
-                what: format!(
-                    "template {:?} (a name ending in '*'): templates need the embedded store",
-                    spec.name
-                ),
-            });
-        }
+        refuse_adaptive(spec.adaptive.is_some())?;
         let inner = &self.inner;
-        let reply = inner
-            .run::<reply::Limit>(
-                inner.layout.of(&spec.name),
-                &inner.scripts.create,
-                &[
-                    ("name", &spec.name),
-                    ("slots", &spec.slots.to_string()),
-                    ("decay", &spec.slot_decay_per_second.to_string()),
-                    ("active", flag(spec.active)),
-                    ("has_description", flag(spec.description.is_some())),
-                    ("description", spec.description.as_deref().unwrap_or("")),
-                ],
-            )
-            .await?;
-        limit_reply(reply)
+        let definition = Definition {
+            slots: spec.slots.to_string(),
+            decay: spec.slot_decay_per_second.to_string(),
+            active: flag(spec.active),
+            description_change: if spec.description.is_some() {
+                "set"
+            } else {
+                "clear"
+            },
+            description: spec.description.clone().unwrap_or_default(),
+            max: Some(spec.max_instances.unwrap_or(DEFAULT_MAX_INSTANCES)),
+        };
+        let mut created = None;
+        // A template is kept in every partition, its home one first (which
+        // refuses a name in use); a copy left by a delete that failed
+        // half-way is set to this definition.
+        for (part, share) in inner.shares(&spec.name, definition.max) {
+            let args = definition.create(&spec.name, share);
+            let mut reply = inner
+                .run(part, &inner.scripts.create, &borrowed(&args))
+                .await?;
+            if created.is_some() && matches!(&reply, Reply::Refused(r) if r.err == "limit_exists") {
+                let args = definition.update(&spec.name, share);
+                reply = inner
+                    .run(part, &inner.scripts.update, &borrowed(&args))
+                    .await?;
+            }
+            let view = limit_reply(reply)?;
+            created.get_or_insert(view);
+        }
+        self.merged(created.expect("a store has a partition")).await
     }
 
     async fn update_limit(&self, name: &str, patch: LimitPatch) -> Result<LimitView, Error> {
         patch.check()?;
-        if let Some(Some(_)) = patch.adaptive {
-            return Err(Error::Unsupported {
-                what: "an adaptive limit: adaptive limits need the embedded store".into(),
-            });
-        }
-        if patch.max_instances.is_some() {
+        refuse_adaptive(matches!(patch.adaptive, Some(Some(_))))?;
+        if patch.max_instances.is_some() && template_prefix(name).is_none() {
             return Err(LimitError::InvalidMaxInstances {
                 reason: "is only for a template (a name ending in '*')".into(),
             }
             .into());
         }
         let inner = &self.inner;
-        let (description_mode, description) = match &patch.description {
-            None => ("", ""),
-            Some(None) => ("clear", ""),
-            Some(Some(text)) => ("set", text.as_str()),
+        let definition = Definition {
+            slots: patch.slots.map(|s| s.to_string()).unwrap_or_default(),
+            decay: patch
+                .slot_decay_per_second
+                .map(|d| d.to_string())
+                .unwrap_or_default(),
+            active: patch.active.map(flag).unwrap_or(""),
+            description_change: match &patch.description {
+                None => "",
+                Some(None) => "clear",
+                Some(Some(_)) => "set",
+            },
+            description: patch.description.clone().flatten().unwrap_or_default(),
+            max: patch.max_instances,
         };
-        let reply = inner
-            .run::<reply::Limit>(
-                inner.layout.of(name),
-                &inner.scripts.update,
-                &[
-                    ("name", name),
-                    (
-                        "slots",
-                        &patch.slots.map(|s| s.to_string()).unwrap_or_default(),
-                    ),
-                    (
-                        "decay",
-                        &patch
-                            .slot_decay_per_second
-                            .map(|d| d.to_string())
-                            .unwrap_or_default(),
-                    ),
-                    ("active", patch.active.map(flag).unwrap_or("")),
-                    ("description_change", description_mode),
-                    ("description", description),
-                ],
-            )
-            .await?;
-        limit_reply(reply)
+        let mut updated = None;
+        // A template's home partition first: it refuses what is refused.
+        for (part, share) in inner.shares(name, definition.max) {
+            let args = definition.update(name, share);
+            let reply = inner
+                .run(part, &inner.scripts.update, &borrowed(&args))
+                .await?;
+            let view = limit_reply(reply)?;
+            updated.get_or_insert(view);
+        }
+        self.merged(updated.expect("a store has a partition")).await
     }
 
     async fn delete_limit(&self, name: &str) -> Result<(), Error> {
         let inner = &self.inner;
-        let part = inner.layout.of(name);
-        match inner
-            .run::<bool>(part, &inner.scripts.delete, &[("name", name)])
-            .await?
-        {
-            Reply::Ok { .. } => Ok(()),
-            Reply::Refused(refusal) => Err(refusal.limit_error()),
-            other => Err(unexpected(&other)),
+        // A template's home partition last, so that a delete that failed
+        // half-way is found and finished by doing it again.
+        for part in inner.parts_of(name).into_iter().rev() {
+            match inner
+                .run::<bool>(part, &inner.scripts.delete, &[("name", name)])
+                .await?
+            {
+                Reply::Ok { .. } => {}
+                Reply::Refused(refusal)
+                    if refusal.err == "limit_not_found" && part != inner.layout.of(name) => {}
+                Reply::Refused(refusal) => return Err(refusal.limit_error()),
+                other => return Err(unexpected(&other)),
+            }
         }
+        Ok(())
     }
 
     async fn reset_limit(&self, name: &str) -> Result<LimitView, Error> {
-        let inner = &self.inner;
-        let part = inner.layout.of(name);
-        limit_reply(
-            inner
-                .run(part, &inner.scripts.reset, &[("name", name)])
-                .await?,
-        )
+        self.on_every_copy(name, &self.inner.scripts.reset, &[("name", name)])
+            .await
     }
 
     async fn pause_limit(&self, name: &str, pause: PauseSpec) -> Result<LimitView, Error> {
@@ -245,8 +244,6 @@ impl Backend for RedisBackend {
             ),
             PauseEnd::Until(at) => ("until", at.as_unix_nanos().div_ceil(1000)),
         };
-        let inner = &self.inner;
-        let part = inner.layout.of(name);
         let args = [
             ("name", name),
             ("end_kind", kind),
@@ -254,7 +251,27 @@ impl Backend for RedisBackend {
             ("reason", pause.reason.as_deref().unwrap_or("")),
             ("reporter", pause.reporter.as_deref().unwrap_or("")),
         ];
-        limit_reply(inner.run(part, &inner.scripts.pause, &args).await?)
+        if template_prefix(name).is_some() {
+            return self
+                .on_every_copy(name, &self.inner.scripts.pause, &args)
+                .await;
+        }
+        // A key of a template gets its instance if it has none.
+        let inner = &self.inner;
+        let part = inner.layout.of(name);
+        loop {
+            match inner.run(part, &inner.scripts.pause, &args).await? {
+                Reply::Refused(refusal) if refusal.err == "too_many_instances" => {
+                    if !inner.borrow_room(part, &refusal).await? {
+                        return Err(LimitError::InvalidPause {
+                            reason: refusal.error().to_string(),
+                        }
+                        .into());
+                    }
+                }
+                reply => return limit_reply(reply),
+            }
+        }
     }
 
     async fn report_throttled(
@@ -268,25 +285,27 @@ impl Backend for RedisBackend {
     }
 
     async fn resume_limit(&self, name: &str) -> Result<LimitView, Error> {
-        let inner = &self.inner;
-        let part = inner.layout.of(name);
-        limit_reply(
-            inner
-                .run(part, &inner.scripts.resume, &[("name", name)])
-                .await?,
-        )
+        self.on_every_copy(name, &self.inner.scripts.resume, &[("name", name)])
+            .await
     }
 
     async fn limits(&self) -> Result<Vec<LimitView>, Error> {
         let shares: Vec<reply::Limits> = self
             .inner
-            .read_all(&[("what", "limits"), ("name", "")])
+            .read_all(&[("what", "limits"), ("name", ""), ("query", "")])
             .await?;
-        let mut limits: Vec<LimitView> = shares
-            .into_iter()
-            .flat_map(|share| share.limits)
-            .map(Into::into)
-            .collect();
+        let mut limits: Vec<LimitView> = Vec::new();
+        for limit in shares.into_iter().flat_map(|share| share.limits) {
+            let limit = LimitView::from(limit);
+            // A template's copies, one per partition, show as one.
+            match limits
+                .iter_mut()
+                .find(|l| l.template.is_some() && l.name == limit.name)
+            {
+                Some(template) => crate::instance::add_template_copy(template, limit),
+                None => limits.push(limit),
+            }
+        }
         limits.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(limits)
     }
@@ -294,21 +313,34 @@ impl Backend for RedisBackend {
     async fn instances(
         &self,
         template: &str,
-        _query: InstanceQuery<'_>,
+        query: InstanceQuery<'_>,
     ) -> Result<Vec<LimitView>, Error> {
-        // No template is ever stored here (create_limit refuses them).
-        self.limit(template).await?;
-        Ok(Vec::new())
+        // By name, each partition gives at most a page after `after`; by
+        // load, every instance (a partition cannot know the others' loads).
+        let paged = query.order == InstanceOrder::Name;
+        let asked = serde_json::json!({
+            "prefix": query.prefix,
+            "after": query.after.filter(|_| paged),
+            "count": paged.then_some(query.count),
+        })
+        .to_string();
+        let args = [
+            ("what", "instances"),
+            ("name", template),
+            ("query", asked.as_str()),
+        ];
+        let shares: Vec<reply::Limits> = self.inner.read_all(&args).await?;
+        let views = shares.into_iter().flat_map(|share| share.limits);
+        Ok(query.page(views.map(Into::into).collect()))
     }
 
     async fn limit(&self, name: &str) -> Result<LimitDetail, Error> {
         let inner = &self.inner;
         let part = inner.layout.of(name);
-        let detail: reply::Detail = inner
-            .read(part, &[("what", "limit"), ("name", name)])
-            .await?;
+        let args = [("what", "limit"), ("name", name), ("query", "")];
+        let detail: reply::Detail = inner.read(part, &args).await?;
         Ok(LimitDetail {
-            limit: detail.limit.into(),
+            limit: inner.with_copies(detail.limit.into()).await?,
             leases: across::whole_leases(inner, parted(part, detail.leases)).await?,
             waiters: detail.waiters.into_iter().map(Into::into).collect(),
         })
@@ -320,13 +352,14 @@ impl Backend for RedisBackend {
             Some(name) => {
                 let part = inner.layout.of(name);
                 let share: reply::Leases = inner
-                    .read(part, &[("what", "leases"), ("name", name)])
+                    .read(part, &[("what", "leases"), ("name", name), ("query", "")])
                     .await?;
                 parted(part, share.leases)
             }
             None => {
-                let shares: Vec<reply::Leases> =
-                    inner.read_all(&[("what", "leases"), ("name", "")]).await?;
+                let shares: Vec<reply::Leases> = inner
+                    .read_all(&[("what", "leases"), ("name", ""), ("query", "")])
+                    .await?;
                 let parts = shares.into_iter().enumerate();
                 parts
                     .flat_map(|(part, share)| parted(part, share.leases))
@@ -393,6 +426,96 @@ impl Backend for RedisBackend {
 /// Leases read in partition `part`, each with it.
 pub(crate) fn parted(part: usize, leases: Vec<reply::Lease>) -> Vec<(usize, reply::Lease)> {
     leases.into_iter().map(|lease| (part, lease)).collect()
+}
+
+impl RedisBackend {
+    /// Runs a limit operation on `name` and, for a template, on its copy in
+    /// every partition (its home one first, which says whether it exists);
+    /// answers the limit as it is then.
+    async fn on_every_copy(
+        &self,
+        name: &str,
+        function: &Function,
+        args: &[(&str, &str)],
+    ) -> Result<LimitView, Error> {
+        let inner = &self.inner;
+        let mut first = None;
+        for part in inner.parts_of(name) {
+            let view = limit_reply(inner.run(part, function, args).await?)?;
+            first.get_or_insert(view);
+        }
+        self.merged(first.expect("a store has a partition")).await
+    }
+
+    /// A limit as one partition showed it, with the other copies of a
+    /// template added.
+    async fn merged(&self, view: LimitView) -> Result<LimitView, Error> {
+        self.inner.with_copies(view).await
+    }
+}
+
+/// Adaptive limits are kept by the embedded store only.
+fn refuse_adaptive(adaptive: bool) -> Result<(), Error> {
+    if adaptive {
+        return Err(Error::Unsupported {
+            what: "an adaptive limit: adaptive limits need the embedded store".into(),
+        });
+    }
+    Ok(())
+}
+
+/// A limit's definition as the create and update functions take it, each
+/// field as text; for an update, '' keeps a field as it is.
+struct Definition {
+    slots: String,
+    decay: String,
+    active: &'static str,
+    /// '' (keep), `set` or `clear`.
+    description_change: &'static str,
+    description: String,
+    /// A template's `max_instances`; `None` keeps it.
+    max: Option<u64>,
+}
+
+impl Definition {
+    /// The create function's arguments, with partition `share` of the
+    /// instances.
+    fn create(&self, name: &str, share: u64) -> Vec<(&'static str, String)> {
+        let has_description = flag(self.description_change == "set");
+        vec![
+            ("name", name.to_owned()),
+            ("slots", self.slots.clone()),
+            ("decay", self.decay.clone()),
+            ("active", self.active.to_owned()),
+            ("has_description", has_description.to_owned()),
+            ("description", self.description.clone()),
+            ("max_share", share.to_string()),
+            ("max_all", self.max.unwrap_or_default().to_string()),
+        ]
+    }
+
+    /// The update function's arguments, with partition `share` of the
+    /// instances.
+    fn update(&self, name: &str, share: u64) -> Vec<(&'static str, String)> {
+        let shown = |value: u64| self.max.map(|_| value.to_string()).unwrap_or_default();
+        vec![
+            ("name", name.to_owned()),
+            ("slots", self.slots.clone()),
+            ("decay", self.decay.clone()),
+            ("active", self.active.to_owned()),
+            ("description_change", self.description_change.to_owned()),
+            ("description", self.description.clone()),
+            ("max_share", shown(share)),
+            ("max_all", shown(self.max.unwrap_or_default())),
+        ]
+    }
+}
+
+/// Arguments as a call takes them.
+fn borrowed<'a>(args: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str)> {
+    args.iter()
+        .map(|(name, value)| (*name, value.as_str()))
+        .collect()
 }
 
 pub(crate) fn limit_reply(reply: Reply<reply::Limit>) -> Result<LimitView, Error> {

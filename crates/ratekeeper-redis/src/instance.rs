@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use ratekeeper_backend::{AcquireSpec, Error, Event, Granted};
-use ratekeeper_core::{LeaseGrant, Mode, Timestamp};
+use ratekeeper_core::{LeaseGrant, LimitView, Mode, Timestamp};
 use serde::de::DeserializeOwned;
 use tokio::sync::{broadcast, oneshot, watch};
 use tokio::task::JoinHandle;
@@ -315,7 +315,10 @@ impl Inner {
         }
     }
 
-    /// Runs the acquire function for `request` in partition `part`.
+    /// Runs the acquire function for `request` in partition `part`; a
+    /// new key refused for want of room in the partition's share of its
+    /// template's instances is asked again once another partition has
+    /// lent room.
     pub(crate) async fn run_acquire<T: DeserializeOwned>(
         &self,
         part: usize,
@@ -326,7 +329,40 @@ impl Inner {
             .iter()
             .map(|(name, value)| (*name, value.as_ref()))
             .collect();
-        self.run(part, &self.scripts.acquire, &args).await
+        loop {
+            let reply = self.run(part, &self.scripts.acquire, &args).await?;
+            if let Reply::Refused(refusal) = &reply
+                && self.borrow_room(part, refusal).await?
+            {
+                continue;
+            }
+            return Ok(reply);
+        }
+    }
+
+    /// For a refusal for want of room in partition `part`'s share of a
+    /// template's instances: moves one instance's room there from another
+    /// partition that has some to spare; false if none has (or the
+    /// refusal is another). The room is taken from the lender before it
+    /// is given, so the shares never add up to more than the template's
+    /// `max_instances`; room lost in between (this instance stopped) is
+    /// found again by the next change of `max_instances`.
+    pub(crate) async fn borrow_room(
+        &self,
+        part: usize,
+        refusal: &reply::Refusal,
+    ) -> Result<bool, Error> {
+        let (true, Some(template)) = (refusal.share, &refusal.template) else {
+            return Ok(false);
+        };
+        for lender in (0..self.layout.count()).filter(|&p| p != part) {
+            let lent = self.share(lender, template, -1).await?;
+            if lent > 0 {
+                self.share(part, template, lent).await?;
+                return Ok(true);
+            }
+        }
+        Ok(false)
     }
 
     /// Checks `request` in partition `part` as its acquire would, changing
@@ -402,6 +438,70 @@ impl Inner {
         serde_json::from_value(value).map_err(unavailable)
     }
 
+    /// Moves room for instances of `template` in or out of partition
+    /// `part` (see `share.lua`); answers how much moved.
+    async fn share(&self, part: usize, template: &str, change: i64) -> Result<i64, Error> {
+        let args = [("template", template), ("change", &change.to_string())];
+        match self
+            .run::<reply::Int>(part, &self.scripts.share, &args)
+            .await?
+        {
+            Reply::Ok { ok } => Ok(ok.0 as i64),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// The partitions holding limit `name`: its own, then, for a template
+    /// (kept in every partition), every other one.
+    pub(crate) fn parts_of(&self, name: &str) -> Vec<usize> {
+        let home = self.layout.of(name);
+        let mut parts = vec![home];
+        if ratekeeper_core::template_prefix(name).is_some() {
+            parts.extend((0..self.layout.count()).filter(|&part| part != home));
+        }
+        parts
+    }
+
+    /// [`parts_of`](Self::parts_of), each with its share of `max`
+    /// instances: split evenly, the first partitions in order taking one
+    /// more each while some are left over (0 for a limit that is no
+    /// template, or when no `max` is given).
+    pub(crate) fn shares(&self, name: &str, max: Option<u64>) -> Vec<(usize, u64)> {
+        let count = self.layout.count() as u64;
+        let max = max.unwrap_or_default();
+        let share = |part: usize| max / count + u64::from((part as u64) < max % count);
+        self.parts_of(name)
+            .into_iter()
+            .map(|part| (part, share(part)))
+            .collect()
+    }
+
+    /// A limit as its home partition shows it; for a template on a store
+    /// of several partitions, with every other partition's copy added (its
+    /// sums over that partition's instances, and its counters).
+    pub(crate) async fn with_copies(&self, mut limit: LimitView) -> Result<LimitView, Error> {
+        if limit.template.is_none() {
+            return Ok(limit);
+        }
+        for part in self.parts_of(&limit.name).into_iter().skip(1) {
+            let args = [
+                ("what", "limit"),
+                ("name", limit.name.as_str()),
+                ("query", ""),
+            ];
+            let copy: reply::Detail = self.read(part, &args).await?;
+            add_template_copy(&mut limit, copy.limit.into());
+        }
+        Ok(limit)
+    }
+
+    /// A template as every partition's copy shows it together.
+    pub(crate) async fn template_view(&self, name: &str) -> Result<LimitView, Error> {
+        let args = [("what", "limit"), ("name", name), ("query", "")];
+        let home: reply::Detail = self.read(self.layout.of(name), &args).await?;
+        self.with_copies(home.limit.into()).await
+    }
+
     /// Reads every partition's share, concurrently.
     pub(crate) async fn read_all<T: DeserializeOwned>(
         &self,
@@ -409,6 +509,24 @@ impl Inner {
     ) -> Result<Vec<T>, Error> {
         let reads = (0..self.layout.count()).map(|part| self.read(part, args));
         futures_util::future::try_join_all(reads).await
+    }
+}
+
+/// Adds a template's copy in another partition to its view: its sums over
+/// that partition's instances, and its counters.
+pub(crate) fn add_template_copy(template: &mut LimitView, copy: LimitView) {
+    template.held += copy.held;
+    template.decaying += copy.decaying;
+    template.waiting += copy.waiting;
+    template.waiting_slots += copy.waiting_slots;
+    let (sum, other) = (&mut template.counters, copy.counters);
+    sum.granted_total += other.granted_total;
+    sum.granted_slots_total += other.granted_slots_total;
+    sum.waited_total += other.waited_total;
+    sum.expired_total += other.expired_total;
+    sum.denied_total += other.denied_total;
+    if let (Some(sum), Some(other)) = (&mut template.template, copy.template) {
+        sum.instances += other.instances;
     }
 }
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 use ratekeeper_backend::Error;
 use ratekeeper_core::{
     AcquireError, Counters, LeaseError, LeaseId, LeaseView, LimitError, LimitView, Mode, Pause,
-    RequestId, Timestamp, WaiterView,
+    RequestId, TemplateView, Timestamp, WaiterView,
 };
 use serde::Deserialize;
 use serde::de::{Deserializer, Error as _};
@@ -79,6 +79,26 @@ pub struct Limit {
     created: Int,
     updated: Int,
     paused: Option<Paused>,
+    template: Option<Template>,
+    instance_of: Option<String>,
+}
+
+impl Limit {
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Whether this is (one partition's copy of) a template.
+    pub fn is_template(&self) -> bool {
+        self.template.is_some()
+    }
+}
+
+/// What a template has, in one partition.
+#[derive(Debug, Clone, Deserialize)]
+struct Template {
+    instances: Int,
+    max_instances: Int,
 }
 
 /// A limit's pause as the scripts describe it (only while it holds).
@@ -117,9 +137,11 @@ impl From<Limit> for LimitView {
                 reason: p.reason,
                 reporter: p.reporter,
             }),
-            // Templates are not kept in Redis yet (create_limit refuses them).
-            template: None,
-            instance_of: None,
+            template: l.template.map(|t| TemplateView {
+                instances: t.instances.0,
+                max_instances: t.max_instances.0,
+            }),
+            instance_of: l.instance_of,
             // Nor adaptive limits (create_limit and update_limit refuse them).
             adaptive: None,
         }
@@ -222,6 +244,14 @@ pub struct Refusal {
     pub occupy: Option<Int>,
     pub slots: Option<Int>,
     pub decay: Option<f64>,
+    /// The template a key or an instance is of.
+    pub template: Option<String>,
+    /// A template's max_instances.
+    pub max: Option<Int>,
+    /// A key refused for want of room in its partition's share of its
+    /// template's instances: another partition may lend some.
+    #[serde(default)]
+    pub share: bool,
 }
 
 impl Refusal {
@@ -249,6 +279,22 @@ impl Refusal {
             }
             .into(),
             "would_block" => AcquireError::WouldBlock.into(),
+            "limit_is_template" => AcquireError::IsTemplate {
+                name: self.name(),
+                example: ratekeeper_core::example_key(&self.name()),
+            }
+            .into(),
+            "limit_is_instance" => LimitError::IsInstance {
+                name: self.name(),
+                template: self.template.clone().unwrap_or_default(),
+            }
+            .into(),
+            "too_many_instances" => AcquireError::TooManyInstances {
+                name: self.name(),
+                template: self.template.clone().unwrap_or_default(),
+                max: self.max.unwrap_or_default().0,
+            }
+            .into(),
             "limit_deleted" => AcquireError::LimitDeleted { name: self.name() }.into(),
             "lease_revoked" => LeaseError::Revoked.into(),
             "lease_expired" => LeaseError::Expired.into(),

@@ -43,8 +43,8 @@ macro_rules! operations {
 }
 
 operations! {
-    create(name, slots, decay, active, has_description, description) = "lua/create.lua",
-    update(name, slots, decay, active, description_change, description) = "lua/update.lua",
+    create(name, slots, decay, active, has_description, description, max_share, max_all) = "lua/create.lua",
+    update(name, slots, decay, active, description_change, description, max_share, max_all) = "lua/update.lua",
     delete(name) = "lua/delete.lua",
     reset(name) = "lua/reset.lua",
     pause(name, end_kind, end_us, reason, reporter) = "lua/pause.lua",
@@ -55,7 +55,8 @@ operations! {
     renew(id, ttl_us) = "lua/renew.lua",
     tick() = "lua/tick.lua",
     status(token) = "lua/status.lua",
-    read(what, name) = "lua/read.lua",
+    read(what, name, query) = "lua/read.lua",
+    share(template, change) = "lua/share.lua",
 }
 
 /// One operation's function: its name in the library, and the names of

@@ -8,7 +8,7 @@ use ratekeeper_backend::Event;
 
 use crate::connection::Subscription;
 use crate::instance::{Inner, local_micros};
-use crate::reply::Outcome;
+use crate::reply::{self, Outcome};
 use crate::{HEARTBEAT, TICK_BACKSTOP};
 
 /// The channels every instance listens to: outcomes of queued requests
@@ -119,8 +119,17 @@ pub(crate) async fn feed_events(weak: Weak<Inner>, mut subscription: Subscriptio
                         let Some(message) = message else { break };
                         let Some(inner) = weak.upgrade() else { return };
                         let payload: String = message.get_payload().unwrap_or_default();
-                        if let Ok(change) = serde_json::from_str(&payload) {
-                            inner.publish_change(change);
+                        match serde_json::from_str(&payload) {
+                            // One partition's copy of a template: shown whole.
+                            Ok(reply::Change::Limit(limit))
+                                if limit.is_template() && inner.layout.count() > 1 =>
+                            {
+                                if let Ok(limit) = inner.template_view(limit.name()).await {
+                                    let _ = inner.events.send(Event::Limit(limit));
+                                }
+                            }
+                            Ok(change) => inner.publish_change(change),
+                            Err(_) => {}
                         }
                     }
                     _ = check.tick() => {

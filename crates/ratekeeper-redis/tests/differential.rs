@@ -6,20 +6,28 @@
 //!
 //! Decay rates divide a million, so that the engine's nanoseconds and the
 //! scripts' microseconds round alike.
+//!
+//! Besides plain limits, the sequences make, change and delete a template
+//! `t:*` (with room for one or two instances), ask for its keys `t:x` and
+//! `t:y`, pause them and give one a limit of its own.
 
 use std::time::Duration;
 
 use proptest::prelude::*;
 use ratekeeper_backend::{AcquireSpec, Backend, Error, Granted};
 use ratekeeper_core::{
-    AcquireRequest, Admission, Claim, Engine, Held, LeaseId, LimitPatch, LimitSpec, LimitView,
-    Mode, PauseSpec, RequestId, Timestamp,
+    AcquireRequest, Admission, Claim, Engine, Held, InstanceOrder, InstanceQuery, LeaseId,
+    LimitError, LimitPatch, LimitSpec, LimitView, Mode, PauseSpec, RequestId, Timestamp,
 };
 use ratekeeper_redis::testing::RedisServer;
 use ratekeeper_redis::{ManualClock, Options, RedisBackend};
 use tokio::task::JoinHandle;
 
-const NAMES: [&str; 3] = ["a", "b", "c"];
+/// What requests ask for: limits, or keys of the template.
+const NAMES: [&str; 4] = ["a", "b", "t:x", "t:y"];
+/// What limit operations act on: those, and the template.
+const TARGETS: [&str; 5] = ["a", "b", "t:x", "t:y", "t:*"];
+const TEMPLATE: &str = "t:*";
 const DECAYS: [f64; 4] = [0.0, 10.0, 50.0, 100.0];
 const START_MS: u64 = 1_800_000_000_000;
 
@@ -29,6 +37,7 @@ enum Op {
         limit: usize,
         slots: u64,
         decay: usize,
+        max_instances: u64,
     },
     Acquire {
         limits: Vec<usize>,
@@ -67,11 +76,11 @@ enum Op {
 }
 
 fn op() -> impl Strategy<Value = Op> {
-    let limit = 0..NAMES.len();
+    let limit = 0..TARGETS.len();
     prop_oneof![
-        3 => (limit.clone(), 0..4u64, 0..DECAYS.len())
-            .prop_map(|(limit, slots, decay)| Op::Create { limit, slots, decay }),
-        6 => (proptest::sample::subsequence(vec![0, 1, 2], 1..=2), 1..3u64, any::<bool>(), 1..4u64, proptest::bool::weighted(0.2))
+        4 => (limit.clone(), 0..4u64, 0..DECAYS.len(), 1..3u64)
+            .prop_map(|(limit, slots, decay, max_instances)| Op::Create { limit, slots, decay, max_instances }),
+        6 => (proptest::sample::subsequence(vec![0, 1, 2, 3], 1..=2), 1..3u64, any::<bool>(), 1..4u64, proptest::bool::weighted(0.2))
             .prop_map(|(limits, occupy, rate, ttl_s, try_once)| Op::Acquire { limits, occupy, rate, ttl_s, try_once }),
         4 => any::<usize>().prop_map(|lease| Op::Release { lease }),
         1 => any::<usize>().prop_map(|lease| Op::Renew { lease }),
@@ -174,10 +183,13 @@ impl Pair {
                 limit,
                 slots,
                 decay,
+                max_instances,
             } => {
+                let name = TARGETS[*limit];
                 let spec = LimitSpec {
                     slot_decay_per_second: DECAYS[*decay],
-                    ..LimitSpec::concurrency(NAMES[*limit], *slots)
+                    max_instances: (name == TEMPLATE).then_some(*max_instances),
+                    ..LimitSpec::concurrency(name, *slots)
                 };
                 let expected = self.engine.create_limit(now, &spec);
                 let got = self.redis.create_limit(spec).await;
@@ -221,24 +233,24 @@ impl Pair {
                     active: *active,
                     ..LimitPatch::default()
                 };
-                let expected = self.engine.update_limit(now, NAMES[*limit], &patch);
-                let got = self.redis.update_limit(NAMES[*limit], patch).await;
+                let expected = self.engine.update_limit(now, TARGETS[*limit], &patch);
+                let got = self.redis.update_limit(TARGETS[*limit], patch).await;
                 assert_eq!(code(&got, Error::code), code(&expected, |e| e.code()));
             }
             Op::Reset { limit } => {
-                let expected = self.engine.reset_limit(now, NAMES[*limit]);
-                let got = self.redis.reset_limit(NAMES[*limit]).await;
+                let expected = self.engine.reset_limit(now, TARGETS[*limit]);
+                let got = self.redis.reset_limit(TARGETS[*limit]).await;
                 assert_eq!(code(&got, Error::code), code(&expected, |e| e.code()));
             }
             Op::Delete { limit } => {
-                let expected = self.engine.delete_limit(now, NAMES[*limit]);
-                let got = self.redis.delete_limit(NAMES[*limit]).await;
+                let expected = self.engine.delete_limit(now, TARGETS[*limit]);
+                let got = self.redis.delete_limit(TARGETS[*limit]).await;
                 assert_eq!(code(&got, Error::code), code(&expected, |e| e.code()));
             }
             Op::Pause { limit, ms } => {
                 let spec = PauseSpec::for_seconds(*ms as f64 / 1e3);
-                let expected = self.engine.pause(now, NAMES[*limit], &spec);
-                let got = self.redis.pause_limit(NAMES[*limit], spec).await;
+                let expected = self.engine.pause(now, TARGETS[*limit], &spec);
+                let got = self.redis.pause_limit(TARGETS[*limit], spec).await;
                 assert_eq!(
                     got.map(|view| view.paused.map(|p| p.until))
                         .map_err(|e| e.code()),
@@ -248,8 +260,8 @@ impl Pair {
                 );
             }
             Op::Resume { limit } => {
-                let expected = self.engine.resume(now, NAMES[*limit]);
-                let got = self.redis.resume_limit(NAMES[*limit]).await;
+                let expected = self.engine.resume(now, TARGETS[*limit]);
+                let got = self.redis.resume_limit(TARGETS[*limit]).await;
                 assert_eq!(code(&got, Error::code), code(&expected, |e| e.code()));
             }
             Op::Advance { ms } => {
@@ -311,7 +323,13 @@ impl Pair {
                         !handle.is_finished(),
                         "the scripts decided a request the engine queued"
                     );
-                    if self.redis.limit(name).await.unwrap().waiters.len() == expected {
+                    // A key's instance is made by the acquire itself.
+                    let waiters = match self.redis.limit(name).await {
+                        Ok(detail) => detail.waiters.len(),
+                        Err(Error::Limit(LimitError::NotFound { .. })) => 0,
+                        Err(err) => panic!("{err}"),
+                    };
+                    if waiters == expected {
                         break;
                     }
                     tokio::task::yield_now().await;
@@ -353,6 +371,26 @@ impl Pair {
                 "{context}"
             );
             assert!((e.decaying - r.decaying).abs() < 1e-6, "{context}");
+            assert_eq!(e.template, r.template, "{context}");
+        }
+        let all = InstanceQuery {
+            prefix: "",
+            order: InstanceOrder::Busiest,
+            after: None,
+            count: 10,
+        };
+        if let Ok(engine) = self.engine.instances(TEMPLATE, &all) {
+            let redis = self.redis.instances(TEMPLATE, all).await.unwrap();
+            let shown = |views: &[LimitView]| {
+                let fields =
+                    |v: &LimitView| (v.name.clone(), v.held, v.waiting, v.paused.is_some());
+                views.iter().map(fields).collect::<Vec<_>>()
+            };
+            assert_eq!(
+                shown(&engine),
+                shown(&redis),
+                "instances after step {step} {op:?}"
+            );
         }
     }
 }

@@ -8,24 +8,42 @@ local mode = arg_mode
 local token = arg_token
 
 -- Refuse first, create after: a refused request changes nothing.
-local missing = {}
+local function impossible(limit)
+  if limit.active ~= 1 then return nil end
+  if limit.slots > 0 and occupy > limit.slots then
+    return { err = 'occupy_exceeds_slots', name = limit.name, occupy = int(occupy), slots = int(limit.slots) }
+  end
+  if mode == 'rate' and limit.decay <= 0 then
+    return { err = 'rate_mode_needs_decay', name = limit.name }
+  end
+end
+local missing, keys, adding = {}, {}, {}
 for _, name in ipairs(names) do
   local limit = load_limit(name)
-  if not limit then
-    if arg_create_if_missing ~= '1' then return cjson.encode({ err = 'limit_not_found', name = name }) end
-    missing[#missing + 1] = name
-  elseif limit.active == 1 then
-    if limit.slots > 0 and occupy > limit.slots then
-      return cjson.encode({ err = 'occupy_exceeds_slots', name = name, occupy = int(occupy), slots = int(limit.slots) })
-    end
-    if mode == 'rate' and limit.decay <= 0 then
-      return cjson.encode({ err = 'rate_mode_needs_decay', name = name })
+  local refusal = nil
+  if limit and limit.max then
+    refusal = { err = 'limit_is_template', name = name }
+  elseif limit then
+    refusal = impossible(limit)
+  else
+    local template = template_for(name)
+    if template then
+      adding[template] = (adding[template] or 0) + 1
+      refusal = no_room_for_instance(name, template, adding[template])
+        or impossible(load_limit(template))
+      keys[#keys + 1] = { name, template }
+    elseif arg_create_if_missing == '1' then
+      missing[#missing + 1] = name
+    else
+      refusal = { err = 'limit_not_found', name = name }
     end
   end
+  if refusal then return cjson.encode(refusal) end
 end
 -- A request across partitions is checked on every one before any part
 -- of it is taken.
 if arg_check_only == '1' then return cjson.encode({ ok = true }) end
+for _, key in ipairs(keys) do new_instance(key[1], key[2]) end
 -- A missing limit is created inactive, with 1 slot, and passes through.
 for _, name in ipairs(missing) do
   local uid = redis.call('INCR', P .. 'uid')
@@ -84,6 +102,7 @@ redis.call('SADD', P .. 'instances', instance)
 for _, name in ipairs(names) do
   redis.call('ZADD', qkey(name), seq, token)
   bump(name, 'qslots', occupy)
+  queued_here(name, 1)
   if load_limit(name).active == 1 then bump(name, 'waited', 1) end
   touch(name)
 end

@@ -22,6 +22,19 @@
 --   P watched          string (expires): someone watches the changes
 --   P res:TOKEN        string (expires): how a queued request ended
 --   P inst:ID          string (expires): an instance that is alive
+--   P templates        set of template names (`tenant:*`)
+--   P ti:TEMPLATE      set: the template's instances in this partition
+--   P idle             zset: instance name -> when it may be idle (us)
+--
+-- Templates. A template is kept in every partition (the same definition,
+-- each copy with the sums and counters of its own partition's instances);
+-- an instance lives in the partition of its own name, as any limit does.
+-- A template's hash has `max`, this partition's share of its
+-- `max_instances` (`maxall`), and `n`, its instances here; an instance's
+-- hash has `of`, its template's name. An instance is made when a key of
+-- a template is first asked for, and dropped at the end of the call that
+-- left it holding nothing, with nobody waiting, no decaying slots and no
+-- pause (or at the instant the last of those ends: `P idle`).
 -- Channels: P wake (how queued requests ended), P events (changes),
 -- P timer (an earlier instant to wake at).
 --
@@ -46,7 +59,7 @@ local NUMERIC = {
   created = true, updated = true, granted = true, granted_slots = true, waited = true,
   expired = true, denied = true, qslots = true, occupy = true, ttl = true, enq = true,
   seq = true, expires = true, granted_at = true, deadline = true, paused = true,
-  paused_since = true,
+  paused_since = true, max = true, maxall = true, n = true,
 }
 
 local function hash(key)
@@ -62,7 +75,9 @@ end
 
 -- What deciding a request needs of a limit; its counters are only read
 -- to describe it (`view`), which reads the whole hash.
-local CORE = { 'uid', 'slots', 'decay', 'active', 'held', 'drained', 'paused' }
+-- `max` is only on a template, `of` (a name) only on an instance.
+local CORE = { 'uid', 'slots', 'decay', 'active', 'held', 'drained', 'paused', 'max', 'of' }
+local OF = #CORE
 
 -- Limits read in this call, by name (false: it does not exist), with the
 -- CORE fields. Every change of a limit goes through `bump` or is followed
@@ -76,17 +91,24 @@ local function load_limit(name)
   local limit = false
   if values[1] then
     limit = { name = name }
-    for i, field in ipairs(CORE) do limit[field] = tonumber(values[i]) end
+    for i = 1, OF - 1 do limit[CORE[i]] = tonumber(values[i]) end
+    limit.of = values[OF] or nil
   end
   cache[name] = limit
   return limit or nil
 end
 
--- Adds `by` to a field of a limit, in Redis and in the cache.
+-- Adds `by` to a field of a limit, in Redis and in the cache; for an
+-- instance, to its template's too (sums and counters).
+local touch
 local function bump(name, field, by)
+  local limit = load_limit(name)
   redis.call('HINCRBY', lkey(name), field, by)
-  local limit = cache[name]
   if limit and limit[field] then limit[field] = limit[field] + by end
+  if limit and limit.of then
+    redis.call('HINCRBY', lkey(limit.of), field, by)
+    touch(limit.of)
+  end
 end
 
 local function forget(name)
@@ -131,14 +153,33 @@ local function add_decaying(limit, occupy)
   redis.call('HSET', lkey(limit.name), 'drained', num(limit.drained))
 end
 
+-- A rate template's decaying slots: the sum over its instances here.
+local function template_decaying(name, decay)
+  if decay <= 0 then return 0 end
+  local sum = 0
+  for _, instance in ipairs(redis.call('SMEMBERS', P .. 'ti:' .. name)) do
+    local drained = tonumber(redis.call('HGET', lkey(instance), 'drained'))
+    if drained and drained > NOW then sum = sum + (drained - NOW) * decay / US end
+  end
+  return sum
+end
+
 -- A limit as the API shows it, read afresh from Redis.
 local function view(limit)
   local full = hash(lkey(limit.name))
+  local decaying_now = decaying(full)
+  local template = nil
+  if full.max then
+    decaying_now = template_decaying(limit.name, full.decay)
+    template = { instances = int(full.n or 0), max_instances = int(full.maxall) }
+  end
   return {
+    template = template, instance_of = full.of,
     name = limit.name, slots = int(full.slots), decay = full.decay,
     active = full.active == 1, description = full.description,
-    held = int(full.held), decaying = decaying(full),
-    waiting = int(redis.call('ZCARD', qkey(limit.name))), waiting_slots = int(full.qslots),
+    held = int(full.held), decaying = decaying_now,
+    waiting = int(full.max and (full.qn or 0) or redis.call('ZCARD', qkey(limit.name))),
+    waiting_slots = int(full.qslots),
     granted = int(full.granted), granted_slots = int(full.granted_slots),
     waited = int(full.waited), expired = int(full.expired), denied = int(full.denied),
     created = int(full.created), updated = int(full.updated),
@@ -152,7 +193,7 @@ end
 -- Limits whose state changed in this script; each is published once, at
 -- the end, with `finish`.
 local touched, touched_order
-local function touch(name)
+function touch(name)
   if not touched[name] then
     touched[name] = true
     touched_order[#touched_order + 1] = name
@@ -226,7 +267,102 @@ local function announce_due()
   earliest_scheduled = nil
 end
 
+-- The template whose prefix is the longest that starts `name`, if any.
+local templates
+local function template_for(name)
+  if templates == nil then templates = redis.call('SMEMBERS', P .. 'templates') end
+  local best = nil
+  for _, template in ipairs(templates) do
+    local prefix = string.sub(template, 1, -2)
+    if string.sub(name, 1, #prefix) == prefix and (not best or #template > #best) then
+      best = template
+    end
+  end
+  return best
+end
+
+-- A new instance `name` of `template`, as the template is now (its
+-- pause included). The caller checked the template's room for it.
+local function new_instance(name, template)
+  local t = hash(lkey(template))
+  local uid = redis.call('INCR', P .. 'uid')
+  local key = lkey(name)
+  redis.call('HSET', key, 'uid', uid, 'slots', int(t.slots), 'decay', num(t.decay),
+    'active', t.active, 'held', 0, 'drained', int(NOW), 'qslots', 0, 'granted', 0,
+    'granted_slots', 0, 'waited', 0, 'expired', 0, 'denied', 0, 'created', int(NOW),
+    'updated', int(NOW), 'of', template)
+  if t.description then redis.call('HSET', key, 'description', t.description) end
+  if t.paused and t.paused > NOW then
+    redis.call('HSET', key, 'paused', int(t.paused), 'paused_since', int(t.paused_since))
+    if t.pause_reason then redis.call('HSET', key, 'pause_reason', t.pause_reason) end
+    if t.pause_reporter then redis.call('HSET', key, 'pause_reporter', t.pause_reporter) end
+  end
+  redis.call('SADD', P .. 'ti:' .. template, name)
+  redis.call('HINCRBY', lkey(template), 'n', 1)
+  forget(name)
+  forget(template)
+  touch(name)
+  touch(template)
+end
+
+-- Refuses a new key of `template` beyond this partition's share of its
+-- instances (`adding`: the keys this request adds already, counting this
+-- one). `share` tells the caller another partition may lend room.
+local function no_room_for_instance(name, template, adding)
+  local t = redis.call('HMGET', lkey(template), 'n', 'max', 'maxall')
+  if tonumber(t[1] or 0) + adding <= tonumber(t[2]) then return nil end
+  return { err = 'too_many_instances', name = name, template = template, max = t[3], share = true }
+end
+
+-- Takes an instance out of its template (its sums and count): it is
+-- deleted, dropped, or made a limit of its own.
+local function detach(name)
+  local limit = load_limit(name)
+  if not (limit and limit.of) then return end
+  local template = limit.of
+  local t = lkey(template)
+  local fields = redis.call('HMGET', lkey(name), 'held', 'qslots')
+  local out = { held = fields[1], qslots = fields[2], qn = redis.call('ZCARD', qkey(name)), n = 1 }
+  for field, value in pairs(out) do
+    -- Only what is there: Redis reads '-0' as no integer.
+    if tonumber(value) ~= 0 then redis.call('HINCRBY', t, field, -tonumber(value)) end
+  end
+  redis.call('SREM', P .. 'ti:' .. template, name)
+  redis.call('HDEL', lkey(name), 'of')
+  redis.call('ZREM', P .. 'idle', name)
+  forget(name)
+  forget(template)
+  touch(template)
+end
+
+-- Drops an instance that holds nothing and has nobody waiting.
+local function drop_instance(name)
+  detach(name)
+  redis.call('DEL', lkey(name), qkey(name), llkey(name))
+  redis.call('ZREM', P .. 'ready', name)
+  forget(name)
+  publish(function() return { limit_deleted = name } end)
+end
+
+-- Drops each instance among `names` that is idle now; one that will be
+-- once its decaying slots drain or its pause ends is looked at again then.
+local function drop_idle(names)
+  for _, name in ipairs(names) do
+    local limit = load_limit(name)
+    if limit and limit.of and limit.held == 0 and redis.call('EXISTS', qkey(name)) == 0 then
+      local busy_until = math.max(limit.drained, limit.paused or 0)
+      if busy_until > NOW then
+        schedule('idle', busy_until, name)
+      else
+        drop_instance(name)
+        touched[name] = nil
+      end
+    end
+  end
+end
+
 local function finish(reply)
+  drop_idle(touched_order)
   announce_due()
   if #touched_order > 0 and is_watched() then
     for _, name in ipairs(touched_order) do
@@ -323,12 +459,20 @@ local function grant(req, queued)
   return outcome
 end
 
+-- Counts a request into (1) or out of (-1) an instance's template's
+-- waiting requests.
+local function queued_here(name, by)
+  local limit = load_limit(name)
+  if limit and limit.of then redis.call('HINCRBY', lkey(limit.of), 'qn', by) end
+end
+
 -- Takes a queued request out of every queue.
 local function unqueue(token, req)
   if req.owner then redis.call('SREM', P .. 'owned:' .. req.owner, token) end
   for _, name in ipairs(cjson.decode(req.names)) do
     if redis.call('ZREM', qkey(name), token) == 1 then
       bump(name, 'qslots', -req.occupy)
+      queued_here(name, -1)
       touch(name)
     end
   end
@@ -409,11 +553,70 @@ local function promote(names)
   end
 end
 
+-- Sets a limit's definition from `def` (strings as the update function
+-- takes them; '' leaves a field as it is).
+local function redefine(name, def)
+  local limit = load_limit(name)
+  local key = lkey(name)
+  if def.slots ~= '' then redis.call('HSET', key, 'slots', def.slots) end
+  if def.decay ~= '' then
+    -- Keep the decaying level; at a rate of 0 nothing would ever decay, so
+    -- decaying slots are dropped.
+    local level = decaying(limit)
+    local decay = tonumber(def.decay)
+    local drained = NOW
+    if decay > 0 then drained = NOW + math.ceil(level * US / decay) end
+    redis.call('HSET', key, 'decay', def.decay, 'drained', int(drained))
+  end
+  if def.active ~= '' then redis.call('HSET', key, 'active', def.active) end
+  if def.description_change == 'set' then redis.call('HSET', key, 'description', def.description) end
+  if def.description_change == 'clear' then redis.call('HDEL', key, 'description') end
+  redis.call('HSET', key, 'updated', int(NOW))
+  forget(name)
+  touch(name)
+end
+
+-- Fails the waiters a limit can no longer ever grant, as the engine would
+-- have refused them had they come after its change; adds the limits they
+-- leave to `freed`.
+local function fail_impossible(name, freed)
+  local limit = load_limit(name)
+  if limit.active ~= 1 then return end
+  for _, token in ipairs(redis.call('ZRANGE', qkey(name), 0, -1)) do
+    local req = hash(rkey(token))
+    if req then
+      local refusal = nil
+      if limit.slots > 0 and req.occupy > limit.slots then
+        refusal = { err = 'occupy_exceeds_slots', name = name, occupy = int(req.occupy), slots = int(limit.slots) }
+      elseif req.mode == 'rate' and limit.decay <= 0 then
+        refusal = { err = 'rate_mode_needs_decay', name = name }
+      end
+      if refusal then
+        req.token = token
+        unqueue(token, req)
+        settle(token, refusal)
+        for _, other in ipairs(cjson.decode(req.names)) do freed[#freed + 1] = other end
+      end
+    end
+  end
+end
+
+-- A limit and, for a template, its instances in this partition.
+local function with_instances(name)
+  local names = { name }
+  if load_limit(name).max then
+    for _, instance in ipairs(redis.call('SMEMBERS', P .. 'ti:' .. name)) do
+      names[#names + 1] = instance
+    end
+  end
+  return names
+end
+
 -- The next instant anything is due: a lease expiry, a head fitting by
 -- decay, a tombstone to drop.
 local function next_due()
   local best = nil
-  for _, key in ipairs({ 'exp', 'ready', 'revoked' }) do
+  for _, key in ipairs({ 'exp', 'ready', 'revoked', 'idle' }) do
     local first = redis.call('ZRANGE', P .. key, 0, 0, 'WITHSCORES')
     if first[2] then
       local at = tonumber(first[2])
@@ -433,6 +636,6 @@ local function begin(args)
     local t = redis.call('TIME')
     NOW = tonumber(t[1]) * US + tonumber(t[2])
   end
-  cache, touched, touched_order = {}, {}, {}
+  cache, touched, touched_order, templates = {}, {}, {}, nil
   watched, earliest_scheduled = nil, nil
 end

@@ -1,4 +1,5 @@
 -- read limits | limit NAME | leases [NAME] | lease ID
+--      | instances TEMPLATE QUERY({prefix, after?, count?} as JSON)
 local what, name = arg_what, arg_name
 
 local function leases_of(ids)
@@ -22,6 +23,31 @@ if what == 'limits' then
   for _, n in ipairs(names) do
     local limit = load_limit(n)
     if limit then views[#views + 1] = view(limit) end
+  end
+  return cjson.encode({ limits = views })
+end
+if what == 'instances' then
+  -- This partition's instances of a template whose names start with
+  -- `prefix`; by name, after `after`, at most `count` of them, if given
+  -- (the caller merges the partitions' pages and orders them).
+  local query = cjson.decode(arg_query)
+  local after, count = query.after, query.count
+  if after == cjson.null then after = nil end
+  if count == cjson.null then count = nil end
+  local limit = load_limit(name)
+  if not limit then return cjson.encode({ err = 'limit_not_found', name = name }) end
+  local names = {}
+  for _, instance in ipairs(redis.call('SMEMBERS', P .. 'ti:' .. name)) do
+    if string.sub(instance, 1, #query.prefix) == query.prefix
+      and (not after or instance > after) then
+      names[#names + 1] = instance
+    end
+  end
+  table.sort(names)
+  local views = {}
+  for i, instance in ipairs(names) do
+    if count and i > count then break end
+    views[#views + 1] = view(load_limit(instance))
   end
   return cjson.encode({ limits = views })
 end

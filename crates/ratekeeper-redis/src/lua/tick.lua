@@ -1,6 +1,7 @@
 -- tick: does whatever is due, on any instance (doing it twice is
 -- harmless): expires leases, drops tombstones, lets heads in whose decay
--- has made room, and withdraws the requests of instances that died.
+-- has made room, withdraws the requests of instances that died, and
+-- drops idle instances of templates.
 local freed = {}
 for _, id in ipairs(redis.call('ZRANGEBYSCORE', P .. 'exp', '-inf', NOW)) do
   local lease = hash(lease_key(id))
@@ -32,6 +33,12 @@ for _, instance in ipairs(redis.call('SMEMBERS', P .. 'instances')) do
   end
 end
 promote(freed)
+-- Instances whose decaying slots have drained or whose pause has ended:
+-- `finish` drops those that are idle now.
+for _, name in ipairs(redis.call('ZRANGEBYSCORE', P .. 'idle', '-inf', NOW)) do
+  redis.call('ZREM', P .. 'idle', name)
+  touch(name)
+end
 -- Announce what this tick scheduled against the instant instances sleep
 -- until now, then store the full next instant for the next sleepers.
 announce_due()
