@@ -265,3 +265,121 @@ async fn a_store_keeps_the_partition_count_it_was_first_given() {
         assert!(refused.is_err(), "{wrong} partitions");
     }
 }
+
+/// `count` keys of `template` (`t:*`) in different partitions, none in the
+/// template's own.
+fn keys_in_partitions(backend: &RedisBackend, template: &str, count: usize) -> Vec<String> {
+    let prefix = template.trim_end_matches('*');
+    let mut keys: Vec<String> = Vec::new();
+    for i in 0.. {
+        let key = format!("{prefix}{i}");
+        let part = backend.partition_of(&key);
+        if part != backend.partition_of(template)
+            && keys.iter().all(|k| backend.partition_of(k) != part)
+        {
+            keys.push(key);
+        }
+        if keys.len() == count {
+            return keys;
+        }
+    }
+    unreachable!()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_template_spans_every_partition_and_its_bound_holds_in_all() {
+    let cluster = RedisCluster::start();
+    let backend = connect(&cluster, "templates", Some(8)).await;
+    let template = LimitSpec {
+        max_instances: Some(3),
+        ..LimitSpec::concurrency("t:*", 1)
+    };
+    backend.create_limit(template).await.unwrap();
+    let keys = keys_in_partitions(&backend, "t:*", 5);
+
+    // Three keys in three partitions, whichever partitions' shares of the
+    // three they started with: the partitions lend each other room.
+    let mut leases = Vec::new();
+    for key in &keys[..3] {
+        leases.push(backend.acquire(lease_on(&[key], 1)).await.unwrap());
+    }
+    for key in &keys[3..] {
+        let refused = backend.acquire(lease_on(&[key], 1)).await;
+        assert!(
+            matches!(
+                refused,
+                Err(Error::Acquire(AcquireError::TooManyInstances {
+                    max: 3,
+                    ..
+                }))
+            ),
+            "{key}: {refused:?}"
+        );
+    }
+
+    // Someone waits on a key already made.
+    let waiter = tokio::spawn(backend.acquire(lease_on(&[&keys[0]], 1)));
+    until_waiting(&backend, &keys[0], 1).await;
+
+    // The template, read or listed, adds up every partition's copy.
+    let shown = backend.limit("t:*").await.unwrap().limit;
+    let summed = (shown.held, shown.waiting, shown.template.unwrap().instances);
+    assert_eq!(summed, (3, 1, 3));
+    let listed = backend.limits().await.unwrap();
+    assert_eq!(listed.len(), 1, "one template, not one per partition");
+    assert_eq!(listed[0].template.unwrap().instances, 3);
+    let all = ratekeeper_core::InstanceQuery {
+        prefix: "t:",
+        order: ratekeeper_core::InstanceOrder::Name,
+        after: None,
+        count: 2,
+    };
+    let page = backend.instances("t:*", all).await.unwrap();
+    let mut expected: Vec<&String> = keys[..3].iter().collect();
+    expected.sort();
+    let names: Vec<&String> = page.iter().map(|l| &l.name).collect();
+    assert_eq!(names, expected[..2]);
+    let rest = ratekeeper_core::InstanceQuery {
+        after: Some(&names[1].clone()),
+        ..all
+    };
+    let page = backend.instances("t:*", rest).await.unwrap();
+    assert_eq!(page.len(), 1);
+    assert_eq!(&page[0].name, expected[2]);
+
+    // A change reaches the instances in every partition.
+    let patch = ratekeeper_core::LimitPatch {
+        slots: Some(2),
+        ..Default::default()
+    };
+    backend.update_limit("t:*", patch).await.unwrap();
+    let granted = waiter.await.unwrap().unwrap();
+    for key in &keys[..3] {
+        assert_eq!(backend.limit(key).await.unwrap().limit.slots, 2, "{key}");
+    }
+
+    // Idle instances are dropped, and their room serves other keys.
+    backend.release(lease_of(&granted)).await.unwrap();
+    for lease in &leases {
+        backend.release(lease_of(lease)).await.unwrap();
+    }
+    let shown = backend.limit("t:*").await.unwrap().limit;
+    assert_eq!(shown.template.unwrap().instances, 0);
+    for key in &keys[2..] {
+        backend.acquire(lease_on(&[key], 1)).await.unwrap();
+    }
+
+    // Deleting the template deletes it, and its instances, everywhere.
+    backend.delete_limit("t:*").await.unwrap();
+    assert!(backend.limits().await.unwrap().is_empty());
+    for key in &keys {
+        let gone = backend.acquire(lease_on(&[key], 1)).await;
+        assert!(
+            matches!(
+                gone,
+                Err(Error::Acquire(AcquireError::LimitNotFound { .. }))
+            ),
+            "{key}: {gone:?}"
+        );
+    }
+}
