@@ -427,3 +427,72 @@ async fn readiness_follows_redis_and_liveness_does_not() {
     redis.restart();
     until_status(&http, &server, "/readyz", StatusCode::OK).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_template_on_redis_serves_its_keys_from_every_server() {
+    let redis = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (instance(&redis, &dir), instance(&redis, &dir));
+    let http = reqwest::Client::new();
+    let (status, created) = post(
+        &http,
+        &format!("{}/v1/limits", a.url),
+        json!({"name": "tenant:*", "slots": 1, "max_instances": 2}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+
+    // A key's instance is made on demand, on whichever server is asked,
+    // and its queue is one queue across servers.
+    let (status, acme) = acquire(&http, &a, json!({"names": ["tenant:acme"]})).await;
+    assert_eq!(status, StatusCode::OK, "{acme}");
+    let second = {
+        let (http, url) = (http.clone(), b.url.clone());
+        tokio::spawn(async move {
+            post(
+                &http,
+                &format!("{url}/v1/acquire"),
+                json!({"names": ["tenant:acme"]}),
+            )
+            .await
+        })
+    };
+    until(&http, &a, "tenant:acme", |s| s["waiting"] == json!(1)).await;
+    let (status, globex) = acquire(&http, &b, json!({"names": ["tenant:globex"]})).await;
+    assert_eq!(status, StatusCode::OK, "{globex}");
+    let (status, refused) = acquire(&http, &b, json!({"names": ["tenant:initech"]})).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{refused}");
+    assert_eq!(refused["error"]["code"], "too_many_instances", "{refused}");
+
+    let template = limit(&http, &b, "tenant:*").await;
+    assert_eq!(template["template"]["instances"], 2, "{template}");
+    assert_eq!(
+        (&template["held"], &template["waiting"]),
+        (&json!(2), &json!(1))
+    );
+    let (_, page) = call(
+        &http,
+        reqwest::Method::GET,
+        &format!("{}/v1/limits/tenant:*/instances?order=busiest", a.url),
+        None,
+    )
+    .await;
+    let names: Vec<&str> = page["instances"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{page}"))
+        .iter()
+        .map(|l| l["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["tenant:acme", "tenant:globex"], "the busiest first");
+
+    // Released everywhere: the queue moves on, then the idle instances go.
+    release(&http, &a, acme["lease_id"].as_str().unwrap()).await;
+    let (status, handed) = second.await.unwrap();
+    assert_eq!(status, StatusCode::OK, "{handed}");
+    release(&http, &a, handed["lease_id"].as_str().unwrap()).await;
+    release(&http, &b, globex["lease_id"].as_str().unwrap()).await;
+    let template = limit(&http, &a, "tenant:*").await;
+    assert_eq!(template["template"]["instances"], 0, "{template}");
+    let (status, _) = acquire(&http, &b, json!({"names": ["tenant:initech"]})).await;
+    assert_eq!(status, StatusCode::OK);
+}
