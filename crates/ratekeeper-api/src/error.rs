@@ -104,7 +104,7 @@ error_codes! {
     InvalidDecay = "invalid_decay", 422, false;
     /// A description over 1 024 bytes.
     InvalidDescription = "invalid_description", 422, false;
-    /// Something this server's store does not do yet (adaptive limits on Redis).
+    /// Something this server's store does not do.
     Unsupported = "unsupported", 422, false;
     /// Adaptive settings out of range.
     InvalidAdaptive = "invalid_adaptive", 422, false;

@@ -13,8 +13,8 @@ use std::future::Future;
 use std::time::{Duration, Instant};
 
 use ratekeeper_core::{
-    AcquireError, DEFAULT_LEASE_TTL, InstanceOrder, InstanceQuery, LeaseError, LeaseId, LimitError,
-    LimitPatch, LimitSpec, Mode, PauseSpec, ThrottleReport,
+    AcquireError, Adaptive, DEFAULT_LEASE_TTL, InstanceOrder, InstanceQuery, LeaseError, LeaseId,
+    LimitError, LimitPatch, LimitSpec, Mode, PauseSpec, ThrottleReport,
 };
 
 use crate::{AcquireSpec, Backend, Error, Event, Granted};
@@ -652,6 +652,44 @@ pub async fn throttling_reports_pause_a_fixed_limit<B: Backend>(backend: &B) {
     assert!(longer.paused.unwrap().until > pause.until);
 }
 
+/// Throttling reports on an adaptive limit: each lowers the rate in force
+/// (at most once a second) without pausing, unless a wait was asked; a
+/// limit made fixed again is back at its configured rate.
+pub async fn throttling_reports_lower_an_adaptive_limit<B: Backend>(backend: &B) {
+    let spec = LimitSpec {
+        adaptive: Some(Adaptive::default()),
+        ..LimitSpec::rate("vendor", 100.0, 10)
+    };
+    let created = backend.create_limit(spec).await.unwrap();
+    assert_eq!(created.adaptive.unwrap().effective, 100.0);
+    let lowered = backend
+        .report_throttled("vendor", ThrottleReport::default())
+        .await
+        .unwrap();
+    let adapting = lowered.adaptive.unwrap();
+    assert!((adapting.scale - 0.7).abs() < 1e-9, "{adapting:?}");
+    assert!((adapting.effective - 70.0).abs() < 1e-6, "{adapting:?}");
+    assert!(lowered.paused.is_none(), "no wait was asked: no pause");
+    let asked = ThrottleReport {
+        retry_after: Some(5.0),
+        ..ThrottleReport::default()
+    };
+    let again = backend.report_throttled("vendor", asked).await.unwrap();
+    assert!(
+        (again.adaptive.unwrap().scale - 0.7).abs() < 1e-9,
+        "lowered once a second at most"
+    );
+    assert!(again.paused.is_some(), "the wait asked for is kept");
+    let fixed = LimitPatch {
+        adaptive: Some(None),
+        ..LimitPatch::default()
+    };
+    let fixed = backend.update_limit("vendor", fixed).await.unwrap();
+    assert!(fixed.adaptive.is_none());
+    let shown = backend.limit("vendor").await.unwrap().limit;
+    assert_eq!(shown.adaptive, None);
+}
+
 /// Templates: an instance per key on demand, at most `max_instances` of
 /// them, shown on the template and dropped once idle.
 pub async fn templates_make_an_instance_per_key<B: Backend>(backend: &B) {
@@ -749,6 +787,10 @@ pub async fn all_cases<B: Backend, F: Future<Output = B>>(mut make: impl FnMut(&
     pauses_hold_the_queue_until_they_end(&make("pauses_hold_the_queue_until_they_end").await).await;
     throttling_reports_pause_a_fixed_limit(&make("throttling_reports_pause_a_fixed_limit").await)
         .await;
+    throttling_reports_lower_an_adaptive_limit(
+        &make("throttling_reports_lower_an_adaptive_limit").await,
+    )
+    .await;
     templates_make_an_instance_per_key(&make("templates_make_an_instance_per_key").await).await;
 }
 
@@ -773,6 +815,7 @@ macro_rules! conformance_tests {
             events_report_changes,
             pauses_hold_the_queue_until_they_end,
             throttling_reports_pause_a_fixed_limit,
+            throttling_reports_lower_an_adaptive_limit,
             templates_make_an_instance_per_key,
         );
     };

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use ratekeeper_backend::{AcquireSpec, Backend, Error, Event, LimitDetail, Waiting};
 use ratekeeper_core::{
-    DEFAULT_MAX_INSTANCES, InstanceOrder, InstanceQuery, LeaseGrant, LeaseId, LeaseView,
+    Adaptive, DEFAULT_MAX_INSTANCES, InstanceOrder, InstanceQuery, LeaseGrant, LeaseId, LeaseView,
     LimitError, LimitPatch, LimitSpec, LimitView, PauseEnd, PauseSpec, ThrottleReport, Timestamp,
     template_prefix,
 };
@@ -127,7 +127,6 @@ pub(crate) fn check_ttl(ttl: Option<Duration>) -> Result<(), Error> {
 impl Backend for RedisBackend {
     async fn create_limit(&self, spec: LimitSpec) -> Result<LimitView, Error> {
         spec.check()?;
-        refuse_adaptive(spec.adaptive.is_some())?;
         let inner = &self.inner;
         let definition = Definition {
             slots: spec.slots.to_string(),
@@ -140,6 +139,7 @@ impl Backend for RedisBackend {
             },
             description: spec.description.clone().unwrap_or_default(),
             max: Some(spec.max_instances.unwrap_or(DEFAULT_MAX_INSTANCES)),
+            adaptive: spec.adaptive.map(adaptive_arg).unwrap_or_default(),
         };
         let mut created = None;
         // A template is kept in every partition, its home one first (which
@@ -164,7 +164,6 @@ impl Backend for RedisBackend {
 
     async fn update_limit(&self, name: &str, patch: LimitPatch) -> Result<LimitView, Error> {
         patch.check()?;
-        refuse_adaptive(matches!(patch.adaptive, Some(Some(_))))?;
         if patch.max_instances.is_some() && template_prefix(name).is_none() {
             return Err(LimitError::InvalidMaxInstances {
                 reason: "is only for a template (a name ending in '*')".into(),
@@ -186,6 +185,11 @@ impl Backend for RedisBackend {
             },
             description: patch.description.clone().flatten().unwrap_or_default(),
             max: patch.max_instances,
+            adaptive: match patch.adaptive {
+                None => String::new(),
+                Some(None) => "off".into(),
+                Some(Some(adaptive)) => adaptive_arg(adaptive),
+            },
         };
         let mut updated = None;
         // A template's home partition first: it refuses what is refused.
@@ -225,12 +229,7 @@ impl Backend for RedisBackend {
     }
 
     async fn pause_limit(&self, name: &str, pause: PauseSpec) -> Result<LimitView, Error> {
-        // Checked against this machine's clock: the scripts run on Redis's,
-        // which can only differ by far less than the week a pause may last.
-        let here = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default();
-        pause.until(Timestamp::EPOCH.saturating_add(here))?;
+        pause.until(local_now())?;
         let (kind, micros) = match pause.end {
             // As the engine counts it (to the nanosecond), then up to
             // Redis's microseconds: never a shorter pause.
@@ -251,27 +250,8 @@ impl Backend for RedisBackend {
             ("reason", pause.reason.as_deref().unwrap_or("")),
             ("reporter", pause.reporter.as_deref().unwrap_or("")),
         ];
-        if template_prefix(name).is_some() {
-            return self
-                .on_every_copy(name, &self.inner.scripts.pause, &args)
-                .await;
-        }
-        // A key of a template gets its instance if it has none.
-        let inner = &self.inner;
-        let part = inner.layout.of(name);
-        loop {
-            match inner.run(part, &inner.scripts.pause, &args).await? {
-                Reply::Refused(refusal) if refusal.err == "too_many_instances" => {
-                    if !inner.borrow_room(part, &refusal).await? {
-                        return Err(LimitError::InvalidPause {
-                            reason: refusal.error().to_string(),
-                        }
-                        .into());
-                    }
-                }
-                reply => return limit_reply(reply),
-            }
-        }
+        self.on_limit_or_key(name, &self.inner.scripts.pause, &args)
+            .await
     }
 
     async fn report_throttled(
@@ -279,9 +259,17 @@ impl Backend for RedisBackend {
         name: &str,
         report: ThrottleReport,
     ) -> Result<LimitView, Error> {
-        // No limit here adapts (they are refused), so a report is a pause.
-        let pause = report.pause(false).expect("a fixed limit always pauses");
-        self.pause_limit(name, pause).await
+        // Checked before anything changes.
+        if let Some(pause) = report.pause(false) {
+            pause.until(local_now())?;
+        }
+        let lowered = self
+            .on_limit_or_key(name, &self.inner.scripts.lower, &[("name", name)])
+            .await?;
+        match report.pause(lowered.adaptive.is_some()) {
+            Some(pause) => self.pause_limit(name, pause).await,
+            None => Ok(lowered),
+        }
     }
 
     async fn resume_limit(&self, name: &str) -> Result<LimitView, Error> {
@@ -428,7 +416,47 @@ pub(crate) fn parted(part: usize, leases: Vec<reply::Lease>) -> Vec<(usize, repl
     leases.into_iter().map(|lease| (part, lease)).collect()
 }
 
+/// This machine's clock: pauses are checked against it (the scripts run on
+/// Redis's, which can only differ by far less than the week a pause may
+/// last).
+fn local_now() -> Timestamp {
+    let here = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    Timestamp::EPOCH.saturating_add(here)
+}
+
 impl RedisBackend {
+    /// Runs a limit operation on `name`: on a template, on every copy of
+    /// it; on a key of a template without an instance, on the instance it
+    /// makes (refused with `invalid_pause` when the template has no room
+    /// for another, as the engine refuses it).
+    async fn on_limit_or_key(
+        &self,
+        name: &str,
+        function: &Function,
+        args: &[(&str, &str)],
+    ) -> Result<LimitView, Error> {
+        if template_prefix(name).is_some() {
+            return self.on_every_copy(name, function, args).await;
+        }
+        let inner = &self.inner;
+        let part = inner.layout.of(name);
+        loop {
+            match inner.run(part, function, args).await? {
+                Reply::Refused(refusal) if refusal.err == "too_many_instances" => {
+                    if !inner.borrow_room(part, &refusal).await? {
+                        return Err(LimitError::InvalidPause {
+                            reason: refusal.error().to_string(),
+                        }
+                        .into());
+                    }
+                }
+                reply => return limit_reply(reply),
+            }
+        }
+    }
+
     /// Runs a limit operation on `name` and, for a template, on its copy in
     /// every partition (its home one first, which says whether it exists);
     /// answers the limit as it is then.
@@ -454,14 +482,10 @@ impl RedisBackend {
     }
 }
 
-/// Adaptive limits are kept by the embedded store only.
-fn refuse_adaptive(adaptive: bool) -> Result<(), Error> {
-    if adaptive {
-        return Err(Error::Unsupported {
-            what: "an adaptive limit: adaptive limits need the embedded store".into(),
-        });
-    }
-    Ok(())
+/// An adaptive limit's settings as the create and update functions take
+/// them: `FACTOR RECOVERY_SECONDS`.
+fn adaptive_arg(adaptive: Adaptive) -> String {
+    format!("{} {}", adaptive.decrease_factor, adaptive.recovery_seconds)
 }
 
 /// A limit's definition as the create and update functions take it, each
@@ -475,6 +499,8 @@ struct Definition {
     description: String,
     /// A template's `max_instances`; `None` keeps it.
     max: Option<u64>,
+    /// '' (keep, or fixed for a new limit), `off`, or the settings.
+    adaptive: String,
 }
 
 impl Definition {
@@ -491,6 +517,7 @@ impl Definition {
             ("description", self.description.clone()),
             ("max_share", share.to_string()),
             ("max_all", self.max.unwrap_or_default().to_string()),
+            ("adaptive", self.adaptive.clone()),
         ]
     }
 
@@ -507,6 +534,7 @@ impl Definition {
             ("description", self.description.clone()),
             ("max_share", shown(share)),
             ("max_all", shown(self.max.unwrap_or_default())),
+            ("adaptive", self.adaptive.clone()),
         ]
     }
 }

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use ratekeeper_backend::Error;
 use ratekeeper_core::{
-    AcquireError, Counters, LeaseError, LeaseId, LeaseView, LimitError, LimitView, Mode, Pause,
-    RequestId, TemplateView, Timestamp, WaiterView,
+    AcquireError, Adaptive, AdaptiveView, Counters, LeaseError, LeaseId, LeaseView, LimitError,
+    LimitView, Mode, Pause, RequestId, TemplateView, Timestamp, WaiterView,
 };
 use serde::Deserialize;
 use serde::de::{Deserializer, Error as _};
@@ -81,6 +81,16 @@ pub struct Limit {
     paused: Option<Paused>,
     template: Option<Template>,
     instance_of: Option<String>,
+    adaptive: Option<Adapting>,
+}
+
+/// An adaptive limit's settings and the share in force.
+#[derive(Debug, Clone, Deserialize)]
+struct Adapting {
+    decrease_factor: f64,
+    recovery_seconds: f64,
+    scale: f64,
+    effective: f64,
 }
 
 impl Limit {
@@ -142,8 +152,14 @@ impl From<Limit> for LimitView {
                 max_instances: t.max_instances.0,
             }),
             instance_of: l.instance_of,
-            // Nor adaptive limits (create_limit and update_limit refuse them).
-            adaptive: None,
+            adaptive: l.adaptive.map(|a| AdaptiveView {
+                adaptive: Adaptive {
+                    decrease_factor: a.decrease_factor,
+                    recovery_seconds: a.recovery_seconds,
+                },
+                scale: a.scale,
+                effective: a.effective,
+            }),
         }
     }
 }

@@ -43,12 +43,13 @@ macro_rules! operations {
 }
 
 operations! {
-    create(name, slots, decay, active, has_description, description, max_share, max_all) = "lua/create.lua",
-    update(name, slots, decay, active, description_change, description, max_share, max_all) = "lua/update.lua",
+    create(name, slots, decay, active, has_description, description, max_share, max_all, adaptive) = "lua/create.lua",
+    update(name, slots, decay, active, description_change, description, max_share, max_all, adaptive) = "lua/update.lua",
     delete(name) = "lua/delete.lua",
     reset(name) = "lua/reset.lua",
     pause(name, end_kind, end_us, reason, reporter) = "lua/pause.lua",
     resume(name) = "lua/resume.lua",
+    lower(name) = "lua/lower.lua",
     acquire(names, occupy, mode, ttl_us, has_holder, holder, create_if_missing, token, try_once, instance, deadline_at, check_only, whole) = "lua/acquire.lua",
     cancel(token, reason) = "lua/cancel.lua",
     release(id) = "lua/release.lua",

@@ -9,15 +9,18 @@
 //!
 //! Besides plain limits, the sequences make, change and delete a template
 //! `t:*` (with room for one or two instances), ask for its keys `t:x` and
-//! `t:y`, pause them and give one a limit of its own.
+//! `t:y`, pause them and give one a limit of its own. Limits may be
+//! adaptive (halved by each throttling report, back in one step a second
+//! later: scales stay powers of two, so rates still divide a million).
 
 use std::time::Duration;
 
 use proptest::prelude::*;
 use ratekeeper_backend::{AcquireSpec, Backend, Error, Granted};
 use ratekeeper_core::{
-    AcquireRequest, Admission, Claim, Engine, Held, InstanceOrder, InstanceQuery, LeaseId,
-    LimitError, LimitPatch, LimitSpec, LimitView, Mode, PauseSpec, RequestId, Timestamp,
+    AcquireRequest, Adaptive, Admission, Claim, Engine, Held, InstanceOrder, InstanceQuery,
+    LeaseId, LimitError, LimitPatch, LimitSpec, LimitView, Mode, PauseSpec, RequestId,
+    ThrottleReport, Timestamp,
 };
 use ratekeeper_redis::testing::RedisServer;
 use ratekeeper_redis::{ManualClock, Options, RedisBackend};
@@ -28,6 +31,11 @@ const NAMES: [&str; 4] = ["a", "b", "t:x", "t:y"];
 /// What limit operations act on: those, and the template.
 const TARGETS: [&str; 5] = ["a", "b", "t:x", "t:y", "t:*"];
 const TEMPLATE: &str = "t:*";
+/// Halves the limit on each report and climbs back in one step.
+const HALVING: Adaptive = Adaptive {
+    decrease_factor: 0.5,
+    recovery_seconds: 1.0,
+};
 const DECAYS: [f64; 4] = [0.0, 10.0, 50.0, 100.0];
 const START_MS: u64 = 1_800_000_000_000;
 
@@ -38,6 +46,7 @@ enum Op {
         slots: u64,
         decay: usize,
         max_instances: u64,
+        adaptive: bool,
     },
     Acquire {
         limits: Vec<usize>,
@@ -56,6 +65,10 @@ enum Op {
         limit: usize,
         slots: Option<u64>,
         active: Option<bool>,
+        adaptive: Option<bool>,
+    },
+    Throttled {
+        limit: usize,
     },
     Reset {
         limit: usize,
@@ -78,14 +91,15 @@ enum Op {
 fn op() -> impl Strategy<Value = Op> {
     let limit = 0..TARGETS.len();
     prop_oneof![
-        4 => (limit.clone(), 0..4u64, 0..DECAYS.len(), 1..3u64)
-            .prop_map(|(limit, slots, decay, max_instances)| Op::Create { limit, slots, decay, max_instances }),
+        4 => (limit.clone(), 0..4u64, 0..DECAYS.len(), 1..3u64, proptest::bool::weighted(0.3))
+            .prop_map(|(limit, slots, decay, max_instances, adaptive)| Op::Create { limit, slots, decay, max_instances, adaptive }),
         6 => (proptest::sample::subsequence(vec![0, 1, 2, 3], 1..=2), 1..3u64, any::<bool>(), 1..4u64, proptest::bool::weighted(0.2))
             .prop_map(|(limits, occupy, rate, ttl_s, try_once)| Op::Acquire { limits, occupy, rate, ttl_s, try_once }),
         4 => any::<usize>().prop_map(|lease| Op::Release { lease }),
         1 => any::<usize>().prop_map(|lease| Op::Renew { lease }),
-        2 => (limit.clone(), proptest::option::of(0..4u64), proptest::option::of(any::<bool>()))
-            .prop_map(|(limit, slots, active)| Op::Update { limit, slots, active }),
+        2 => (limit.clone(), proptest::option::of(0..4u64), proptest::option::of(any::<bool>()), proptest::option::weighted(0.2, any::<bool>()))
+            .prop_map(|(limit, slots, active, adaptive)| Op::Update { limit, slots, active, adaptive }),
+        2 => limit.clone().prop_map(|limit| Op::Throttled { limit }),
         1 => limit.clone().prop_map(|limit| Op::Reset { limit }),
         1 => limit.clone().prop_map(|limit| Op::Delete { limit }),
         4 => prop_oneof![1..200u64, 200..3000u64].prop_map(|ms| Op::Advance { ms }),
@@ -184,11 +198,13 @@ impl Pair {
                 slots,
                 decay,
                 max_instances,
+                adaptive,
             } => {
                 let name = TARGETS[*limit];
                 let spec = LimitSpec {
                     slot_decay_per_second: DECAYS[*decay],
                     max_instances: (name == TEMPLATE).then_some(*max_instances),
+                    adaptive: adaptive.then_some(HALVING),
                     ..LimitSpec::concurrency(name, *slots)
                 };
                 let expected = self.engine.create_limit(now, &spec);
@@ -227,10 +243,12 @@ impl Pair {
                 limit,
                 slots,
                 active,
+                adaptive,
             } => {
                 let patch = LimitPatch {
                     slots: *slots,
                     active: *active,
+                    adaptive: adaptive.map(|on| on.then_some(HALVING)),
                     ..LimitPatch::default()
                 };
                 let expected = self.engine.update_limit(now, TARGETS[*limit], &patch);
@@ -257,6 +275,18 @@ impl Pair {
                     expected
                         .map(|view| view.paused.map(|p| p.until))
                         .map_err(|e| e.code())
+                );
+            }
+            Op::Throttled { limit } => {
+                let report = ThrottleReport::default();
+                let expected = self.engine.report_throttled(now, TARGETS[*limit], &report);
+                let got = self.redis.report_throttled(TARGETS[*limit], report).await;
+                let shown = |view: LimitView| {
+                    (view.paused.map(|p| p.until), view.adaptive.map(|a| a.scale))
+                };
+                assert_eq!(
+                    got.map(shown).map_err(|e| e.code()),
+                    expected.map(shown).map_err(|e| e.code())
                 );
             }
             Op::Resume { limit } => {
@@ -372,6 +402,7 @@ impl Pair {
             );
             assert!((e.decaying - r.decaying).abs() < 1e-6, "{context}");
             assert_eq!(e.template, r.template, "{context}");
+            assert_eq!(e.adaptive, r.adaptive, "{context}");
         }
         let all = InstanceQuery {
             prefix: "",
@@ -382,8 +413,10 @@ impl Pair {
         if let Ok(engine) = self.engine.instances(TEMPLATE, &all) {
             let redis = self.redis.instances(TEMPLATE, all).await.unwrap();
             let shown = |views: &[LimitView]| {
-                let fields =
-                    |v: &LimitView| (v.name.clone(), v.held, v.waiting, v.paused.is_some());
+                let fields = |v: &LimitView| {
+                    let scale = v.adaptive.map(|a| a.scale);
+                    (v.name.clone(), v.held, v.waiting, v.paused.is_some(), scale)
+                };
                 views.iter().map(fields).collect::<Vec<_>>()
             };
             assert_eq!(

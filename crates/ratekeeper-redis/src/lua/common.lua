@@ -25,6 +25,7 @@
 --   P templates        set of template names (`tenant:*`)
 --   P ti:TEMPLATE      set: the template's instances in this partition
 --   P idle             zset: instance name -> when it may be idle (us)
+--   P recover          zset: adaptive limit -> its next step back up (us)
 --
 -- Templates. A template is kept in every partition (the same definition,
 -- each copy with the sums and counters of its own partition's instances);
@@ -35,6 +36,14 @@
 -- a template is first asked for, and dropped at the end of the call that
 -- left it holding nothing, with nobody waiting, no decaying slots and no
 -- pause (or at the instant the last of those ends: `P idle`).
+--
+-- Adaptive limits. An adaptive limit's hash has `ad_factor` and
+-- `ad_recovery` (its settings), and, while lowered, `scale` (the share of
+-- its configured value in force, which multiplies its draining rate, or
+-- its slots if it has no decay), `lowered` (the instant of the last
+-- decrease) and an entry in `P recover`. As in the engine (`adaptive.rs`),
+-- a report lowers the scale at most once a second, and it climbs back one
+-- step a second.
 -- Channels: P wake (how queued requests ended), P events (changes),
 -- P timer (an earlier instant to wake at).
 --
@@ -59,7 +68,8 @@ local NUMERIC = {
   created = true, updated = true, granted = true, granted_slots = true, waited = true,
   expired = true, denied = true, qslots = true, occupy = true, ttl = true, enq = true,
   seq = true, expires = true, granted_at = true, deadline = true, paused = true,
-  paused_since = true, max = true, maxall = true, n = true,
+  paused_since = true, max = true, maxall = true, n = true, scale = true, lowered = true,
+  ad_factor = true, ad_recovery = true,
 }
 
 local function hash(key)
@@ -76,7 +86,7 @@ end
 -- What deciding a request needs of a limit; its counters are only read
 -- to describe it (`view`), which reads the whole hash.
 -- `max` is only on a template, `of` (a name) only on an instance.
-local CORE = { 'uid', 'slots', 'decay', 'active', 'held', 'drained', 'paused', 'max', 'of' }
+local CORE = { 'uid', 'slots', 'decay', 'active', 'held', 'drained', 'paused', 'max', 'scale', 'of' }
 local OF = #CORE
 
 -- Limits read in this call, by name (false: it does not exist), with the
@@ -120,15 +130,29 @@ local function num(x) return string.format('%.17g', x) end
 -- digits of a number, fewer than a time in microseconds has.
 local function int(x) return string.format('%.0f', x) end
 
+-- The draining rate in force: the decay, times the scale of a lowered
+-- adaptive limit.
+local function rate(limit)
+  return limit.decay * (limit.scale or 1)
+end
+
+-- The slots in force: a lowered adaptive concurrency limit has fewer than
+-- its configured slots (at least 1 of a nonzero count).
+local function effective_slots(limit)
+  local scale = limit.scale
+  if not scale or scale >= 1 or limit.decay > 0 or limit.slots == 0 then return limit.slots end
+  return math.max(1, math.floor(limit.slots * scale))
+end
+
 -- Capacity, as the engine computes it: held + decaying + occupy <= slots,
 -- with the decaying level kept as the instant it drains completely.
 -- Returns 'now', or 'at' and the instant it fits by decay alone, or
 -- 'blocked'.
 local function capacity(limit, occupy)
-  local free = limit.slots - limit.held - occupy
+  local free = effective_slots(limit) - limit.held - occupy
   if free < 0 then return 'blocked' end
   if limit.drained <= NOW then return 'now' end
-  local ready = limit.drained - math.floor(free * US / limit.decay)
+  local ready = limit.drained - math.floor(free * US / rate(limit))
   if ready <= NOW then return 'now' end
   return 'at', ready
 end
@@ -144,11 +168,11 @@ end
 
 local function decaying(limit)
   if limit.drained <= NOW or limit.decay <= 0 then return 0 end
-  return (limit.drained - NOW) * limit.decay / US
+  return (limit.drained - NOW) * rate(limit) / US
 end
 
 local function add_decaying(limit, occupy)
-  local drain = math.ceil(occupy * US / limit.decay)
+  local drain = math.ceil(occupy * US / rate(limit))
   limit.drained = math.max(limit.drained, NOW) + drain
   redis.call('HSET', lkey(limit.name), 'drained', num(limit.drained))
 end
@@ -158,8 +182,9 @@ local function template_decaying(name, decay)
   if decay <= 0 then return 0 end
   local sum = 0
   for _, instance in ipairs(redis.call('SMEMBERS', P .. 'ti:' .. name)) do
-    local drained = tonumber(redis.call('HGET', lkey(instance), 'drained'))
-    if drained and drained > NOW then sum = sum + (drained - NOW) * decay / US end
+    local fields = redis.call('HMGET', lkey(instance), 'drained', 'scale')
+    local drained, scale = tonumber(fields[1]), tonumber(fields[2]) or 1
+    if drained and drained > NOW then sum = sum + (drained - NOW) * decay * scale / US end
   end
   return sum
 end
@@ -173,8 +198,16 @@ local function view(limit)
     decaying_now = template_decaying(limit.name, full.decay)
     template = { instances = int(full.n or 0), max_instances = int(full.maxall) }
   end
+  local adaptive = nil
+  if full.ad_factor then
+    local scale = full.scale or 1
+    adaptive = {
+      decrease_factor = full.ad_factor, recovery_seconds = full.ad_recovery, scale = scale,
+      effective = full.decay > 0 and full.decay * scale or effective_slots(full),
+    }
+  end
   return {
-    template = template, instance_of = full.of,
+    template = template, instance_of = full.of, adaptive = adaptive,
     name = limit.name, slots = int(full.slots), decay = full.decay,
     active = full.active == 1, description = full.description,
     held = int(full.held), decaying = decaying_now,
@@ -292,6 +325,9 @@ local function new_instance(name, template)
     'granted_slots', 0, 'waited', 0, 'expired', 0, 'denied', 0, 'created', int(NOW),
     'updated', int(NOW), 'of', template)
   if t.description then redis.call('HSET', key, 'description', t.description) end
+  if t.ad_factor then
+    redis.call('HSET', key, 'ad_factor', num(t.ad_factor), 'ad_recovery', num(t.ad_recovery))
+  end
   if t.paused and t.paused > NOW then
     redis.call('HSET', key, 'paused', int(t.paused), 'paused_since', int(t.paused_since))
     if t.pause_reason then redis.call('HSET', key, 'pause_reason', t.pause_reason) end
@@ -312,6 +348,17 @@ local function no_room_for_instance(name, template, adding)
   local t = redis.call('HMGET', lkey(template), 'n', 'max', 'maxall')
   if tonumber(t[1] or 0) + adding <= tonumber(t[2]) then return nil end
   return { err = 'too_many_instances', name = name, template = template, max = t[3], share = true }
+end
+
+-- Makes sure limit `name` exists: a key of a template without an instance
+-- gets one. Answers a refusal if it cannot.
+local function limit_or_key(name)
+  if load_limit(name) then return nil end
+  local template = template_for(name)
+  if not template then return { err = 'limit_not_found', name = name } end
+  local refusal = no_room_for_instance(name, template, 1)
+  if refusal then return refusal end
+  new_instance(name, template)
 end
 
 -- Takes an instance out of its template (its sums and count): it is
@@ -349,7 +396,10 @@ end
 local function drop_idle(names)
   for _, name in ipairs(names) do
     local limit = load_limit(name)
-    if limit and limit.of and limit.held == 0 and redis.call('EXISTS', qkey(name)) == 0 then
+    -- A lowered adaptive instance is kept until it has climbed back (each
+    -- step looks again): a new one would start at full speed.
+    if limit and limit.of and limit.held == 0 and not limit.scale
+      and redis.call('EXISTS', qkey(name)) == 0 then
       local busy_until = math.max(limit.drained, limit.paused or 0)
       if busy_until > NOW then
         schedule('idle', busy_until, name)
@@ -553,8 +603,58 @@ local function promote(names)
   end
 end
 
+local MIN_SCALE = 0.01
+local MAX_DRAIN_SECONDS = 100 * 365 * 86400
+
+-- Sets the share of its configured value an adaptive limit has in force,
+-- keeping its decaying level (core's `Limit::set_scale`).
+local function set_scale(name, scale)
+  local limit = load_limit(name)
+  local floor = MIN_SCALE
+  if limit.decay > 0 then floor = math.max(limit.slots / (limit.decay * MAX_DRAIN_SECONDS), MIN_SCALE) end
+  -- Steps of 1/recovery_seconds add up to 1 only up to rounding.
+  if scale > 1 - 1e-9 then scale = 1 end
+  scale = math.max(math.min(floor, 1), math.min(scale, 1))
+  local level = decaying(limit)
+  local drained = NOW
+  if level > 0 and limit.decay > 0 then drained = NOW + math.ceil(level * US / (limit.decay * scale)) end
+  if scale < 1 then
+    redis.call('HSET', lkey(name), 'scale', num(scale), 'drained', int(drained))
+  else
+    redis.call('HSET', lkey(name), 'drained', int(drained))
+    redis.call('HDEL', lkey(name), 'scale')
+    redis.call('ZREM', P .. 'recover', name)
+  end
+  forget(name)
+  touch(name)
+  return scale
+end
+
+-- A throttling report on an adaptive limit: its scale is multiplied by its
+-- decrease factor, at most once a second, and climbs back from a second
+-- later on (see `tick`). A template itself is never lowered.
+local function lower(name)
+  local limit = load_limit(name)
+  local fields = redis.call('HMGET', lkey(name), 'ad_factor', 'lowered')
+  if not fields[1] or limit.max then return end
+  if fields[2] and NOW < tonumber(fields[2]) + US then return end
+  local scale = set_scale(name, (limit.scale or 1) * tonumber(fields[1]))
+  redis.call('HSET', lkey(name), 'lowered', int(NOW))
+  if scale < 1 then schedule('recover', NOW + US, name) end
+end
+
+-- One step of an adaptive limit's climb back to its configured value.
+local function recover(name)
+  local limit = load_limit(name)
+  local recovery = limit and redis.call('HGET', lkey(name), 'ad_recovery')
+  if not (recovery and limit.scale) then return end
+  local scale = set_scale(name, limit.scale + 1 / tonumber(recovery))
+  if scale < 1 then schedule('recover', NOW + US, name) end
+end
+
 -- Sets a limit's definition from `def` (strings as the update function
--- takes them; '' leaves a field as it is).
+-- takes them; '' leaves a field as it is). `def.adaptive` is '' (as it
+-- is), 'off', or 'FACTOR RECOVERY_SECONDS'.
 local function redefine(name, def)
   local limit = load_limit(name)
   local key = lkey(name)
@@ -565,10 +665,19 @@ local function redefine(name, def)
     local level = decaying(limit)
     local decay = tonumber(def.decay)
     local drained = NOW
-    if decay > 0 then drained = NOW + math.ceil(level * US / decay) end
+    if decay > 0 then drained = NOW + math.ceil(level * US / (decay * (limit.scale or 1))) end
     redis.call('HSET', key, 'decay', def.decay, 'drained', int(drained))
   end
   if def.active ~= '' then redis.call('HSET', key, 'active', def.active) end
+  if def.adaptive == 'off' then
+    redis.call('HDEL', key, 'ad_factor', 'ad_recovery', 'lowered')
+    forget(name)
+    -- A limit made fixed is back at its configured value.
+    set_scale(name, 1)
+  elseif def.adaptive ~= '' then
+    local factor, recovery = string.match(def.adaptive, '^(%S+) (%S+)$')
+    redis.call('HSET', key, 'ad_factor', factor, 'ad_recovery', recovery)
+  end
   if def.description_change == 'set' then redis.call('HSET', key, 'description', def.description) end
   if def.description_change == 'clear' then redis.call('HDEL', key, 'description') end
   redis.call('HSET', key, 'updated', int(NOW))
@@ -616,7 +725,7 @@ end
 -- decay, a tombstone to drop.
 local function next_due()
   local best = nil
-  for _, key in ipairs({ 'exp', 'ready', 'revoked', 'idle' }) do
+  for _, key in ipairs({ 'exp', 'ready', 'revoked', 'idle', 'recover' }) do
     local first = redis.call('ZRANGE', P .. key, 0, 0, 'WITHSCORES')
     if first[2] then
       local at = tonumber(first[2])

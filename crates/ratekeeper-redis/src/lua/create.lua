@@ -1,4 +1,5 @@
 -- create NAME SLOTS DECAY ACTIVE HAS_DESCRIPTION DESCRIPTION MAX_SHARE MAX_ALL
+--        ADAPTIVE(''|'FACTOR RECOVERY_SECONDS')
 -- A name ending in '*' makes (this partition's copy of) a template: MAX_ALL
 -- is its max_instances, MAX_SHARE this partition's share of them. A name
 -- that is a live instance becomes a limit of its own, holders and queue
@@ -13,7 +14,7 @@ if existing then
   redefine(name, {
     slots = arg_slots, decay = arg_decay, active = arg_active,
     description_change = arg_has_description == '1' and 'set' or 'clear',
-    description = arg_description,
+    description = arg_description, adaptive = arg_adaptive == '' and 'off' or arg_adaptive,
   })
   redis.call('SADD', P .. 'names', name)
   local freed = {}
@@ -32,6 +33,12 @@ local fields = {
 if arg_has_description == '1' then
   fields[#fields + 1] = 'description'
   fields[#fields + 1] = arg_description
+end
+if arg_adaptive ~= '' then
+  local factor, recovery = string.match(arg_adaptive, '^(%S+) (%S+)$')
+  for _, field in ipairs({ 'ad_factor', factor, 'ad_recovery', recovery }) do
+    fields[#fields + 1] = field
+  end
 end
 if string.sub(name, -1) == '*' then
   for _, field in ipairs({ 'max', arg_max_share, 'maxall', arg_max_all, 'n', 0, 'qn', 0 }) do

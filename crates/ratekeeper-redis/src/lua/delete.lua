@@ -21,6 +21,7 @@ for _, each in ipairs(gone) do
   forget(each)
   redis.call('SREM', P .. 'names', each)
   redis.call('ZREM', P .. 'ready', each)
+  redis.call('ZREM', P .. 'recover', each)
   touched[each] = nil
   publish(function() return { limit_deleted = each } end)
 end

@@ -5,15 +5,8 @@
 -- meanwhile start paused; pausing a key of a template pauses that key
 -- alone, making its instance if it has none.
 local name = arg_name
-local limit = load_limit(name)
-if not limit then
-  local template = template_for(name)
-  if not template then return cjson.encode({ err = 'limit_not_found', name = name }) end
-  local refusal = no_room_for_instance(name, template, 1)
-  if refusal then return cjson.encode(refusal) end
-  new_instance(name, template)
-  limit = load_limit(name)
-end
+local refusal = limit_or_key(name)
+if refusal then return cjson.encode(refusal) end
 local until_us = tonumber(arg_end_us)
 if arg_end_kind == 'for' then until_us = NOW + until_us end
 for _, each in ipairs(with_instances(name)) do

@@ -1,7 +1,7 @@
 -- tick: does whatever is due, on any instance (doing it twice is
 -- harmless): expires leases, drops tombstones, lets heads in whose decay
--- has made room, withdraws the requests of instances that died, and
--- drops idle instances of templates.
+-- has made room, withdraws the requests of instances that died, steps
+-- lowered adaptive limits back up, and drops idle instances of templates.
 local freed = {}
 for _, id in ipairs(redis.call('ZRANGEBYSCORE', P .. 'exp', '-inf', NOW)) do
   local lease = hash(lease_key(id))
@@ -31,6 +31,12 @@ for _, instance in ipairs(redis.call('SMEMBERS', P .. 'instances')) do
     redis.call('DEL', P .. 'owned:' .. instance)
     redis.call('SREM', P .. 'instances', instance)
   end
+end
+-- Adaptive limits whose next step back up is due.
+for _, name in ipairs(redis.call('ZRANGEBYSCORE', P .. 'recover', '-inf', NOW)) do
+  redis.call('ZREM', P .. 'recover', name)
+  recover(name)
+  freed[#freed + 1] = name
 end
 promote(freed)
 -- Instances whose decaying slots have drained or whose pause has ended:

@@ -1,5 +1,5 @@
 -- update NAME SLOTS|'' DECAY|'' ACTIVE|'' DESCRIPTION_MODE(''|set|clear)
---        DESCRIPTION MAX_SHARE|'' MAX_ALL|''
+--        DESCRIPTION MAX_SHARE|'' MAX_ALL|'' ADAPTIVE(''|off|'FACTOR RECOVERY')
 -- A template's change is made to every instance of it in this partition:
 -- every definition first, then the waiters it lets in or makes impossible.
 -- MAX_SHARE: this partition's share of a template's MAX_ALL instances.
@@ -21,6 +21,7 @@ end
 local def = {
   slots = arg_slots, decay = arg_decay, active = arg_active,
   description_change = arg_description_change, description = arg_description,
+  adaptive = arg_adaptive,
 }
 local changed = with_instances(name)
 for _, each in ipairs(changed) do redefine(each, def) end
