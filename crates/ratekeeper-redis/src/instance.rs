@@ -530,10 +530,17 @@ pub(crate) fn add_template_copy(template: &mut LimitView, copy: LimitView) {
     }
 }
 
+/// Names as the scripts take them: separated by spaces (a name has none).
+fn spaced(names: &[impl AsRef<str>]) -> String {
+    let names: Vec<&str> = names.iter().map(AsRef::as_ref).collect();
+    names.join(" ")
+}
+
 /// What the acquire function is told about (a part of) a request.
 pub(crate) struct PartRequest<'a> {
     pub(crate) spec: &'a AcquireSpec,
-    /// The names it takes in this partition.
+    /// The names it takes in this partition, separated by spaces (a name
+    /// has none).
     pub(crate) names: String,
     pub(crate) token: &'a str,
     /// Try once and refuse rather than wait.
@@ -542,17 +549,13 @@ pub(crate) struct PartRequest<'a> {
     pub(crate) deadline_at: String,
     /// Only check it: refuse what would be refused, change nothing.
     pub(crate) check_only: bool,
-    /// For a part of a request across partitions: all of its names (JSON);
-    /// else empty.
+    /// For a part of a request across partitions: all of its names,
+    /// separated by spaces; else empty.
     pub(crate) whole: String,
 }
 
 impl<'a> PartRequest<'a> {
-    pub(crate) fn new(
-        spec: &'a AcquireSpec,
-        names: &[impl serde::Serialize],
-        token: &'a str,
-    ) -> Self {
+    pub(crate) fn new(spec: &'a AcquireSpec, names: &[impl AsRef<str>], token: &'a str) -> Self {
         let try_once = spec.timeout == Some(Duration::ZERO);
         let deadline_at = spec
             .timeout
@@ -561,7 +564,7 @@ impl<'a> PartRequest<'a> {
             .unwrap_or_default();
         PartRequest {
             spec,
-            names: serde_json::to_string(names).expect("names serialize"),
+            names: spaced(names),
             token,
             try_once,
             deadline_at,
@@ -571,9 +574,9 @@ impl<'a> PartRequest<'a> {
     }
 
     /// The same request, on `names`.
-    pub(crate) fn on(&self, names: &[impl serde::Serialize]) -> PartRequest<'a> {
+    pub(crate) fn on(&self, names: &[impl AsRef<str>]) -> PartRequest<'a> {
         PartRequest {
-            names: serde_json::to_string(names).expect("names serialize"),
+            names: spaced(names),
             deadline_at: self.deadline_at.clone(),
             whole: self.whole.clone(),
             ..*self

@@ -1,8 +1,8 @@
--- acquire NAMES(json) OCCUPY MODE(lease|rate) TTL_US HAS_HOLDER HOLDER
+-- acquire NAMES(space-separated) OCCUPY MODE(lease|rate) TTL_US HAS_HOLDER HOLDER
 --         CREATE_IF_MISSING TOKEN TRY_ONCE INSTANCE DEADLINE_US|'' CHECK_ONLY
 --         WHOLE(json)|''
 -- WHOLE: for a part of a request across partitions, all of its names.
-local names = cjson.decode(arg_names)
+local names = words(arg_names)
 local occupy = tonumber(arg_occupy)
 local mode = arg_mode
 local token = arg_token
@@ -65,7 +65,7 @@ if arg_whole ~= '' then req.whole = arg_whole end
 local fits = true
 for _, name in ipairs(names) do
   local limit = load_limit(name)
-  if limit.active == 1 and (redis.call('ZCARD', qkey(name)) > 0 or room(limit, occupy) ~= 'now') then
+  if limit.active == 1 and ((limit.qslots or 0) > 0 or room(limit, occupy) ~= 'now') then
     fits = false
   end
 end

@@ -5,7 +5,7 @@ local token = arg_token
 local req = hash(rkey(token))
 if req then
   req.token = token
-  local names = cjson.decode(req.names)
+  local names = words(req.names)
   unqueue(token, req)
   if arg_reason == 'timeout' then count(names, 'denied') end
   -- Whoever waited behind it may go now.

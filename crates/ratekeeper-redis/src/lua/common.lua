@@ -57,6 +57,20 @@ local RESULT_TTL_MS = 60000
 -- How long an instance counts as alive after its heartbeat (`INSTANCE_TTL`).
 local INSTANCE_TTL_MS = @INSTANCE_TTL_MS@
 
+local function num(x) return string.format('%.17g', x) end
+-- Integers go into replies as strings: cjson keeps only 14 significant
+-- digits of a number, fewer than a time in microseconds has.
+local function int(x) return string.format('%.0f', x) end
+
+-- A list of names (or uids) as kept in a hash: separated by spaces (names
+-- have none). Stores written before kept JSON lists, read alike.
+local function words(text)
+  if string.byte(text, 1) == 91 then return cjson.decode(text) end -- '['
+  local list = {}
+  for word in string.gmatch(text, '%S+') do list[#list + 1] = word end
+  return list
+end
+
 local function lkey(name) return P .. 'l:' .. name end
 local function qkey(name) return P .. 'q:' .. name end
 local function rkey(token) return P .. 'r:' .. token end
@@ -86,7 +100,12 @@ end
 -- What deciding a request needs of a limit; its counters are only read
 -- to describe it (`view`), which reads the whole hash.
 -- `max` is only on a template, `of` (a name) only on an instance.
-local CORE = { 'uid', 'slots', 'decay', 'active', 'held', 'drained', 'paused', 'max', 'scale', 'of' }
+-- `qslots` says whether anyone is queued (each request asks for a slot or
+-- more), without looking at the queue.
+local CORE = {
+  'uid', 'slots', 'decay', 'active', 'held', 'drained', 'qslots', 'granted', 'granted_slots',
+  'paused', 'max', 'scale', 'of',
+}
 local OF = #CORE
 
 -- Limits read in this call, by name (false: it does not exist), with the
@@ -108,27 +127,36 @@ local function load_limit(name)
   return limit or nil
 end
 
--- Adds `by` to a field of a limit, in Redis and in the cache; for an
--- instance, to its template's too (sums and counters).
+-- Adds to fields of a limit (`bump(name, field, by, field, by, ...)`), in
+-- Redis and in the cache; for an instance, to its template's too (sums and
+-- counters). Fields the cache holds are written in one HSET, from the
+-- cached values (a script runs alone, so they are Redis's).
 local touch
-local function bump(name, field, by)
+local function bump(name, ...)
   local limit = load_limit(name)
-  redis.call('HINCRBY', lkey(name), field, by)
-  if limit and limit[field] then limit[field] = limit[field] + by end
-  if limit and limit.of then
-    redis.call('HINCRBY', lkey(limit.of), field, by)
-    touch(limit.of)
+  local changes = { ... }
+  local values = {}
+  for i = 1, #changes, 2 do
+    local field, by = changes[i], changes[i + 1]
+    if limit and limit[field] then
+      limit[field] = limit[field] + by
+      values[#values + 1] = field
+      values[#values + 1] = int(limit[field])
+    else
+      redis.call('HINCRBY', lkey(name), field, by)
+    end
+    if limit and limit.of then
+      redis.call('HINCRBY', lkey(limit.of), field, by)
+      touch(limit.of)
+    end
   end
+  if #values > 0 then redis.call('HSET', lkey(name), unpack(values)) end
 end
 
 local function forget(name)
   cache[name] = nil
 end
 
-local function num(x) return string.format('%.17g', x) end
--- Integers go into replies as strings: cjson keeps only 14 significant
--- digits of a number, fewer than a time in microseconds has.
-local function int(x) return string.format('%.0f', x) end
 
 -- The draining rate in force: the decay, times the scale of a lowered
 -- adaptive limit.
@@ -233,16 +261,32 @@ function touch(name)
   end
 end
 
--- Whether anyone watches the changes live: an instance with event
--- receivers keeps `P watched` from expiring. (A key, not the channel's
--- subscriber count, which on a cluster counts one node's subscribers.)
+-- Two keys most calls look at, read together once per call (`peek`):
+-- whether anyone watches the changes live (an instance with event
+-- receivers keeps `P watched` from expiring: a key, not the channel's
+-- subscriber count, which on a cluster counts one node's subscribers), and
+-- the instant instances sleep until (`P next`, see `announce_due`).
 -- Describing every change is skipped while nobody would read it.
-local watched
-local function is_watched()
-  if watched == nil then
-    watched = redis.call('EXISTS', P .. 'watched') == 1
+local peeked, watched, known_next
+local function peek()
+  if not peeked then
+    local values = redis.call('MGET', P .. 'watched', P .. 'next')
+    watched = values[1] ~= false
+    known_next = values[2] and tonumber(values[2]) or nil
+    peeked = true
   end
+end
+
+local function is_watched()
+  peek()
   return watched
+end
+
+-- Stores the instant instances sleep until (nil: nothing is due).
+local function set_next(at)
+  peek()
+  if at then redis.call('SET', P .. 'next', int(at)) else redis.call('DEL', P .. 'next') end
+  known_next = at
 end
 
 -- Publishes a change, made by `describe` only if someone listens.
@@ -255,10 +299,10 @@ end
 -- The limits a lease still holds: those deleted since its grant are gone.
 local function lease_limits(lease)
   local live = {}
-  local uids = cjson.decode(lease.uids)
-  for i, name in ipairs(cjson.decode(lease.names)) do
+  local uids = words(lease.uids)
+  for i, name in ipairs(words(lease.names)) do
     local limit = load_limit(name)
-    if limit and limit.uid == uids[i] then live[#live + 1] = name end
+    if limit and limit.uid == tonumber(uids[i]) then live[#live + 1] = name end
   end
   return live
 end
@@ -269,7 +313,7 @@ local function lease_view(id, lease)
   return {
     id = id, limits = lease_limits(lease), occupy = int(lease.occupy),
     holder = lease.holder, granted_at = int(lease.granted_at), expires = int(lease.expires),
-    ttl = int(lease.ttl), whole = lease.whole and cjson.decode(lease.whole) or nil,
+    ttl = int(lease.ttl), whole = lease.whole and words(lease.whole) or nil,
   }
 end
 
@@ -292,9 +336,9 @@ end
 -- is harmless.
 local function announce_due()
   if not earliest_scheduled then return end
-  local known = redis.call('GET', P .. 'next')
-  if not known or earliest_scheduled < tonumber(known) then
-    redis.call('SET', P .. 'next', int(earliest_scheduled))
+  peek()
+  if not known_next or earliest_scheduled < known_next then
+    set_next(earliest_scheduled)
     redis.call('@PUBLISH@', P .. 'timer', int(earliest_scheduled))
   end
   earliest_scheduled = nil
@@ -436,11 +480,11 @@ end
 -- The lease's holdings: names it holds slots on, each with the limit's uid
 -- at the grant, so that a limit deleted and created again is not touched.
 local function give_back(lease)
-  local names = cjson.decode(lease.names)
-  local uids = cjson.decode(lease.uids)
+  local names = words(lease.names)
+  local uids = words(lease.uids)
   for i, name in ipairs(names) do
     local limit = load_limit(name)
-    if limit and limit.uid == uids[i] then
+    if limit and limit.uid == tonumber(uids[i]) then
       bump(name, 'held', -lease.occupy)
       redis.call('SREM', llkey(name), lease.id)
       touch(name)
@@ -466,20 +510,19 @@ local CLAIM_US = 3 * US
 -- Grants a request: occupies its active limits, writes its lease (in
 -- concurrency mode). Returns the outcome sent to its waiter.
 local function grant(req, queued)
-  local names = cjson.decode(req.names)
+  local names = words(req.names)
   local held_names, held_uids = {}, {}
   for _, name in ipairs(names) do
     local limit = load_limit(name)
     if limit and limit.active == 1 then
-      bump(name, 'granted', 1)
-      bump(name, 'granted_slots', req.occupy)
       if req.mode == 'rate' then
+        bump(name, 'granted', 1, 'granted_slots', req.occupy)
         add_decaying(limit, req.occupy)
       else
-        bump(name, 'held', req.occupy)
+        bump(name, 'granted', 1, 'granted_slots', req.occupy, 'held', req.occupy)
         redis.call('SADD', llkey(name), req.token)
         held_names[#held_names + 1] = name
-        held_uids[#held_uids + 1] = limit.uid
+        held_uids[#held_uids + 1] = int(limit.uid)
       end
       touch(name)
     end
@@ -489,18 +532,17 @@ local function grant(req, queued)
     local expires = NOW + req.ttl
     if queued then expires = NOW + math.min(req.ttl, CLAIM_US) end
     local lease = {
-      names = cjson.encode(held_names), uids = cjson.encode(held_uids),
+      names = table.concat(held_names, ' '), uids = table.concat(held_uids, ' '),
       occupy = req.occupy, holder = req.holder, granted_at = NOW, expires = expires,
       ttl = req.ttl, whole = req.whole,
     }
-    -- cjson encodes an empty table as {}; a lease on no active limit holds
-    -- nothing, and its name list must still read as a list.
-    if #held_names == 0 then lease.names = '[]'; lease.uids = '[]' end
-    local key = lease_key(req.token)
-    redis.call('HSET', key, 'names', lease.names, 'uids', lease.uids, 'occupy', int(req.occupy),
-      'granted_at', int(NOW), 'expires', int(expires), 'ttl', int(req.ttl))
-    if req.holder then redis.call('HSET', key, 'holder', req.holder) end
-    if req.whole then redis.call('HSET', key, 'whole', req.whole) end
+    local fields = {
+      'names', lease.names, 'uids', lease.uids, 'occupy', int(req.occupy),
+      'granted_at', int(NOW), 'expires', int(expires), 'ttl', int(req.ttl),
+    }
+    if req.holder then fields[#fields + 1] = 'holder'; fields[#fields + 1] = req.holder end
+    if req.whole then fields[#fields + 1] = 'whole'; fields[#fields + 1] = req.whole end
+    redis.call('HSET', lease_key(req.token), unpack(fields))
     schedule('exp', expires, req.token)
     outcome.lease = req.token
     outcome.expires = int(expires)
@@ -519,7 +561,7 @@ end
 -- Takes a queued request out of every queue.
 local function unqueue(token, req)
   if req.owner then redis.call('SREM', P .. 'owned:' .. req.owner, token) end
-  for _, name in ipairs(cjson.decode(req.names)) do
+  for _, name in ipairs(words(req.names)) do
     if redis.call('ZREM', qkey(name), token) == 1 then
       bump(name, 'qslots', -req.occupy)
       queued_here(name, -1)
@@ -546,7 +588,7 @@ end
 -- names it is first in line and fits. A head that waits only for decay
 -- sets that limit's ready instant.
 local function eligible(token, req)
-  for _, name in ipairs(cjson.decode(req.names)) do
+  for _, name in ipairs(words(req.names)) do
     local limit = load_limit(name)
     if limit and limit.active == 1 then
       if head(name) ~= token then return false end
@@ -574,7 +616,9 @@ local function promote(names)
       -- An active limit's queue is served from its head; an inactive
       -- limit orders nothing, so any of its waiters may pass.
       local candidates
-      if limit.active == 1 then
+      if limit.qslots == 0 then
+        candidates = {}
+      elseif limit.active == 1 then
         candidates = { head(name) }
       else
         candidates = redis.call('ZRANGE', qkey(name), 0, -1)
@@ -588,12 +632,12 @@ local function promote(names)
             -- Its instance is gone: nobody would hear of a grant.
             unqueue(token, req)
             granted_one = true
-            for _, other in ipairs(cjson.decode(req.names)) do work[#work + 1] = other end
+            for _, other in ipairs(words(req.names)) do work[#work + 1] = other end
           elseif eligible(token, req) then
             unqueue(token, req)
             settle(token, { ok = grant(req, true) })
             granted_one = true
-            for _, other in ipairs(cjson.decode(req.names)) do work[#work + 1] = other end
+            for _, other in ipairs(words(req.names)) do work[#work + 1] = other end
           end
         end
       end
@@ -704,7 +748,7 @@ local function fail_impossible(name, freed)
         req.token = token
         unqueue(token, req)
         settle(token, refusal)
-        for _, other in ipairs(cjson.decode(req.names)) do freed[#freed + 1] = other end
+        for _, other in ipairs(words(req.names)) do freed[#freed + 1] = other end
       end
     end
   end
@@ -746,5 +790,5 @@ local function begin(args)
     NOW = tonumber(t[1]) * US + tonumber(t[2])
   end
   cache, touched, touched_order, templates = {}, {}, {}, nil
-  watched, earliest_scheduled = nil, nil
+  peeked, watched, known_next, earliest_scheduled = false, nil, nil, nil
 end

@@ -14,7 +14,7 @@ for _, each in ipairs(gone) do
       req.token = token
       unqueue(token, req)
       settle(token, { err = 'limit_deleted', name = each })
-      for _, other in ipairs(cjson.decode(req.names)) do others[#others + 1] = other end
+      for _, other in ipairs(words(req.names)) do others[#others + 1] = other end
     end
   end
   redis.call('DEL', lkey(each), qkey(each), llkey(each))

@@ -63,7 +63,7 @@ for _, token in ipairs(redis.call('ZRANGE', qkey(name), 0, -1)) do
   local req = hash(rkey(token))
   if req then
     waiters[#waiters + 1] = {
-      seq = int(req.seq), limits = cjson.decode(req.names), occupy = int(req.occupy),
+      seq = int(req.seq), limits = words(req.names), occupy = int(req.occupy),
       mode = req.mode, holder = req.holder, enq = int(req.enq),
       deadline = req.deadline and int(req.deadline) or nil,
     }

@@ -25,7 +25,7 @@ for _, instance in ipairs(redis.call('SMEMBERS', P .. 'instances')) do
       if req then
         req.token = token
         unqueue(token, req)
-        for _, name in ipairs(cjson.decode(req.names)) do freed[#freed + 1] = name end
+        for _, name in ipairs(words(req.names)) do freed[#freed + 1] = name end
       end
     end
     redis.call('DEL', P .. 'owned:' .. instance)
@@ -49,5 +49,5 @@ end
 -- until now, then store the full next instant for the next sleepers.
 announce_due()
 local due = next_due()
-if due then redis.call('SET', P .. 'next', int(due)) else redis.call('DEL', P .. 'next') end
+set_next(due)
 return finish({ ok = { next = due and int(due) or nil } })
