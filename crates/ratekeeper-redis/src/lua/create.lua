@@ -41,7 +41,7 @@ if arg_adaptive ~= '' then
   end
 end
 if string.sub(name, -1) == '*' then
-  for _, field in ipairs({ 'max', arg_max_share, 'maxall', arg_max_all, 'n', 0, 'qn', 0 }) do
+  for _, field in ipairs({ 'max', arg_max_share, 'maxall', arg_max_all, 'n', 0, 'qn', 0, 'x', 1 }) do
     fields[#fields + 1] = field
   end
   redis.call('SADD', P .. 'templates', name)

@@ -13,7 +13,7 @@ for _, each in ipairs(with_instances(name)) do
   local current = math.max(load_limit(each).paused or 0, NOW)
   if until_us > current then
     local key = lkey(each)
-    redis.call('HSET', key, 'paused', int(until_us), 'paused_since', int(NOW))
+    redis.call('HSET', key, 'paused', int(until_us), 'paused_since', int(NOW), 'x', 1)
     for field, value in pairs({ pause_reason = arg_reason, pause_reporter = arg_reporter }) do
       if value ~= '' then redis.call('HSET', key, field, value) else redis.call('HDEL', key, field) end
     end

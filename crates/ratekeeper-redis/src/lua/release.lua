@@ -1,7 +1,9 @@
 -- release LEASE_ID
 local id = arg_id
-local lease = hash(lease_key(id))
-if lease then
+-- Only what giving the slots back needs.
+local held = redis.call('HMGET', lease_key(id), 'names', 'uids', 'occupy')
+if held[1] then
+  local lease = { names = held[1], uids = held[2], occupy = tonumber(held[3]) }
   promote(drop_lease(id, lease))
   return finish({ ok = true })
 end
