@@ -191,6 +191,19 @@ pub trait Backend: Send + Sync + 'static {
     fn resume_limit(&self, name: &str) -> impl Future<Output = Result<LimitView, Error>> + Send;
     /// Every limit, ordered by name.
     fn limits(&self) -> impl Future<Output = Result<Vec<LimitView>, Error>> + Send;
+    /// The limits among `names` that exist, as they are now: what a
+    /// sampler of a few limits among many reads. By default, the whole list
+    /// read and filtered; a backend that can read limits by name does less.
+    fn limits_named(
+        &self,
+        names: &[String],
+    ) -> impl Future<Output = Result<Vec<LimitView>, Error>> + Send {
+        async move {
+            let mut limits = self.limits().await?;
+            limits.retain(|limit| names.contains(&limit.name));
+            Ok(limits)
+        }
+    }
     /// A page of a template's instances.
     fn instances(
         &self,

@@ -189,6 +189,16 @@ impl Backend for Embedded {
         }))
     }
 
+    async fn limits_named(&self, names: &[String]) -> Result<Vec<LimitView>, Error> {
+        Ok(self.driver.apply(|engine, now| {
+            engine.advance(now);
+            names
+                .iter()
+                .filter_map(|name| engine.limit(name).ok())
+                .collect()
+        }))
+    }
+
     async fn instances(
         &self,
         template: &str,

@@ -1,5 +1,6 @@
-//! Bytes per queued waiter and per live lease, counted by a counting
-//! allocator: 100 000 waiters and 1 000 000 leases in one engine. Run with
+//! Bytes per limit, per queued waiter and per live lease, counted by a
+//! counting allocator: 100 000 limits (names of 16 characters), 100 000
+//! waiters and 1 000 000 leases in one engine. Run with
 //! `cargo bench -p ratekeeper-core --bench memory`.
 
 use std::alloc::{GlobalAlloc, Layout, System};
@@ -38,6 +39,7 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static ALLOCATOR: Counting = Counting;
 
+const LIMITS: u64 = 100_000;
 const WAITERS: u64 = 100_000;
 const LEASES: u64 = 1_000_000;
 
@@ -54,6 +56,15 @@ fn main() {
     engine
         .create_limit(now, &LimitSpec::concurrency("open", LEASES))
         .unwrap();
+
+    let before = LIVE.load(Ordering::Relaxed);
+    let started = Instant::now();
+    for i in 0..LIMITS {
+        let spec = LimitSpec::concurrency(format!("tenant-{i:09}"), 10);
+        engine.create_limit(now, &spec).unwrap();
+    }
+    let per_limit = (LIVE.load(Ordering::Relaxed) - before) as f64 / LIMITS as f64;
+    let limits_took = started.elapsed();
 
     let before = LIVE.load(Ordering::Relaxed);
     let started = Instant::now();
@@ -80,6 +91,9 @@ fn main() {
     assert_eq!(engine.waiting() as u64, WAITERS);
     assert_eq!(engine.lease_count() as u64, LEASES);
     println!("engine memory (heap bytes, holder label of 18 characters)");
+    println!(
+        "  per limit:         {per_limit:>6.0} B  ({LIMITS} limits created in {limits_took:.2?})"
+    );
     println!(
         "  per queued waiter: {per_waiter:>6.0} B  ({WAITERS} waiters queued in {waiters_took:.2?})"
     );

@@ -145,6 +145,12 @@ impl History {
         }
     }
 
+    /// The names of the limits sampled.
+    fn tracked(&self) -> Vec<String> {
+        let tracks = self.tracks.lock().expect("history lock");
+        tracks.keys().cloned().collect()
+    }
+
     /// The samples of `name`; `tracked` is false when it has none kept
     /// (not sampled, or not yet).
     pub fn of(&self, name: &str) -> LimitHistory {
@@ -173,8 +179,17 @@ fn unix_millis() -> u64 {
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
+/// With more limits than it tracks, the sampler lists every limit only
+/// this often (to start tracking new ones); in between it reads the tracked
+/// ones by name.
+const DISCOVERY_TICKS: u64 = 30;
+
 /// Samples every limit of `backend` each second until `stopping` turns
 /// true. A second the store cannot be read is skipped (a gap, not zeros).
+/// While every limit is tracked the whole list is read each second; with
+/// more limits than `max_limits`, only the tracked ones are, and the whole
+/// list every [`DISCOVERY_TICKS`] seconds: a server with 100 000 limits
+/// spent a tenth of a core listing them every second.
 pub async fn sample<B: Backend>(
     backend: Arc<B>,
     history: Arc<History>,
@@ -185,6 +200,7 @@ pub async fn sample<B: Backend>(
     }
     let interval = Duration::from_secs(INTERVAL_SECONDS);
     let began = tokio::time::Instant::now();
+    let (mut every_one_tracked, mut next_listing) = (true, 0);
     let mut ticks = tokio::time::interval(interval);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     loop {
@@ -194,7 +210,17 @@ pub async fn sample<B: Backend>(
         }
         // The tick this is, even if some were skipped (a slow store).
         let tick = began.elapsed().as_secs() / INTERVAL_SECONDS;
-        if let Ok(limits) = backend.limits().await {
+        let list_all = every_one_tracked || tick >= next_listing;
+        let limits = if list_all {
+            backend.limits().await
+        } else {
+            backend.limits_named(&history.tracked()).await
+        };
+        if let Ok(limits) = limits {
+            if list_all {
+                every_one_tracked = limits.len() <= history.config.max_limits;
+                next_listing = tick + DISCOVERY_TICKS;
+            }
             history.record(&limits, small(tick));
         }
     }
@@ -235,6 +261,28 @@ mod tests {
             window: Duration::from_secs(seconds),
             max_limits,
         })
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn with_more_limits_than_it_tracks_the_sampler_keeps_sampling_the_tracked_ones() {
+        let backend = Arc::new(ratekeeper_backend::Embedded::in_memory());
+        for name in ["a", "b", "c"] {
+            let spec = ratekeeper_core::LimitSpec::concurrency(name, 1);
+            backend.create_limit(spec).await.unwrap();
+        }
+        let h = history(60, 2);
+        let (stop, stopping) = watch::channel(false);
+        let sampler = tokio::spawn(sample(Arc::clone(&backend), Arc::clone(&h), stopping));
+        tokio::time::sleep(Duration::from_millis(3500)).await;
+        backend.delete_limit("b").await.unwrap();
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        stop.send(true).unwrap();
+        sampler.await.unwrap();
+        // Sampled every second (by name after the first listing), two of
+        // three; the one deleted meanwhile is forgotten at once.
+        assert_eq!(h.of("a").samples.len(), 6);
+        assert!(!h.of("b").tracked);
+        assert!(!h.of("c").tracked);
     }
 
     #[test]

@@ -31,6 +31,9 @@ pub enum Scenario {
     Rate,
     /// Memory with many waiters parked on one limit.
     Park,
+    /// Many limits, live leases and parked waiters at once: what each
+    /// costs in memory, and churn beside them (a server only).
+    Scale,
 }
 
 /// The flags of `ratekeeper bench`.
@@ -53,6 +56,18 @@ pub struct BenchArgs {
     /// Waiters `park` parks.
     #[arg(long, default_value_t = 100_000)]
     parked: usize,
+    /// Limits `scale` creates.
+    #[arg(long, default_value_t = 10_000)]
+    limits: usize,
+    /// Live leases `scale` holds (10 minutes each).
+    #[arg(long, default_value_t = 100_000)]
+    leases: usize,
+    /// Waiters `scale` parks.
+    #[arg(long, default_value_t = 10_000)]
+    waiters: usize,
+    /// Leave what `scale` made in place (to time a restart with it).
+    #[arg(long)]
+    keep: bool,
     /// A second server sharing the first one's state (servers on one
     /// Redis): `handoff` passes the slot between the two, and `churn`
     /// spreads its clients over both.
@@ -141,6 +156,7 @@ pub async fn run(args: BenchArgs) -> Result<(), Failure> {
             }
             Scenario::Rate => rate(&client, args.clients, &progress).await,
             Scenario::Park => park(&client, connection, args.parked).await,
+            Scenario::Scale => scale(&players, connection, &args).await,
         };
         progress.finish_and_clear();
         figures.extend(result.map_err(failed)?);
@@ -425,6 +441,155 @@ async fn park(
         Figure::new(Scenario::Park, "resident memory", mib, "MiB").at_most(1024.0),
         Figure::new(Scenario::Park, "bytes per parked waiter", per_waiter, "B"),
     ])
+}
+
+/// Creates `args.limits` limits, holds `args.leases` leases (on a limit of
+/// their own) and parks `args.waiters` waiters, reading the server's
+/// resident memory after each; then measures churn beside them all.
+async fn scale(
+    players: &[Client],
+    connection: &Connection,
+    args: &BenchArgs,
+) -> Result<Vec<Figure>, Error> {
+    let client = &players[0];
+    if !connection.url.starts_with("http") {
+        return Err(Error::InvalidUrl(
+            "scale measures a server: give its http:// URL".into(),
+        ));
+    }
+    let run = format!("bench-scale-{}-{}", std::process::id(), unique());
+    let mut figures = Vec::new();
+    let mut memory = resident(client, connection).await?;
+    let mut per_item = |what: &str, count: usize, now: u64, figures: &mut Vec<Figure>| {
+        let bytes = now.saturating_sub(memory) as f64 / count.max(1) as f64;
+        memory = now;
+        figures.push(Figure::new(
+            Scenario::Scale,
+            format!("bytes per {what}"),
+            bytes,
+            "B",
+        ));
+    };
+
+    let started = Instant::now();
+    in_parallel(args.limits, |i| {
+        let (client, name) = (client.clone(), format!("{run}-{i}"));
+        async move {
+            client
+                .create_limit(LimitSpec::concurrency(name, 1))
+                .await
+                .map(drop)
+        }
+    })
+    .await?;
+    let per_second = args.limits as f64 / started.elapsed().as_secs_f64();
+    figures.push(Figure::new(
+        Scenario::Scale,
+        "limits created",
+        args.limits as f64,
+        "",
+    ));
+    figures.push(Figure::new(
+        Scenario::Scale,
+        "limits created per s",
+        per_second,
+        "/s",
+    ));
+    per_item(
+        "limit",
+        args.limits,
+        resident(client, connection).await?,
+        &mut figures,
+    );
+
+    let held = format!("{run}-held");
+    let slots = args.leases.max(1) as u64;
+    client
+        .create_limit(LimitSpec::concurrency(&held, slots))
+        .await?;
+    let body = AcquireBody {
+        names: vec![held.clone()],
+        occupy: 1,
+        mode: AcquireMode::Concurrency,
+        timeout_seconds: Some(0.0),
+        lease_seconds: Some(600.0),
+        holder: None,
+        create_if_missing: false,
+        wait_seconds: None,
+    };
+    in_parallel(args.leases, |_| {
+        let (client, body) = (client.clone(), body.clone());
+        async move { client.acquire_once(&body).await.map(drop) }
+    })
+    .await?;
+    figures.push(Figure::new(
+        Scenario::Scale,
+        "live leases",
+        args.leases as f64,
+        "",
+    ));
+    per_item(
+        "live lease",
+        args.leases,
+        resident(client, connection).await?,
+        &mut figures,
+    );
+
+    let parked = format!("{run}-parked");
+    client
+        .create_limit(LimitSpec::concurrency(&parked, 0))
+        .await?;
+    park_over_http(client, &parked, args.waiters).await?;
+    let waiting = client.limit(&parked).await?.waiting as usize;
+    figures.push(Figure::new(
+        Scenario::Scale,
+        "parked waiters",
+        waiting as f64,
+        "",
+    ));
+    per_item(
+        "parked waiter",
+        waiting,
+        resident(client, connection).await?,
+        &mut figures,
+    );
+
+    figures.extend(churn(players, args.clients, Duration::from_secs_f64(args.seconds)).await?);
+    if !args.keep {
+        client.reset_limit(&held).await?;
+        for name in [&held, &parked] {
+            client.delete_limit(name).await?;
+        }
+        in_parallel(args.limits, |i| {
+            let (client, name) = (client.clone(), format!("{run}-{i}"));
+            async move { client.delete_limit(&name).await }
+        })
+        .await?;
+    }
+    Ok(figures)
+}
+
+/// Runs `task(0)` to `task(count - 1)`, 64 at a time.
+async fn in_parallel<F, T>(count: usize, task: T) -> Result<(), Error>
+where
+    T: Fn(usize) -> F,
+    F: Future<Output = Result<(), Error>> + Send + 'static,
+{
+    let mut running = tokio::task::JoinSet::new();
+    for i in 0..count {
+        if running.len() == 64 {
+            running
+                .join_next()
+                .await
+                .expect("a task")
+                .expect("a task")?;
+        }
+        running.spawn(task(i));
+    }
+    while let Some(done) = running.join_next().await {
+        done.expect("a task")?;
+    }
+    Ok(())
 }
 
 /// Sends `count` acquires that park at once (`wait_seconds: 0`), 64 at a

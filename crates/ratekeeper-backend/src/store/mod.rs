@@ -64,6 +64,11 @@ pub const DB_FILE: &str = "ratekeeper.redb";
 pub const LOG_FILE: &str = "ratekeeper.log";
 /// Past this size the change log is folded into the database and emptied.
 pub const CHECKPOINT_BYTES: u64 = 4 << 20;
+/// The database's page cache. The store reads the database only when it
+/// opens (the engine holds the state), and a checkpoint rewrites what the
+/// log changed since the last one: the cache holds the B-tree's inner
+/// pages and a checkpoint's writes, not the data.
+const DB_CACHE_BYTES: usize = 16 << 20;
 /// The log file is zero-filled to this size up front, so that it rarely
 /// grows (see the log module).
 const LOG_PREALLOCATE: u64 = CHECKPOINT_BYTES + (1 << 20);

@@ -3,6 +3,15 @@
 
 use super::*;
 
+/// Opens (or makes) the database with a page cache of [`DB_CACHE_BYTES`]:
+/// redb's default of 1 GiB would keep every page a restore or checkpoint
+/// touched for the life of the server.
+fn open_database(path: &Path) -> Result<Database, redb::DatabaseError> {
+    redb::Builder::new()
+        .set_cache_size(DB_CACHE_BYTES)
+        .create(path)
+}
+
 /// The writer thread's state.
 pub(super) struct Writer {
     pub(super) db: Database,
@@ -125,7 +134,7 @@ impl Writer {
                     .into(),
             )?;
         }
-        let db = match Database::create(&db_path) {
+        let db = match open_database(&db_path) {
             Ok(db) => db,
             Err(e) if repair == Repair::AcceptLoss => {
                 let aside = move_aside(&db_path).map_err(|e| open_error(&db_path, e))?;
@@ -136,7 +145,7 @@ impl Writer {
                         aside.display()
                     ),
                 )?;
-                Database::create(&db_path).map_err(|e| open_error(&db_path, e.to_string()))?
+                open_database(&db_path).map_err(|e| open_error(&db_path, e.to_string()))?
             }
             Err(e) => return Err(open_error(&db_path, e.to_string())),
         };
