@@ -647,7 +647,7 @@ impl Engine {
         let pause = t.paused(self.now).cloned();
         let mut instance = Limit::new(&spec, self.now).expect("a key of a valid template is valid");
         instance.role = Role::Instance(template);
-        instance.pause = pause;
+        instance.pause = pause.map(Box::new);
         let id = self.insert_limit(instance);
         if let Role::Template { instances, .. } = &mut self.limit_mut(template).role {
             instances.insert(id);
@@ -839,7 +839,7 @@ impl Engine {
         let limit = self.limit_mut(id);
         let current = limit.paused(now).map_or(now, |p| p.until);
         if pause.until > current {
-            limit.pause = Some(pause.clone());
+            limit.pause = Some(Box::new(pause.clone()));
             self.touch_limits(&[id]);
             // Its head's decay timer, if any, now waits for the pause.
             self.dirty.push(id);
@@ -1527,7 +1527,7 @@ impl Engine {
         };
         limit.counters = record.counters;
         limit.updated_at = record.updated_at;
-        limit.pause = record.pause;
+        limit.pause = record.pause.map(Box::new);
         if let Some(template) = template {
             limit.role = Role::Instance(template);
         }

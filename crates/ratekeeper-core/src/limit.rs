@@ -218,7 +218,9 @@ pub(crate) enum Role {
     /// A template: a name ending in `*`, whose keys get instances.
     Template {
         max_instances: u64,
-        instances: HashSet<LimitId, foldhash::fast::RandomState>,
+        /// Boxed, as is a limit's pause: every limit pays for the room its
+        /// rarely used parts take inline.
+        instances: Box<HashSet<LimitId, foldhash::fast::RandomState>>,
         /// The sums over its instances, kept as they change, so that
         /// showing a template does not visit every instance.
         sums: Occupancy,
@@ -286,7 +288,7 @@ pub(crate) struct Limit {
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
     /// The latest pause; it holds only until its end (see [`Pause::holds_at`]).
-    pub pause: Option<Pause>,
+    pub pause: Option<Box<Pause>>,
     pub role: Role,
 }
 
@@ -297,7 +299,7 @@ impl Limit {
         let role = match name.template_prefix() {
             Some(_) => Role::Template {
                 max_instances: spec.max_instances.unwrap_or(DEFAULT_MAX_INSTANCES),
-                instances: HashSet::default(),
+                instances: Box::default(),
                 sums: Occupancy::default(),
             },
             None => Role::Plain,
@@ -452,7 +454,7 @@ impl Limit {
             counters: self.counters,
             created_at: self.created_at,
             updated_at: self.updated_at,
-            pause: self.pause.clone(),
+            pause: self.pause.as_deref().cloned(),
             max_instances: match &self.role {
                 Role::Template { max_instances, .. } => Some(*max_instances),
                 _ => None,
@@ -485,7 +487,7 @@ impl Limit {
 
     /// The pause that holds the limit at `now`.
     pub fn paused(&self, now: Timestamp) -> Option<&Pause> {
-        self.pause.as_ref().filter(|pause| pause.holds_at(now))
+        self.pause.as_deref().filter(|pause| pause.holds_at(now))
     }
 
     pub fn view(&self, now: Timestamp) -> LimitView {
