@@ -23,7 +23,7 @@ use smallvec::SmallVec;
 use crate::adaptive::ADAPT_STEP;
 use crate::error::{AcquireError, LeaseError, LimitError};
 use crate::journal::{Change, LimitRecord, Records, RestoreError};
-use crate::lease::{Lease, LeaseGrant, LeaseId, LeaseView, Permit, check_ttl};
+use crate::lease::{Lease, LeaseGrant, LeaseId, LeaseView, Permit, Reservation, check_ttl};
 use crate::limit::{Limit, LimitId, LimitPatch, LimitSpec, LimitView, Role, Room, check_drain};
 use crate::name::{self, LimitName};
 use crate::pause::{Pause, PauseSpec, ThrottleReport};
@@ -924,6 +924,77 @@ impl Engine {
             update(&mut self.limit_mut(template).counters);
             self.touch_limits(&[template]);
         }
+    }
+
+    // ----- reservations (the in-process limiter's lock-free path) -------
+
+    /// Takes every slot free now on `name` as a [`Reservation`], counting no
+    /// grant: its holder hands them out by itself (with atomics) while
+    /// nobody waits, and gives back what it no longer needs before the
+    /// engine decides anything else about the limit. Only a limit whose
+    /// capacity is a plain count qualifies: active, without decay, fixed
+    /// (not adaptive), not paused, neither template nor instance, with
+    /// nobody queued. `None` if it does not, or if no slot is free.
+    pub fn reserve(&mut self, now: Timestamp, name: &str) -> Option<Reservation> {
+        self.advance(now);
+        let id = *self.by_name.get(name)?;
+        let mut reservation = Reservation {
+            limit: id,
+            generation: self.limits[&id].generation,
+            slots: 0,
+        };
+        (self.top_up(now, &mut reservation) > 0).then_some(reservation)
+    }
+
+    /// Adds every slot free now to a reservation, if its limit still
+    /// qualifies (see [`reserve`](Self::reserve)) and was not reset since;
+    /// answers how many were added.
+    pub fn top_up(&mut self, now: Timestamp, reservation: &mut Reservation) -> u64 {
+        self.advance(now);
+        let Some(limit) = self.limits.get(&reservation.limit) else {
+            return 0;
+        };
+        let qualifies = limit.active
+            && limit.decay == 0.0
+            && limit.adaptive.is_none()
+            && matches!(limit.role, Role::Plain)
+            && limit.queue.is_empty()
+            && limit.paused(self.now).is_none()
+            && limit.generation == reservation.generation;
+        let free = limit.slots.saturating_sub(limit.held);
+        if !qualifies || free == 0 {
+            return 0;
+        }
+        let id = reservation.limit;
+        self.occupy(id, |limit| limit.held += free);
+        self.touch_limits(&[id]);
+        reservation.slots += free;
+        free
+    }
+
+    /// Gives back `slots` of a reservation (at most all it holds), letting
+    /// waiters in as a release does.
+    pub fn shrink_reservation(
+        &mut self,
+        now: Timestamp,
+        reservation: &mut Reservation,
+        slots: u64,
+    ) {
+        self.advance(now);
+        let slots = slots.min(reservation.slots);
+        reservation.slots -= slots;
+        let id = reservation.limit;
+        let live = self
+            .limits
+            .get(&id)
+            .is_some_and(|limit| limit.generation == reservation.generation);
+        if live && slots > 0 {
+            self.occupy(id, |limit| limit.held -= slots);
+            self.dirty.push(id);
+            self.touch_limits(&[id]);
+        }
+        self.settle();
+        self.drop_idle();
     }
 
     // ----- acquire ------------------------------------------------------

@@ -138,6 +138,26 @@ impl Permit {
     }
 }
 
+/// Slots of one limit taken without a grant, for a caller that hands them
+/// out by itself while nobody waits: the in-process limiter's lock-free
+/// path (see [`crate::Engine::reserve`]). Like a permit it cannot be cloned;
+/// give it back with [`crate::Engine::shrink_reservation`]. One taken before
+/// its limit was reset or deleted frees nothing there.
+#[derive(Debug, PartialEq, Eq)]
+#[must_use = "a reservation holds slots until it is given back to the engine"]
+pub struct Reservation {
+    pub(crate) limit: LimitId,
+    pub(crate) generation: u64,
+    pub(crate) slots: u64,
+}
+
+impl Reservation {
+    /// How many slots it holds.
+    pub fn slots(&self) -> u64 {
+        self.slots
+    }
+}
+
 /// A live lease's internal state.
 #[derive(Debug)]
 pub(crate) struct Lease {

@@ -53,6 +53,8 @@ struct ModelLimit {
     paused_until: u64,
     /// An instance of the template.
     instance: bool,
+    /// Resets so far: a reservation taken before one frees nothing.
+    resets: u64,
 }
 
 impl ModelLimit {
@@ -128,6 +130,9 @@ struct Model {
     /// The template `t:*`: its definition, kept as a limit that nobody
     /// acquires on (its `held` stays 0), and its bound.
     template: Option<(ModelLimit, u64)>,
+    /// Reservations by limit index: the limit's id and resets when taken,
+    /// and the slots held.
+    reservations: HashMap<usize, (u64, u64, u64)>,
 }
 
 impl Model {
@@ -148,6 +153,7 @@ impl Model {
                 counters: Counters::default(),
                 paused_until: 0,
                 instance: false,
+                resets: 0,
             },
         );
         self.next_limit += 1;
@@ -580,7 +586,60 @@ impl Model {
         }
         let limit = self.limits.get_mut(name).unwrap();
         limit.held = 0;
+        limit.resets += 1;
         limit.rate_grants.clear();
+        self.grant_pass();
+    }
+
+    /// Whether the reservation of limit `i` still holds its slots there.
+    fn reservation_live(&self, i: usize) -> bool {
+        let Some(&(id, resets, _)) = self.reservations.get(&i) else {
+            return false;
+        };
+        self.limits
+            .get(NAMES[i])
+            .is_some_and(|l| l.id == id && l.resets == resets)
+    }
+
+    /// Takes (or adds to a live reservation) every free slot of a limit
+    /// that qualifies: a plain count, nobody queued. Answers the slots
+    /// added.
+    fn reserve(&mut self, now: u64, i: usize) -> u64 {
+        self.advance(now);
+        if self.reservations.contains_key(&i) && !self.reservation_live(i) {
+            return 0;
+        }
+        let Some(limit) = self.limits.get(NAMES[i]) else {
+            return 0;
+        };
+        let queued = self.waiters.values().any(|w| w.limits.contains(&limit.id));
+        let qualifies = limit.active
+            && limit.interval.is_none()
+            && limit.paused_until <= now
+            && !limit.instance
+            && !queued;
+        let free = limit.slots.saturating_sub(limit.held);
+        if !qualifies || free == 0 {
+            return 0;
+        }
+        let (id, resets) = (limit.id, limit.resets);
+        self.limits.get_mut(NAMES[i]).unwrap().held += free;
+        self.reservations.entry(i).or_insert((id, resets, 0)).2 += free;
+        free
+    }
+
+    /// Gives back `slots` of the reservation of limit `i`.
+    fn shrink_reservation(&mut self, now: u64, i: usize, slots: u64) {
+        self.advance(now);
+        let live = self.reservation_live(i);
+        let Some(reservation) = self.reservations.get_mut(&i) else {
+            return;
+        };
+        let slots = slots.min(reservation.2);
+        reservation.2 -= slots;
+        if live {
+            self.limits.get_mut(NAMES[i]).unwrap().held -= slots;
+        }
         self.grant_pass();
     }
 }
@@ -621,6 +680,10 @@ enum Op {
     PauseTemplate(u64),
     /// Pause one key of the template.
     PauseKey(usize, u64),
+    /// Reserve every free slot of a limit (or add to its reservation).
+    Reserve(usize),
+    /// Give back this many slots of a limit's reservation.
+    ShrinkReservation(usize, u64),
 }
 
 fn acquire_strategy() -> impl Strategy<Value = Acquire> {
@@ -667,6 +730,8 @@ fn op_strategy() -> impl Strategy<Value = Op> {
         1 => Just(Op::DeleteTemplate),
         1 => (1u64..3_000).prop_map(Op::PauseTemplate),
         1 => (0usize..2, 1u64..3_000).prop_map(|(k, ms)| Op::PauseKey(k, ms)),
+        2 => (0usize..3).prop_map(Op::Reserve),
+        2 => (0usize..3, 1u64..=3).prop_map(|(l, s)| Op::ShrinkReservation(l, s)),
     ]
 }
 
@@ -687,6 +752,8 @@ struct Run {
     rate_history: HashMap<u64, Vec<(u64, u64)>>,
     /// What a store would hold: the engine's journal applied step by step.
     replica: Replica,
+    /// The engine's reservations, by limit index.
+    reservations: HashMap<usize, ratekeeper_core::Reservation>,
 }
 
 /// A copy of the engine's records kept only from its journal.
@@ -745,6 +812,7 @@ impl Run {
             overcommitted: HashMap::new(),
             rate_history: HashMap::new(),
             replica: Replica::default(),
+            reservations: HashMap::new(),
         };
         run.model.now = START;
         for (i, &(slots, rate, active)) in limits.iter().enumerate() {
@@ -917,6 +985,30 @@ impl Run {
                 let engine = self.engine.pause(ts(self.now), KEYS[*k], &spec);
                 let model = self.model.pause_key(self.now, KEYS[*k], *ms);
                 prop_assert_eq!(engine.map(|_| ()).map_err(|e| e.code()), model);
+            }
+            Op::Reserve(i) => {
+                let engine = match self.reservations.get_mut(i) {
+                    Some(reservation) => self.engine.top_up(ts(self.now), reservation),
+                    None => match self.engine.reserve(ts(self.now), NAMES[*i]) {
+                        Some(reservation) => {
+                            let slots = reservation.slots();
+                            self.reservations.insert(*i, reservation);
+                            slots
+                        }
+                        None => 0,
+                    },
+                };
+                let model = self.model.reserve(self.now, *i);
+                prop_assert_eq!(engine, model, "{:?}", op);
+            }
+            Op::ShrinkReservation(i, slots) => {
+                if let Some(reservation) = self.reservations.get_mut(i) {
+                    self.engine
+                        .shrink_reservation(ts(self.now), reservation, *slots);
+                    self.model.shrink_reservation(self.now, *i, *slots);
+                    let held = self.model.reservations[i].2;
+                    prop_assert_eq!(reservation.slots(), held, "{:?}", op);
+                }
             }
             Op::Release(_) | Op::Renew(_) | Op::Cancel(_) => {}
         }
@@ -1139,7 +1231,12 @@ impl Run {
         };
         prop_assert_eq!(&restored.records(), &records, "restored records");
         for (view, restored) in self.engine.limits().iter().zip(restored.limits()) {
-            prop_assert_eq!(view.held, restored.held, "held after restore");
+            // Reservations, like permits, live in their process only.
+            let reserved: u64 = (0..NAMES.len())
+                .filter(|&i| NAMES[i] == view.name && self.model.reservation_live(i))
+                .map(|i| self.model.reservations[&i].2)
+                .sum();
+            prop_assert_eq!(view.held - reserved, restored.held, "held after restore");
             prop_assert_eq!(view.decaying, restored.decaying, "decaying after restore");
         }
         Ok(())
