@@ -972,6 +972,14 @@ impl Engine {
         free
     }
 
+    /// Whether a reservation still holds slots of its limit: the limit was
+    /// neither reset nor deleted since it was taken.
+    pub fn reservation_holds(&self, reservation: &Reservation) -> bool {
+        self.limits
+            .get(&reservation.limit)
+            .is_some_and(|limit| limit.generation == reservation.generation)
+    }
+
     /// Gives back `slots` of a reservation (at most all it holds), letting
     /// waiters in as a release does.
     pub fn shrink_reservation(
@@ -984,11 +992,7 @@ impl Engine {
         let slots = slots.min(reservation.slots);
         reservation.slots -= slots;
         let id = reservation.limit;
-        let live = self
-            .limits
-            .get(&id)
-            .is_some_and(|limit| limit.generation == reservation.generation);
-        if live && slots > 0 {
+        if self.reservation_holds(reservation) && slots > 0 {
             self.occupy(id, |limit| limit.held -= slots);
             self.dirty.push(id);
             self.touch_limits(&[id]);

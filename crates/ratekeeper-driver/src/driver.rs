@@ -134,10 +134,29 @@ impl Driver {
     /// Asks for slots. The answer is a [`Pending`] that is either decided
     /// already or waits, pushed by the engine, for the request's turn.
     pub fn acquire(&self, request: &AcquireRequest<'_>) -> Pending {
+        self.acquire_around(request, |_, _| (), |_, _, _| ())
+    }
+
+    /// [`acquire`](Self::acquire), with `before` run on the engine first and
+    /// `after` told whether the request was granted at once, both under the
+    /// same lock: for a caller that keeps state beside the engine's (the
+    /// in-process limiter's lock-free path).
+    pub fn acquire_around(
+        &self,
+        request: &AcquireRequest<'_>,
+        before: impl FnOnce(&mut Engine, Timestamp),
+        after: impl FnOnce(&mut Engine, Timestamp, bool),
+    ) -> Pending {
         let shared = &self.inner.shared;
         let mut state = shared.lock();
         let now = shared.catch_up(&mut state.engine);
+        before(&mut state.engine, now);
         let answer = state.engine.acquire(now, request);
+        after(
+            &mut state.engine,
+            now,
+            matches!(answer, Ok(Admission::Granted(_))),
+        );
         let pending = match answer {
             Ok(Admission::Granted(grant)) => Pending::ready(Ok(grant)),
             Err(err) => Pending::ready(Err(err)),

@@ -28,8 +28,12 @@
 
 mod clock;
 mod driver;
+mod fast;
 mod limiter;
 
 pub use clock::Clock;
 pub use driver::{Driver, Journal, Outcome, Pending};
-pub use limiter::{Acquire, AcquireFuture, Admitted, Kind, Limiter, Names, Rate, SlotGuard, Slots};
+pub use limiter::{
+    Acquire, AcquireFuture, Admitted, HandleGuard, Kind, LimitHandle, Limiter, Names, Rate,
+    SlotGuard, Slots,
+};

@@ -3,16 +3,18 @@
 use std::future::{Future, IntoFuture};
 use std::marker::PhantomData;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use ratekeeper_core::{
-    AcquireError, AcquireRequest, Claim, Grant, Held, InstanceQuery, LimitError, LimitPatch,
-    LimitSpec, LimitView, PauseSpec, Permit, ThrottleReport, Timestamp,
+    AcquireError, AcquireRequest, Claim, Engine, Grant, Held, InstanceQuery, LimitError,
+    LimitPatch, LimitSpec, LimitView, PauseSpec, Permit, ThrottleReport, Timestamp,
 };
 use smallvec::SmallVec;
 
 use crate::driver::{Driver, Pending};
+use crate::fast::{FastPaths, FastSlot};
 
 /// Concurrency and rate limits shared by every task and thread of this
 /// process. Clones share the same limits.
@@ -32,6 +34,8 @@ use crate::driver::{Driver, Pending};
 #[derive(Clone, Default)]
 pub struct Limiter {
     driver: Driver,
+    /// The lock-free paths of the handles made (see `fast.rs`).
+    fast: Arc<FastPaths>,
 }
 
 impl Limiter {
@@ -51,29 +55,45 @@ impl Limiter {
             .apply(|engine, now| engine.create_limit(now, &spec))
     }
 
+    /// Runs a change of limit `name` on the engine, its fast path closed
+    /// first (see `fast.rs`); answers the limit as callers see it.
+    fn change(
+        &self,
+        name: &str,
+        change: impl FnOnce(&mut Engine, Timestamp) -> Result<LimitView, LimitError>,
+    ) -> Result<LimitView, LimitError> {
+        self.driver.apply(|engine, now| {
+            self.fast.close(engine, now, &[name]);
+            let mut view = change(engine, now)?;
+            self.fast.fold(&mut view);
+            Ok(view)
+        })
+    }
+
     /// Changes a limit; waiters it lets in are granted at once.
     pub fn update(&self, name: &str, patch: LimitPatch) -> Result<LimitView, LimitError> {
-        self.driver
-            .apply(|engine, now| engine.update_limit(now, name, &patch))
+        self.change(name, |engine, now| engine.update_limit(now, name, &patch))
     }
 
     /// Deletes a limit; its waiters fail with `limit_deleted`.
     pub fn delete(&self, name: &str) -> Result<(), LimitError> {
-        self.driver
-            .apply(|engine, now| engine.delete_limit(now, name))
+        self.driver.apply(|engine, now| {
+            self.fast.close(engine, now, &[name]);
+            engine.delete_limit(now, name)?;
+            self.fast.forget_counts(name);
+            Ok(())
+        })
     }
 
     /// Clears a limit: forgets its holders and its decaying slots.
     pub fn reset(&self, name: &str) -> Result<LimitView, LimitError> {
-        self.driver
-            .apply(|engine, now| engine.reset_limit(now, name))
+        self.change(name, |engine, now| engine.reset_limit(now, name))
     }
 
     /// Pauses a limit: nothing is granted until the pause ends (see
     /// [`Engine::pause`](ratekeeper_core::Engine::pause)).
     pub fn pause(&self, name: &str, pause: PauseSpec) -> Result<LimitView, LimitError> {
-        self.driver
-            .apply(|engine, now| engine.pause(now, name, &pause))
+        self.change(name, |engine, now| engine.pause(now, name, &pause))
     }
 
     /// Ends a limit's pause now.
@@ -88,8 +108,9 @@ impl Limiter {
         name: &str,
         report: ThrottleReport,
     ) -> Result<LimitView, LimitError> {
-        self.driver
-            .apply(|engine, now| engine.report_throttled(now, name, &report))
+        self.change(name, |engine, now| {
+            engine.report_throttled(now, name, &report)
+        })
     }
 
     /// A page of a template's instances.
@@ -108,7 +129,9 @@ impl Limiter {
     pub fn limit(&self, name: &str) -> Result<LimitView, LimitError> {
         self.driver.apply(|engine, now| {
             engine.advance(now);
-            engine.limit(name)
+            let mut view = engine.limit(name)?;
+            self.fast.fold(&mut view);
+            Ok(view)
         })
     }
 
@@ -116,7 +139,7 @@ impl Limiter {
     /// asking (see [`Engine::has_room`](ratekeeper_core::Engine::has_room)).
     pub fn has_room(&self, name: &str, occupy: u64) -> Result<bool, LimitError> {
         self.driver.apply(|engine, now| {
-            engine.advance(now);
+            self.fast.close(engine, now, &[name]);
             engine.has_room(name, occupy)
         })
     }
@@ -125,8 +148,41 @@ impl Limiter {
     pub fn limits(&self) -> Vec<LimitView> {
         self.driver.apply(|engine, now| {
             engine.advance(now);
-            engine.limits()
+            let mut views = engine.limits();
+            views.iter_mut().for_each(|view| self.fast.fold(view));
+            views
         })
+    }
+
+    /// A handle on one concurrency limit, for the requests a program makes
+    /// on it most: while nobody waits on the limit, its handle takes and
+    /// gives back slots with one atomic operation each, without the lock
+    /// every other request takes (see [`LimitHandle`]).
+    pub fn handle(&self, name: &str) -> Result<LimitHandle, LimitError> {
+        self.limit(name)?;
+        let (name, slot) = self.fast.slot(name);
+        Ok(LimitHandle {
+            limiter: self.clone(),
+            name,
+            slot,
+        })
+    }
+
+    /// Sends a request to the engine, closing the fast paths of its limits
+    /// first and opening them again if it was granted at once.
+    fn send(&self, request: &AcquireRequest<'_>) -> Pending {
+        let fast = &self.fast;
+        self.driver.acquire_around(
+            request,
+            |engine, now| fast.close(engine, now, request.names),
+            |engine, now, granted| {
+                if granted {
+                    for name in request.names {
+                        fast.open(engine, now, name);
+                    }
+                }
+            },
+        )
     }
 
     /// Asks for slots on every named limit, held until the guard is dropped.
@@ -279,7 +335,7 @@ impl<'a, K: Kind> Acquire<'a, K> {
             timeout: self.timeout,
             create_if_missing: false,
         };
-        self.limiter.driver.acquire(&request)
+        self.limiter.send(&request)
     }
 }
 
@@ -365,4 +421,160 @@ pub struct Admitted {
     pub granted_at: Timestamp,
     /// How long it waited for its turn.
     pub waited: Duration,
+}
+
+/// A handle on one concurrency limit of a [`Limiter`] (see
+/// [`Limiter::handle`]). While nobody waits on the limit, a request of its
+/// handle takes its slots with one atomic operation and its guard gives
+/// them back with one, without the limiter's lock: about as cheap as a
+/// `tokio::sync::Semaphore`, yet the limit stays one limit, shared with
+/// every other request on it, first come first served, its counts in
+/// every view. Once someone waits (or anything else about the limit is
+/// asked or changed), requests go through the engine as any other until
+/// one is granted at once again.
+///
+/// ```
+/// use ratekeeper_driver::Limiter;
+/// use ratekeeper_core::LimitSpec;
+///
+/// let limiter = Limiter::new();
+/// limiter.create(LimitSpec::concurrency("db", 2)).unwrap();
+/// let db = limiter.handle("db").unwrap();
+/// let first = db.try_acquire().unwrap();
+/// let second = db.wait().unwrap();
+/// assert!(db.try_acquire().is_err()); // both slots are taken
+/// drop((first, second));
+/// assert_eq!(limiter.limit("db").unwrap().counters.granted_total, 2);
+/// ```
+#[derive(Clone)]
+pub struct LimitHandle {
+    limiter: Limiter,
+    name: Arc<str>,
+    slot: Arc<FastSlot>,
+}
+
+impl LimitHandle {
+    /// The limit's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Takes one slot now, or fails with [`AcquireError::WouldBlock`]
+    /// without waiting.
+    pub fn try_acquire(&self) -> Result<HandleGuard<'_>, AcquireError> {
+        self.try_acquire_many(1)
+    }
+
+    /// Takes `occupy` slots now, or fails without waiting.
+    pub fn try_acquire_many(&self, occupy: u64) -> Result<HandleGuard<'_>, AcquireError> {
+        if self.slot.try_take(occupy) {
+            return Ok(self.fast_guard(occupy));
+        }
+        let slow = self.slow(occupy).try_acquire()?;
+        Ok(self.slow_guard(slow))
+    }
+
+    /// Waits for one slot (on a thread; await [`acquire`](Self::acquire)
+    /// on an async runtime).
+    pub fn wait(&self) -> Result<HandleGuard<'_>, AcquireError> {
+        if self.slot.try_take(1) {
+            return Ok(self.fast_guard(1));
+        }
+        Ok(self.slow_guard(self.slow(1).wait()?))
+    }
+
+    /// Waits for one slot.
+    pub async fn acquire(&self) -> Result<HandleGuard<'_>, AcquireError> {
+        self.acquire_many(1).await
+    }
+
+    /// Waits for `occupy` slots.
+    pub async fn acquire_many(&self, occupy: u64) -> Result<HandleGuard<'_>, AcquireError> {
+        if self.slot.try_take(occupy) {
+            return Ok(self.fast_guard(occupy));
+        }
+        Ok(self.slow_guard(self.slow(occupy).await?))
+    }
+
+    fn slow(&self, occupy: u64) -> Acquire<'_, Slots> {
+        self.limiter.concurrency(&*self.name).occupy(occupy)
+    }
+
+    fn fast_guard(&self, occupy: u64) -> HandleGuard<'_> {
+        HandleGuard {
+            handle: self,
+            held: Taken::Fast(occupy),
+        }
+    }
+
+    fn slow_guard(&self, guard: SlotGuard) -> HandleGuard<'_> {
+        HandleGuard {
+            handle: self,
+            held: Taken::Slow(guard),
+        }
+    }
+
+    /// Gives back slots taken on the fast path.
+    fn give_back(&self, occupy: u64) {
+        if self.slot.try_give_back(occupy) {
+            return;
+        }
+        let (fast, name, slot) = (&self.limiter.fast, &*self.name, &*self.slot);
+        self.limiter.driver.apply(|engine, now| {
+            fast.give_back_closed(engine, now, name, slot, occupy);
+        });
+    }
+}
+
+impl std::fmt::Debug for LimitHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LimitHandle")
+            .field("name", &self.name)
+            .finish()
+    }
+}
+
+/// Slots taken through a [`LimitHandle`]; dropping the guard gives them
+/// back.
+#[must_use = "dropping the guard frees the slots at once"]
+pub struct HandleGuard<'a> {
+    handle: &'a LimitHandle,
+    held: Taken,
+}
+
+/// How a handle's slots were taken.
+enum Taken {
+    /// On the fast path: this many.
+    Fast(u64),
+    /// Through the engine.
+    Slow(SlotGuard),
+    /// Given back.
+    Nothing,
+}
+
+impl HandleGuard<'_> {
+    /// Frees the slots now (dropping the guard does the same).
+    pub fn release(self) {}
+}
+
+impl Drop for HandleGuard<'_> {
+    fn drop(&mut self) {
+        if let Taken::Fast(occupy) = std::mem::replace(&mut self.held, Taken::Nothing) {
+            self.handle.give_back(occupy);
+        }
+    }
+}
+
+impl std::fmt::Debug for HandleGuard<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let occupy = match &self.held {
+            Taken::Fast(occupy) => Some(*occupy),
+            Taken::Slow(guard) => guard.permit.as_ref().map(Permit::occupy),
+            Taken::Nothing => None,
+        };
+        f.debug_struct("HandleGuard")
+            .field("limit", &self.handle.name)
+            .field("occupy", &occupy)
+            .finish()
+    }
 }
