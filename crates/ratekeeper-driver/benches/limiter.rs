@@ -48,6 +48,22 @@ mod concurrency {
     }
 
     #[divan::bench]
+    fn ratekeeper_handle_try_acquire(bencher: Bencher) {
+        let limiter = Limiter::new();
+        limiter.create(LimitSpec::concurrency("db", 8)).unwrap();
+        let db = limiter.handle("db").unwrap();
+        bencher.bench_local(|| drop(black_box(db.try_acquire().unwrap())));
+    }
+
+    #[divan::bench]
+    fn ratekeeper_handle_await(bencher: Bencher) {
+        let limiter = Limiter::new();
+        limiter.create(LimitSpec::concurrency("db", 8)).unwrap();
+        let db = limiter.handle("db").unwrap();
+        bencher.bench_local(|| drop(black_box(ready(db.acquire()).unwrap())));
+    }
+
+    #[divan::bench]
     fn tokio_semaphore_try_acquire(bencher: Bencher) {
         let semaphore = tokio::sync::Semaphore::new(8);
         bencher.bench_local(|| drop(black_box(semaphore.try_acquire().unwrap())));
