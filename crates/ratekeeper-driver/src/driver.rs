@@ -356,7 +356,7 @@ enum Receiver {
 }
 
 impl Pending {
-    fn ready(outcome: Outcome) -> Self {
+    pub(crate) fn ready(outcome: Outcome) -> Self {
         Pending {
             state: PendingState::Ready(Some(outcome)),
         }

@@ -28,7 +28,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 use ratekeeper_core::{Engine, LimitView, Reservation, Timestamp};
 
@@ -43,6 +43,8 @@ const IN_USE: u64 = (1 << 32) - 1;
 /// One limit's fast path.
 #[derive(Debug)]
 pub(crate) struct FastSlot {
+    /// The limit's name.
+    pub(crate) name: Arc<str>,
     /// `closed (1 bit) | budget (31 bits) | in_use (32 bits)`.
     word: AtomicU64,
     /// Grants made here, and their slots beyond the first of each: the
@@ -52,8 +54,9 @@ pub(crate) struct FastSlot {
 }
 
 impl FastSlot {
-    fn new() -> Self {
+    fn new(name: Arc<str>) -> Self {
         FastSlot {
+            name,
             word: AtomicU64::new(CLOSED),
             granted: AtomicU64::new(0),
             extra_slots: AtomicU64::new(0),
@@ -117,11 +120,15 @@ struct Entry {
     reservation: Option<Reservation>,
 }
 
-/// Every fast path of one limiter, by limit name. Locked only while the
-/// engine's lock is held (or for making a new entry), in that order.
+/// Every fast path of one limiter, by limit name: a handle's, or one a
+/// request by name opened (for a limit that qualified). `entries` is locked
+/// only while the engine's lock is held (or for making a new entry), in
+/// that order; `index` is what a request by name looks its path up in,
+/// without either lock.
 #[derive(Default)]
 pub(crate) struct FastPaths {
     entries: Mutex<HashMap<Arc<str>, Entry>>,
+    index: RwLock<HashMap<Arc<str>, Arc<FastSlot>>>,
 }
 
 impl FastPaths {
@@ -130,19 +137,29 @@ impl FastPaths {
     }
 
     /// The fast path of `name`, made (closed) if it has none.
-    pub(crate) fn slot(&self, name: &str) -> (Arc<str>, Arc<FastSlot>) {
+    pub(crate) fn slot(&self, name: &str) -> Arc<FastSlot> {
         let mut entries = self.lock();
-        if let Some((key, entry)) = entries.get_key_value(name) {
-            return (Arc::clone(key), Arc::clone(&entry.slot));
+        Arc::clone(&self.entry(&mut entries, name).slot)
+    }
+
+    /// The fast path of `name`, if it has one: without any lock but the
+    /// index's (shared) one.
+    #[inline]
+    pub(crate) fn find(&self, name: &str) -> Option<Arc<FastSlot>> {
+        let index = self.index.read().unwrap_or_else(|p| p.into_inner());
+        index.get(name).cloned()
+    }
+
+    fn entry<'e>(&self, entries: &'e mut HashMap<Arc<str>, Entry>, name: &str) -> &'e mut Entry {
+        if !entries.contains_key(name) {
+            let key: Arc<str> = name.into();
+            let slot = Arc::new(FastSlot::new(Arc::clone(&key)));
+            let mut index = self.index.write().unwrap_or_else(|p| p.into_inner());
+            index.insert(Arc::clone(&key), Arc::clone(&slot));
+            let reservation = None;
+            entries.insert(key, Entry { slot, reservation });
         }
-        let key: Arc<str> = name.into();
-        let slot = Arc::new(FastSlot::new());
-        let entry = Entry {
-            slot: Arc::clone(&slot),
-            reservation: None,
-        };
-        entries.insert(Arc::clone(&key), entry);
-        (key, slot)
+        entries.get_mut(name).expect("just made")
     }
 
     /// Closes the fast paths of `names` (see the module). Under the engine's
@@ -165,13 +182,24 @@ impl FastPaths {
         }
     }
 
-    /// Opens the fast path of `name` (if it has one) with every slot free
-    /// now: after a request on it was granted at once, so nobody waits.
-    /// Under the engine's lock.
+    /// Opens the fast path of `name` with every slot free now: after a
+    /// request on it was granted at once, so nobody waits. A limit without
+    /// one gets one if it qualifies (see `Engine::reserve`): only plain
+    /// concurrency limits, so never one per key of a template. Under the
+    /// engine's lock.
     pub(crate) fn open(&self, engine: &mut Engine, now: Timestamp, name: &str) {
-        if let Some(entry) = self.lock().get_mut(name) {
-            open(entry, engine, now, name);
+        let mut entries = self.lock();
+        if !entries.contains_key(name) {
+            let Some(mut reservation) = engine.reserve(now, name) else {
+                return;
+            };
+            // Made closed, holding nothing, then opened as any other.
+            let slots = reservation.slots();
+            engine.shrink_reservation(now, &mut reservation, slots);
+            self.entry(&mut entries, name).reservation = Some(reservation);
         }
+        let entry = entries.get_mut(name).expect("made above");
+        open(entry, engine, now, name);
     }
 
     /// Gives back `slots` taken on a path found closed. Under the engine's
@@ -180,10 +208,10 @@ impl FastPaths {
         &self,
         engine: &mut Engine,
         now: Timestamp,
-        name: &str,
         slot: &FastSlot,
         slots: u64,
     ) {
+        let name = &*slot.name;
         if slot.try_give_back(slots) {
             return; // reopened since
         }

@@ -160,10 +160,10 @@ impl Limiter {
     /// every other request takes (see [`LimitHandle`]).
     pub fn handle(&self, name: &str) -> Result<LimitHandle, LimitError> {
         self.limit(name)?;
-        let (name, slot) = self.fast.slot(name);
+        let slot = self.fast.slot(name);
         Ok(LimitHandle {
             limiter: self.clone(),
-            name,
+            name: Arc::clone(&slot.name),
             slot,
         })
     }
@@ -236,11 +236,19 @@ impl<'a> From<&'a [String]> for Names<'a> {
 /// What a kind of request yields once granted.
 pub trait Kind {
     /// The grant as the caller sees it.
-    type Output;
+    type Output: Unpin;
     /// What the engine is asked to hold.
     const CLAIM: Claim<'static>;
     /// Turns the engine's grant into the caller's value.
     fn finish(driver: &Driver, grant: Grant) -> Self::Output;
+
+    /// Takes `occupy` on the lock-free path of the one limit named, if it
+    /// has one open with room (see [`Limiter::handle`]); `None` sends the
+    /// request to the engine.
+    #[doc(hidden)]
+    fn fast(_limiter: &Limiter, _names: &[&str], _occupy: u64) -> Option<Self::Output> {
+        None
+    }
 }
 
 /// Concurrency mode: slots held by a [`SlotGuard`].
@@ -262,8 +270,25 @@ impl Kind for Slots {
         SlotGuard {
             driver: driver.clone(),
             permit: Some(permit),
+            fast: None,
             waited: grant.waited,
         }
+    }
+
+    #[inline]
+    fn fast(limiter: &Limiter, names: &[&str], occupy: u64) -> Option<SlotGuard> {
+        let [name] = names else { return None };
+        let slot = limiter.fast.find(name)?;
+        slot.try_take(occupy).then(|| SlotGuard {
+            driver: limiter.driver.clone(),
+            permit: None,
+            fast: Some(FastHeld {
+                paths: Arc::clone(&limiter.fast),
+                slot,
+                occupy,
+            }),
+            waited: Duration::ZERO,
+        })
     }
 }
 
@@ -323,6 +348,9 @@ impl<'a, K: Kind> Acquire<'a, K> {
     /// Blocks the calling thread until granted (or failed). Do not call it
     /// on an async runtime's thread: await the request there instead.
     pub fn wait(self) -> Result<K::Output, AcquireError> {
+        if let Some(taken) = K::fast(self.limiter, &self.names.0, self.occupy) {
+            return Ok(taken);
+        }
         let driver = &self.limiter.driver;
         self.send().wait().map(|grant| K::finish(driver, grant))
     }
@@ -346,8 +374,13 @@ impl<'a, K: Kind> IntoFuture for Acquire<'a, K> {
     /// Sends the request; the future resolves when it is granted or fails.
     /// Dropping the future withdraws the request.
     fn into_future(self) -> AcquireFuture<'a, K> {
+        let fast = K::fast(self.limiter, &self.names.0, self.occupy);
         AcquireFuture {
-            pending: self.send(),
+            pending: match fast {
+                Some(_) => Pending::ready(Err(AcquireError::WouldBlock)),
+                None => self.send(),
+            },
+            fast,
             driver: &self.limiter.driver,
             kind: PhantomData,
         }
@@ -356,8 +389,10 @@ impl<'a, K: Kind> IntoFuture for Acquire<'a, K> {
 
 /// The future of an awaited [`Acquire`].
 #[must_use = "dropping the future withdraws the request"]
-pub struct AcquireFuture<'a, K> {
+pub struct AcquireFuture<'a, K: Kind> {
     pending: Pending,
+    /// Taken on the lock-free path already.
+    fast: Option<K::Output>,
     driver: &'a Driver,
     kind: PhantomData<fn() -> K>,
 }
@@ -367,6 +402,9 @@ impl<K: Kind> Future for AcquireFuture<'_, K> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.get_mut();
+        if let Some(taken) = this.fast.take() {
+            return Poll::Ready(Ok(taken));
+        }
         let outcome = std::task::ready!(Pin::new(&mut this.pending).poll(cx));
         Poll::Ready(outcome.map(|grant| K::finish(this.driver, grant)))
     }
@@ -376,9 +414,27 @@ impl<K: Kind> Future for AcquireFuture<'_, K> {
 #[must_use = "dropping the guard frees the slots at once"]
 pub struct SlotGuard {
     driver: Driver,
-    /// `None` once given back.
+    /// Slots granted by the engine; `None` once given back.
     permit: Option<Permit>,
+    /// Slots taken on a limit's lock-free path; `None` once given back.
+    fast: Option<FastHeld>,
     waited: Duration,
+}
+
+/// Slots a [`SlotGuard`] took on a limit's lock-free path.
+struct FastHeld {
+    paths: Arc<FastPaths>,
+    slot: Arc<FastSlot>,
+    occupy: u64,
+}
+
+/// Gives back `occupy` slots taken on `slot`'s lock-free path: with one
+/// atomic operation while it is open, else to the engine under its lock.
+fn give_back_fast(driver: &Driver, paths: &FastPaths, slot: &FastSlot, occupy: u64) {
+    if slot.try_give_back(occupy) {
+        return;
+    }
+    driver.apply(|engine, now| paths.give_back_closed(engine, now, slot, occupy));
 }
 
 impl SlotGuard {
@@ -396,6 +452,9 @@ impl SlotGuard {
         if let Some(permit) = self.permit.take() {
             self.driver.give_back(Held::Permit(permit));
         }
+        if let Some(fast) = self.fast.take() {
+            give_back_fast(&self.driver, &fast.paths, &fast.slot, fast.occupy);
+        }
     }
 }
 
@@ -408,7 +467,11 @@ impl Drop for SlotGuard {
 impl std::fmt::Debug for SlotGuard {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SlotGuard")
-            .field("occupy", &self.permit.as_ref().map(Permit::occupy))
+            .field(
+                "occupy",
+                &(self.permit.as_ref().map(Permit::occupy))
+                    .or(self.fast.as_ref().map(|fast| fast.occupy)),
+            )
             .field("waited", &self.waited)
             .finish()
     }
@@ -519,10 +582,7 @@ impl LimitHandle {
         if self.slot.try_give_back(occupy) {
             return;
         }
-        let (fast, name, slot) = (&self.limiter.fast, &*self.name, &*self.slot);
-        self.limiter.driver.apply(|engine, now| {
-            fast.give_back_closed(engine, now, name, slot, occupy);
-        });
+        give_back_fast(&self.limiter.driver, &self.limiter.fast, &self.slot, occupy);
     }
 }
 
