@@ -296,7 +296,7 @@ pub fn router<B: Backend>(
 ) -> (Router, Arc<tickets::Tickets>, Arc<history::History>) {
     let tickets = tickets::Tickets::new(config.ticket_lapse, config.max_tickets);
     let metrics = metrics::Metrics::new();
-    let state = AppState {
+    let state = AppState::new(routes::Shared {
         backend,
         tickets: Arc::clone(&tickets),
         metrics: Arc::clone(&metrics),
@@ -305,7 +305,7 @@ pub fn router<B: Backend>(
         feed: Arc::new(events::Feed::new(config.max_event_subscribers)),
         tokens_required: config.tokens.required(),
         history: history::History::new(config.history),
-    };
+    });
     let history = Arc::clone(&state.history);
     // Serialised once and shared: the router is cloned per connection.
     let openapi = axum::body::Bytes::from(

@@ -47,22 +47,34 @@ enum LogFormat {
     Json,
 }
 
-/// Logs to stderr as `format` says, filtered by `filter`.
-fn init_logs(filter: &str, format: LogFormat) -> Result<(), Failure> {
+/// Logs to stderr as `format` says, filtered by `filter`. Lines are
+/// formatted where they happen and written by a thread of their own, a
+/// batch at a time: a server writing its access log from the request path
+/// spent about a tenth of its CPU under churn on one `write` per request.
+/// The lines written are flushed when the returned guard is dropped.
+fn init_logs(
+    filter: &str,
+    format: LogFormat,
+) -> Result<tracing_appender::non_blocking::WorkerGuard, Failure> {
     use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_new(filter).map_err(|e| {
         Failure::usage(format!(
             "invalid --log / RATEKEEPER_LOG filter {filter:?}: {e}"
         ))
     })?;
+    // Never lossy: a full buffer slows the logger down rather than drop
+    // lines.
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(false)
+        .finish(std::io::stderr());
     let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(writer);
     match format {
         LogFormat::Text => logs.with_ansi(std::io::stderr().is_terminal()).init(),
         LogFormat::Json => logs.json().init(),
     }
-    Ok(())
+    Ok(guard)
 }
 
 #[derive(Debug, Subcommand)]
@@ -139,10 +151,13 @@ fn main() -> ExitCode {
         Command::Serve(_) => "info",
         _ => "warn",
     };
-    if let Err(failure) = init_logs(cli.log.as_deref().unwrap_or(default), cli.log_format) {
-        eprintln!("error: {}", failure.message);
-        return ExitCode::from(failure.exit_code);
-    }
+    let logs = match init_logs(cli.log.as_deref().unwrap_or(default), cli.log_format) {
+        Ok(guard) => guard,
+        Err(failure) => {
+            eprintln!("error: {}", failure.message);
+            return ExitCode::from(failure.exit_code);
+        }
+    };
     let runtime = tokio::runtime::Runtime::new().expect("the tokio runtime starts");
     let result = runtime.block_on(async {
         match cli.command {
@@ -164,6 +179,8 @@ fn main() -> ExitCode {
         }
         .map(|()| 0)
     });
+    // Every line logged is out before the last word.
+    drop(logs);
     match result {
         Ok(code) => ExitCode::from(code),
         Err(failure) => {
