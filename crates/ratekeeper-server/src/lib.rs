@@ -356,9 +356,43 @@ pub fn router<B: Backend>(
                 .on_failure(()),
         )
         .layer(tower_http::request_id::SetRequestIdLayer::x_request_id(
-            tower_http::request_id::MakeRequestUuid,
+            RequestIds::new(),
         ));
     (router, tickets, history)
+}
+
+/// The ids the server gives requests that come without one: this
+/// process's random prefix and a counter, 32 hexadecimal digits as a UUID
+/// has, unique without asking the OS for random bytes per request (as a
+/// UUID v4 did).
+#[derive(Clone)]
+struct RequestIds {
+    prefix: u64,
+    next: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl RequestIds {
+    fn new() -> Self {
+        let mut bytes = [0; 8];
+        getrandom::fill(&mut bytes).expect("the OS random source is available");
+        RequestIds {
+            prefix: u64::from_le_bytes(bytes),
+            next: Arc::default(),
+        }
+    }
+}
+
+impl tower_http::request_id::MakeRequestId for RequestIds {
+    fn make_request_id<B>(
+        &mut self,
+        _: &axum::http::Request<B>,
+    ) -> Option<tower_http::request_id::RequestId> {
+        let n = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let id = format!("{:016x}{n:016x}", self.prefix);
+        Some(tower_http::request_id::RequestId::new(
+            axum::http::HeaderValue::from_str(&id).expect("hexadecimal digits"),
+        ))
+    }
 }
 
 /// The span of one request for the access log: the method, the route as
@@ -419,4 +453,31 @@ pub async fn serve<B: Backend>(
         .flush()
         .await
         .map_err(|e| std::io::Error::other(e.to_string()))
+}
+
+#[cfg(test)]
+mod request_id_tests {
+    use tower_http::request_id::MakeRequestId;
+
+    use super::RequestIds;
+
+    #[test]
+    fn made_request_ids_are_32_hex_digits_and_never_repeat() {
+        let mut ids = RequestIds::new();
+        let request = axum::http::Request::new(());
+        let made: std::collections::HashSet<String> = (0..1000)
+            .map(|_| {
+                let id = ids.make_request_id(&request).unwrap();
+                id.header_value().to_str().unwrap().to_owned()
+            })
+            .collect();
+        assert_eq!(made.len(), 1000);
+        assert!(
+            made.iter()
+                .all(|id| id.len() == 32 && id.chars().all(|c| c.is_ascii_hexdigit()))
+        );
+        // Another server process starts from another prefix.
+        let other = RequestIds::new().make_request_id(&request).unwrap();
+        assert!(!made.contains(other.header_value().to_str().unwrap()));
+    }
 }
