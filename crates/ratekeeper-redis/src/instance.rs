@@ -530,17 +530,17 @@ pub(crate) fn add_template_copy(template: &mut LimitView, copy: LimitView) {
     }
 }
 
-/// Names as the scripts take them: separated by spaces (a name has none).
-fn spaced(names: &[impl AsRef<str>]) -> String {
+/// Names as the scripts take and store them: a JSON list, which every
+/// version of the functions reads.
+fn listed(names: &[impl AsRef<str>]) -> String {
     let names: Vec<&str> = names.iter().map(AsRef::as_ref).collect();
-    names.join(" ")
+    serde_json::to_string(&names).expect("names serialize")
 }
 
 /// What the acquire function is told about (a part of) a request.
 pub(crate) struct PartRequest<'a> {
     pub(crate) spec: &'a AcquireSpec,
-    /// The names it takes in this partition, separated by spaces (a name
-    /// has none).
+    /// The names it takes in this partition (JSON).
     pub(crate) names: String,
     pub(crate) token: &'a str,
     /// Try once and refuse rather than wait.
@@ -549,8 +549,8 @@ pub(crate) struct PartRequest<'a> {
     pub(crate) deadline_at: String,
     /// Only check it: refuse what would be refused, change nothing.
     pub(crate) check_only: bool,
-    /// For a part of a request across partitions: all of its names,
-    /// separated by spaces; else empty.
+    /// For a part of a request across partitions: all of its names (JSON);
+    /// else empty.
     pub(crate) whole: String,
 }
 
@@ -564,7 +564,7 @@ impl<'a> PartRequest<'a> {
             .unwrap_or_default();
         PartRequest {
             spec,
-            names: spaced(names),
+            names: listed(names),
             token,
             try_once,
             deadline_at,
@@ -576,7 +576,7 @@ impl<'a> PartRequest<'a> {
     /// The same request, on `names`.
     pub(crate) fn on(&self, names: &[impl AsRef<str>]) -> PartRequest<'a> {
         PartRequest {
-            names: spaced(names),
+            names: listed(names),
             deadline_at: self.deadline_at.clone(),
             whole: self.whole.clone(),
             ..*self

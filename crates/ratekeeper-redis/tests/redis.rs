@@ -90,6 +90,50 @@ async fn an_unrenewed_lease_expires_and_its_slot_goes_to_the_next_waiter() {
     b.release(lease_of(&next)).await.unwrap();
 }
 
+/// Instances of two releases may share a store while it is upgraded: what
+/// one stores, the other's functions read. Leases and queued requests keep
+/// their limits as JSON lists, as 0.1.0 does.
+#[tokio::test]
+async fn leases_and_queued_requests_keep_their_limits_as_0_1_0_reads_them() {
+    let redis = RedisServer::start();
+    let a = instance(&redis).await;
+    a.create_limit(LimitSpec::concurrency("db", 1))
+        .await
+        .unwrap();
+    let held = a.acquire(lease_on(&["db"], 1)).await.unwrap();
+    let queued = tokio::spawn(a.acquire(lease_on(&["db"], 1)));
+    until_waiting(&a, "db", 1).await;
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let lease_key = format!("{{ratekeeper}}:lease:{}", lease_of(&held));
+    let (names, uids): (String, String) = redis::cmd("HMGET")
+        .arg(&lease_key)
+        .arg("names")
+        .arg("uids")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(names, r#"["db"]"#);
+    let uids: Vec<u64> = serde_json::from_str(&uids).unwrap();
+    assert_eq!(uids.len(), 1);
+    let tokens: Vec<String> = redis::cmd("ZRANGE")
+        .arg("{ratekeeper}:q:db")
+        .arg(0)
+        .arg(-1)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let waiting: String = redis::cmd("HGET")
+        .arg(format!("{{ratekeeper}}:r:{}", tokens[0]))
+        .arg("names")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(waiting, r#"["db"]"#);
+    a.release(lease_of(&held)).await.unwrap();
+    queued.await.unwrap().unwrap();
+}
+
 #[tokio::test]
 async fn a_store_laid_out_by_another_release_is_refused_and_left_alone() {
     let redis = RedisServer::start();

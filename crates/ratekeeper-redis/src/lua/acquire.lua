@@ -1,4 +1,4 @@
--- acquire NAMES(space-separated) OCCUPY MODE(lease|rate) TTL_US HAS_HOLDER HOLDER
+-- acquire NAMES(json) OCCUPY MODE(lease|rate) TTL_US HAS_HOLDER HOLDER
 --         CREATE_IF_MISSING TOKEN TRY_ONCE INSTANCE DEADLINE_US|'' CHECK_ONLY
 --         WHOLE(json)|''
 -- WHOLE: for a part of a request across partitions, all of its names.

@@ -63,8 +63,10 @@ local function num(x) return string.format('%.17g', x) end
 -- 64 bits here, and is twice as fast as '%.0f'.)
 local function int(x) return string.format('%d', x) end
 
--- A list of names (or uids) as kept in a hash: separated by spaces (names
--- have none). Stores written before kept JSON lists, read alike.
+-- A list of names (or uids) as a hash keeps it: JSON, which every version
+-- of these functions reads (instances of two versions may share a store
+-- during an upgrade). A list given as an argument may also be names
+-- separated by spaces (names have none).
 local function words(text)
   local first = string.byte(text, 1)
   if first == 91 then return cjson.decode(text) end -- '['
@@ -530,7 +532,7 @@ local function grant(req, queued)
         bump(name, 'granted', 1, 'granted_slots', req.occupy, 'held', req.occupy)
         redis.call('SADD', llkey(name), req.token)
         held_names[#held_names + 1] = name
-        held_uids[#held_uids + 1] = int(limit.uid)
+        held_uids[#held_uids + 1] = limit.uid
       end
       touch(name)
     end
@@ -539,7 +541,10 @@ local function grant(req, queued)
   if req.mode ~= 'rate' then
     local expires = NOW + req.ttl
     if queued then expires = NOW + math.min(req.ttl, CLAIM_US) end
-    local names, uids = table.concat(held_names, ' '), table.concat(held_uids, ' ')
+    -- cjson writes an empty table as {}: a lease on no active limit holds
+    -- nothing, and its lists must still read as lists.
+    local names, uids = '[]', '[]'
+    if #held_names > 0 then names, uids = cjson.encode(held_names), cjson.encode(held_uids) end
     local fields = {
       'names', names, 'uids', uids, 'occupy', int(req.occupy),
       'granted_at', int(NOW), 'expires', int(expires), 'ttl', int(req.ttl),
