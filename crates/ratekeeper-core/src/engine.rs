@@ -951,16 +951,16 @@ impl Engine {
     /// answers how many were added.
     pub fn top_up(&mut self, now: Timestamp, reservation: &mut Reservation) -> u64 {
         self.advance(now);
-        let Some(limit) = self.limits.get(&reservation.limit) else {
+        if !self.reservation_holds(reservation) {
             return 0;
-        };
+        }
+        let limit = &self.limits[&reservation.limit];
         let qualifies = limit.active
             && limit.decay == 0.0
             && limit.adaptive.is_none()
             && matches!(limit.role, Role::Plain)
             && limit.queue.is_empty()
-            && limit.paused(self.now).is_none()
-            && limit.generation == reservation.generation;
+            && limit.paused(self.now).is_none();
         let free = limit.slots.saturating_sub(limit.held);
         if !qualifies || free == 0 {
             return 0;

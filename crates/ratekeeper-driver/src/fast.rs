@@ -190,12 +190,9 @@ impl FastPaths {
     pub(crate) fn open(&self, engine: &mut Engine, now: Timestamp, name: &str) {
         let mut entries = self.lock();
         if !entries.contains_key(name) {
-            let Some(mut reservation) = engine.reserve(now, name) else {
+            let Some(reservation) = engine.reserve(now, name) else {
                 return;
             };
-            // Made closed, holding nothing, then opened as any other.
-            let slots = reservation.slots();
-            engine.shrink_reservation(now, &mut reservation, slots);
             self.entry(&mut entries, name).reservation = Some(reservation);
         }
         let entry = entries.get_mut(name).expect("made above");

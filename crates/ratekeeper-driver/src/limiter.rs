@@ -169,14 +169,16 @@ impl Limiter {
     }
 
     /// Sends a request to the engine, closing the fast paths of its limits
-    /// first and opening them again if it was granted at once.
+    /// first and, for slots granted at once, opening them again (a rate
+    /// request's limits never have one: they decay).
     fn send(&self, request: &AcquireRequest<'_>) -> Pending {
         let fast = &self.fast;
+        let slots = matches!(request.claim, Claim::Permit);
         self.driver.acquire_around(
             request,
             |engine, now| fast.close(engine, now, request.names),
             |engine, now, granted| {
-                if granted {
+                if granted && slots {
                     for name in request.names {
                         fast.open(engine, now, name);
                     }

@@ -13,7 +13,7 @@ use ratekeeper_core::{
 use tokio::sync::{broadcast, watch};
 
 use crate::connection::Connection;
-use crate::instance::{Inner, flag, unavailable, unexpected};
+use crate::instance::{Inner, flag, local_micros, unavailable, unexpected};
 use crate::layout::Layout;
 use crate::markers::{check_layout, partition_count};
 use crate::options::Options;
@@ -283,16 +283,19 @@ impl Backend for RedisBackend {
             .read_all(&[("what", "limits"), ("name", ""), ("query", "")])
             .await?;
         let mut limits: Vec<LimitView> = Vec::new();
+        // A template's copies, one per partition, show as one: where each
+        // template's first copy went.
+        let mut templates: HashMap<String, usize> = HashMap::new();
         for limit in shares.into_iter().flat_map(|share| share.limits) {
             let limit = LimitView::from(limit);
-            // A template's copies, one per partition, show as one.
-            match limits
-                .iter_mut()
-                .find(|l| l.template.is_some() && l.name == limit.name)
-            {
-                Some(template) => crate::instance::add_template_copy(template, limit),
-                None => limits.push(limit),
+            if limit.template.is_some() {
+                if let Some(&first) = templates.get(&limit.name) {
+                    crate::instance::add_template_copy(&mut limits[first], limit);
+                    continue;
+                }
+                templates.insert(limit.name.clone(), limits.len());
             }
+            limits.push(limit);
         }
         limits.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(limits)
@@ -420,10 +423,7 @@ pub(crate) fn parted(part: usize, leases: Vec<reply::Lease>) -> Vec<(usize, repl
 /// Redis's, which can only differ by far less than the week a pause may
 /// last).
 fn local_now() -> Timestamp {
-    let here = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    Timestamp::EPOCH.saturating_add(here)
+    reply::Int(local_micros()).micros()
 }
 
 impl RedisBackend {
