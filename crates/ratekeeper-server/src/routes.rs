@@ -471,10 +471,12 @@ async fn wait_on<B: Backend>(
     Ok(Json(answer).into_response())
 }
 
-/// A grant as it may be answered: a lease whose expiry has already passed
-/// (the server was paused, or starved, between the grant and the answer)
-/// would tell the holder it holds what it may no longer hold, so it is
-/// renewed first; if it is gone already, the client is told to retry.
+/// A grant as it may be answered: a lease with less than half its TTL
+/// left (the server was paused, or starved, between the grant and the
+/// answer; after a pause the engine grants at the instants things fell due,
+/// so a lease can be nearly spent when it is answered) would tell the
+/// holder it holds what it may lose before it even starts. It is renewed
+/// first; if it is gone already, the client is told to retry.
 async fn still_held<B: Backend>(
     state: &AppState<B>,
     mut granted: ratekeeper_backend::Granted,
@@ -482,7 +484,10 @@ async fn still_held<B: Backend>(
     let Some(lease) = granted.lease else {
         return Ok(granted);
     };
-    if lease.expires_at.as_unix_millis() > unix_millis() {
+    let expires = lease.expires_at.as_unix_millis();
+    let ttl = expires.saturating_sub(granted.granted_at.as_unix_millis());
+    let left = expires.saturating_sub(unix_millis());
+    if left > 0 && left >= ttl / 2 {
         return Ok(granted);
     }
     match state.backend.renew(lease.id, None).await {

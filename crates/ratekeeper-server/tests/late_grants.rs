@@ -18,10 +18,13 @@ use tokio::sync::broadcast;
 
 /// The embedded backend, answering each acquire as a server held up
 /// between grant and answer would: with an expiry already past. With
-/// `lose`, the lease is also gone meanwhile.
+/// `lose`, the lease is also gone meanwhile; with `nearly_spent`, its
+/// expiry is 100 ms ahead of a grant 9.9 s back instead (a 10 s lease
+/// granted at the instant it fell due during a pause).
 struct Late {
     inner: Arc<Embedded>,
     lose: bool,
+    nearly_spent: bool,
 }
 
 impl Backend for Late {
@@ -71,7 +74,7 @@ impl Backend for Late {
         self.inner.leases(on).await
     }
     fn acquire(&self, spec: AcquireSpec) -> Waiting {
-        let (inner, lose) = (Arc::clone(&self.inner), self.lose);
+        let (inner, lose, nearly_spent) = (Arc::clone(&self.inner), self.lose, self.nearly_spent);
         Box::pin(async move {
             let mut granted = inner.acquire(spec).await?;
             if let Some(lease) = &mut granted.lease {
@@ -79,6 +82,10 @@ impl Backend for Late {
                     inner.release(lease.id).await?;
                 }
                 lease.expires_at = Timestamp::from_unix_millis(now_ms() - 500);
+                if nearly_spent {
+                    lease.expires_at = Timestamp::from_unix_millis(now_ms() + 100);
+                    granted.granted_at = Timestamp::from_unix_millis(now_ms() - 9_900);
+                }
             }
             Ok(granted)
         })
@@ -101,9 +108,14 @@ impl Backend for Late {
 }
 
 async fn serve(lose: bool) -> String {
+    serve_late(lose, false).await
+}
+
+async fn serve_late(lose: bool, nearly_spent: bool) -> String {
     let backend = Arc::new(Late {
         inner: Arc::new(Embedded::in_memory()),
         lose,
+        nearly_spent,
     });
     backend
         .create_limit(LimitSpec::concurrency("db", 1))
@@ -156,4 +168,16 @@ async fn a_grant_lost_before_it_could_be_answered_is_a_retryable_error() {
     let (status, answer) = acquire(&url).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{answer}");
     assert_eq!(answer["error"]["code"], "grant_expired");
+}
+
+#[tokio::test]
+async fn a_grant_nearly_spent_when_answered_is_renewed_to_its_whole_ttl() {
+    let url = serve_late(false, true).await;
+    let (status, answer) = acquire(&url).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    let left = answer["expires_at"]
+        .as_u64()
+        .unwrap()
+        .saturating_sub(now_ms());
+    assert!(left > 9_000, "answered with {left} ms left of a 10 s lease");
 }
