@@ -3,13 +3,21 @@
 //! commit).
 //!
 //! The engine's journal hands every operation's changes to [`Store::record`]
-//! under the engine's lock, which numbers them. The writer thread takes
-//! everything recorded so far, appends it to the change log as one frame,
-//! syncs it with one `fdatasync`, and publishes the highest number it made
-//! durable. An answer that depends on a change waits for that number
-//! ([`Store::durable`]) before it goes out. While one batch is being synced
-//! the next accumulates, so throughput grows with load instead of collapsing
-//! to one sync per grant.
+//! under the engine's lock, which numbers them and queues them. An answer
+//! that depends on a change waits for that number ([`Store::durable`])
+//! before it goes out, and writes it itself if nobody is writing (leader and
+//! followers): the first waiter to find the log free takes everything queued
+//! so far, appends it as one frame, syncs it with one `fdatasync`, and
+//! publishes the highest number it made durable; those who came while it
+//! wrote wait for that, and the first of them whose change missed the frame
+//! writes the next one. There is no hand-off to another thread on the way:
+//! a grant is synced by the task that answers it, and while one frame is
+//! being synced the next accumulates, so throughput grows with load instead
+//! of collapsing to one sync per grant.
+//!
+//! Changes nobody waits for (a release, an expiry) are written by the next
+//! frame, or, when no request comes, by a background thread within
+//! [`LINGER`]; it also retries a frame that could not be written.
 //!
 //! Why a log in front of redb: a redb commit rewrites about a dozen pages and
 //! took 0.76 ms under load, an append and `fdatasync` of the log a fraction
@@ -38,7 +46,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, mpsc};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, TryLockError};
 use std::time::Duration;
 
 use ratekeeper_core::{Change, LeaseId, LeaseView, LimitRecord, Records};
@@ -72,6 +80,9 @@ const DB_CACHE_BYTES: usize = 16 << 20;
 /// The log file is zero-filled to this size up front, so that it rarely
 /// grows (see the log module).
 const LOG_PREALLOCATE: u64 = CHECKPOINT_BYTES + (1 << 20);
+/// How long changes nobody waits for may stay queued before the background
+/// thread writes them.
+const LINGER: Duration = Duration::from_millis(2);
 
 /// The durable store could not be opened or written.
 #[derive(Debug, thiserror::Error)]
@@ -113,7 +124,7 @@ pub enum StoreError {
     },
 }
 
-/// How far the writer has got.
+/// How far the writers have got.
 #[derive(Debug, Clone, Default)]
 struct Progress {
     /// Every batch numbered up to this one is durable.
@@ -128,40 +139,53 @@ struct Progress {
 
 /// The durable store of one server.
 pub struct Store {
+    shared: Arc<Shared>,
+    /// The background thread, which writes what nobody waits for.
+    background: Option<std::thread::JoinHandle<()>>,
+}
+
+/// What the store's callers and its background thread share.
+struct Shared {
     /// The number of the last batch recorded. Only increased under the
-    /// engine's lock, so batches are numbered in the order they happened.
+    /// engine's lock (and the queue's), so batches are numbered in the order
+    /// they happened.
     recorded: AtomicU64,
-    /// Batches not yet taken by the writer. Behind a mutex because the
-    /// journal that feeds it must be `Send`, and `mpsc::Sender` is not `Sync`.
-    queue: Mutex<mpsc::Sender<(u64, Vec<Change>)>>,
-    progress: watch::Receiver<Progress>,
-    /// The writer thread, which holds the files until it ends.
-    writer: Mutex<Option<std::thread::JoinHandle<()>>>,
+    queue: Mutex<Queue>,
+    /// Wakes the background thread: something was queued, or the store
+    /// is closing.
+    wake: Condvar,
+    /// The files. Whoever holds this lock is the one writer (the leader).
+    writer: Mutex<Writer>,
+    progress: watch::Sender<Progress>,
+}
+
+/// Changes recorded and not yet taken by a writer.
+#[derive(Default)]
+struct Queue {
+    changes: Vec<Change>,
+    /// How many times a writer took the queue: the background thread leaves
+    /// the writing to requests while this moves.
+    taken: u64,
+    /// The background thread waits for something to be queued.
+    idle: bool,
+    closing: bool,
 }
 
 impl Drop for Store {
-    /// Ends the writer (it finishes what was queued) and waits for it, so
-    /// that the files are closed when the store is gone.
+    /// Ends the background thread (it writes what was queued) and waits for
+    /// it, so that the files are closed when the store is gone.
     fn drop(&mut self) {
-        let (closed, _) = mpsc::channel();
-        drop(std::mem::replace(
-            self.queue.get_mut().unwrap_or_else(|p| p.into_inner()),
-            closed,
-        ));
-        if let Some(writer) = self
-            .writer
-            .get_mut()
-            .unwrap_or_else(|p| p.into_inner())
-            .take()
-        {
-            let _ = writer.join();
+        self.shared.lock_queue().closing = true;
+        self.shared.wake.notify_one();
+        if let Some(background) = self.background.take() {
+            let _ = background.join();
         }
     }
 }
 
 impl Store {
     /// Opens (or creates) the store in `dir`, checkpoints whatever its log
-    /// holds, and reads the state. Starts the writer thread.
+    /// holds, and reads the state. Starts the background thread.
     pub fn open(dir: &Path) -> Result<(Arc<Store>, Records), StoreError> {
         Store::open_with(dir, CHECKPOINT_BYTES)
     }
@@ -208,45 +232,49 @@ pub fn check(dir: &Path) -> Result<Records, StoreError> {
 impl Store {
     fn start(dir: &Path, writer: Writer) -> Result<(Arc<Store>, Records), StoreError> {
         let path = dir.join(DB_FILE);
-        let open_error = |reason: String| StoreError::Open {
-            path: path.clone(),
-            reason,
-        };
         let records = read_records(&writer.db).map_err(|reason| StoreError::Corrupt {
             path: path.clone(),
             reason,
         })?;
-        let (sender, receiver) = mpsc::channel();
-        let (progress_tx, progress) = watch::channel(Progress::default());
-        let writer = std::thread::Builder::new()
-            .name("ratekeeper-store".into())
-            .spawn(move || writer.run(receiver, progress_tx))
-            .map_err(|e| open_error(e.to_string()))?;
-        let store = Store {
+        let shared = Arc::new(Shared {
             recorded: AtomicU64::new(0),
-            queue: Mutex::new(sender),
-            progress,
-            writer: Mutex::new(Some(writer)),
+            queue: Mutex::new(Queue::default()),
+            wake: Condvar::new(),
+            writer: Mutex::new(writer),
+            progress: watch::Sender::new(Progress::default()),
+        });
+        let background = Arc::clone(&shared);
+        let background = std::thread::Builder::new()
+            .name("ratekeeper-store".into())
+            .spawn(move || background.background())
+            .map_err(|e| StoreError::Open {
+                path,
+                reason: e.to_string(),
+            })?;
+        let store = Store {
+            shared,
+            background: Some(background),
         };
         Ok((Arc::new(store), records))
     }
 
-    /// Queues one operation's changes for the writer. Call it under the
-    /// engine's lock (the driver's journal does).
-    pub fn record(&self, changes: Vec<Change>) {
-        let seq = self.recorded.fetch_add(1, Ordering::SeqCst) + 1;
-        // A send fails only when the writer is gone, which it is only after
-        // a failed commit; `durable` reports that failure.
-        let _ = self
-            .queue
-            .lock()
-            .expect("the store queue lock is never poisoned")
-            .send((seq, changes));
+    /// Queues one operation's changes. Call it under the engine's lock (the
+    /// driver's journal does).
+    pub fn record(&self, mut changes: Vec<Change>) {
+        let shared = &self.shared;
+        let mut queue = shared.lock_queue();
+        shared.recorded.fetch_add(1, Ordering::Release);
+        if queue.changes.is_empty() {
+            std::mem::swap(&mut queue.changes, &mut changes);
+            shared.nudge(&mut queue);
+        } else {
+            queue.changes.append(&mut changes);
+        }
     }
 
     /// Whether the store can write: why not, if it cannot.
     pub(crate) fn health(&self) -> Result<(), String> {
-        let progress = self.progress.borrow();
+        let progress = self.shared.progress.borrow();
         match (&progress.failed, &progress.checkpoint) {
             (Some(reason), _) => Err(reason.clone()),
             (None, Some(reason)) => Err(format!("a checkpoint cannot be written: {reason}")),
@@ -258,23 +286,173 @@ impl Store {
     /// log cannot be written at the moment (a failed checkpoint does not
     /// count: the log still keeps every change).
     pub(crate) fn writable(&self) -> Result<(), String> {
-        match &self.progress.borrow().failed {
+        match &self.shared.progress.borrow().failed {
             Some(reason) => Err(reason.clone()),
             None => Ok(()),
         }
     }
 
-    /// Waits until everything recorded so far is durable.
+    /// Waits until everything recorded so far is durable, writing it if
+    /// nobody else is.
     pub(crate) async fn durable(&self) -> Result<(), String> {
-        let target = self.recorded.load(Ordering::SeqCst);
-        let mut progress = self.progress.clone();
-        let progress = progress
-            .wait_for(|p| p.committed >= target || p.failed.is_some())
-            .await
-            .map_err(|_| "the store writer stopped".to_owned())?;
-        match &progress.failed {
-            Some(reason) => Err(reason.clone()),
-            None => Ok(()),
+        let shared = &self.shared;
+        let target = shared.recorded.load(Ordering::Acquire);
+        // Subscribed before looking, so that a frame written after the look
+        // wakes this waiter.
+        let mut progress = shared.progress.subscribe();
+        // Lets the tasks ready on this thread record their changes first,
+        // so that under load one frame carries more of them.
+        tokio::task::yield_now().await;
+        loop {
+            {
+                let now = progress.borrow_and_update();
+                if let Some(reason) = &now.failed {
+                    return Err(reason.clone());
+                }
+                if now.committed >= target {
+                    return Ok(());
+                }
+            }
+            let wrote = match shared.writer.try_lock() {
+                Ok(writer) => {
+                    shared.write(writer);
+                    true
+                }
+                Err(TryLockError::WouldBlock) => false,
+                Err(TryLockError::Poisoned(_)) => {
+                    return Err("the store writer failed and stopped".to_owned());
+                }
+            };
+            if !wrote {
+                // Another writer holds the log: its frame may carry ours.
+                progress
+                    .changed()
+                    .await
+                    .map_err(|_| "the store writer stopped".to_owned())?;
+            }
         }
+    }
+}
+
+impl Shared {
+    fn lock_queue(&self) -> MutexGuard<'_, Queue> {
+        self.queue.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Wakes the background thread if it waits for something queued.
+    fn nudge(&self, queue: &mut Queue) {
+        if queue.idle {
+            queue.idle = false;
+            self.wake.notify_one();
+        }
+    }
+
+    /// Writes everything queued as one frame, as the writer `writer` is
+    /// the lock of, then publishes how far the log is durable. The lock is
+    /// let go before publishing, so that whoever is woken can write next.
+    ///
+    /// A frame that cannot be written (a full disk, say) is not given up:
+    /// its changes go back to the head of the queue and are tried again with
+    /// the next frame, and the store reports itself failed until then
+    /// (waiters get the reason, `health` says it). A checkpoint that cannot
+    /// be written is tried again at the next frame: its changes are safe in
+    /// the log.
+    fn write(&self, mut writer: MutexGuard<'_, Writer>) {
+        let (mut batch, last) = {
+            let mut queue = self.lock_queue();
+            queue.taken += 1;
+            (
+                std::mem::take(&mut queue.changes),
+                self.recorded.load(Ordering::Acquire),
+            )
+        };
+        if batch.is_empty() {
+            drop(writer);
+            // Whoever waits for a frame that was written meanwhile looks again.
+            self.progress.send_modify(|_| {});
+            return;
+        }
+        match writer.log.append(&batch) {
+            Ok(()) => {
+                writer.pending.add(batch);
+                let checkpoint = if writer.log.len() >= writer.checkpoint_bytes {
+                    blocking(|| writer.checkpoint())
+                } else {
+                    Ok(())
+                };
+                drop(writer);
+                self.progress.send_modify(|p| {
+                    p.committed = last;
+                    p.failed = None;
+                    p.checkpoint = checkpoint.err();
+                });
+            }
+            Err(err) => {
+                {
+                    let mut queue = self.lock_queue();
+                    batch.append(&mut queue.changes);
+                    queue.changes = batch;
+                    // The background thread tries again, even if nothing
+                    // more is recorded (nothing can be, while this fails).
+                    self.nudge(&mut queue);
+                }
+                drop(writer);
+                let reason = format!("the change log cannot be written: {err}");
+                if self.progress.borrow().failed.as_deref() != Some(reason.as_str()) {
+                    tracing::error!(%reason, "changes are refused until it can be");
+                }
+                self.progress.send_modify(|p| p.failed = Some(reason));
+            }
+        }
+    }
+
+    /// The background thread: writes changes nobody waits for once they
+    /// have lingered, retries a frame that failed, and writes what is left
+    /// when the store closes.
+    fn background(&self) {
+        let mut retry = Duration::from_millis(50);
+        loop {
+            let (closing, taken) = {
+                let mut queue = self.lock_queue();
+                while queue.changes.is_empty() && !queue.closing {
+                    queue.idle = true;
+                    queue = self.wake.wait(queue).unwrap_or_else(|p| p.into_inner());
+                }
+                queue.idle = false;
+                (queue.closing, queue.taken)
+            };
+            if !closing {
+                if self.progress.borrow().failed.is_some() {
+                    std::thread::sleep(retry);
+                    retry = (retry * 2).min(Duration::from_secs(1));
+                } else {
+                    retry = Duration::from_millis(50);
+                    std::thread::sleep(LINGER);
+                    if self.lock_queue().taken != taken {
+                        // Requests are writing: the next frame takes these.
+                        continue;
+                    }
+                }
+            }
+            self.write(self.writer.lock().unwrap_or_else(|p| p.into_inner()));
+            if closing {
+                if !self.lock_queue().changes.is_empty() {
+                    tracing::error!("the store is closing and its last changes cannot be written");
+                }
+                return;
+            }
+        }
+    }
+}
+
+/// Runs `work`, which blocks for a while (a checkpoint), telling a
+/// multi-threaded runtime first, so that the tasks queued on this thread
+/// move to another meanwhile.
+fn blocking<T>(work: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current() {
+        Ok(runtime) if runtime.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(work)
+        }
+        _ => work(),
     }
 }

@@ -202,3 +202,60 @@ async fn checkpoints_move_the_log_into_the_database() {
     assert!(batches <= 1);
     assert_eq!(names(&records), [("b", 2)]);
 }
+
+// The lock stands for a writer busy with its frame: held on purpose while
+// the waiters come.
+#[allow(clippy::await_holding_lock)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changes_recorded_while_a_frame_is_written_share_the_next_frame() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = Store::open(dir.path()).unwrap();
+    // A writer is busy: whoever waits now follows it.
+    let busy = store.shared.writer.lock().unwrap();
+    let waiters: Vec<_> = (0..10)
+        .map(|i| {
+            let store = Arc::clone(&store);
+            tokio::spawn(async move {
+                store.record(vec![limit(&format!("l{i}"), 1)]);
+                store.durable().await
+            })
+        })
+        .collect();
+    while store.shared.recorded.load(Ordering::Acquire) < 10 {
+        tokio::task::yield_now().await;
+    }
+    // The busy writer finishes without writing anything, as a writer whose
+    // frame missed these changes would.
+    drop(busy);
+    store.shared.progress.send_modify(|_| {});
+    for waiter in waiters {
+        waiter.await.unwrap().unwrap();
+    }
+    let (records, batches) = reopen_copy(dir.path());
+    assert_eq!(records.limits.len(), 10);
+    assert_eq!(
+        batches, 1,
+        "one frame carries every change queued meanwhile"
+    );
+}
+
+#[tokio::test]
+async fn changes_nobody_waits_for_are_written_by_the_store_itself() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = Store::open(dir.path()).unwrap();
+    // Its background thread waits for work before any is queued.
+    while !store.shared.lock_queue().idle {
+        tokio::task::yield_now().await;
+    }
+    store.record(vec![limit("released", 1)]);
+    let mut progress = store.shared.progress.subscribe();
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        progress.wait_for(|p| p.committed >= 1),
+    )
+    .await
+    .expect("the change was never written")
+    .unwrap();
+    let (records, _) = reopen_copy(dir.path());
+    assert_eq!(names(&records), [("released", 1)]);
+}

@@ -1,5 +1,5 @@
-//! The writer thread: appends each batch to the change log, syncs it, and
-//! checkpoints the log into the database.
+//! The writer: the store's files, which append each batch to the change
+//! log, sync it, and checkpoint the log into the database.
 
 use super::*;
 
@@ -12,7 +12,7 @@ fn open_database(path: &Path) -> Result<Database, redb::DatabaseError> {
         .create(path)
 }
 
-/// The writer thread's state.
+/// The store's files and what the next checkpoint writes.
 pub(super) struct Writer {
     pub(super) db: Database,
     pub(super) log: Log,
@@ -24,67 +24,6 @@ pub(super) struct Writer {
 }
 
 impl Writer {
-    /// Makes everything queued durable, one log frame at a time.
-    ///
-    /// A frame that cannot be written (a full disk, say) is not given up:
-    /// it is tried again, with what was queued meanwhile, until it can be,
-    /// and the store reports itself failed until then (waiters get the
-    /// reason, `health` says it). A checkpoint that cannot be written is
-    /// tried again at the next frame: its changes are safe in the log.
-    pub(super) fn run(
-        mut self,
-        queue: mpsc::Receiver<(u64, Vec<Change>)>,
-        progress: watch::Sender<Progress>,
-    ) {
-        let mut retry = Duration::from_millis(50);
-        while let Ok((mut last, mut batch)) = queue.recv() {
-            loop {
-                let mut closing = false;
-                loop {
-                    match queue.try_recv() {
-                        Ok((seq, changes)) => {
-                            batch.extend(changes);
-                            last = seq;
-                        }
-                        Err(mpsc::TryRecvError::Empty) => break,
-                        Err(mpsc::TryRecvError::Disconnected) => {
-                            closing = true;
-                            break;
-                        }
-                    }
-                }
-                match self.log.append(&batch) {
-                    Ok(()) => break,
-                    Err(err) if closing => {
-                        tracing::error!(%err, "the store is closing and its last changes cannot be written");
-                        return;
-                    }
-                    Err(err) => {
-                        let reason = format!("the change log cannot be written: {err}");
-                        if progress.borrow().failed.as_deref() != Some(reason.as_str()) {
-                            tracing::error!(%reason, "changes are refused until it can be");
-                        }
-                        progress.send_modify(|p| p.failed = Some(reason));
-                        std::thread::sleep(retry);
-                        retry = (retry * 2).min(Duration::from_secs(1));
-                    }
-                }
-            }
-            retry = Duration::from_millis(50);
-            self.pending.add(batch);
-            let checkpoint = if self.log.len() >= self.checkpoint_bytes {
-                self.checkpoint()
-            } else {
-                Ok(())
-            };
-            progress.send_modify(|p| {
-                p.committed = last;
-                p.failed = None;
-                p.checkpoint = checkpoint.err();
-            });
-        }
-    }
-
     /// Writes the log's changes into the database, then empties the log.
     pub(super) fn checkpoint(&mut self) -> Result<(), String> {
         self.checkpoint_to(self.log.epoch().wrapping_add(1))
