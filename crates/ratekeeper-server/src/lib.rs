@@ -329,35 +329,41 @@ pub fn router<B: Backend>(
         .fallback(routes::not_found)
         .method_not_allowed_fallback(routes::method_not_allowed)
         .with_state(state)
-        .layer(DefaultBodyLimit::max(config.body_limit))
-        .layer(axum::middleware::from_fn_with_state(
-            Arc::new(config.tokens.clone()),
-            auth::check,
-        ))
-        .layer(axum::middleware::from_fn_with_state(
-            Arc::new(origin::Screen {
-                hosts: config.hosts.clone(),
-                body_limit: config.body_limit,
-            }),
-            origin::check,
-        ))
-        .layer(axum::middleware::from_fn_with_state(
-            metrics,
-            metrics::time_requests,
-        ))
-        .layer(tower_http::request_id::PropagateRequestIdLayer::x_request_id())
+        // One layer of the whole stack, outermost first: axum boxes each
+        // `Router::layer` around every route and clones each box per
+        // request, so seven of them cost seven allocations per request.
         .layer(
-            tower_http::trace::TraceLayer::new_for_http()
-                .make_span_with(access_span)
-                .on_request(())
-                .on_response(access_line)
-                .on_body_chunk(())
-                .on_eos(())
-                .on_failure(()),
-        )
-        .layer(tower_http::request_id::SetRequestIdLayer::x_request_id(
-            RequestIds::new(),
-        ));
+            tower::ServiceBuilder::new()
+                .layer(tower_http::request_id::SetRequestIdLayer::x_request_id(
+                    RequestIds::new(),
+                ))
+                .layer(
+                    tower_http::trace::TraceLayer::new_for_http()
+                        .make_span_with(access_span)
+                        .on_request(())
+                        .on_response(access_line)
+                        .on_body_chunk(())
+                        .on_eos(())
+                        .on_failure(()),
+                )
+                .layer(tower_http::request_id::PropagateRequestIdLayer::x_request_id())
+                .layer(axum::middleware::from_fn_with_state(
+                    metrics,
+                    metrics::time_requests,
+                ))
+                .layer(axum::middleware::from_fn_with_state(
+                    Arc::new(origin::Screen {
+                        hosts: config.hosts.clone(),
+                        body_limit: config.body_limit,
+                    }),
+                    origin::check,
+                ))
+                .layer(axum::middleware::from_fn_with_state(
+                    Arc::new(config.tokens.clone()),
+                    auth::check,
+                ))
+                .layer(DefaultBodyLimit::max(config.body_limit)),
+        );
     (router, tickets, history)
 }
 
