@@ -49,7 +49,8 @@ enum LogFormat {
 
 /// Logs to stderr as `format` says, filtered by `filter`. Lines are
 /// formatted where they happen and written by a thread of their own, a
-/// batch at a time: a server writing its access log from the request path
+/// batch at a time (the thread flushes whenever it has written every line
+/// it was given): a server writing its access log from the request path
 /// spent about a tenth of its CPU under churn on one `write` per request.
 /// The lines written are flushed when the returned guard is dropped.
 fn init_logs(
@@ -66,7 +67,7 @@ fn init_logs(
     // lines.
     let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
         .lossy(false)
-        .finish(std::io::stderr());
+        .finish(std::io::BufWriter::new(std::io::stderr()));
     let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(writer);
