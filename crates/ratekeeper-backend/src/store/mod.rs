@@ -15,6 +15,10 @@
 //! being synced the next accumulates, so throughput grows with load instead
 //! of collapsing to one sync per grant.
 //!
+//! A frame keeps only the last change to each record of what it takes
+//! (replaying it gives the same state): under churn, one limit's record
+//! would otherwise be repeated for every grant and release it carries.
+//!
 //! Changes nobody waits for (a release, an expiry) are written by the next
 //! frame, or, when no request comes, by a background thread within
 //! [`LINGER`]; it also retries a frame that could not be written.
@@ -358,7 +362,7 @@ impl Shared {
     /// be written is tried again at the next frame: its changes are safe in
     /// the log.
     fn write(&self, mut writer: MutexGuard<'_, Writer>) {
-        let (mut batch, last) = {
+        let (batch, last) = {
             let mut queue = self.lock_queue();
             queue.taken += 1;
             (
@@ -366,6 +370,7 @@ impl Shared {
                 self.recorded.load(Ordering::Acquire),
             )
         };
+        let mut batch = Fold::last_of_each(batch);
         if batch.is_empty() {
             drop(writer);
             // Whoever waits for a frame that was written meanwhile looks again.

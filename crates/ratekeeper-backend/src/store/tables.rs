@@ -71,6 +71,28 @@ impl Fold {
         }
     }
 
+    /// `changes` with only the last change to each key kept: what a frame
+    /// holds. Replaying it gives the same state as replaying them all,
+    /// since each change is a whole record or a deletion by key; under
+    /// churn a frame otherwise repeats the same limit's record once per
+    /// grant and release it carries.
+    pub(super) fn last_of_each(changes: Vec<Change>) -> Vec<Change> {
+        if changes.len() < 2 {
+            return changes;
+        }
+        let mut fold = Fold::default();
+        fold.add(changes);
+        let limits = fold.limits.into_iter().map(|(name, record)| match record {
+            Some(record) => Change::Limit(record),
+            None => Change::LimitDeleted(name),
+        });
+        let leases = fold.leases.into_iter().map(|(id, record)| match record {
+            Some(record) => Change::Lease(record),
+            None => Change::LeaseDeleted(id),
+        });
+        limits.chain(leases).collect()
+    }
+
     /// Writes the folded changes, and that the log (of `log_size` bytes)
     /// is now written in `epoch`, in one transaction.
     pub(super) fn write(self, db: &Database, epoch: u32, log_size: u64) -> Result<(), String> {

@@ -259,3 +259,24 @@ async fn changes_nobody_waits_for_are_written_by_the_store_itself() {
     let (records, _) = reopen_copy(dir.path());
     assert_eq!(names(&records), [("released", 1)]);
 }
+
+#[tokio::test]
+async fn a_frame_keeps_only_the_last_change_to_each_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = Store::open(dir.path()).unwrap();
+    // Taken in one frame, as a busy writer would leave them queued.
+    let busy = store.shared.writer.lock().unwrap();
+    for slots in 1..=100 {
+        store.record(vec![limit("a", slots), limit("b", 1)]);
+    }
+    store.record(vec![Change::LimitDeleted("b".into())]);
+    store.shared.write(busy);
+    store.durable().await.unwrap();
+    let bytes = std::fs::read(dir.path().join(LOG_FILE)).unwrap();
+    let frames = crate::log::read(&bytes, Anchor::FirstFrame).batches;
+    assert_eq!(frames.len(), 1);
+    assert_eq!(frames[0].len(), 2, "{:?}", frames[0]);
+    drop(store);
+    let (_, records) = Store::open(dir.path()).unwrap();
+    assert_eq!(names(&records), [("a", 100)]);
+}
