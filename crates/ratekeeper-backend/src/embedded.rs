@@ -100,6 +100,14 @@ impl Embedded {
         }
     }
 
+    /// Runs the engine's timer as a task of `runtime` rather than on a
+    /// thread of its own: grants then wake their waiters without waking a
+    /// parked worker first. For a server, whose backend lives no longer
+    /// than its runtime; see [`Driver::run_timer_on`].
+    pub fn run_timer_on(&self, runtime: tokio::runtime::Handle) {
+        self.driver.run_timer_on(runtime);
+    }
+
     /// Waits until every change made so far is durable; `then` says what
     /// became of the caller's change if the store failed to write it.
     async fn durable(&self, then: &str) -> Result<(), Error> {

@@ -1,5 +1,9 @@
-//! The engine on a real clock: one timer thread for the engine's next
-//! call-back instant, and parked waiters woken by the engine's results.
+//! The engine on a real clock: one timer for the engine's next call-back
+//! instant, and parked waiters woken by the engine's results. The timer is
+//! a thread of its own, or, for a server whose waiters are tasks of one
+//! tokio runtime, a task of that runtime ([`Driver::run_timer_on`]): a
+//! grant made there wakes its waiter on the same worker, where a grant made
+//! on the timer thread must wake a parked worker first.
 //!
 //! Everything happens under one lock: an operation runs on the engine, the
 //! wakes it produced are delivered to their parked waiters, and the timer is
@@ -47,6 +51,10 @@ struct Shared {
     state: Mutex<State>,
     /// Signalled when the timer thread must wake before it planned to.
     timer_changed: Condvar,
+    /// The same, for a timer task. Outside `Shared`'s own count, so that
+    /// the sleeping task keeps nothing alive.
+    #[cfg(feature = "tokio")]
+    timer_task_changed: Arc<tokio::sync::Notify>,
     clock: Clock,
 }
 
@@ -69,6 +77,9 @@ struct TimerState {
     /// (it looks at the engine again before sleeping) or already signalled.
     sleeping_until: Option<Timestamp>,
     shutdown: bool,
+    /// The runtime to run the timer on as a task, if not on a thread.
+    #[cfg(feature = "tokio")]
+    runtime: Option<tokio::runtime::Handle>,
 }
 
 impl Driver {
@@ -106,10 +117,25 @@ impl Driver {
                 journal,
             }),
             timer_changed: Condvar::new(),
+            #[cfg(feature = "tokio")]
+            timer_task_changed: Arc::default(),
             clock: Clock::new(),
         });
         Driver {
             inner: Arc::new(Inner { shared }),
+        }
+    }
+
+    /// Runs the timer as a task of `runtime` instead of on a thread of its
+    /// own, if it has not started yet: for a driver whose waiters are tasks
+    /// of that runtime, and that lives no longer than it (a task stops with
+    /// its runtime; a driver used after that would never wake a waiter
+    /// again, so a library's driver keeps its thread).
+    #[cfg(feature = "tokio")]
+    pub fn run_timer_on(&self, runtime: tokio::runtime::Handle) {
+        let mut state = self.inner.shared.lock();
+        if !state.timer.started {
+            state.timer.runtime = Some(runtime);
         }
     }
 
@@ -210,13 +236,21 @@ impl Drop for Inner {
     fn drop(&mut self) {
         let mut state = self.shared.lock();
         state.timer.shutdown = true;
-        self.shared.timer_changed.notify_one();
+        self.shared.wake_timer();
         let thread = state.timer.thread.take();
         drop(state);
         if let Some(thread) = thread
             && thread.thread().id() != std::thread::current().id()
         {
             let _ = thread.join();
+        }
+        // A timer task holds the engine only while it works, never across
+        // an await: once it lets go (it stops at its next look), this handle
+        // is the last, and whatever the engine holds (a store's files) is
+        // released when this returns, as with a thread.
+        #[cfg(feature = "tokio")]
+        while Arc::strong_count(&self.shared) > 1 {
+            std::thread::yield_now();
         }
     }
 }
@@ -273,6 +307,14 @@ impl Shared {
         };
         if !state.timer.started {
             state.timer.started = true;
+            #[cfg(feature = "tokio")]
+            if let Some(runtime) = state.timer.runtime.take() {
+                runtime.spawn(run_timer_task(
+                    Arc::downgrade(self),
+                    Arc::clone(&self.timer_task_changed),
+                ));
+                return;
+            }
             let shared = Arc::clone(self);
             let thread = std::thread::Builder::new()
                 .name("ratekeeper-timer".into())
@@ -281,28 +323,64 @@ impl Shared {
             state.timer.thread = Some(thread);
         } else if state.timer.sleeping_until.is_some_and(|until| next < until) {
             state.timer.sleeping_until = None;
-            self.timer_changed.notify_one();
+            self.wake_timer();
         }
+    }
+
+    /// Wakes the timer before the instant it sleeps until.
+    fn wake_timer(&self) {
+        self.timer_changed.notify_one();
+        // Kept if the task is not waiting yet: it then does not sleep.
+        #[cfg(feature = "tokio")]
+        self.timer_task_changed.notify_one();
+    }
+
+    /// One look of the timer: takes the engine through what fell due,
+    /// then says how long the timer may sleep. `None` once it must stop.
+    fn timer_look(self: &Arc<Self>, state: &mut State) -> Option<Timestamp> {
+        state.timer.sleeping_until = None;
+        if state.timer.shutdown {
+            return None;
+        }
+        let now = self.catch_up(&mut state.engine);
+        self.after_operation(state, now);
+        let next = state.engine.next_wakeup().unwrap_or(Timestamp::MAX);
+        state.timer.sleeping_until = Some(next);
+        Some(next)
     }
 
     /// The timer thread: sleeps until the engine's next wake-up instant and
     /// advances the engine then.
     fn run_timer(self: Arc<Self>) {
         let mut state = self.lock();
-        loop {
-            if state.timer.shutdown {
-                return;
-            }
-            let now = self.catch_up(&mut state.engine);
-            self.after_operation(&mut state, now);
-            let next = state.engine.next_wakeup().unwrap_or(Timestamp::MAX);
-            state.timer.sleeping_until = Some(next);
+        while let Some(next) = self.timer_look(&mut state) {
             state = self
                 .timer_changed
                 .wait_timeout(state, self.clock.until(next))
                 .expect("the engine lock was poisoned by a panic")
                 .0;
-            state.timer.sleeping_until = None;
+        }
+    }
+}
+
+/// The timer as a task: as the thread, but it holds the engine only while
+/// it looks, and stops when the engine is gone.
+#[cfg(feature = "tokio")]
+async fn run_timer_task(shared: std::sync::Weak<Shared>, changed: Arc<tokio::sync::Notify>) {
+    loop {
+        let sleep = {
+            let Some(shared) = shared.upgrade() else {
+                return;
+            };
+            let mut state = shared.lock();
+            let Some(next) = shared.timer_look(&mut state) else {
+                return;
+            };
+            shared.clock.until(next)
+        };
+        tokio::select! {
+            () = tokio::time::sleep(sleep) => {}
+            () = changed.notified() => {}
         }
     }
 }
@@ -447,5 +525,63 @@ fn block_on<F: Future + Unpin>(mut future: F) -> F::Output {
             return output;
         }
         std::thread::park();
+    }
+}
+
+#[cfg(all(test, feature = "tokio"))]
+mod timer_task_tests {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::time::Duration;
+
+    use ratekeeper_core::{Claim, LimitSpec};
+
+    use super::*;
+
+    /// Set when the engine's journal, and so the engine, is dropped.
+    struct Dropped(Arc<AtomicBool>);
+
+    impl Drop for Dropped {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::SeqCst);
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_timer_task_admits_on_schedule_and_lets_go_of_the_engine_with_the_driver() {
+        let dropped = Arc::new(AtomicBool::new(false));
+        let sentinel = Dropped(Arc::clone(&dropped));
+        let driver = Driver::with_journal(
+            Engine::new([7; 32]),
+            Box::new(move |_, _| {
+                let _ = &sentinel;
+            }),
+        );
+        driver.run_timer_on(tokio::runtime::Handle::current());
+        driver
+            .apply(|engine, now| engine.create_limit(now, &LimitSpec::rate("api", 200.0, 1)))
+            .unwrap();
+        let names = ["api"];
+        let request = AcquireRequest::new(&names, Claim::Rate);
+        let pending: Vec<_> = (0..20).map(|_| driver.acquire(&request)).collect();
+        let mut grants = Vec::new();
+        for pending in pending {
+            grants.push(pending.await.unwrap().granted_at);
+        }
+        // Due every 5 ms exactly, however late the task woke.
+        for pair in grants.windows(2) {
+            assert_eq!(
+                pair[1].saturating_duration_since(pair[0]),
+                Duration::from_millis(5)
+            );
+        }
+        {
+            let state = driver.inner.shared.lock();
+            assert!(state.timer.started && state.timer.thread.is_none());
+        }
+        drop(driver);
+        assert!(
+            dropped.load(Ordering::SeqCst),
+            "the engine outlived its last handle"
+        );
     }
 }

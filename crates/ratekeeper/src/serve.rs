@@ -403,16 +403,14 @@ pub async fn run(args: ServeArgs) -> Result<(), Failure> {
     match settings.durability {
         Durability::Disk => {
             let backend = Embedded::open(&settings.data_dir).map_err(Failure::of)?;
+            backend.run_timer_on(tokio::runtime::Handle::current());
             let store = format!("store in {}", settings.data_dir.display());
             serve(settings, backend, &store).await
         }
         Durability::Memory => {
-            serve(
-                settings,
-                Embedded::in_memory(),
-                "in memory only (--durability memory)",
-            )
-            .await
+            let backend = Embedded::in_memory();
+            backend.run_timer_on(tokio::runtime::Handle::current());
+            serve(settings, backend, "in memory only (--durability memory)").await
         }
     }
 }
