@@ -3,6 +3,7 @@
 mod admin;
 mod bench;
 mod failure;
+mod logs;
 mod run;
 mod serve;
 mod store;
@@ -48,26 +49,19 @@ enum LogFormat {
 }
 
 /// Logs to stderr as `format` says, filtered by `filter`. Lines are
-/// formatted where they happen and written by a thread of their own, a
-/// batch at a time (the thread flushes whenever it has written every line
-/// it was given): a server writing its access log from the request path
-/// spent about a tenth of its CPU under churn on one `write` per request.
-/// The lines written are flushed when the returned guard is dropped.
-fn init_logs(
-    filter: &str,
-    format: LogFormat,
-) -> Result<tracing_appender::non_blocking::WorkerGuard, Failure> {
+/// formatted where they happen and written a batch at a time by a thread of
+/// their own (see [`logs`]): a server writing its access log from the
+/// request path spent about a tenth of its CPU under churn on one `write`
+/// per request. The lines are written out when the returned guard is
+/// dropped.
+fn init_logs(filter: &str, format: LogFormat) -> Result<logs::Logs, Failure> {
     use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_new(filter).map_err(|e| {
         Failure::usage(format!(
             "invalid --log / RATEKEEPER_LOG filter {filter:?}: {e}"
         ))
     })?;
-    // Never lossy: a full buffer slows the logger down rather than drop
-    // lines.
-    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
-        .lossy(false)
-        .finish(std::io::BufWriter::new(std::io::stderr()));
+    let (writer, guard) = logs::stderr();
     let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(writer);

@@ -547,3 +547,47 @@ fn sighup_never_stops_a_server_even_without_tls() {
         "the server exited on SIGHUP"
     );
 }
+
+#[test]
+fn a_stopped_server_has_written_every_line_it_logged_and_its_last_word_is_last() {
+    use std::io::Read;
+    use std::process::Stdio;
+
+    use nix::sys::signal::{Signal, kill};
+    use nix::unistd::Pid;
+    // Lines are written a batch at a time by a thread of their own: every
+    // one must be out when the process ends, whenever it is stopped.
+    for round in 0..5 {
+        let dir = tempfile::tempdir().unwrap();
+        let mut child = common::serve_command(dir.path())
+            .args(["--durability", "memory"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let url = common::url_line(&mut child).1;
+        let asked = 3 + round;
+        for _ in 0..asked {
+            assert!(cli(&url, &["limit", "ls"]).status.success());
+        }
+        kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM).unwrap();
+        let mut logged = String::new();
+        child
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut logged)
+            .unwrap();
+        assert!(child.wait().unwrap().success());
+        let answered = logged
+            .lines()
+            .filter(|l| l.contains("ratekeeper::access"))
+            .count();
+        assert_eq!(answered, asked, "round {round}: {logged}");
+        let last = logged.lines().last().unwrap_or_default();
+        assert!(
+            last.contains("stopped; every change is stored"),
+            "round {round}: the last line is {last:?}"
+        );
+    }
+}
