@@ -80,6 +80,9 @@ struct TimerState {
     /// The runtime to run the timer on as a task, if not on a thread.
     #[cfg(feature = "tokio")]
     runtime: Option<tokio::runtime::Handle>,
+    /// The timer runs as a task.
+    #[cfg(feature = "tokio")]
+    task: bool,
 }
 
 impl Driver {
@@ -238,6 +241,8 @@ impl Drop for Inner {
         state.timer.shutdown = true;
         self.shared.wake_timer();
         let thread = state.timer.thread.take();
+        #[cfg(feature = "tokio")]
+        let task = state.timer.task;
         drop(state);
         if let Some(thread) = thread
             && thread.thread().id() != std::thread::current().id()
@@ -249,7 +254,7 @@ impl Drop for Inner {
         // is the last, and whatever the engine holds (a store's files) is
         // released when this returns, as with a thread.
         #[cfg(feature = "tokio")]
-        while Arc::strong_count(&self.shared) > 1 {
+        while task && Arc::strong_count(&self.shared) > 1 {
             std::thread::yield_now();
         }
     }
@@ -309,6 +314,7 @@ impl Shared {
             state.timer.started = true;
             #[cfg(feature = "tokio")]
             if let Some(runtime) = state.timer.runtime.take() {
+                state.timer.task = true;
                 runtime.spawn(run_timer_task(
                     Arc::downgrade(self),
                     Arc::clone(&self.timer_task_changed),
