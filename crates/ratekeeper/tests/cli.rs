@@ -561,6 +561,7 @@ fn a_stopped_server_has_written_every_line_it_logged_and_its_last_word_is_last()
         let dir = tempfile::tempdir().unwrap();
         let mut child = common::serve_command(dir.path())
             .args(["--durability", "memory"])
+            .env("RATEKEEPER_LOG", "info")
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
