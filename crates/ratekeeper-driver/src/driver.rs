@@ -239,7 +239,7 @@ impl Drop for Inner {
     fn drop(&mut self) {
         let mut state = self.shared.lock();
         state.timer.shutdown = true;
-        self.shared.wake_timer();
+        self.shared.wake_timer(&state.timer);
         let thread = state.timer.thread.take();
         #[cfg(feature = "tokio")]
         let task = state.timer.task;
@@ -329,16 +329,20 @@ impl Shared {
             state.timer.thread = Some(thread);
         } else if state.timer.sleeping_until.is_some_and(|until| next < until) {
             state.timer.sleeping_until = None;
-            self.wake_timer();
+            self.wake_timer(&state.timer);
         }
     }
 
     /// Wakes the timer before the instant it sleeps until.
-    fn wake_timer(&self) {
-        self.timer_changed.notify_one();
+    fn wake_timer(&self, timer: &TimerState) {
         // Kept if the task is not waiting yet: it then does not sleep.
         #[cfg(feature = "tokio")]
-        self.timer_task_changed.notify_one();
+        if timer.task {
+            self.timer_task_changed.notify_one();
+            return;
+        }
+        let _ = timer;
+        self.timer_changed.notify_one();
     }
 
     /// One look of the timer: takes the engine through what fell due,

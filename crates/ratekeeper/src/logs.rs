@@ -114,8 +114,12 @@ impl Write for Writer {
                 .wait(buffer)
                 .unwrap_or_else(|p| p.into_inner());
         }
+        let before = buffer.bytes.len();
         buffer.bytes.extend_from_slice(line);
-        if buffer.idle || buffer.bytes.len() >= FULL {
+        // Once per batch: when the thread starts waiting for the first
+        // line, and when the batch grows full (a thread that finds it full
+        // already does not linger).
+        if buffer.idle || (before < FULL && buffer.bytes.len() >= FULL) {
             buffer.idle = false;
             self.0.wake.notify_one();
         }
