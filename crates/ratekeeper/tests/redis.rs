@@ -362,6 +362,9 @@ async fn a_grant_an_instance_was_too_slow_to_claim_is_a_request_to_retry() {
     until(&http, &a, "db", |state| state["waiting"] == 1).await;
     let paused = Pid::from_raw(b.child.id() as i32);
     kill(paused, Signal::SIGSTOP).unwrap();
+    // A stop takes effect when each thread is next scheduled: released
+    // before then, the grant could still be claimed.
+    until_stopped(b.child.id());
     assert_eq!(
         release(&http, &a, held["lease_id"].as_str().unwrap()).await,
         StatusCode::NO_CONTENT
@@ -377,6 +380,32 @@ async fn a_grant_an_instance_was_too_slow_to_claim_is_a_request_to_retry() {
     // Asked again, it is granted.
     let (status, _) = acquire(&http, &b, json!({"names": ["db"], "timeout_seconds": 5})).await;
     assert_eq!(status, StatusCode::OK);
+}
+
+/// Waits until every thread of process `pid` is stopped (state `T` in
+/// `/proc`), as SIGSTOP leaves it.
+fn until_stopped(pid: u32) {
+    let started = Instant::now();
+    loop {
+        let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).unwrap();
+        let all_stopped = tasks.flatten().all(|task| {
+            std::fs::read_to_string(task.path().join("stat"))
+                .ok()
+                .and_then(|stat| {
+                    let state = stat.rsplit_once(')')?.1.trim_start().chars().next()?;
+                    Some(state == 'T' || state == 't')
+                })
+                .unwrap_or(true)
+        });
+        if all_stopped {
+            return;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "process {pid} never stopped"
+        );
+        std::thread::yield_now();
+    }
 }
 
 async fn status_of(http: &reqwest::Client, server: &ServerProcess, path: &str) -> StatusCode {
