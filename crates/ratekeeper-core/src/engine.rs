@@ -23,7 +23,9 @@ use smallvec::SmallVec;
 use crate::adaptive::ADAPT_STEP;
 use crate::error::{AcquireError, LeaseError, LimitError};
 use crate::journal::{Change, LimitRecord, Records, RestoreError};
-use crate::lease::{Lease, LeaseGrant, LeaseId, LeaseView, Permit, Reservation, check_ttl};
+use crate::lease::{
+    Lease, LeaseGrant, LeaseId, LeaseView, Pacing, Permit, Reservation, check_ttl,
+};
 use crate::limit::{Limit, LimitId, LimitPatch, LimitSpec, LimitView, Role, Room, check_drain};
 use crate::name::{self, LimitName};
 use crate::pause::{Pause, PauseSpec, ThrottleReport};
@@ -999,6 +1001,49 @@ impl Engine {
         }
         self.settle();
         self.drop_idle();
+    }
+
+    /// Hands out the pacing of rate limit `name` (see [`Pacing`]): its
+    /// drain instant and what one admission does to it, for a caller that
+    /// admits by itself while nobody waits, counting no grant here. Only a
+    /// limit whose admissions depend on nothing else qualifies: active,
+    /// draining (a rate), fixed (not adaptive), not paused, neither
+    /// template nor instance, with nobody queued and room for a slot
+    /// besides those held. `None` if it does not.
+    pub fn pace(&mut self, now: Timestamp, name: &str) -> Option<Pacing> {
+        self.advance(now);
+        let id = *self.by_name.get(name)?;
+        let limit = &self.limits[&id];
+        let qualifies = limit.active
+            && limit.decay > 0.0
+            && limit.adaptive.is_none()
+            && matches!(limit.role, Role::Plain)
+            && limit.queue.is_empty()
+            && limit.paused(self.now).is_none();
+        let free = limit.effective_slots().checked_sub(limit.held)?.checked_sub(1)?;
+        qualifies.then(|| Pacing {
+            limit: id,
+            generation: limit.generation,
+            drained_at: limit.drained_at,
+            slack_nanos: limit.slack_nanos(free),
+            drain_nanos: limit.drain_nanos(1),
+            rate: limit.rate,
+        })
+    }
+
+    /// Takes back a pacing's drain instant, as its holder moved it, if the
+    /// limit was neither reset nor deleted since it was handed out.
+    pub fn settle_pacing(&mut self, now: Timestamp, pacing: &Pacing, drained_at: Timestamp) {
+        self.advance(now);
+        let id = pacing.limit;
+        let Some(limit) = self.limits.get_mut(&id) else {
+            return;
+        };
+        if limit.generation != pacing.generation || drained_at <= limit.drained_at {
+            return;
+        }
+        limit.drained_at = drained_at;
+        self.touch_limits(&[id]);
     }
 
     // ----- acquire ------------------------------------------------------

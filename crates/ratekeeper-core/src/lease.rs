@@ -158,6 +158,36 @@ impl Reservation {
     }
 }
 
+/// A rate limit's pacing, handed to a caller that admits one slot at a
+/// time by itself (with one atomic drain instant) while nobody waits: the
+/// in-process limiter's lock-free rate path (see
+/// [`crate::Engine::pace`]). The caller admits one slot at `now` when
+/// `now + slack_nanos >= drained_at`, and then moves the drain instant to
+/// `max(drained_at, now) + drain_nanos`: exactly the engine's own rule for
+/// one slot. Give the instant back with [`crate::Engine::settle_pacing`]
+/// before the engine decides anything else about the limit.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Pacing {
+    pub(crate) limit: LimitId,
+    pub(crate) generation: u64,
+    /// The limit's drain instant when it was handed out.
+    pub drained_at: Timestamp,
+    /// How long before the drain instant one more slot fits.
+    pub slack_nanos: u64,
+    /// How far one admitted slot moves the drain instant.
+    pub drain_nanos: u64,
+    /// Slots per second the limit drains at.
+    pub rate: f64,
+}
+
+impl Pacing {
+    /// The slots not yet decayed at `now` while the drain instant is
+    /// `drained_at`, as a view of the limit shows them.
+    pub fn decaying(&self, drained_at: Timestamp, now: Timestamp) -> f64 {
+        crate::limit::decaying_level(drained_at, self.rate, now)
+    }
+}
+
 /// A live lease's internal state.
 #[derive(Debug)]
 pub(crate) struct Lease {

@@ -90,7 +90,7 @@ pub use error::{AcquireError, LeaseError, LimitError, NameError};
 pub use journal::{Change, LimitRecord, Records, RestoreError};
 pub use lease::{
     DEFAULT_LEASE_TTL, LeaseGrant, LeaseId, LeaseView, MAX_LEASE_TTL, MIN_LEASE_TTL,
-    ParseLeaseIdError, Permit, Reservation, check_ttl,
+    Pacing, ParseLeaseIdError, Permit, Reservation, check_ttl,
 };
 pub use limit::{
     Counters, DEFAULT_MAX_INSTANCES, LimitPatch, LimitSpec, LimitView, MAX_DECAY,

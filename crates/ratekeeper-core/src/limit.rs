@@ -356,10 +356,7 @@ impl Limit {
         if self.drained_at <= now {
             return Room::Now;
         }
-        // The decaying level may be at most `free`, i.e. the drain instant at
-        // most `free / decay` seconds away. Rounded down: never admit early.
-        let slack = nanos_for(free as f64, self.rate, f64::floor);
-        let ready_at = self.drained_at.sub_nanos(slack);
+        let ready_at = self.drained_at.sub_nanos(self.slack_nanos(free));
         if ready_at <= now {
             Room::Now
         } else {
@@ -367,20 +364,28 @@ impl Limit {
         }
     }
 
+    /// How long before the drain instant `occupy` more slots fit when
+    /// `free` slots are left after them: the decaying level may be at most
+    /// `free`, i.e. the drain instant at most `free / rate` seconds away.
+    /// Rounded down: never admit early.
+    pub fn slack_nanos(&self, free: u64) -> u64 {
+        nanos_for(free as f64, self.rate, f64::floor)
+    }
+
+    /// How long `occupy` decaying slots take to decay. Rounded up: a slot
+    /// never decays sooner than its rate allows.
+    pub fn drain_nanos(&self, occupy: u64) -> u64 {
+        nanos_for(occupy as f64, self.rate, f64::ceil)
+    }
+
     /// Adds `occupy` decaying slots at `now`.
     pub fn add_decaying(&mut self, occupy: u64, now: Timestamp) {
-        // Rounded up: a slot never decays sooner than its rate allows.
-        let drain = nanos_for(occupy as f64, self.rate, f64::ceil);
-        self.drained_at = self.drained_at.max(now).add_nanos(drain);
+        self.drained_at = self.drained_at.max(now).add_nanos(self.drain_nanos(occupy));
     }
 
     /// Rate-mode slots not yet decayed at `now`.
     pub fn decaying(&self, now: Timestamp) -> f64 {
-        let remaining = self
-            .drained_at
-            .as_unix_nanos()
-            .saturating_sub(now.as_unix_nanos());
-        remaining as f64 * self.rate / NANOS_PER_SEC
+        decaying_level(self.drained_at, self.rate, now)
     }
 
     /// Changes the decay rate, keeping the current decaying level. With a rate
@@ -528,6 +533,15 @@ impl Limit {
 
 /// How many nanoseconds `slots` slots take to decay at `rate` per second,
 /// rounded with `round` and saturated to `u64`.
+/// The slots not yet decayed at `now` of a limit draining at `rate` slots
+/// per second until `drained_at`.
+pub(crate) fn decaying_level(drained_at: Timestamp, rate: f64, now: Timestamp) -> f64 {
+    let remaining = drained_at
+        .as_unix_nanos()
+        .saturating_sub(now.as_unix_nanos());
+    remaining as f64 * rate / NANOS_PER_SEC
+}
+
 fn nanos_for(slots: f64, rate: f64, round: fn(f64) -> f64) -> u64 {
     if slots <= 0.0 {
         return 0;

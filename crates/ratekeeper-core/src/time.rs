@@ -54,7 +54,7 @@ impl Timestamp {
     }
 
     /// This instant moved `nanos` nanoseconds later, saturating.
-    pub(crate) const fn add_nanos(self, nanos: u64) -> Self {
+    pub const fn add_nanos(self, nanos: u64) -> Self {
         Timestamp(self.0.saturating_add(nanos))
     }
 

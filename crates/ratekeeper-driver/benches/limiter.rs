@@ -89,6 +89,16 @@ mod rate {
     }
 
     #[divan::bench]
+    fn ratekeeper_handle_try_admit(bencher: Bencher) {
+        let limiter = Limiter::new();
+        limiter
+            .create(LimitSpec::rate("api", 1e9, 1_000_000_000))
+            .unwrap();
+        let api = limiter.handle("api").unwrap();
+        bencher.bench_local(|| black_box(api.try_admit().unwrap()));
+    }
+
+    #[divan::bench]
     fn governor_check(bencher: Bencher) {
         let quota = Quota::per_second(NonZeroU32::new(1_000_000_000).unwrap());
         let limiter = RateLimiter::direct(quota);

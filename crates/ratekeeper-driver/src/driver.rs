@@ -88,14 +88,20 @@ struct TimerState {
 impl Driver {
     /// A driver for a new, empty engine whose lease ids come from OS entropy.
     pub fn new() -> Self {
+        Driver::on_clock(Clock::new())
+    }
+
+    /// Like [`new`](Self::new), on `clock` (an in-process limiter's runs on
+    /// [`Clock::counter`]).
+    pub fn on_clock(clock: Clock) -> Self {
         let mut seed = [0; 32];
         getrandom::fill(&mut seed).expect("the OS random source is available");
-        Driver::from_engine(Engine::new(seed))
+        Driver::build(Engine::new(seed), None, clock)
     }
 
     /// A driver for an existing engine.
     pub fn from_engine(engine: Engine) -> Self {
-        Driver::build(engine, None)
+        Driver::build(engine, None, Clock::new())
     }
 
     /// A driver that hands every change of the engine's state to `journal`
@@ -105,13 +111,13 @@ impl Driver {
     /// store can make it durable before the caller answers anyone.
     pub fn with_journal(mut engine: Engine, journal: Journal) -> Self {
         engine.enable_journal();
-        let driver = Driver::build(engine, Some(journal));
+        let driver = Driver::build(engine, Some(journal), Clock::new());
         // Changes made before the driver existed (a restore's expiries).
         driver.apply(|_, _| ());
         driver
     }
 
-    fn build(engine: Engine, journal: Option<Journal>) -> Self {
+    fn build(engine: Engine, journal: Option<Journal>, clock: Clock) -> Self {
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
                 engine,
@@ -122,7 +128,7 @@ impl Driver {
             timer_changed: Condvar::new(),
             #[cfg(feature = "tokio")]
             timer_task_changed: Arc::default(),
-            clock: Clock::new(),
+            clock,
         });
         Driver {
             inner: Arc::new(Inner { shared }),
@@ -143,8 +149,8 @@ impl Driver {
     }
 
     /// The clock the engine runs on.
-    pub fn clock(&self) -> Clock {
-        self.inner.shared.clock
+    pub fn clock(&self) -> &Clock {
+        &self.inner.shared.clock
     }
 
     /// Runs `operation` on the engine at the current instant, then delivers

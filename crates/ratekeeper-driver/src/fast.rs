@@ -1,8 +1,9 @@
-//! The lock-free path of a [`LimitHandle`](crate::LimitHandle): slots of a
-//! concurrency limit taken and given back with one atomic operation, without
-//! the engine's lock, while nobody waits on the limit.
+//! The lock-free paths of a [`LimitHandle`](crate::LimitHandle): slots of a
+//! concurrency limit taken and given back, and admissions by a rate limit,
+//! each with one atomic operation, without the engine's lock, while nobody
+//! waits on the limit.
 //!
-//! How it stays exact:
+//! How the concurrency path stays exact:
 //! - While the path is **open**, the engine holds a
 //!   [`Reservation`] of `budget` slots for it (every slot that was free when
 //!   it opened), so the engine sees them as held and decides nothing else
@@ -25,12 +26,35 @@
 //! permits; slots taken on the fast path before it still count against the
 //! fast path's budget here until given back (the fast path admits fewer
 //! meanwhile, never more than the engine would).
+//!
+//! The rate path works the same way with the limit's drain instant instead
+//! of slots: while it is open the engine has handed out its
+//! [`Pacing`] (the instant, and what one admission does to it) and keeps
+//! the instant as it was; an admission is one compare-and-swap of the
+//! instant by the engine's own rule, at an instant read from the
+//! limiter's clock. Closing sets the closed bit and reads the instant in
+//! the same atomic operation, and gives it back to the engine
+//! ([`Engine::settle_pacing`]), which is exact again from then on. It
+//! opens, like the other, only after a request was granted at once.
+//!
+//! The rate path's word also carries a tally, one more at every opening
+//! and every admission (and admissions per opening are bounded, so that it
+//! counts them). It counts the admissions without another atomic
+//! operation, and it guards what an admission reads beside the word (set
+//! by the opening: where the instant is counted from, the rule's two
+//! spans): an admission that read them and then finds its word unchanged
+//! in its compare-and-swap knows they are the ones of its word's opening.
+//! (An admission stalled for 2^19 openings and admissions that then finds
+//! the same tally and the same instant, to the nanosecond, could use stale
+//! ones.)
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
-use ratekeeper_core::{Engine, LimitView, Reservation, Timestamp};
+use ratekeeper_core::{Engine, LimitView, Pacing, Reservation, Timestamp};
+
+use crate::Clock;
 
 /// The word's closed bit.
 const CLOSED: u64 = 1 << 63;
@@ -39,6 +63,15 @@ const BUDGET_SHIFT: u32 = 32;
 const BUDGET_MAX: u64 = (1 << 31) - 1;
 /// The slots in use: the word's low half.
 const IN_USE: u64 = (1 << 32) - 1;
+
+/// The rate path's word: `closed (1 bit) | tally (19 bits) | instant (44
+/// bits)`, the instant in nanoseconds after the opening's `base` (up to
+/// about 4.9 hours). An admission that would move the instant further, or
+/// be the 2^19 - 1st of its opening, fails over to the engine, and the
+/// path reopens from a new base.
+const OFFSET: u64 = (1 << 44) - 1;
+const TALLY_SHIFT: u32 = 44;
+const TALLY: u64 = (1 << 19) - 1;
 
 /// One limit's fast path.
 #[derive(Debug)]
@@ -51,6 +84,38 @@ pub(crate) struct FastSlot {
     /// engine never counts them, so views add them.
     granted: AtomicU64,
     extra_slots: AtomicU64,
+    /// The rate path.
+    pace: Pace,
+}
+
+/// A rate limit's lock-free path (see the module).
+#[derive(Debug)]
+struct Pace {
+    /// `closed | tally | instant after base`.
+    word: AtomicU64,
+    /// Set by an opening, before its word: the instant the word's counts
+    /// from (in nanoseconds since the epoch), the pacing's two spans, and
+    /// the tally it opened with.
+    base: AtomicU64,
+    slack: AtomicU64,
+    drain: AtomicU64,
+    opened: AtomicU64,
+}
+
+impl Pace {
+    /// The drain instant a word of the current opening stands for.
+    fn drained_at(&self, word: u64) -> Timestamp {
+        Timestamp::from_unix_nanos(self.base.load(Ordering::Relaxed) + (word & OFFSET))
+    }
+
+    /// The admissions a word of the current opening counts.
+    fn admitted(&self, word: u64) -> u64 {
+        tally(word).wrapping_sub(self.opened.load(Ordering::Relaxed)) & TALLY
+    }
+}
+
+fn tally(word: u64) -> u64 {
+    (word >> TALLY_SHIFT) & TALLY
 }
 
 impl FastSlot {
@@ -60,6 +125,54 @@ impl FastSlot {
             word: AtomicU64::new(CLOSED),
             granted: AtomicU64::new(0),
             extra_slots: AtomicU64::new(0),
+            pace: Pace {
+                word: AtomicU64::new(CLOSED),
+                base: AtomicU64::new(0),
+                slack: AtomicU64::new(0),
+                drain: AtomicU64::new(0),
+                opened: AtomicU64::new(0),
+            },
+        }
+    }
+
+    /// Admits one slot of a rate limit at the instant read from `clock`,
+    /// if the rate path is open and the slot fits by the engine's rule;
+    /// answers that instant.
+    #[inline]
+    pub(crate) fn try_admit(&self, clock: &Clock) -> Option<Timestamp> {
+        let pace = &self.pace;
+        let mut word = pace.word.load(Ordering::Acquire);
+        if word & CLOSED != 0 {
+            return None;
+        }
+        let at = clock.now();
+        let now = at.as_unix_nanos();
+        loop {
+            if word & CLOSED != 0 {
+                return None;
+            }
+            let base = pace.base.load(Ordering::Relaxed);
+            let drained_at = base + (word & OFFSET);
+            if drained_at > now.saturating_add(pace.slack.load(Ordering::Relaxed)) {
+                return None;
+            }
+            let next = drained_at.max(now).saturating_add(pace.drain.load(Ordering::Relaxed));
+            let offset = next - base;
+            let tally = (tally(word) + 1) & TALLY;
+            if offset > OFFSET || tally == pace.opened.load(Ordering::Relaxed) {
+                return None;
+            }
+            // Release: what was read above happens before a closing that
+            // reads this word, so it cannot be an opening's after that.
+            match pace.word.compare_exchange_weak(
+                word,
+                (tally << TALLY_SHIFT) | offset,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => return Some(at),
+                Err(now) => word = now,
+            }
         }
     }
 
@@ -118,6 +231,8 @@ struct Entry {
     /// While open: holds the budget. While closed: exactly the slots in use
     /// (none once given back), or `None`.
     reservation: Option<Reservation>,
+    /// While the rate path is open: the pacing it was opened with.
+    pacing: Option<Pacing>,
 }
 
 /// Every fast path of one limiter, by limit name: a handle's, or one a
@@ -156,8 +271,8 @@ impl FastPaths {
             let slot = Arc::new(FastSlot::new(Arc::clone(&key)));
             let mut index = self.index.write().unwrap_or_else(|p| p.into_inner());
             index.insert(Arc::clone(&key), Arc::clone(&slot));
-            let reservation = None;
-            entries.insert(key, Entry { slot, reservation });
+            let (reservation, pacing) = (None, None);
+            entries.insert(key, Entry { slot, reservation, pacing });
         }
         entries.get_mut(name).expect("just made")
     }
@@ -182,21 +297,31 @@ impl FastPaths {
         }
     }
 
-    /// Opens the fast path of `name` with every slot free now: after a
-    /// request on it was granted at once, so nobody waits. A limit without
-    /// one gets one if it qualifies (see `Engine::reserve`): only plain
-    /// concurrency limits, so never one per key of a template. Under the
-    /// engine's lock.
+    /// Opens the fast path of `name`: after a request on it was granted at
+    /// once, so nobody waits. A concurrency limit's holds every slot free
+    /// now, a rate limit's its pacing. A limit without one gets one if it
+    /// qualifies (see `Engine::reserve` and `Engine::pace`): only plain
+    /// limits, so never one per key of a template. Under the engine's
+    /// lock.
     pub(crate) fn open(&self, engine: &mut Engine, now: Timestamp, name: &str) {
         let mut entries = self.lock();
         if !entries.contains_key(name) {
-            let Some(reservation) = engine.reserve(now, name) else {
+            if let Some(reservation) = engine.reserve(now, name) {
+                self.entry(&mut entries, name).reservation = Some(reservation);
+            } else if let Some(pacing) = engine.pace(now, name) {
+                open_pace(self.entry(&mut entries, name), pacing, now);
                 return;
-            };
-            self.entry(&mut entries, name).reservation = Some(reservation);
+            } else {
+                return;
+            }
         }
         let entry = entries.get_mut(name).expect("made above");
         open(entry, engine, now, name);
+        if entry.slot.pace.word.load(Ordering::Relaxed) & CLOSED != 0
+            && let Some(pacing) = engine.pace(now, name)
+        {
+            open_pace(entry, pacing, now);
+        }
     }
 
     /// Gives back `slots` taken on a path found closed. Under the engine's
@@ -222,13 +347,23 @@ impl FastPaths {
         }
     }
 
-    /// `view` as the limiter's callers see it: the slots in use on the fast
-    /// path instead of its whole reservation, and its grants counted.
-    pub(crate) fn fold(&self, view: &mut LimitView) {
+    /// `view` as the limiter's callers see it at `now`: the slots in use on
+    /// the fast path instead of its whole reservation, the decaying slots
+    /// by its drain instant, and its grants counted.
+    pub(crate) fn fold(&self, view: &mut LimitView, now: Timestamp) {
         let entries = self.lock();
         let Some(entry) = entries.get(view.name.as_str()) else {
             return;
         };
+        if let Some(pacing) = &entry.pacing {
+            let word = entry.slot.pace.word.load(Ordering::Acquire);
+            if word & CLOSED == 0 {
+                view.decaying = pacing.decaying(entry.slot.pace.drained_at(word), now);
+                let admitted = entry.slot.pace.admitted(word);
+                view.counters.granted_total += admitted;
+                view.counters.granted_slots_total += admitted;
+            }
+        }
         let word = entry.slot.word.load(Ordering::Acquire);
         if let Some(reservation) = &entry.reservation {
             // A reservation from before a reset is no longer in the engine's
@@ -243,6 +378,15 @@ impl FastPaths {
 }
 
 fn close(entry: &mut Entry, engine: &mut Engine, now: Timestamp) {
+    let pace = &entry.slot.pace;
+    let before = pace.word.fetch_or(CLOSED, Ordering::AcqRel);
+    if let Some(pacing) = entry.pacing.take()
+        && before & CLOSED == 0
+    {
+        engine.settle_pacing(now, &pacing, pace.drained_at(before));
+        let admitted = pace.admitted(before);
+        entry.slot.granted.fetch_add(admitted, Ordering::Relaxed);
+    }
     let before = entry.slot.word.fetch_or(CLOSED, Ordering::AcqRel);
     if before & CLOSED != 0 {
         return;
@@ -288,4 +432,25 @@ fn open(entry: &mut Entry, engine: &mut Engine, now: Timestamp, name: &str) {
         .slot
         .word
         .store((budget << BUDGET_SHIFT) | in_use, Ordering::Release);
+}
+
+/// Opens the rate path with `pacing`, from `now` as its base; it stays
+/// closed if the limit drains further ahead than the word can count.
+fn open_pace(entry: &mut Entry, pacing: Pacing, now: Timestamp) {
+    let pace = &entry.slot.pace;
+    let word = pace.word.load(Ordering::Relaxed);
+    let base = now.as_unix_nanos();
+    // An instant before the base stands for the base: at or before now,
+    // either admits and moves to `now + drain`.
+    let offset = pacing.drained_at.as_unix_nanos().saturating_sub(base);
+    if word & CLOSED == 0 || offset > OFFSET {
+        return;
+    }
+    pace.base.store(base, Ordering::Relaxed);
+    pace.slack.store(pacing.slack_nanos, Ordering::Relaxed);
+    pace.drain.store(pacing.drain_nanos, Ordering::Relaxed);
+    let tally = (tally(word) + 1) & TALLY;
+    pace.opened.store(tally, Ordering::Relaxed);
+    pace.word.store((tally << TALLY_SHIFT) | offset, Ordering::Release);
+    entry.pacing = Some(pacing);
 }

@@ -13,6 +13,7 @@ use ratekeeper_core::{
 };
 use smallvec::SmallVec;
 
+use crate::Clock;
 use crate::driver::{Driver, Pending};
 use crate::fast::{FastPaths, FastSlot};
 
@@ -31,17 +32,27 @@ use crate::fast::{FastPaths, FastSlot};
 /// limiter.rate_limit("api").wait().unwrap();              // blocks for a token
 /// drop(guard);                                            // frees the slot
 /// ```
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct Limiter {
     driver: Driver,
     /// The lock-free paths of the handles made (see `fast.rs`).
     fast: Arc<FastPaths>,
 }
 
+impl Default for Limiter {
+    fn default() -> Self {
+        Limiter::new()
+    }
+}
+
 impl Limiter {
-    /// A limiter with no limits yet.
+    /// A limiter with no limits yet, on the CPU's cycle counter (see
+    /// [`Clock::counter`]: a rate request reads the clock).
     pub fn new() -> Self {
-        Limiter::default()
+        Limiter {
+            driver: Driver::on_clock(Clock::counter()),
+            fast: Arc::default(),
+        }
     }
 
     /// The driver underneath, for reads and operations this API lacks.
@@ -65,7 +76,7 @@ impl Limiter {
         self.driver.apply(|engine, now| {
             self.fast.close(engine, now, &[name]);
             let mut view = change(engine, now)?;
-            self.fast.fold(&mut view);
+            self.fast.fold(&mut view, now);
             Ok(view)
         })
     }
@@ -130,7 +141,7 @@ impl Limiter {
         self.driver.apply(|engine, now| {
             engine.advance(now);
             let mut view = engine.limit(name)?;
-            self.fast.fold(&mut view);
+            self.fast.fold(&mut view, now);
             Ok(view)
         })
     }
@@ -149,15 +160,16 @@ impl Limiter {
         self.driver.apply(|engine, now| {
             engine.advance(now);
             let mut views = engine.limits();
-            views.iter_mut().for_each(|view| self.fast.fold(view));
+            views.iter_mut().for_each(|view| self.fast.fold(view, now));
             views
         })
     }
 
-    /// A handle on one concurrency limit, for the requests a program makes
-    /// on it most: while nobody waits on the limit, its handle takes and
-    /// gives back slots with one atomic operation each, without the lock
-    /// every other request takes (see [`LimitHandle`]).
+    /// A handle on one limit, for the requests a program makes on it most:
+    /// while nobody waits on the limit, its handle takes and gives back a
+    /// concurrency limit's slots, or is admitted by a rate limit, with one
+    /// atomic operation each, without the lock every other request takes
+    /// (see [`LimitHandle`]).
     pub fn handle(&self, name: &str) -> Result<LimitHandle, LimitError> {
         self.limit(name)?;
         let slot = self.fast.slot(name);
@@ -169,16 +181,14 @@ impl Limiter {
     }
 
     /// Sends a request to the engine, closing the fast paths of its limits
-    /// first and, for slots granted at once, opening them again (a rate
-    /// request's limits never have one: they decay).
+    /// first and, when it is granted at once, opening them again.
     fn send(&self, request: &AcquireRequest<'_>) -> Pending {
         let fast = &self.fast;
-        let slots = matches!(request.claim, Claim::Permit);
         self.driver.acquire_around(
             request,
             |engine, now| fast.close(engine, now, request.names),
             |engine, now, granted| {
-                if granted && slots {
+                if granted {
                     for name in request.names {
                         fast.open(engine, now, name);
                     }
@@ -303,6 +313,14 @@ impl Kind for Rate {
             granted_at: grant.granted_at,
             waited: grant.waited,
         }
+    }
+
+    #[inline]
+    fn fast(limiter: &Limiter, names: &[&str], occupy: u64) -> Option<Admitted> {
+        let ([name], 1) = (names, occupy) else {
+            return None;
+        };
+        limiter.fast.find(name)?.try_admit(limiter.driver.clock()).map(Admitted::at_once)
     }
 }
 
@@ -488,15 +506,28 @@ pub struct Admitted {
     pub waited: Duration,
 }
 
-/// A handle on one concurrency limit of a [`Limiter`] (see
-/// [`Limiter::handle`]). While nobody waits on the limit, a request of its
-/// handle takes its slots with one atomic operation and its guard gives
-/// them back with one, without the limiter's lock: about as cheap as a
-/// `tokio::sync::Semaphore`, yet the limit stays one limit, shared with
+impl Admitted {
+    fn at_once(granted_at: Timestamp) -> Self {
+        Admitted {
+            granted_at,
+            waited: Duration::ZERO,
+        }
+    }
+}
+
+/// A handle on one limit of a [`Limiter`] (see [`Limiter::handle`]).
+/// While nobody waits on the limit, a request of its handle takes a
+/// concurrency limit's slots with one atomic operation and its guard gives
+/// them back with one, and an admission by a rate limit is one atomic
+/// operation and one read of the limiter's clock, all without the
+/// limiter's lock: about as cheap as a `tokio::sync::Semaphore` or a
+/// `governor` rate limiter, yet the limit stays one limit, shared with
 /// every other request on it, first come first served, its counts in
 /// every view. Once someone waits (or anything else about the limit is
 /// asked or changed), requests go through the engine as any other until
-/// one is granted at once again.
+/// one is granted at once again. Slots are taken with `try_acquire`,
+/// `wait` and `acquire`; admissions with `try_admit`, `wait_admit` and
+/// `admit`.
 ///
 /// ```
 /// use ratekeeper_driver::Limiter;
@@ -510,6 +541,13 @@ pub struct Admitted {
 /// assert!(db.try_acquire().is_err()); // both slots are taken
 /// drop((first, second));
 /// assert_eq!(limiter.limit("db").unwrap().counters.granted_total, 2);
+///
+/// limiter.create(LimitSpec::rate("api", 10.0, 3)).unwrap(); // 10/s, bursts of 3
+/// let api = limiter.handle("api").unwrap();
+/// for _ in 0..3 {
+///     api.try_admit().unwrap();
+/// }
+/// assert!(api.try_admit().is_err()); // the next is due in 0.1 s
 /// ```
 #[derive(Clone)]
 pub struct LimitHandle {
@@ -559,6 +597,32 @@ impl LimitHandle {
             return Ok(self.fast_guard(occupy));
         }
         Ok(self.slow_guard(self.slow(occupy).await?))
+    }
+
+    /// Admits one slot of a rate limit now, or fails with
+    /// [`AcquireError::WouldBlock`] without waiting.
+    pub fn try_admit(&self) -> Result<Admitted, AcquireError> {
+        if let Some(at) = self.slot.try_admit(self.limiter.driver.clock()) {
+            return Ok(Admitted::at_once(at));
+        }
+        self.limiter.rate_limit(&*self.name).try_acquire()
+    }
+
+    /// Waits to be admitted by a rate limit (on a thread; await
+    /// [`admit`](Self::admit) on an async runtime).
+    pub fn wait_admit(&self) -> Result<Admitted, AcquireError> {
+        if let Some(at) = self.slot.try_admit(self.limiter.driver.clock()) {
+            return Ok(Admitted::at_once(at));
+        }
+        self.limiter.rate_limit(&*self.name).wait()
+    }
+
+    /// Waits to be admitted by a rate limit.
+    pub async fn admit(&self) -> Result<Admitted, AcquireError> {
+        if let Some(at) = self.slot.try_admit(self.limiter.driver.clock()) {
+            return Ok(Admitted::at_once(at));
+        }
+        self.limiter.rate_limit(&*self.name).await
     }
 
     fn slow(&self, occupy: u64) -> Acquire<'_, Slots> {
