@@ -23,9 +23,7 @@ use smallvec::SmallVec;
 use crate::adaptive::ADAPT_STEP;
 use crate::error::{AcquireError, LeaseError, LimitError};
 use crate::journal::{Change, LimitRecord, Records, RestoreError};
-use crate::lease::{
-    Lease, LeaseGrant, LeaseId, LeaseView, Pacing, Permit, Reservation, check_ttl,
-};
+use crate::lease::{Lease, LeaseGrant, LeaseId, LeaseView, Pacing, Permit, Reservation, check_ttl};
 use crate::limit::{Limit, LimitId, LimitPatch, LimitSpec, LimitView, Role, Room, check_drain};
 use crate::name::{self, LimitName};
 use crate::pause::{Pause, PauseSpec, ThrottleReport};
@@ -1020,7 +1018,10 @@ impl Engine {
             && matches!(limit.role, Role::Plain)
             && limit.queue.is_empty()
             && limit.paused(self.now).is_none();
-        let free = limit.effective_slots().checked_sub(limit.held)?.checked_sub(1)?;
+        let free = limit
+            .effective_slots()
+            .checked_sub(limit.held)?
+            .checked_sub(1)?;
         qualifies.then(|| Pacing {
             limit: id,
             generation: limit.generation,
@@ -1031,19 +1032,31 @@ impl Engine {
         })
     }
 
-    /// Takes back a pacing's drain instant, as its holder moved it, if the
-    /// limit was neither reset nor deleted since it was handed out.
-    pub fn settle_pacing(&mut self, now: Timestamp, pacing: &Pacing, drained_at: Timestamp) {
+    /// Takes back a pacing's drain instant, as its holder moved it, and
+    /// counts the `admitted` slots its holder admitted by it (each one
+    /// grant), if the limit was neither reset nor deleted since it was
+    /// handed out.
+    pub fn settle_pacing(
+        &mut self,
+        now: Timestamp,
+        pacing: &Pacing,
+        drained_at: Timestamp,
+        admitted: u64,
+    ) {
         self.advance(now);
         let id = pacing.limit;
         let Some(limit) = self.limits.get_mut(&id) else {
             return;
         };
-        if limit.generation != pacing.generation || drained_at <= limit.drained_at {
+        if limit.generation != pacing.generation {
             return;
         }
-        limit.drained_at = drained_at;
+        limit.drained_at = limit.drained_at.max(drained_at);
         self.touch_limits(&[id]);
+        self.tally(id, &|counters| {
+            counters.granted_total += admitted;
+            counters.granted_slots_total += admitted;
+        });
     }
 
     // ----- acquire ------------------------------------------------------

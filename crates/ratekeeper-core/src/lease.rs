@@ -181,6 +181,33 @@ pub struct Pacing {
 }
 
 impl Pacing {
+    /// Admits one slot at `now` while the drain instant is `drained_at`:
+    /// the drain instant after it, or `None` if the slot does not fit yet.
+    #[inline]
+    pub fn admit(&self, drained_at: Timestamp, now: Timestamp) -> Option<Timestamp> {
+        Pacing::admit_nanos(
+            drained_at.as_unix_nanos(),
+            now.as_unix_nanos(),
+            self.slack_nanos,
+            self.drain_nanos,
+        )
+        .map(Timestamp::from_unix_nanos)
+    }
+
+    /// [`admit`](Self::admit) on instants in nanoseconds since the epoch,
+    /// with the pacing's two spans given apart (a lock-free holder keeps
+    /// them in atomics).
+    #[inline]
+    pub fn admit_nanos(
+        drained_at: u64,
+        now: u64,
+        slack_nanos: u64,
+        drain_nanos: u64,
+    ) -> Option<u64> {
+        (drained_at <= now.saturating_add(slack_nanos))
+            .then(|| drained_at.max(now).saturating_add(drain_nanos))
+    }
+
     /// The slots not yet decayed at `now` while the drain instant is
     /// `drained_at`, as a view of the limit shows them.
     pub fn decaying(&self, drained_at: Timestamp, now: Timestamp) -> f64 {

@@ -89,8 +89,8 @@ pub use engine::{Engine, InstanceOrder, InstanceQuery};
 pub use error::{AcquireError, LeaseError, LimitError, NameError};
 pub use journal::{Change, LimitRecord, Records, RestoreError};
 pub use lease::{
-    DEFAULT_LEASE_TTL, LeaseGrant, LeaseId, LeaseView, MAX_LEASE_TTL, MIN_LEASE_TTL,
-    Pacing, ParseLeaseIdError, Permit, Reservation, check_ttl,
+    DEFAULT_LEASE_TTL, LeaseGrant, LeaseId, LeaseView, MAX_LEASE_TTL, MIN_LEASE_TTL, Pacing,
+    ParseLeaseIdError, Permit, Reservation, check_ttl,
 };
 pub use limit::{
     Counters, DEFAULT_MAX_INSTANCES, LimitPatch, LimitSpec, LimitView, MAX_DECAY,

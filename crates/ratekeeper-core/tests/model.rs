@@ -16,7 +16,7 @@ use proptest::prelude::*;
 use ratekeeper_core::{
     AcquireError, AcquireRequest, Admission, Change, Claim, Counters, Engine, Grant, Held,
     InstanceOrder, InstanceQuery, LeaseId, LeaseView, LimitPatch, LimitRecord, LimitSpec,
-    LimitView, PauseSpec, Records, RequestId, Timestamp,
+    LimitView, Pacing, PauseSpec, Records, RequestId, Timestamp,
 };
 
 const NAMES: [&str; 3] = ["a", "b", "c"];
@@ -684,6 +684,17 @@ enum Op {
     Reserve(usize),
     /// Give back this many slots of a limit's reservation.
     ShrinkReservation(usize, u64),
+    /// Hand out a rate limit's pacing (the in-process limiter's lock-free
+    /// rate path), if it has none out and qualifies.
+    Pace(usize),
+    /// Admit one slot of a limit by its pacing, as the lock-free path
+    /// does; without a pacing, or if the slot does not fit by it, the
+    /// pacing is settled and the request tried on the engine instead.
+    PacedAdmit(usize),
+    /// Move time to the instant the next slot fits by a limit's pacing, or
+    /// to 1 ns before it: the boundary a lock-free admission must get
+    /// exactly right.
+    AdvanceToPaced(usize, bool),
 }
 
 fn acquire_strategy() -> impl Strategy<Value = Acquire> {
@@ -732,6 +743,27 @@ fn op_strategy() -> impl Strategy<Value = Op> {
         1 => (0usize..2, 1u64..3_000).prop_map(|(k, ms)| Op::PauseKey(k, ms)),
         2 => (0usize..3).prop_map(Op::Reserve),
         2 => (0usize..3, 1u64..=3).prop_map(|(l, s)| Op::ShrinkReservation(l, s)),
+        2 => (0usize..3).prop_map(Op::Pace),
+        6 => (0usize..3).prop_map(Op::PacedAdmit),
+        2 => (0usize..3, any::<bool>()).prop_map(|(l, early)| Op::AdvanceToPaced(l, early)),
+    ]
+}
+
+/// Mostly the lock-free rate path (see `Op::Pace`).
+fn paced_op_strategy() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        8 => (0usize..3).prop_map(Op::PacedAdmit),
+        4 => (0usize..3, any::<bool>()).prop_map(|(l, early)| Op::AdvanceToPaced(l, early)),
+        3 => (0u64..300).prop_map(Op::Advance),
+        2 => (0usize..3).prop_map(Op::Pace),
+        2 => acquire_strategy().prop_map(Op::Acquire),
+        1 => Just(Op::AdvanceToWakeup),
+        1 => (0usize..3, 0u64..=4).prop_map(|(l, s)| Op::SetSlots(l, s)),
+        1 => (0usize..3).prop_map(Op::Reset),
+        1 => (0usize..3, 1u64..3_000).prop_map(|(l, ms)| Op::Pause(l, ms)),
+        1 => (0usize..3).prop_map(Op::Resume),
+        1 => (0usize..3).prop_map(Op::Delete),
+        1 => (0usize..3, 0u64..=4, 0usize..RATES.len()).prop_map(|(l, s, r)| Op::Create(l, s, r)),
     ]
 }
 
@@ -754,6 +786,9 @@ struct Run {
     replica: Replica,
     /// The engine's reservations, by limit index.
     reservations: HashMap<usize, ratekeeper_core::Reservation>,
+    /// Pacings handed out, by limit index: each with its drain instant and
+    /// the admissions made by it, as the lock-free path keeps them.
+    pacings: HashMap<usize, (Pacing, Timestamp, u64)>,
 }
 
 /// A copy of the engine's records kept only from its journal.
@@ -813,6 +848,7 @@ impl Run {
             rate_history: HashMap::new(),
             replica: Replica::default(),
             reservations: HashMap::new(),
+            pacings: HashMap::new(),
         };
         run.model.now = START;
         for (i, &(slots, rate, active)) in limits.iter().enumerate() {
@@ -840,39 +876,75 @@ impl Run {
     fn step(&mut self, op: &Op) -> Result<(), TestCaseError> {
         self.model.granted_now.clear();
         let mut engine_grants: Vec<Grant> = Vec::new();
+        // The lock-free path is closed (its pacing settled) before the
+        // engine decides anything else; time passing and the timer's work
+        // leave it open.
+        if !matches!(
+            op,
+            Op::Pace(_)
+                | Op::PacedAdmit(_)
+                | Op::AdvanceToPaced(..)
+                | Op::Advance(_)
+                | Op::AdvanceToWakeup
+        ) {
+            self.settle_pacings();
+        }
         match op {
-            Op::Acquire(req) => {
-                let names: Vec<&str> = req.names.iter().map(|&i| name_of(i)).collect();
-                let claim = if req.rate {
-                    Claim::Rate
-                } else {
-                    Claim::Lease {
-                        ttl: Duration::from_millis(req.ttl_ms),
-                        holder: None,
-                    }
-                };
-                let request = AcquireRequest {
-                    occupy: req.occupy,
-                    timeout: req.timeout_ms.map(Duration::from_millis),
-                    ..AcquireRequest::new(&names, claim)
-                };
-                let engine = self.engine.acquire(ts(self.now), &request);
-                let model = self.model.acquire(self.now, req);
-                let engine_kind = match &engine {
-                    Ok(Admission::Granted(_)) => Ok(true),
-                    Ok(Admission::Queued(_)) => Ok(false),
-                    Err(err) => Err(err.code()),
-                };
-                prop_assert_eq!(engine_kind, model, "acquire {:?}", req);
-                match engine {
-                    Ok(Admission::Granted(grant)) => engine_grants.push(grant),
-                    Ok(Admission::Queued(id)) => {
-                        prop_assert_eq!(id.0, self.model.next_request - 1);
-                        self.queued.push(id.0);
-                    }
-                    Err(_) => {}
+            Op::Pace(i) => {
+                if !self.pacings.contains_key(i)
+                    && let Some(pacing) = self.engine.pace(ts(self.now), NAMES[*i])
+                {
+                    let drained_at = pacing.drained_at;
+                    self.pacings.insert(*i, (pacing, drained_at, 0));
                 }
             }
+            Op::PacedAdmit(i) => {
+                let req = Acquire {
+                    names: vec![*i],
+                    occupy: 1,
+                    rate: true,
+                    ttl_ms: 1_000,
+                    timeout_ms: Some(0),
+                };
+                let paced = self.pacings.get_mut(i).and_then(|(pacing, drained_at, n)| {
+                    *drained_at = pacing.admit(*drained_at, ts(self.now))?;
+                    *n += 1;
+                    Some(())
+                });
+                if paced.is_some() {
+                    let model = self.model.acquire(self.now, &req);
+                    prop_assert_eq!(model, Ok(true), "paced admission on {}", NAMES[*i]);
+                    // The lock-free path sends no request: the engine's
+                    // request ids go on from where they were.
+                    self.model.next_request -= 1;
+                } else {
+                    // The slow path: closed, then on the engine; granted at
+                    // once, it opens again.
+                    self.settle_pacings();
+                    let grants = engine_grants.len();
+                    self.acquire(&req, &mut engine_grants)?;
+                    if engine_grants.len() > grants
+                        && let Some(pacing) = self.engine.pace(ts(self.now), NAMES[*i])
+                    {
+                        let drained_at = pacing.drained_at;
+                        self.pacings.insert(*i, (pacing, drained_at, 0));
+                    }
+                }
+            }
+            Op::AdvanceToPaced(i, early) => {
+                if let Some((pacing, drained_at, _)) = self.pacings.get(i) {
+                    let ready = drained_at
+                        .as_unix_nanos()
+                        .saturating_sub(pacing.slack_nanos);
+                    let to = ready - u64::from(*early);
+                    if to > self.now {
+                        self.now = to;
+                        self.engine.advance(ts(self.now));
+                        self.model.advance(self.now);
+                    }
+                }
+            }
+            Op::Acquire(req) => self.acquire(req, &mut engine_grants)?,
             Op::Release(i) | Op::Renew(i) if !self.leases.is_empty() => {
                 let (model_id, lease) = self.leases[i % self.leases.len()];
                 let (engine, model) = if matches!(op, Op::Release(_)) {
@@ -1027,6 +1099,49 @@ impl Run {
         self.check_invariants(redefined)
     }
 
+    /// Sends an acquire to both and compares what they answer.
+    fn acquire(&mut self, req: &Acquire, grants: &mut Vec<Grant>) -> Result<(), TestCaseError> {
+        let names: Vec<&str> = req.names.iter().map(|&i| name_of(i)).collect();
+        let claim = if req.rate {
+            Claim::Rate
+        } else {
+            Claim::Lease {
+                ttl: Duration::from_millis(req.ttl_ms),
+                holder: None,
+            }
+        };
+        let request = AcquireRequest {
+            occupy: req.occupy,
+            timeout: req.timeout_ms.map(Duration::from_millis),
+            ..AcquireRequest::new(&names, claim)
+        };
+        let engine = self.engine.acquire(ts(self.now), &request);
+        let model = self.model.acquire(self.now, req);
+        let engine_kind = match &engine {
+            Ok(Admission::Granted(_)) => Ok(true),
+            Ok(Admission::Queued(_)) => Ok(false),
+            Err(err) => Err(err.code()),
+        };
+        prop_assert_eq!(engine_kind, model, "acquire {:?}", req);
+        match engine {
+            Ok(Admission::Granted(grant)) => grants.push(grant),
+            Ok(Admission::Queued(id)) => {
+                prop_assert_eq!(id.0, self.model.next_request - 1);
+                self.queued.push(id.0);
+            }
+            Err(_) => {}
+        }
+        Ok(())
+    }
+
+    /// Gives every pacing's drain instant back to the engine.
+    fn settle_pacings(&mut self) {
+        for (_, (pacing, drained_at, admitted)) in self.pacings.drain() {
+            self.engine
+                .settle_pacing(ts(self.now), &pacing, drained_at, admitted);
+        }
+    }
+
     fn update(&mut self, i: usize, slots: Option<u64>, active: Option<bool>) {
         let patch = LimitPatch {
             slots,
@@ -1094,6 +1209,13 @@ impl Run {
             },
         ) {
             views.extend(instances);
+        }
+        // As the limiter shows a limit with its lock-free rate path open.
+        for (i, (pacing, drained_at, admitted)) in &self.pacings {
+            let view = views.iter_mut().find(|v| v.name == NAMES[*i]).unwrap();
+            view.decaying = pacing.decaying(*drained_at, ts(self.now));
+            view.counters.granted_total += admitted;
+            view.counters.granted_slots_total += admitted;
         }
         views
     }
@@ -1367,4 +1489,44 @@ proptest! {
         }
         run.check_rate_windows()?;
     }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    /// The same comparison, with most steps on the lock-free rate path:
+    /// pacings handed out, admissions by them at and around the instants
+    /// slots fit, and now and then a request or a change that settles them.
+    #[test]
+    fn the_lock_free_rate_path_agrees_with_the_reference_model(
+        limits in prop::collection::vec((1u64..=4, 1usize..RATES.len(), prop::bool::weighted(0.9)), 3),
+        ops in prop::collection::vec(paced_op_strategy(), 1..120),
+    ) {
+        let mut run = Run::new(&limits);
+        for op in &ops {
+            run.step(op)?;
+        }
+        run.check_rate_windows()?;
+    }
+}
+
+#[test]
+fn a_paced_admission_one_nanosecond_early_is_refused_as_the_engine_would() {
+    // 10 per second, one at a time: the next slot fits 100 ms after the first.
+    let mut run = Run::new(&[(1, 4, true), (1, 4, true), (1, 4, true)]);
+    for op in [Op::Pace(0), Op::PacedAdmit(0), Op::AdvanceToPaced(0, true)] {
+        run.step(&op).unwrap();
+    }
+    assert_eq!(run.pacings[&0].2, 1, "the first was admitted by the pacing");
+    run.step(&Op::PacedAdmit(0)).unwrap();
+    assert!(
+        run.pacings.is_empty(),
+        "refused, so settled and tried on the engine"
+    );
+    let counters = run.engine.limit("a").unwrap().counters;
+    assert_eq!(
+        (counters.granted_total, counters.denied_total),
+        (1, 1),
+        "which refused it too"
+    );
 }

@@ -95,10 +95,16 @@ mod tests {
             let wall = wall_now();
             let mut last = clock.now();
             let skew = wall.as_unix_nanos().abs_diff(last.as_unix_nanos());
-            assert!(skew < 1_000_000_000, "{clock:?} starts {skew} ns off the wall clock");
+            assert!(
+                skew < 1_000_000_000,
+                "{clock:?} starts {skew} ns off the wall clock"
+            );
             for _ in 0..100_000 {
                 let now = clock.now();
-                assert!(now >= last, "{clock:?} ran backwards: {last:?} then {now:?}");
+                assert!(
+                    now >= last,
+                    "{clock:?} ran backwards: {last:?} then {now:?}"
+                );
                 last = now;
             }
         }

@@ -152,11 +152,12 @@ impl FastSlot {
                 return None;
             }
             let base = pace.base.load(Ordering::Relaxed);
-            let drained_at = base + (word & OFFSET);
-            if drained_at > now.saturating_add(pace.slack.load(Ordering::Relaxed)) {
-                return None;
-            }
-            let next = drained_at.max(now).saturating_add(pace.drain.load(Ordering::Relaxed));
+            let next = Pacing::admit_nanos(
+                base + (word & OFFSET),
+                now,
+                pace.slack.load(Ordering::Relaxed),
+                pace.drain.load(Ordering::Relaxed),
+            )?;
             let offset = next - base;
             let tally = (tally(word) + 1) & TALLY;
             if offset > OFFSET || tally == pace.opened.load(Ordering::Relaxed) {
@@ -272,7 +273,14 @@ impl FastPaths {
             let mut index = self.index.write().unwrap_or_else(|p| p.into_inner());
             index.insert(Arc::clone(&key), Arc::clone(&slot));
             let (reservation, pacing) = (None, None);
-            entries.insert(key, Entry { slot, reservation, pacing });
+            entries.insert(
+                key,
+                Entry {
+                    slot,
+                    reservation,
+                    pacing,
+                },
+            );
         }
         entries.get_mut(name).expect("just made")
     }
@@ -383,9 +391,8 @@ fn close(entry: &mut Entry, engine: &mut Engine, now: Timestamp) {
     if let Some(pacing) = entry.pacing.take()
         && before & CLOSED == 0
     {
-        engine.settle_pacing(now, &pacing, pace.drained_at(before));
         let admitted = pace.admitted(before);
-        entry.slot.granted.fetch_add(admitted, Ordering::Relaxed);
+        engine.settle_pacing(now, &pacing, pace.drained_at(before), admitted);
     }
     let before = entry.slot.word.fetch_or(CLOSED, Ordering::AcqRel);
     if before & CLOSED != 0 {
@@ -451,6 +458,7 @@ fn open_pace(entry: &mut Entry, pacing: Pacing, now: Timestamp) {
     pace.drain.store(pacing.drain_nanos, Ordering::Relaxed);
     let tally = (tally(word) + 1) & TALLY;
     pace.opened.store(tally, Ordering::Relaxed);
-    pace.word.store((tally << TALLY_SHIFT) | offset, Ordering::Release);
+    pace.word
+        .store((tally << TALLY_SHIFT) | offset, Ordering::Release);
     entry.pacing = Some(pacing);
 }

@@ -320,7 +320,11 @@ impl Kind for Rate {
         let ([name], 1) = (names, occupy) else {
             return None;
         };
-        limiter.fast.find(name)?.try_admit(limiter.driver.clock()).map(Admitted::at_once)
+        limiter
+            .fast
+            .find(name)?
+            .try_admit(limiter.driver.clock())
+            .map(Admitted::at_once)
     }
 }
 
