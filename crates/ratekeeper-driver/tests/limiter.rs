@@ -594,3 +594,132 @@ fn after_a_reset_or_a_delete_the_fast_path_never_lets_more_in_than_the_engine() 
         "a new limit, new counts"
     );
 }
+
+// ----- a rate limit's handle -------------------------------------------------
+
+/// Fails if some window of admissions holds more than `burst` plus what
+/// `per_second` lets through in its length.
+fn assert_never_faster(mut admitted: Vec<Timestamp>, per_second: f64, burst: u64) {
+    admitted.sort();
+    for (j, last) in admitted.iter().enumerate() {
+        for (i, first) in admitted[..=j].iter().enumerate().rev() {
+            let span = last.saturating_duration_since(*first).as_secs_f64();
+            let most = burst as f64 + span * per_second;
+            assert!(
+                (j - i + 1) as f64 <= most + 1e-6,
+                "{} admitted within {span} s, at most {most}",
+                j - i + 1
+            );
+            if span * per_second > admitted.len() as f64 {
+                break;
+            }
+        }
+    }
+}
+
+#[test]
+fn threads_mixing_the_lock_free_rate_path_the_engine_and_changes_never_exceed_the_rate() {
+    const PER_SECOND: f64 = 20_000.0;
+    const BURST: u64 = 5;
+    let limiter = Limiter::new();
+    limiter
+        .create(LimitSpec::rate("api", PER_SECOND, BURST))
+        .unwrap();
+    let threads: Vec<_> = (0..4)
+        .map(|t| {
+            let limiter = limiter.clone();
+            std::thread::spawn(move || {
+                let api = limiter.handle("api").unwrap();
+                let mut admitted = Vec::new();
+                for i in 0..1_500u64 {
+                    let at = match (t + i) % 10 {
+                        // The engine's path for a share of the requests.
+                        0 => limiter.rate_limit("api").wait().unwrap().granted_at,
+                        1 => match api.try_admit() {
+                            Ok(admission) => admission.granted_at,
+                            Err(AcquireError::WouldBlock) => continue,
+                            Err(err) => panic!("{err}"),
+                        },
+                        2 => futures_lite_block_on(api.admit()).unwrap().granted_at,
+                        3 => match limiter.rate_limit("api").try_acquire() {
+                            Ok(admission) => admission.granted_at,
+                            Err(AcquireError::WouldBlock) => continue,
+                            Err(err) => panic!("{err}"),
+                        },
+                        _ => api.wait_admit().unwrap().granted_at,
+                    };
+                    admitted.push(at);
+                    if i % 97 == 0 {
+                        // Reads through the engine: one closes the path.
+                        assert!(limiter.limit("api").unwrap().decaying <= BURST as f64);
+                        let _ = limiter.has_room("api", 1).unwrap();
+                    }
+                }
+                admitted
+            })
+        })
+        .collect();
+    // Meanwhile the limit changes under them (not its rate).
+    for n in 0..4 {
+        std::thread::sleep(Duration::from_millis(20));
+        let patch = LimitPatch {
+            description: Some(Some(format!("change {n}"))),
+            ..LimitPatch::default()
+        };
+        limiter.update("api", patch).unwrap();
+    }
+    let admitted: Vec<Timestamp> = threads
+        .into_iter()
+        .flat_map(|t| t.join().unwrap())
+        .collect();
+    let count = admitted.len() as u64;
+    assert_never_faster(admitted, PER_SECOND, BURST);
+    let view = limiter.limit("api").unwrap();
+    assert_eq!(view.counters.granted_total, count, "every admission counted, fast or not");
+    assert!(view.decaying <= BURST as f64 + 1e-9);
+}
+
+#[test]
+fn a_rate_limit_handle_admits_at_once_what_the_engine_would_and_views_show_it() {
+    let limiter = Limiter::new();
+    limiter.create(LimitSpec::rate("api", 1.0, 3)).unwrap();
+    let api = limiter.handle("api").unwrap();
+    // The first through the engine (it opens the path), then two by it.
+    let admitted: Vec<_> = (0..3).map(|_| api.try_admit().unwrap()).collect();
+    assert!(admitted.iter().all(|a| a.waited == Duration::ZERO));
+    assert!(matches!(api.try_admit(), Err(AcquireError::WouldBlock)));
+    let view = limiter.limit("api").unwrap();
+    assert_eq!(view.counters.granted_total, 3);
+    assert!(view.decaying > 2.9 && view.decaying <= 3.0, "{}", view.decaying);
+    assert_eq!(view.counters.denied_total, 1, "the refusal went through the engine");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rate_waiter_is_never_passed_by_the_lock_free_path() {
+    // 20 per second, one at a time: each admission 50 ms after the last.
+    let limiter = Limiter::new();
+    limiter.create(LimitSpec::rate("api", 20.0, 1)).unwrap();
+    let api = limiter.handle("api").unwrap();
+    api.try_admit().unwrap(); // through the engine: opens the path
+    let waiter = {
+        let limiter = limiter.clone();
+        tokio::spawn(async move { limiter.rate_limit("api").await })
+    };
+    while limiter.limit("api").unwrap().waiting == 0 {
+        tokio::task::yield_now().await;
+    }
+    // Until the waiter is admitted, nobody else is, on any path.
+    let mut refused = 0;
+    while !waiter.is_finished() {
+        match api.try_admit() {
+            Err(AcquireError::WouldBlock) => refused += 1,
+            other => panic!("admitted before the waiter: {other:?}"),
+        }
+        tokio::task::yield_now().await;
+    }
+    let first = waiter.await.unwrap().unwrap();
+    assert!(first.waited > Duration::ZERO);
+    assert!(refused > 0);
+    let view = limiter.limit("api").unwrap();
+    assert_eq!((view.waiting, view.counters.granted_total), (0, 2));
+}
