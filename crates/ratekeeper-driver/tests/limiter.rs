@@ -675,7 +675,10 @@ fn threads_mixing_the_lock_free_rate_path_the_engine_and_changes_never_exceed_th
     let count = admitted.len() as u64;
     assert_never_faster(admitted, PER_SECOND, BURST);
     let view = limiter.limit("api").unwrap();
-    assert_eq!(view.counters.granted_total, count, "every admission counted, fast or not");
+    assert_eq!(
+        view.counters.granted_total, count,
+        "every admission counted, fast or not"
+    );
     assert!(view.decaying <= BURST as f64 + 1e-9);
 }
 
@@ -690,8 +693,15 @@ fn a_rate_limit_handle_admits_at_once_what_the_engine_would_and_views_show_it() 
     assert!(matches!(api.try_admit(), Err(AcquireError::WouldBlock)));
     let view = limiter.limit("api").unwrap();
     assert_eq!(view.counters.granted_total, 3);
-    assert!(view.decaying > 2.9 && view.decaying <= 3.0, "{}", view.decaying);
-    assert_eq!(view.counters.denied_total, 1, "the refusal went through the engine");
+    assert!(
+        view.decaying > 2.9 && view.decaying <= 3.0,
+        "{}",
+        view.decaying
+    );
+    assert_eq!(
+        view.counters.denied_total, 1,
+        "the refusal went through the engine"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
