@@ -1475,6 +1475,16 @@ impl Run {
     }
 }
 
+/// Runs `ops` on the engine and the model from `limits`, comparing them at
+/// every step and the rate windows at the end.
+fn agree(limits: &[(u64, usize, bool)], ops: &[Op]) -> Result<(), TestCaseError> {
+    let mut run = Run::new(limits);
+    for op in ops {
+        run.step(op)?;
+    }
+    run.check_rate_windows()
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
 
@@ -1483,11 +1493,7 @@ proptest! {
         limits in prop::collection::vec((0u64..=4, 0usize..RATES.len(), prop::bool::weighted(0.85)), 3),
         ops in prop::collection::vec(op_strategy(), 1..120),
     ) {
-        let mut run = Run::new(&limits);
-        for op in &ops {
-            run.step(op)?;
-        }
-        run.check_rate_windows()?;
+        agree(&limits, &ops)?;
     }
 }
 
@@ -1502,11 +1508,7 @@ proptest! {
         limits in prop::collection::vec((1u64..=4, 1usize..RATES.len(), prop::bool::weighted(0.9)), 3),
         ops in prop::collection::vec(paced_op_strategy(), 1..120),
     ) {
-        let mut run = Run::new(&limits);
-        for op in &ops {
-            run.step(op)?;
-        }
-        run.check_rate_windows()?;
+        agree(&limits, &ops)?;
     }
 }
 
