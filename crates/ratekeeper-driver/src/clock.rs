@@ -114,11 +114,12 @@ mod tests {
     fn the_counter_keeps_pace_with_the_os_clock() {
         let counter = Clock::counter();
         let (os, from) = (Instant::now(), counter.now());
-        std::thread::sleep(Duration::from_millis(50));
+        std::thread::sleep(Duration::from_millis(200));
         let on_counter = counter.now().saturating_duration_since(from);
         let on_os = os.elapsed();
-        // 1 % covers a calibration far worse than the ~1 ppm measured.
+        // 2 % covers a calibration far worse than the ~1 ppm measured, and
+        // a pause of a few milliseconds between the reads of a pair.
         let ratio = on_counter.as_secs_f64() / on_os.as_secs_f64();
-        assert!((0.99..1.01).contains(&ratio), "{on_counter:?} vs {on_os:?}");
+        assert!((0.98..1.02).contains(&ratio), "{on_counter:?} vs {on_os:?}");
     }
 }
