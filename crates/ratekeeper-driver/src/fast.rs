@@ -147,6 +147,10 @@ impl FastSlot {
         }
         let at = clock.now();
         let now = at.as_unix_nanos();
+        // After a failed swap the word may be a later opening's, whose base
+        // is after `now`: the rule at an earlier instant is only stricter,
+        // and every window of admissions stays within the rate by the
+        // instants they were decided at (the ones answered).
         loop {
             if word & CLOSED != 0 {
                 return None;
