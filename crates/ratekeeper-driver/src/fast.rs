@@ -248,7 +248,7 @@ struct Entry {
 #[derive(Default)]
 pub(crate) struct FastPaths {
     entries: Mutex<HashMap<Arc<str>, Entry>>,
-    index: RwLock<HashMap<Arc<str>, Arc<FastSlot>>>,
+    index: RwLock<HashMap<Arc<str>, Arc<FastSlot>, foldhash::fast::RandomState>>,
 }
 
 impl FastPaths {
