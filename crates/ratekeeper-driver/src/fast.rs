@@ -50,11 +50,11 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, Weak};
 
 use ratekeeper_core::{Engine, LimitView, Pacing, Reservation, Timestamp};
 
-use crate::Clock;
+use crate::{Clock, Driver};
 
 /// The word's closed bit.
 const CLOSED: u64 = 1 << 63;
@@ -86,6 +86,9 @@ pub(crate) struct FastSlot {
     extra_slots: AtomicU64,
     /// The rate path.
     pace: Pace,
+    /// The paths it is one of, for giving slots back while it is closed
+    /// (a guard holds only its slot).
+    paths: Weak<FastPaths>,
 }
 
 /// A rate limit's lock-free path (see the module).
@@ -119,9 +122,10 @@ fn tally(word: u64) -> u64 {
 }
 
 impl FastSlot {
-    fn new(name: Arc<str>) -> Self {
+    fn new(name: Arc<str>, paths: Weak<FastPaths>) -> Self {
         FastSlot {
             name,
+            paths,
             word: AtomicU64::new(CLOSED),
             granted: AtomicU64::new(0),
             extra_slots: AtomicU64::new(0),
@@ -208,6 +212,20 @@ impl FastSlot {
         true
     }
 
+    /// Gives back `slots` taken here: with one atomic operation while the
+    /// path is open, else to the engine under its lock (nothing, if the
+    /// limiter is gone).
+    pub(crate) fn give_back(&self, slots: u64) {
+        if self.try_give_back(slots) {
+            return;
+        }
+        if let Some(paths) = self.paths.upgrade() {
+            paths
+                .driver
+                .apply(|engine, now| paths.give_back_closed(engine, now, self, slots));
+        }
+    }
+
     /// Gives back `slots` taken here if the path is open; false if it is
     /// closed, and they must be given back under the engine's lock.
     #[inline]
@@ -245,13 +263,26 @@ struct Entry {
 /// only while the engine's lock is held (or for making a new entry), in
 /// that order; `index` is what a request by name looks its path up in,
 /// without either lock.
-#[derive(Default)]
 pub(crate) struct FastPaths {
     entries: Mutex<HashMap<Arc<str>, Entry>>,
     index: RwLock<HashMap<Arc<str>, Arc<FastSlot>, foldhash::fast::RandomState>>,
+    /// The limiter's driver, for slots given back while a path is closed.
+    driver: Driver,
+    /// These paths, for their slots to reach them.
+    this: Weak<FastPaths>,
 }
 
 impl FastPaths {
+    /// The paths of a limiter on `driver`, none made yet.
+    pub(crate) fn new(driver: Driver) -> Arc<Self> {
+        Arc::new_cyclic(|this| FastPaths {
+            entries: Mutex::default(),
+            index: RwLock::default(),
+            driver,
+            this: Weak::clone(this),
+        })
+    }
+
     fn lock(&self) -> MutexGuard<'_, HashMap<Arc<str>, Entry>> {
         self.entries.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -266,14 +297,21 @@ impl FastPaths {
     /// index's (shared) one.
     #[inline]
     pub(crate) fn find(&self, name: &str) -> Option<Arc<FastSlot>> {
+        self.with(name, Arc::clone)
+    }
+
+    /// `f` of the fast path of `name`, if it has one, looked up as
+    /// [`find`](Self::find) does but without taking a reference to it.
+    #[inline]
+    pub(crate) fn with<R>(&self, name: &str, f: impl FnOnce(&Arc<FastSlot>) -> R) -> Option<R> {
         let index = self.index.read().unwrap_or_else(|p| p.into_inner());
-        index.get(name).cloned()
+        index.get(name).map(f)
     }
 
     fn entry<'e>(&self, entries: &'e mut HashMap<Arc<str>, Entry>, name: &str) -> &'e mut Entry {
         if !entries.contains_key(name) {
             let key: Arc<str> = name.into();
-            let slot = Arc::new(FastSlot::new(Arc::clone(&key)));
+            let slot = Arc::new(FastSlot::new(Arc::clone(&key), Weak::clone(&self.this)));
             let mut index = self.index.write().unwrap_or_else(|p| p.into_inner());
             index.insert(Arc::clone(&key), Arc::clone(&slot));
             let (reservation, pacing) = (None, None);

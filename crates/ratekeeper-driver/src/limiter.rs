@@ -49,9 +49,10 @@ impl Limiter {
     /// A limiter with no limits yet, on the CPU's cycle counter (see
     /// [`Clock::counter`]: a rate request reads the clock).
     pub fn new() -> Self {
+        let driver = Driver::on_clock(Clock::counter());
         Limiter {
-            driver: Driver::on_clock(Clock::counter()),
-            fast: Arc::default(),
+            fast: FastPaths::new(driver.clone()),
+            driver,
         }
     }
 
@@ -280,8 +281,7 @@ impl Kind for Slots {
             unreachable!("a permit claim is granted a permit")
         };
         SlotGuard {
-            driver: driver.clone(),
-            permit: Some(permit),
+            permit: Some((driver.clone(), permit)),
             fast: None,
             waited: grant.waited,
         }
@@ -292,13 +292,8 @@ impl Kind for Slots {
         let [name] = names else { return None };
         let slot = limiter.fast.find(name)?;
         slot.try_take(occupy).then(|| SlotGuard {
-            driver: limiter.driver.clone(),
             permit: None,
-            fast: Some(FastHeld {
-                paths: Arc::clone(&limiter.fast),
-                slot,
-                occupy,
-            }),
+            fast: Some(FastHeld { slot, occupy }),
             waited: Duration::ZERO,
         })
     }
@@ -437,9 +432,9 @@ impl<K: Kind> Future for AcquireFuture<'_, K> {
 /// Slots held on some limits; dropping the guard frees them.
 #[must_use = "dropping the guard frees the slots at once"]
 pub struct SlotGuard {
-    driver: Driver,
-    /// Slots granted by the engine; `None` once given back.
-    permit: Option<Permit>,
+    /// Slots granted by the engine, and the driver to give them back to;
+    /// `None` once given back.
+    permit: Option<(Driver, Permit)>,
     /// Slots taken on a limit's lock-free path; `None` once given back.
     fast: Option<FastHeld>,
     waited: Duration,
@@ -447,18 +442,8 @@ pub struct SlotGuard {
 
 /// Slots a [`SlotGuard`] took on a limit's lock-free path.
 struct FastHeld {
-    paths: Arc<FastPaths>,
     slot: Arc<FastSlot>,
     occupy: u64,
-}
-
-/// Gives back `occupy` slots taken on `slot`'s lock-free path: with one
-/// atomic operation while it is open, else to the engine under its lock.
-fn give_back_fast(driver: &Driver, paths: &FastPaths, slot: &FastSlot, occupy: u64) {
-    if slot.try_give_back(occupy) {
-        return;
-    }
-    driver.apply(|engine, now| paths.give_back_closed(engine, now, slot, occupy));
 }
 
 impl SlotGuard {
@@ -473,11 +458,11 @@ impl SlotGuard {
     }
 
     fn give_back(&mut self) {
-        if let Some(permit) = self.permit.take() {
-            self.driver.give_back(Held::Permit(permit));
+        if let Some((driver, permit)) = self.permit.take() {
+            driver.give_back(Held::Permit(permit));
         }
         if let Some(fast) = self.fast.take() {
-            give_back_fast(&self.driver, &fast.paths, &fast.slot, fast.occupy);
+            fast.slot.give_back(fast.occupy);
         }
     }
 }
@@ -493,7 +478,7 @@ impl std::fmt::Debug for SlotGuard {
         f.debug_struct("SlotGuard")
             .field(
                 "occupy",
-                &(self.permit.as_ref().map(Permit::occupy))
+                &(self.permit.as_ref().map(|(_, permit)| permit.occupy()))
                     .or(self.fast.as_ref().map(|fast| fast.occupy)),
             )
             .field("waited", &self.waited)
@@ -652,7 +637,7 @@ impl LimitHandle {
         if self.slot.try_give_back(occupy) {
             return;
         }
-        give_back_fast(&self.limiter.driver, &self.limiter.fast, &self.slot, occupy);
+        self.slot.give_back(occupy);
     }
 }
 
@@ -699,7 +684,7 @@ impl std::fmt::Debug for HandleGuard<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let occupy = match &self.held {
             Taken::Fast(occupy) => Some(*occupy),
-            Taken::Slow(guard) => guard.permit.as_ref().map(Permit::occupy),
+            Taken::Slow(guard) => guard.permit.as_ref().map(|(_, permit)| permit.occupy()),
             Taken::Nothing => None,
         };
         f.debug_struct("HandleGuard")

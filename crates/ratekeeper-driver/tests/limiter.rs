@@ -733,3 +733,31 @@ async fn a_rate_waiter_is_never_passed_by_the_lock_free_path() {
     let view = limiter.limit("api").unwrap();
     assert_eq!((view.waiting, view.counters.granted_total), (0, 2));
 }
+
+#[test]
+fn a_guard_taken_by_name_frees_its_slot_after_its_path_closed_and_outlives_its_limiter() {
+    let limiter = Limiter::new();
+    limiter.create(LimitSpec::concurrency("db", 2)).unwrap();
+    drop(limiter.concurrency("db").try_acquire().unwrap()); // opens the path
+    let fast = limiter.concurrency("db").try_acquire().unwrap();
+    assert!(
+        limiter.has_room("db", 1).unwrap(),
+        "a read that closes the path"
+    );
+    drop(fast); // given back to the engine, the path being closed
+    let view = limiter.limit("db").unwrap();
+    assert_eq!((view.held, view.counters.granted_total), (0, 2));
+    let both = (
+        limiter.concurrency("db").try_acquire().unwrap(),
+        limiter.concurrency("db").try_acquire().unwrap(),
+    );
+    assert!(limiter.concurrency("db").try_acquire().is_err());
+    drop(both);
+
+    // Guards of both kinds outlive every handle on their limiter.
+    let fast = limiter.concurrency("db").try_acquire().unwrap();
+    assert!(limiter.has_room("db", 1).unwrap());
+    let slow = limiter.concurrency("db").try_acquire().unwrap();
+    drop(limiter);
+    drop((fast, slow));
+}
