@@ -315,10 +315,10 @@ impl Kind for Rate {
         let ([name], 1) = (names, occupy) else {
             return None;
         };
+        let clock = limiter.driver.clock();
         limiter
             .fast
-            .find(name)?
-            .try_admit(limiter.driver.clock())
+            .with(name, |slot| slot.try_admit(clock))?
             .map(Admitted::at_once)
     }
 }
@@ -591,27 +591,35 @@ impl LimitHandle {
     /// Admits one slot of a rate limit now, or fails with
     /// [`AcquireError::WouldBlock`] without waiting.
     pub fn try_admit(&self) -> Result<Admitted, AcquireError> {
-        if let Some(at) = self.slot.try_admit(self.limiter.driver.clock()) {
-            return Ok(Admitted::at_once(at));
+        match self.admit_fast() {
+            Some(admitted) => Ok(admitted),
+            None => self.limiter.rate_limit(&*self.name).try_acquire(),
         }
-        self.limiter.rate_limit(&*self.name).try_acquire()
     }
 
     /// Waits to be admitted by a rate limit (on a thread; await
     /// [`admit`](Self::admit) on an async runtime).
     pub fn wait_admit(&self) -> Result<Admitted, AcquireError> {
-        if let Some(at) = self.slot.try_admit(self.limiter.driver.clock()) {
-            return Ok(Admitted::at_once(at));
+        match self.admit_fast() {
+            Some(admitted) => Ok(admitted),
+            None => self.limiter.rate_limit(&*self.name).wait(),
         }
-        self.limiter.rate_limit(&*self.name).wait()
     }
 
     /// Waits to be admitted by a rate limit.
     pub async fn admit(&self) -> Result<Admitted, AcquireError> {
-        if let Some(at) = self.slot.try_admit(self.limiter.driver.clock()) {
-            return Ok(Admitted::at_once(at));
+        match self.admit_fast() {
+            Some(admitted) => Ok(admitted),
+            None => self.limiter.rate_limit(&*self.name).await,
         }
-        self.limiter.rate_limit(&*self.name).await
+    }
+
+    /// Admits one slot on the lock-free rate path, if it is open and the
+    /// slot fits.
+    #[inline]
+    fn admit_fast(&self) -> Option<Admitted> {
+        let at = self.slot.try_admit(self.limiter.driver.clock())?;
+        Some(Admitted::at_once(at))
     }
 
     fn slow(&self, occupy: u64) -> Acquire<'_, Slots> {
