@@ -86,6 +86,50 @@ async fn acknowledged_state_survives_a_crash() {
 }
 
 #[tokio::test]
+async fn a_release_that_hands_its_slot_to_a_waiter_is_stored_when_it_is_answered() {
+    let dir = tempfile::tempdir().unwrap();
+    let backend = std::sync::Arc::new(Embedded::open(dir.path()).unwrap());
+    backend
+        .create_limit(LimitSpec::concurrency("db", 1))
+        .await
+        .unwrap();
+    let first = backend
+        .acquire(lease_on("db", 1))
+        .await
+        .unwrap()
+        .lease
+        .unwrap();
+    let waiter = tokio::spawn({
+        let backend = backend.clone();
+        async move {
+            let wait = AcquireSpec {
+                timeout: Some(Duration::from_secs(60)),
+                ..lease_on("db", 1)
+            };
+            backend.acquire(wait).await.unwrap().lease.unwrap()
+        }
+    });
+    while backend.limit("db").await.unwrap().limit.waiting == 0 {
+        tokio::task::yield_now().await;
+    }
+    backend.release(first.id).await.unwrap();
+    // Nothing else runs on this runtime before the image is taken: what
+    // the files hold now is what the release's answer vouches for.
+    let image = crash_image(dir.path());
+    let second = waiter.await.unwrap();
+    let restored = Embedded::open(image.path()).unwrap();
+    let leases: Vec<_> = restored
+        .limit("db")
+        .await
+        .unwrap()
+        .leases
+        .into_iter()
+        .map(|lease| lease.id)
+        .collect();
+    assert_eq!(leases, [second.id]);
+}
+
+#[tokio::test]
 async fn deleted_limits_stay_deleted() {
     let dir = tempfile::tempdir().unwrap();
     let backend = Embedded::open(dir.path()).unwrap();

@@ -158,12 +158,22 @@ impl Driver {
     /// operation other than acquire: limit changes, renewals, releases,
     /// reads.
     pub fn apply<R>(&self, operation: impl FnOnce(&mut Engine, Timestamp) -> R) -> R {
+        self.apply_waking(operation).0
+    }
+
+    /// [`apply`](Self::apply), also telling whether the operation woke a
+    /// parked request (granted it, or ended its wait): whoever answers the
+    /// operation may then want that outcome stored first.
+    pub fn apply_waking<R>(
+        &self,
+        operation: impl FnOnce(&mut Engine, Timestamp) -> R,
+    ) -> (R, bool) {
         let shared = &self.inner.shared;
         let mut state = shared.lock();
         let now = shared.catch_up(&mut state.engine);
         let result = operation(&mut state.engine, now);
-        shared.after_operation(&mut state, now);
-        result
+        let woke = shared.after_operation(&mut state, now);
+        (result, woke)
     }
 
     /// Asks for slots. The answer is a [`Pending`] that is either decided
@@ -291,13 +301,17 @@ impl Shared {
 
     /// Journals changes, delivers wakes and re-arms the timer; called before
     /// every unlock.
-    fn after_operation(self: &Arc<Self>, state: &mut State, now: Timestamp) {
+    /// Records the operation's changes, delivers the wakes it caused (true
+    /// if there were any) and re-arms the timer.
+    fn after_operation(self: &Arc<Self>, state: &mut State, now: Timestamp) -> bool {
+        let mut woke = false;
         loop {
             state.record_changes();
             let wakes = state.engine.take_wakes();
             if wakes.is_empty() {
                 break;
             }
+            woke = true;
             for wake in wakes {
                 let undelivered = match state.parked.remove(&wake.request) {
                     Some(sender) => sender.send(wake.outcome).err().map(|e| e.into_inner()),
@@ -310,6 +324,7 @@ impl Shared {
             }
         }
         self.rearm_timer(state);
+        woke
     }
 
     fn rearm_timer(self: &Arc<Self>, state: &mut State) {

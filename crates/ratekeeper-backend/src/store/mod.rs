@@ -21,7 +21,9 @@
 //!
 //! Changes nobody waits for (a release, an expiry) are written by the next
 //! frame, or, when no request comes, by a background thread within
-//! [`LINGER`]; it also retries a frame that could not be written.
+//! [`LINGER`]; it also retries a frame that could not be written. (A
+//! release that let a waiter in waits like a grant: the embedded backend
+//! writes the waiter's frame from the release, which is running already.)
 //!
 //! Why a log in front of redb: a redb commit rewrites about a dozen pages and
 //! took 0.76 ms under load, an append and `fdatasync` of the log a fraction
