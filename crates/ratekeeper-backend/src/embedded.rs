@@ -290,8 +290,8 @@ impl Backend for Embedded {
         if woke && let Some(store) = &self.store {
             // The slots went to a waiter, whose answer waits for its grant
             // to be stored: this task, running already, writes that frame
-            // now rather than after its own answer has gone out (a durable
-            // handoff measured 50-90 us shorter on the server). The release
+            // now rather than after its own answer has gone out (see
+            // BENCHMARKS.md, durable handoff). The release
             // is made whatever becomes of the write; the waiter hears of a
             // failed one from its own wait. Then the waiter, ready on this
             // thread, is let answer first: the releaser is done with the

@@ -299,16 +299,16 @@ impl Store {
     }
 
     /// Waits until everything recorded so far is durable, writing it if
-    /// nobody else is.
+    /// nobody else is. Unless it is durable already, it first lets the
+    /// tasks ready on this thread record their changes, so that under load
+    /// one frame carries more of them.
     pub(crate) async fn durable(&self) -> Result<(), String> {
         let shared = &self.shared;
         let target = shared.recorded.load(Ordering::Acquire);
         // Subscribed before looking, so that a frame written after the look
         // wakes this waiter.
         let mut progress = shared.progress.subscribe();
-        // Lets the tasks ready on this thread record their changes first,
-        // so that under load one frame carries more of them.
-        tokio::task::yield_now().await;
+        let mut gather = true;
         loop {
             {
                 let now = progress.borrow_and_update();
@@ -318,6 +318,11 @@ impl Store {
                 if now.committed >= target {
                     return Ok(());
                 }
+            }
+            if gather {
+                gather = false;
+                tokio::task::yield_now().await;
+                continue;
             }
             let wrote = match shared.writer.try_lock() {
                 Ok(writer) => {
