@@ -291,11 +291,11 @@ impl Backend for Embedded {
             // The slots went to a waiter, whose answer waits for its grant
             // to be stored: this task, running already, writes that frame
             // now rather than after its own answer has gone out (see
-            // BENCHMARKS.md, durable handoff). The release
-            // is made whatever becomes of the write; the waiter hears of a
-            // failed one from its own wait. Then the waiter, ready on this
-            // thread, is let answer first: the releaser is done with the
-            // slots, the waiter is waiting for them.
+            // BENCHMARKS.md, durable handoff). The release is made whatever
+            // becomes of the write; the waiter hears of a failed one from
+            // its own wait. Then the waiter, ready on this thread, is let
+            // answer first: the releaser is done with the slots, the
+            // waiter is waiting for them.
             let _ = store.durable().await;
             tokio::task::yield_now().await;
         }
