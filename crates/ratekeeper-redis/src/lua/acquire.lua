@@ -8,15 +8,6 @@ local mode = arg_mode
 local token = arg_token
 
 -- Refuse first, create after: a refused request changes nothing.
-local function impossible(limit)
-  if limit.active ~= 1 then return nil end
-  if limit.slots > 0 and occupy > limit.slots then
-    return { err = 'occupy_exceeds_slots', name = limit.name, occupy = int(occupy), slots = int(limit.slots) }
-  end
-  if mode == 'rate' and limit.decay <= 0 then
-    return { err = 'rate_mode_needs_decay', name = limit.name }
-  end
-end
 local missing, keys, adding = {}, {}, {}
 for _, name in ipairs(names) do
   local limit = load_limit(name)
@@ -24,13 +15,13 @@ for _, name in ipairs(names) do
   if limit and limit.max then
     refusal = { err = 'limit_is_template', name = name }
   elseif limit then
-    refusal = impossible(limit)
+    refusal = impossible(limit, occupy, mode)
   else
     local template = template_for(name)
     if template then
       adding[template] = (adding[template] or 0) + 1
       refusal = no_room_for_instance(name, template, adding[template])
-        or impossible(load_limit(template))
+        or impossible(load_limit(template), occupy, mode)
       keys[#keys + 1] = { name, template }
     elseif arg_create_if_missing == '1' then
       missing[#missing + 1] = name
@@ -56,7 +47,7 @@ for _, name in ipairs(missing) do
 end
 
 local req = {
-  token = token, names = arg_names, occupy = occupy, mode = mode,
+  token = token, names = arg_names, list = names, occupy = occupy, mode = mode,
   ttl = tonumber(arg_ttl_us), enq = NOW,
 }
 if arg_has_holder == '1' then req.holder = arg_holder end
