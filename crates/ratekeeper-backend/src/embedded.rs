@@ -280,8 +280,9 @@ impl Backend for Embedded {
     /// Answers before the release is on disk. That is safe: if the server
     /// dies first, the lease comes back on restart and holds its slots until
     /// it is released again or its TTL ends — capacity is lost for a while,
-    /// but nothing is ever over-admitted. Whoever the release let in is
-    /// answered only once its own grant, and so this release, is durable.
+    /// but nothing is ever over-admitted. A release that let someone in is
+    /// the exception: that waiter is answered only once its own grant, and
+    /// so this release, is durable, and the release writes it.
     async fn release(&self, id: LeaseId) -> Result<(), Error> {
         let (released, woke) = self
             .driver

@@ -299,10 +299,8 @@ impl Shared {
         now
     }
 
-    /// Journals changes, delivers wakes and re-arms the timer; called before
-    /// every unlock.
-    /// Records the operation's changes, delivers the wakes it caused (true
-    /// if there were any) and re-arms the timer.
+    /// Journals changes, delivers wakes (true if there were any) and re-arms
+    /// the timer; called before every unlock.
     fn after_operation(self: &Arc<Self>, state: &mut State, now: Timestamp) -> bool {
         let mut woke = false;
         loop {

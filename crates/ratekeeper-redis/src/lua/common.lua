@@ -83,6 +83,7 @@ end
 -- still goes through cjson. (Reading them back with cjson is cheaper than
 -- any pattern matching in Lua.)
 local function json_names(names)
+  if #names == 0 then return '[]' end
   for _, name in ipairs(names) do
     if string.find(name, '["\\%c]') then return cjson.encode(names) end
   end
@@ -592,9 +593,9 @@ local function grant(req, queued)
     local expires = NOW + req.ttl
     if queued then expires = NOW + math.min(req.ttl, CLAIM_US) end
     local expires_at = int(expires)
-    -- A lease on no active limit holds nothing; its lists are still lists.
-    local names, uids = '[]', '[]'
-    if #held_names > 0 then names, uids = json_names(held_names), json_uids(held_uids) end
+    -- A lease on no active limit holds nothing; its lists are still lists
+    -- (`[]`, where cjson would have written an empty table as `{}`).
+    local names, uids = json_names(held_names), json_uids(held_uids)
     local key = lease_key(req.token)
     if req.holder or req.whole then
       local fields = {
