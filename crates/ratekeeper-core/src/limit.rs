@@ -531,8 +531,6 @@ impl Limit {
     }
 }
 
-/// How many nanoseconds `slots` slots take to decay at `rate` per second,
-/// rounded with `round` and saturated to `u64`.
 /// The slots not yet decayed at `now` of a limit draining at `rate` slots
 /// per second until `drained_at`.
 pub(crate) fn decaying_level(drained_at: Timestamp, rate: f64, now: Timestamp) -> f64 {
@@ -542,6 +540,8 @@ pub(crate) fn decaying_level(drained_at: Timestamp, rate: f64, now: Timestamp) -
     remaining as f64 * rate / NANOS_PER_SEC
 }
 
+/// How many nanoseconds `slots` slots take to decay at `rate` per second,
+/// rounded with `round` and saturated to `u64`.
 fn nanos_for(slots: f64, rate: f64, round: fn(f64) -> f64) -> u64 {
     if slots <= 0.0 {
         return 0;

@@ -215,10 +215,15 @@ impl FastSlot {
     /// Gives back `slots` taken here: with one atomic operation while the
     /// path is open, else to the engine under its lock (nothing, if the
     /// limiter is gone).
+    #[inline]
     pub(crate) fn give_back(&self, slots: u64) {
-        if self.try_give_back(slots) {
-            return;
+        if !self.try_give_back(slots) {
+            self.give_back_to_engine(slots);
         }
+    }
+
+    #[cold]
+    fn give_back_to_engine(&self, slots: u64) {
         if let Some(paths) = self.paths.upgrade() {
             paths
                 .driver

@@ -642,9 +642,6 @@ impl LimitHandle {
 
     /// Gives back slots taken on the fast path.
     fn give_back(&self, occupy: u64) {
-        if self.slot.try_give_back(occupy) {
-            return;
-        }
         self.slot.give_back(occupy);
     }
 }
